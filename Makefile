@@ -1,0 +1,57 @@
+# ssd.c: a CPU reference trainer (train_ssd) and a CUDA trainer (train_ssdcu) for Mamba-2 / SSD-Mamba.
+#
+#   make            build train_ssd (CPU, OpenMP) and train_ssdcu (CUDA, if nvcc is found)
+#   make test       build and run the CPU test suite; the last line is "N passed, N failed"
+#   make test_gpu   build and run the GPU tests (needs a GPU)
+#   make bench      GPU benchmark (needs a GPU)
+#
+# Host-side files (model/*.c except model/cpu_*.c, data/*.c) are shared by both trainers.
+# model/cpu_*.c hold the CPU compute; they are built in float (train_ssd) and in double
+# (build/f64, for the gradient checks and duality tests in tests/).
+
+CC ?= gcc
+CFLAGS ?= -O3 -march=native
+CFLAGS += -Wall -Wextra -Wno-unused-parameter -fopenmp -std=gnu11 -I.
+LDLIBS = -lcjson -lzstd -lm -fopenmp
+NVCC ?= nvcc
+GPU_ARCH ?= -gencode arch=compute_90,code=sm_90
+PRECISION ?= BF16
+NVCC_FLAGS ?= -O3 --use_fast_math -std=c++17 $(GPU_ARCH) -I. -DENABLE_$(PRECISION)
+NVCC_LDLIBS = -lcublas -lcublasLt -lcjson -lzstd -Xcompiler -fopenmp -lgomp
+BUILD = build
+
+CPU_SRCS := $(wildcard model/cpu_*.c)
+HOST_SRCS := $(filter-out $(CPU_SRCS), $(wildcard model/*.c data/*.c))
+HOST_OBJS := $(HOST_SRCS:%.c=$(BUILD)/host/%.o)
+F32_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f32/%.o)
+F64_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f64/%.o)
+HEADERS := $(wildcard model/*.h data/*.h)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
+
+.PHONY: all test test_gpu bench clean
+all: train_ssd $(if $(HAVE_NVCC),train_ssdcu)
+
+$(BUILD)/host/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/f32/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/f64/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSSD_DOUBLE -c $< -o $@
+
+train_ssd: train_ssd.c $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
+	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
+
+test: train_ssd $(TEST_BINS)
+	@bash tests/run_tests.sh $(TEST_BINS)
+
+clean:
+	rm -rf $(BUILD) train_ssd train_ssdcu
