@@ -1,0 +1,176 @@
+#include "args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void args_defaults(TrainArgs *a) {
+    memset(a, 0, sizeof(*a));
+    a->train_pattern = "datasets/tinyshakespeare/*_train_*.bin";
+    a->val_pattern = "datasets/tinyshakespeare/*_val_*.bin";
+    a->output_dir = NULL;
+    a->init_from = "configs/mamba2-tiny.json";
+    a->tokenizer_path = NULL;
+    a->B = 4;
+    a->T = 256;
+    a->total_batch_size = -1;
+    a->max_steps = -1;
+    a->learning_rate = 1e-3f;
+    a->warmup_steps = 0;
+    a->final_lr_frac = 0.0f;
+    a->weight_decay = 0.1f;
+    a->grad_clip = 1.0f;
+    a->val_every = 20;
+    a->val_max_steps = 20;
+    a->sample_every = 0;
+    a->gen_T = 64;
+    a->temperature = 1.0f;
+    a->top_k = 0;
+    a->checkpoint_every = 0;
+    a->resume = 0;
+    a->keep_last = 0;
+    a->keep_every = 0;
+    a->seed = 1337;
+    a->shuffle = 1;
+    a->num_threads = 0;
+}
+
+void args_print_help(const char *program) {
+    fprintf(stdout,
+            "usage: %s [options]\n"
+            "Trains a Mamba-2 (scalar A) or SSD-Mamba (diagonal A) language model.\n\n"
+            "data\n"
+            "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
+            "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
+            "  -tk <file>   tokenizer.bin for decoding samples (default: beside the train shards)\n"
+            "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
+            "model\n"
+            "  -e <file>    JSON config (fresh init) or model file (fine-tune) (default configs/mamba2-tiny.json)\n"
+            "  -R <int>     seed for init, data order and sampling (default 1337)\n"
+            "optimisation\n"
+            "  -b <int>     micro-batch size B (default 4)\n"
+            "  -t <int>     sequence length T (default 256)\n"
+            "  -d <int>     total batch size in tokens; a multiple of B*T (default B*T: no accumulation)\n"
+            "  -x <int>     optimizer steps (default -1: one epoch)\n"
+            "  -l <float>   peak learning rate (default 1e-3)\n"
+            "  -u <int>     linear warmup steps (default 0)\n"
+            "  -q <float>   final learning rate as a fraction of the peak, cosine decay (default 0.0)\n"
+            "  -c <float>   AdamW weight decay on in_proj, out_proj and conv weights (default 0.1)\n"
+            "  -C <float>   global gradient-norm clip, 0 for none (default 1.0)\n"
+            "evaluation and sampling\n"
+            "  -v <int>     val loss every N steps, 0 for never (default 20)\n"
+            "  -m <int>     val batches per evaluation, -1 for the whole split (default 20)\n"
+            "  -s <int>     print a sample every N steps, 0 for never (default 0; one at the end)\n"
+            "  -g <int>     tokens to generate per sample (default 64)\n"
+            "  -st <float>  sampling temperature (default 1.0)\n"
+            "  -sk <int>    top-k sampling, 0 for the full distribution (default 0)\n"
+            "output and checkpoints\n"
+            "  -o <dir>     output dir for main.log and checkpoints (default: none)\n"
+            "  -n <int>     checkpoint every N steps, 0 for never (default 0)\n"
+            "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
+            "  -nk <int>    keep only the last K checkpoints, 0 for all (default 0)\n"
+            "  -nm <int>    also keep every M-th step's checkpoint (default 0)\n"
+            "other\n"
+            "  -th <int>    CPU threads (OpenMP; default all)\n"
+            "  -h           this help\n",
+            program);
+}
+
+static void die_bad_value(const char *program, const char *flag, const char *value, const char *expect) {
+    fprintf(stderr, "%s: bad value '%s' for %s (expected %s); see -h\n", program, value, flag, expect);
+    exit(1);
+}
+
+static long parse_long(const char *program, const char *flag, const char *value, long min) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || v < min) {
+        char expect[64];
+        snprintf(expect, sizeof(expect), "an integer >= %ld", min);
+        die_bad_value(program, flag, value, expect);
+    }
+    return v;
+}
+
+static float parse_float(const char *program, const char *flag, const char *value, float min) {
+    char *end = NULL;
+    errno = 0;
+    float v = strtof(value, &end);
+    if (errno != 0 || end == value || *end != '\0' || !(v >= min)) {
+        char expect[64];
+        snprintf(expect, sizeof(expect), "a number >= %g", min);
+        die_bad_value(program, flag, value, expect);
+    }
+    return v;
+}
+
+void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
+            args_print_help(program);
+            exit(0);
+        }
+        if (flag[0] != '-' || flag[1] == '\0') {
+            fprintf(stderr, "%s: unexpected argument '%s'; see -h\n", program, flag);
+            exit(1);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: flag %s needs a value; see -h\n", program, flag);
+            exit(1);
+        }
+        const char *v = argv[++i];
+        const char *f = flag + 1;
+        if (!strcmp(f, "i")) a->train_pattern = v;
+        else if (!strcmp(f, "j")) a->val_pattern = v;
+        else if (!strcmp(f, "o")) a->output_dir = v;
+        else if (!strcmp(f, "e")) a->init_from = v;
+        else if (!strcmp(f, "tk")) a->tokenizer_path = v;
+        else if (!strcmp(f, "b")) a->B = (int)parse_long(program, flag, v, 1);
+        else if (!strcmp(f, "t")) a->T = (int)parse_long(program, flag, v, 1);
+        else if (!strcmp(f, "d")) a->total_batch_size = parse_long(program, flag, v, -1);
+        else if (!strcmp(f, "x")) a->max_steps = (int)parse_long(program, flag, v, -1);
+        else if (!strcmp(f, "l")) a->learning_rate = parse_float(program, flag, v, 0.0f);
+        else if (!strcmp(f, "u")) a->warmup_steps = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "q")) a->final_lr_frac = parse_float(program, flag, v, 0.0f);
+        else if (!strcmp(f, "c")) a->weight_decay = parse_float(program, flag, v, 0.0f);
+        else if (!strcmp(f, "C")) a->grad_clip = parse_float(program, flag, v, 0.0f);
+        else if (!strcmp(f, "v")) a->val_every = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "m")) a->val_max_steps = (int)parse_long(program, flag, v, -1);
+        else if (!strcmp(f, "s")) a->sample_every = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "g")) a->gen_T = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "st")) a->temperature = parse_float(program, flag, v, 0.0f);
+        else if (!strcmp(f, "sk")) a->top_k = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "n")) a->checkpoint_every = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "y")) a->resume = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "nk")) a->keep_last = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "nm")) a->keep_every = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "R")) a->seed = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "sh")) a->shuffle = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "th")) a->num_threads = (int)parse_long(program, flag, v, 0);
+        else {
+            fprintf(stderr, "%s: unknown flag %s; see -h\n", program, flag);
+            exit(1);
+        }
+    }
+    if (a->final_lr_frac > 1.0f) die_bad_value(program, "-q", "(>1)", "a fraction in [0, 1]");
+    if (a->resume > 1 || a->shuffle > 1) die_bad_value(program, a->resume > 1 ? "-y" : "-sh", ">1", "0 or 1");
+    if (a->resume && a->output_dir == NULL) {
+        fprintf(stderr, "%s: -y 1 needs an output dir (-o) to resume from\n", program);
+        exit(1);
+    }
+    if (a->checkpoint_every > 0 && a->output_dir == NULL) {
+        fprintf(stderr, "%s: -n needs an output dir (-o) to write checkpoints to\n", program);
+        exit(1);
+    }
+}
+
+void args_print(const TrainArgs *a) {
+    printf("train data %s | val data %s\n", a->train_pattern, a->val_pattern);
+    printf("init %s | output %s | seed %d\n", a->init_from, a->output_dir ? a->output_dir : "(none)", a->seed);
+    printf("B %d T %d total batch %ld | steps %d | lr %g warmup %d final frac %g | wd %g clip %g\n", a->B, a->T,
+           a->total_batch_size, a->max_steps, a->learning_rate, a->warmup_steps, a->final_lr_frac, a->weight_decay,
+           a->grad_clip);
+}

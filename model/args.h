@@ -1,0 +1,51 @@
+/*
+ * Command-line options shared by train_ssd (CPU) and train_ssdcu (CUDA). Letters follow llm.c's
+ * train_gpt2.cu where the meaning is the same.
+ */
+#ifndef SSD_MODEL_ARGS_H
+#define SSD_MODEL_ARGS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *train_pattern;   /* -i  glob of train shards */
+    const char *val_pattern;     /* -j  glob of val shards */
+    const char *output_dir;      /* -o  logs and checkpoints (NULL: none) */
+    const char *init_from;       /* -e  JSON config (fresh init) or model file (fine-tune) */
+    const char *tokenizer_path;  /* -tk tokenizer.bin for samples (default: beside the train shards) */
+    int B;                       /* -b  micro-batch rows */
+    int T;                       /* -t  sequence length */
+    long total_batch_size;       /* -d  tokens per optimizer step (-1: B*T*world) */
+    int max_steps;               /* -x  optimizer steps (-1: one epoch of the train shards) */
+    float learning_rate;         /* -l */
+    int warmup_steps;            /* -u */
+    float final_lr_frac;         /* -q  cosine decays to lr * this */
+    float weight_decay;          /* -c */
+    float grad_clip;             /* -C  global-norm clip (0: off) */
+    int val_every;               /* -v  val loss every N steps (0: never) */
+    int val_max_steps;           /* -m  val batches per eval (-1: the whole val split) */
+    int sample_every;            /* -s  sample every N steps (0: never) */
+    int gen_T;                   /* -g  tokens to generate */
+    float temperature;           /* -st */
+    int top_k;                   /* -sk (0: full distribution) */
+    int checkpoint_every;        /* -n  checkpoint every N steps (0: never) */
+    int resume;                  /* -y  1: resume from the newest complete checkpoint in -o */
+    int keep_last;               /* -nk checkpoints kept (0: all) */
+    int keep_every;              /* -nm also keep every M-th step's checkpoint (0: none) */
+    int seed;                    /* -R  seed of init, data order and sampling */
+    int shuffle;                 /* -sh 1: shuffle train shards and samples */
+    int num_threads;             /* -th OpenMP threads (0: default) */
+} TrainArgs;
+
+void args_defaults(TrainArgs *args);
+/* Parses argv; prints help and exits 0 on -h, prints an error and exits 1 on a bad flag or value. */
+void args_parse(TrainArgs *args, int argc, char **argv, const char *program);
+void args_print_help(const char *program);
+void args_print(const TrainArgs *args);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,89 @@
+/*
+ * The Mamba-2 / SSD-Mamba language model on the CPU: forward, backward, AdamW, and O(1)-per-token
+ * generation by the recurrence. Computes in `real` (float, or double with -DSSD_DOUBLE).
+ *
+ * Forward for tokens [B, T]:
+ *   residual = wte[tokens]
+ *   for each layer l: (layer 0 adds nothing: residual is the embedding)
+ *       h = RMSNorm(residual) * norm_w[l]
+ *       zxbcdt = h @ in_proj_w[l]^T                      -> z [E], xBC [E+2GN], dt [H]
+ *       xBC = SiLU(causal_depthwise_conv(xBC) + conv_b)
+ *       y = SSD(x, softplus(dt + dt_bias), -exp(A_log), B, C) + D x      (chunked form)
+ *       g = y * SiLU(z);  g = g / rms_per_group(g) * gnorm_w
+ *       residual += g @ out_proj_w[l]^T
+ *   logits = RMSNorm(residual) * norm_f @ wte^T        (columns >= vocab_size masked out)
+ *   loss = mean cross-entropy over the B*T targets
+ */
+#ifndef SSD_MODEL_CPU_MODEL_H
+#define SSD_MODEL_CPU_MODEL_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "params.h"
+#include "real.h"
+
+typedef struct {
+    real *residual;    /* [L+1, B, T, D]: the residual stream entering each layer, and after the last */
+    real *norm_out;    /* [L, B, T, D]  RMSNorm output (input of in_proj) */
+    real *norm_rstd;   /* [L, B, T] */
+    real *zxbcdt;      /* [L, B, T, d_in_proj] */
+    real *xbc_conv;    /* [L, B, T, conv_dim]  conv output before SiLU */
+    real *xbc;         /* [L, B, T, conv_dim]  after SiLU: x, B, C */
+    real *delta;       /* [L, B, T, H]  softplus(dt + dt_bias) */
+    real *y;           /* [L, B, T, E]  SSD output including D x */
+    real *gated_rstd;  /* [L, B, T, G] */
+    real *gated_out;   /* [L, B, T, E]  input of out_proj */
+    real *final_norm;  /* [B, T, D] */
+    real *final_rstd;  /* [B, T] */
+    real *logits;      /* [B, T, Vp]; after backward holds dlogits */
+    real *probs_loss;  /* [B, T] per-token loss */
+} MambaActivations;
+
+typedef struct {
+    ModelConfig config;
+    ParamLayout layout;
+    real *params;                      /* flat, layout.total */
+    real *grads;
+    real *param_tensors[NUM_PARAM_TENSORS];
+    real *grad_tensors[NUM_PARAM_TENSORS];
+    real *adam_m, *adam_v;             /* allocated at the first update */
+    MambaActivations acts;
+    real *scratch;                     /* gradients of activations during backward */
+    int B, T;                          /* activation buffers are sized for this */
+    const int *inputs;                 /* of the last forward */
+    int *targets;                      /* copy of the last forward's targets (NULL: no loss) */
+    real mean_loss;                    /* of the last forward, -1 without targets */
+} Mamba;
+
+void mamba_build(Mamba *model, const ModelConfig *config, const float *params);
+/* Copies the parameters out as fp32 (for checkpoints). */
+void mamba_get_params(const Mamba *model, float *out);
+void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T);
+void mamba_zero_grad(Mamba *model);
+/* Accumulates d(loss_scale * mean_loss)/d(params) into model->grads (loss_scale = 1/accum steps). */
+void mamba_backward(Mamba *model, real loss_scale);
+real mamba_grad_norm(const Mamba *model);
+/* AdamW step t (1-based); weight decay on in_proj, out_proj, conv weights only. grad_scale
+ * multiplies the gradients first (clipping). */
+void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale, int t);
+void mamba_free(Mamba *model);
+
+/* Recurrent inference state for generation: one sequence. */
+typedef struct {
+    real *conv_state;  /* [L, d_conv-1, conv_dim] last inputs of the conv (oldest first) */
+    real *ssm_state;   /* [L, H, P, N] */
+    real *scratch;     /* per-token work space */
+} MambaInferenceState;
+
+void inference_state_init(MambaInferenceState *state, const ModelConfig *config);
+void inference_state_free(MambaInferenceState *state);
+/* Chunked forward over tokens[0..n) (one sequence); leaves the conv and SSM states for stepping
+ * and writes the last position's logits (Vp entries). */
+void mamba_prefill(Mamba *model, const int *tokens, int n, MambaInferenceState *state, real *logits);
+/* One token through the recurrence: O(1) in the sequence length. */
+void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logits);
+/* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */
+int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin);
+
+#endif

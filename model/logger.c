@@ -1,0 +1,39 @@
+#include "logger.h"
+#include "utils.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void make_dir_if_missing(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "error: cannot create output dir '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+}
+
+void logger_init(Logger *logger, const char *output_dir, int rank, int resuming) {
+    logger->file = NULL;
+    if (output_dir == NULL || rank != 0) return;
+    make_dir_if_missing(output_dir);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/main.log", output_dir);
+    logger->file = fopenCheck(path, resuming ? "a" : "w");
+}
+
+void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm) {
+    if (logger->file == NULL) return;
+    fprintf(logger->file, "s:%d trl:%.4f lr:%.6g norm:%.4f\n", step, loss, lr, grad_norm);
+    fflush(logger->file);
+}
+
+void logger_log_val(Logger *logger, int step, float loss) {
+    if (logger->file == NULL) return;
+    fprintf(logger->file, "s:%d tel:%.4f\n", step, loss);
+    fflush(logger->file);
+}
+
+void logger_free(Logger *logger) {
+    if (logger->file) fcloseCheck(logger->file);
+    logger->file = NULL;
+}

@@ -1,0 +1,28 @@
+/*
+ * main.log in the output dir, llm.c's format: "s:<step> trl:<train loss>" and
+ * "s:<step> tel:<val loss>" lines. Appends when resuming.
+ */
+#ifndef SSD_MODEL_LOGGER_H
+#define SSD_MODEL_LOGGER_H
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    FILE *file;  /* NULL when there is no output dir or this is not rank 0 */
+} Logger;
+
+void logger_init(Logger *logger, const char *output_dir, int rank, int resuming);
+void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm);
+void logger_log_val(Logger *logger, int step, float loss);
+void logger_free(Logger *logger);
+/* Creates the directory (one level) if it does not exist; exits on failure. */
+void make_dir_if_missing(const char *dir);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
