@@ -11,7 +11,7 @@
 #include "cpu_ssd.h"
 #include "utils.h"
 
-#include <math.h>
+#include <tgmath.h>
 #include <string.h>
 
 typedef struct {

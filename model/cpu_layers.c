@@ -1,0 +1,208 @@
+/*
+ * CPU layers of the Mamba-2 block (see cpu_layers.h for the math of each), parallel over rows
+ * with OpenMP. Matmuls unroll over 8 rows at a time so each weight row is read once per 8 tokens.
+ */
+#include "cpu_layers.h"
+#include "utils.h"
+
+#include <tgmath.h>
+#include <string.h>
+
+#define ROW_TILE 8
+
+void matmul_forward(real *out, const real *inp, const real *w, int M, int C, int OC) {
+    int tiles = (M + ROW_TILE - 1) / ROW_TILE;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int tile = 0; tile < tiles; tile++) {
+        int m0 = tile * ROW_TILE, rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
+        for (int o = 0; o < OC; o++) {
+            const real *wrow = w + (size_t)o * C;
+            real acc[ROW_TILE] = {0};
+            if (rows == ROW_TILE) {
+                for (int c = 0; c < C; c++) {
+                    real wv = wrow[c];
+                    for (int r = 0; r < ROW_TILE; r++) acc[r] += inp[(size_t)(m0 + r) * C + c] * wv;
+                }
+            } else {
+                for (int r = 0; r < rows; r++)
+                    for (int c = 0; c < C; c++) acc[r] += inp[(size_t)(m0 + r) * C + c] * wrow[c];
+            }
+            for (int r = 0; r < rows; r++) out[(size_t)(m0 + r) * OC + o] = acc[r];
+        }
+    }
+}
+
+void matmul_backward(real *dinp, real *dw, const real *dout, const real *inp, const real *w, int M, int C, int OC) {
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < M; m++) {
+            real *di = dinp + (size_t)m * C;
+            const real *dorow = dout + (size_t)m * OC;
+            for (int o = 0; o < OC; o++) {
+                real d = dorow[o];
+                const real *wrow = w + (size_t)o * C;
+                for (int c = 0; c < C; c++) di[c] += d * wrow[c];
+            }
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++) {
+        real *dwrow = dw + (size_t)o * C;
+        for (int m = 0; m < M; m++) {
+            real d = dout[(size_t)m * OC + o];
+            if (d == 0) continue;
+            const real *irow = inp + (size_t)m * C;
+            for (int c = 0; c < C; c++) dwrow[c] += d * irow[c];
+        }
+    }
+}
+
+void rmsnorm_forward(real *out, real *rstd, const real *inp, const real *w, int M, int C, real eps) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const real *x = inp + (size_t)m * C;
+        real ss = 0;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        real r = 1 / sqrt(ss / C + eps);
+        rstd[m] = r;
+        for (int c = 0; c < C; c++) out[(size_t)m * C + c] = x[c] * r * w[c];
+    }
+}
+
+/* dx = r (w dout) - x r^3 / C * sum(w dout x), for one row */
+static void rmsnorm_row_backward(real *dx, const real *dout, const real *x, const real *w, real r, int C, int stride_w) {
+    real dot = 0;
+    for (int c = 0; c < C; c++) dot += w[c * stride_w] * dout[c] * x[c];
+    real k = dot * r * r * r / C;
+    for (int c = 0; c < C; c++) dx[c] += r * w[c * stride_w] * dout[c] - k * x[c];
+}
+
+void rmsnorm_backward(real *dinp, real *dw, const real *dout, const real *inp, const real *w, const real *rstd, int M, int C) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        rmsnorm_row_backward(dinp + (size_t)m * C, dout + (size_t)m * C, inp + (size_t)m * C, w, rstd[m], C, 1);
+    for (int m = 0; m < M; m++) {
+        const real *x = inp + (size_t)m * C, *d = dout + (size_t)m * C;
+        for (int c = 0; c < C; c++) dw[c] += d[c] * x[c] * rstd[m];
+    }
+}
+
+void gated_rmsnorm_forward(real *out, real *rstd, const real *y, const real *z, int z_stride, const real *w, int M,
+                           int E, int G, real eps) {
+    int gs = E / G;
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const real *ym = y + (size_t)m * E, *zm = z + (size_t)m * z_stride;
+        real *om = out + (size_t)m * E;
+        for (int g = 0; g < G; g++) {
+            real ss = 0;
+            for (int c = g * gs; c < (g + 1) * gs; c++) {
+                om[c] = ym[c] * silu_of(zm[c]);
+                ss += om[c] * om[c];
+            }
+            real r = 1 / sqrt(ss / gs + eps);
+            rstd[(size_t)m * G + g] = r;
+            for (int c = g * gs; c < (g + 1) * gs; c++) om[c] *= r * w[c];
+        }
+    }
+}
+
+void gated_rmsnorm_backward(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, int z_stride,
+                            const real *w, const real *rstd, int M, int E, int G) {
+    int gs = E / G;
+#pragma omp parallel
+    {
+        real *gated = (real *)mallocCheck(sizeof(real) * E);
+        real *dgated = (real *)mallocCheck(sizeof(real) * E);
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            const real *ym = y + (size_t)m * E, *zm = z + (size_t)m * z_stride, *dm = dout + (size_t)m * E;
+            for (int c = 0; c < E; c++) {
+                gated[c] = ym[c] * silu_of(zm[c]);
+                dgated[c] = 0;
+            }
+            for (int g = 0; g < G; g++)
+                rmsnorm_row_backward(dgated + g * gs, dm + g * gs, gated + g * gs, w + g * gs, rstd[(size_t)m * G + g], gs, 1);
+            for (int c = 0; c < E; c++) {
+                dy[(size_t)m * E + c] = dgated[c] * silu_of(zm[c]);
+                dz[(size_t)m * z_stride + c] = dgated[c] * ym[c] * silu_grad(zm[c]);
+            }
+        }
+        free(gated);
+        free(dgated);
+    }
+    for (int m = 0; m < M; m++) {
+        const real *ym = y + (size_t)m * E, *zm = z + (size_t)m * z_stride, *dm = dout + (size_t)m * E;
+        for (int c = 0; c < E; c++) dw[c] += dm[c] * ym[c] * silu_of(zm[c]) * rstd[(size_t)m * G + c / gs];
+    }
+}
+
+void conv_forward(real *out, const real *inp, int in_stride, const real *w, const real *bias, int T, int channels, int K) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        real *o = out + (size_t)t * channels;
+        for (int c = 0; c < channels; c++) o[c] = bias[c];
+        for (int k = 0; k < K; k++) {
+            int src = t - (K - 1) + k;
+            if (src < 0) continue;
+            const real *x = inp + (size_t)src * in_stride;
+            for (int c = 0; c < channels; c++) o[c] += w[(size_t)c * K + k] * x[c];
+        }
+    }
+}
+
+void conv_backward(real *dinp, int in_stride, real *dw, real *dbias, const real *dout, const real *inp, const real *w,
+                   int T, int channels, int K) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        real *di = dinp + (size_t)t * in_stride;
+        for (int c = 0; c < channels; c++) di[c] = 0;
+        for (int k = 0; k < K; k++) {
+            int dst = t + (K - 1) - k; /* the output step that read input t through tap k */
+            if (dst >= T) continue;
+            const real *d = dout + (size_t)dst * channels;
+            for (int c = 0; c < channels; c++) di[c] += w[(size_t)c * K + k] * d[c];
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < channels; c++) {
+        for (int t = 0; t < T; t++) {
+            real d = dout[(size_t)t * channels + c];
+            dbias[c] += d;
+            for (int k = 0; k < K; k++) {
+                int src = t - (K - 1) + k;
+                if (src >= 0) dw[(size_t)c * K + k] += d * inp[(size_t)src * in_stride + c];
+            }
+        }
+    }
+}
+
+real crossentropy_forward(real *losses, const real *logits, const int *targets, int M, int V, int Vp) {
+    real total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int m = 0; m < M; m++) {
+        const real *row = logits + (size_t)m * Vp;
+        real maxv = row[0];
+        for (int v = 1; v < V; v++) maxv = row[v] > maxv ? row[v] : maxv;
+        real sum = 0;
+        for (int v = 0; v < V; v++) sum += exp(row[v] - maxv);
+        losses[m] = log(sum) + maxv - row[targets[m]];
+        total += losses[m];
+    }
+    return total / M;
+}
+
+void crossentropy_backward(real *logits, const int *targets, int M, int V, int Vp, real scale) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        real *row = logits + (size_t)m * Vp;
+        real maxv = row[0];
+        for (int v = 1; v < V; v++) maxv = row[v] > maxv ? row[v] : maxv;
+        real sum = 0;
+        for (int v = 0; v < V; v++) sum += exp(row[v] - maxv);
+        real k = scale / M;
+        for (int v = 0; v < V; v++) row[v] = exp(row[v] - maxv) / sum * k;
+        for (int v = V; v < Vp; v++) row[v] = 0;
+        row[targets[m]] -= k;
+    }
+}

@@ -1,0 +1,449 @@
+/*
+ * The Mamba-2 / SSD-Mamba LM on the CPU (see cpu_model.h for the forward pass): a forward that
+ * keeps what the backward needs, the backward, AdamW, and generation by the recurrence.
+ */
+#include "cpu_model.h"
+#include "cpu_layers.h"
+#include "cpu_ssd.h"
+#include "utils.h"
+
+#include <string.h>
+#include <tgmath.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * building
+ */
+void mamba_build(Mamba *model, const ModelConfig *config, const float *params) {
+    memset(model, 0, sizeof(*model));
+    model->config = *config;
+    param_layout_init(&model->layout, config);
+    size_t n = model->layout.total;
+    model->params = (real *)mallocCheck(sizeof(real) * n);
+    model->grads = (real *)callocCheck(n, sizeof(real));
+    for (size_t i = 0; i < n; i++) model->params[i] = params[i];
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        model->param_tensors[t] = model->params + model->layout.offsets[t];
+        model->grad_tensors[t] = model->grads + model->layout.offsets[t];
+    }
+    model->mean_loss = -1;
+}
+
+void mamba_get_params(const Mamba *model, float *out) {
+    for (size_t i = 0; i < model->layout.total; i++) out[i] = (float)model->params[i];
+}
+
+/* sizes of one layer's slice of each activation, per token */
+static void activations_alloc(Mamba *model, int B, int T) {
+    const ModelConfig *c = &model->config;
+    MambaActivations *a = &model->acts;
+    size_t BT = (size_t)B * T, L = (size_t)c->n_layer;
+    if (model->B * model->T >= (int)BT && a->residual) {
+        model->B = B;
+        model->T = T;
+        return;
+    }
+    free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
+    free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
+    free(a->logits); free(a->probs_loss); free(model->scratch); free(model->targets);
+    a->residual = (real *)mallocCheck(sizeof(real) * (L + 1) * BT * c->d_model);
+    a->norm_out = (real *)mallocCheck(sizeof(real) * L * BT * c->d_model);
+    a->norm_rstd = (real *)mallocCheck(sizeof(real) * L * BT);
+    a->zxbcdt = (real *)mallocCheck(sizeof(real) * L * BT * c->d_in_proj);
+    a->xbc_conv = (real *)mallocCheck(sizeof(real) * L * BT * c->conv_dim);
+    a->xbc = (real *)mallocCheck(sizeof(real) * L * BT * c->conv_dim);
+    a->delta = (real *)mallocCheck(sizeof(real) * L * BT * c->nheads);
+    a->y = (real *)mallocCheck(sizeof(real) * L * BT * c->d_inner);
+    a->gated_rstd = (real *)mallocCheck(sizeof(real) * L * BT * c->ngroups);
+    a->gated_out = (real *)mallocCheck(sizeof(real) * L * BT * c->d_inner);
+    a->final_norm = (real *)mallocCheck(sizeof(real) * BT * c->d_model);
+    a->final_rstd = (real *)mallocCheck(sizeof(real) * BT);
+    a->logits = (real *)mallocCheck(sizeof(real) * BT * c->padded_vocab);
+    a->probs_loss = (real *)mallocCheck(sizeof(real) * BT);
+    /* backward scratch: dresidual, dnorm [D]; dzxbcdt [d_in_proj]; dxbc [conv_dim]; ddelta [H]; dy, dgated [E] */
+    size_t per_token = 2 * (size_t)c->d_model + c->d_in_proj + c->conv_dim + c->nheads + 2 * (size_t)c->d_inner;
+    model->scratch = (real *)mallocCheck(sizeof(real) * BT * per_token);
+    model->targets = (int *)mallocCheck(sizeof(int) * BT);
+    model->B = B;
+    model->T = T;
+}
+
+void mamba_free(Mamba *model) {
+    MambaActivations *a = &model->acts;
+    free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
+    free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
+    free(a->logits); free(a->probs_loss); free(model->scratch); free(model->targets);
+    free(model->params); free(model->grads); free(model->adam_m); free(model->adam_v);
+    memset(model, 0, sizeof(*model));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * forward
+ */
+typedef struct {
+    real *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
+} LayerParams;
+
+static LayerParams layer_params(const ModelConfig *c, real *const tensors[NUM_PARAM_TENSORS], int l) {
+    LayerParams p;
+    p.norm_w = tensors[P_NORM_W] + (size_t)l * c->d_model;
+    p.in_proj_w = tensors[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
+    p.conv_w = tensors[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
+    p.conv_b = tensors[P_CONV_B] + (size_t)l * c->conv_dim;
+    p.dt_bias = tensors[P_DT_BIAS] + (size_t)l * c->nheads;
+    p.A_log = tensors[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
+    p.D = tensors[P_D] + (size_t)l * c->nheads;
+    p.gnorm_w = tensors[P_GNORM_W] + (size_t)l * c->d_inner;
+    p.out_proj_w = tensors[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+    return p;
+}
+
+typedef struct {
+    real *residual, *residual_next, *norm_out, *norm_rstd, *zxbcdt, *xbc_conv, *xbc, *delta, *y, *gated_rstd, *gated_out;
+} LayerActs;
+
+static LayerActs layer_acts(const Mamba *model, int l) {
+    const ModelConfig *c = &model->config;
+    const MambaActivations *a = &model->acts;
+    size_t BT = (size_t)model->B * model->T;
+    LayerActs la;
+    la.residual = a->residual + l * BT * c->d_model;
+    la.residual_next = a->residual + (l + 1) * BT * c->d_model;
+    la.norm_out = a->norm_out + l * BT * c->d_model;
+    la.norm_rstd = a->norm_rstd + l * BT;
+    la.zxbcdt = a->zxbcdt + l * BT * c->d_in_proj;
+    la.xbc_conv = a->xbc_conv + l * BT * c->conv_dim;
+    la.xbc = a->xbc + l * BT * c->conv_dim;
+    la.delta = a->delta + l * BT * c->nheads;
+    la.y = a->y + l * BT * c->d_inner;
+    la.gated_rstd = a->gated_rstd + l * BT * c->ngroups;
+    la.gated_out = a->gated_out + l * BT * c->d_inner;
+    return la;
+}
+
+static SSDShape ssd_shape(const ModelConfig *c, int T) {
+    SSDShape s = {.T = T, .H = c->nheads, .P = c->headdim, .G = c->ngroups, .N = c->d_state,
+                  .diagonal = c->a_structure == A_DIAGONAL, .x_stride = c->conv_dim, .y_stride = c->d_inner,
+                  .bc_stride = c->conv_dim, .dt_stride = c->nheads};
+    return s;
+}
+
+static void decay_rates(const real *A_log, real *A, int n) {
+    for (int i = 0; i < n; i++) A[i] = -exp(A_log[i]);
+}
+
+static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+            fprintf(stderr, "error: %s token %d at position %zu is outside the vocabulary [0, %d)\n", what, tokens[i], i,
+                    c->vocab_size);
+            exit(1);
+        }
+    }
+}
+
+static void mixer_forward(Mamba *model, int l, int B, int T) {
+    const ModelConfig *c = &model->config;
+    LayerParams p = layer_params(c, model->param_tensors, l);
+    LayerActs a = layer_acts(model, l);
+    int BT = B * T, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    int dt_offset = 2 * E + 2 * GN;
+    rmsnorm_forward(a.norm_out, a.norm_rstd, a.residual, p.norm_w, BT, c->d_model, c->norm_eps);
+    matmul_forward(a.zxbcdt, a.norm_out, p.in_proj_w, BT, c->d_model, c->d_in_proj);
+    for (int b = 0; b < B; b++)
+        conv_forward(a.xbc_conv + (size_t)b * T * c->conv_dim, a.zxbcdt + (size_t)b * T * c->d_in_proj + E, c->d_in_proj,
+                     p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv);
+    for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) a.xbc[i] = silu_of(a.xbc_conv[i]);
+    for (int bt = 0; bt < BT; bt++)
+        for (int h = 0; h < H; h++)
+            a.delta[(size_t)bt * H + h] = softplus_of(a.zxbcdt[(size_t)bt * c->d_in_proj + dt_offset + h] + p.dt_bias[h]);
+    int na = H * c->a_per_head;
+    real *A = (real *)mallocCheck(sizeof(real) * na);
+    decay_rates(p.A_log, A, na);
+    SSDShape s = ssd_shape(c, T);
+    for (int b = 0; b < B; b++) {
+        const real *xbc = a.xbc + (size_t)b * T * c->conv_dim;
+        ssd_forward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D, NULL,
+                            a.y + (size_t)b * T * E, NULL);
+    }
+    free(A);
+    gated_rmsnorm_forward(a.gated_out, a.gated_rstd, a.y, a.zxbcdt, c->d_in_proj, p.gnorm_w, BT, E, c->ngroups, c->norm_eps);
+    matmul_forward(a.residual_next, a.gated_out, p.out_proj_w, BT, E, c->d_model);
+    for (size_t i = 0; i < (size_t)BT * c->d_model; i++) a.residual_next[i] += a.residual[i];
+}
+
+void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T) {
+    const ModelConfig *c = &model->config;
+    activations_alloc(model, B, T);
+    int BT = B * T, D = c->d_model;
+    check_tokens(c, inputs, BT, "input");
+    model->inputs = inputs;
+    MambaActivations *a = &model->acts;
+    const real *wte = model->param_tensors[P_WTE];
+    for (int bt = 0; bt < BT; bt++) memcpy(a->residual + (size_t)bt * D, wte + (size_t)inputs[bt] * D, sizeof(real) * D);
+    for (int l = 0; l < c->n_layer; l++) mixer_forward(model, l, B, T);
+    const real *last = a->residual + (size_t)c->n_layer * BT * D;
+    rmsnorm_forward(a->final_norm, a->final_rstd, last, model->param_tensors[P_NORM_F], BT, D, c->norm_eps);
+    matmul_forward(a->logits, a->final_norm, wte, BT, D, c->padded_vocab);
+    if (targets) {
+        check_tokens(c, targets, BT, "target");
+        memcpy(model->targets, targets, sizeof(int) * BT);
+        model->mean_loss = crossentropy_forward(a->probs_loss, a->logits, targets, BT, c->vocab_size, c->padded_vocab);
+    } else {
+        model->mean_loss = -1;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * backward
+ */
+void mamba_zero_grad(Mamba *model) { memset(model->grads, 0, sizeof(real) * model->layout.total); }
+
+typedef struct {
+    real *dresidual, *dnorm, *dzxbcdt, *dxbc, *ddelta, *dy, *dgated;
+} BackwardScratch;
+
+static BackwardScratch backward_scratch(Mamba *model) {
+    const ModelConfig *c = &model->config;
+    size_t BT = (size_t)model->B * model->T;
+    BackwardScratch s;
+    s.dresidual = model->scratch;
+    s.dnorm = s.dresidual + BT * c->d_model;
+    s.dzxbcdt = s.dnorm + BT * c->d_model;
+    s.dxbc = s.dzxbcdt + BT * c->d_in_proj;
+    s.ddelta = s.dxbc + BT * c->conv_dim;
+    s.dy = s.ddelta + BT * c->nheads;
+    s.dgated = s.dy + BT * c->d_inner;
+    return s;
+}
+
+static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
+    const ModelConfig *c = &model->config;
+    LayerParams p = layer_params(c, model->param_tensors, l);
+    LayerParams g = layer_params(c, model->grad_tensors, l);
+    LayerActs a = layer_acts(model, l);
+    int B = model->B, T = model->T, BT = B * T, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    int dt_offset = 2 * E + 2 * GN;
+    /* residual_next = residual + out_proj(gated): dresidual flows through unchanged */
+    memset(sc->dgated, 0, sizeof(real) * BT * E);
+    matmul_backward(sc->dgated, g.out_proj_w, sc->dresidual, a.gated_out, p.out_proj_w, BT, E, c->d_model);
+    gated_rmsnorm_backward(sc->dy, sc->dzxbcdt, g.gnorm_w, sc->dgated, a.y, a.zxbcdt, c->d_in_proj, p.gnorm_w,
+                           a.gated_rstd, BT, E, c->ngroups);
+    int na = H * c->a_per_head;
+    real *A = (real *)mallocCheck(sizeof(real) * na);
+    real *dA = (real *)callocCheck(na, sizeof(real));
+    decay_rates(p.A_log, A, na);
+    memset(sc->dxbc, 0, sizeof(real) * BT * c->conv_dim);
+    memset(sc->ddelta, 0, sizeof(real) * BT * H);
+    SSDShape s = ssd_shape(c, T);
+    for (int b = 0; b < B; b++) {
+        const real *xbc = a.xbc + (size_t)b * T * c->conv_dim;
+        real *dxbc = sc->dxbc + (size_t)b * T * c->conv_dim;
+        ssd_backward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D,
+                             sc->dy + (size_t)b * T * E, dxbc, sc->ddelta + (size_t)b * T * H, dA, dxbc + E,
+                             dxbc + E + GN, g.D);
+    }
+    for (int i = 0; i < na; i++) g.A_log[i] += dA[i] * A[i]; /* dA/dA_log = -exp(A_log) = A */
+    free(A);
+    free(dA);
+    for (int bt = 0; bt < BT; bt++)
+        for (int h = 0; h < H; h++) {
+            real v = a.zxbcdt[(size_t)bt * c->d_in_proj + dt_offset + h] + p.dt_bias[h];
+            real dv = sc->ddelta[(size_t)bt * H + h] * sigmoid_of(v);
+            sc->dzxbcdt[(size_t)bt * c->d_in_proj + dt_offset + h] = dv;
+            g.dt_bias[h] += dv;
+        }
+    for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) sc->dxbc[i] *= silu_grad(a.xbc_conv[i]);
+    for (int b = 0; b < B; b++)
+        conv_backward(sc->dzxbcdt + (size_t)b * T * c->d_in_proj + E, c->d_in_proj, g.conv_w, g.conv_b,
+                      sc->dxbc + (size_t)b * T * c->conv_dim, a.zxbcdt + (size_t)b * T * c->d_in_proj + E, p.conv_w, T,
+                      c->conv_dim, c->d_conv);
+    memset(sc->dnorm, 0, sizeof(real) * BT * c->d_model);
+    matmul_backward(sc->dnorm, g.in_proj_w, sc->dzxbcdt, a.norm_out, p.in_proj_w, BT, c->d_model, c->d_in_proj);
+    rmsnorm_backward(sc->dresidual, g.norm_w, sc->dnorm, a.residual, p.norm_w, a.norm_rstd, BT, c->d_model);
+}
+
+void mamba_backward(Mamba *model, real loss_scale) {
+    if (model->mean_loss < 0) {
+        fprintf(stderr, "error: mamba_backward needs a forward pass with targets first\n");
+        exit(1);
+    }
+    const ModelConfig *c = &model->config;
+    MambaActivations *a = &model->acts;
+    int BT = model->B * model->T, D = c->d_model;
+    BackwardScratch sc = backward_scratch(model);
+    crossentropy_backward(a->logits, model->targets, BT, c->vocab_size, c->padded_vocab, loss_scale);
+    memset(sc.dnorm, 0, sizeof(real) * BT * D);
+    matmul_backward(sc.dnorm, model->grad_tensors[P_WTE], a->logits, a->final_norm, model->param_tensors[P_WTE], BT, D,
+                    c->padded_vocab);
+    memset(sc.dresidual, 0, sizeof(real) * BT * D);
+    rmsnorm_backward(sc.dresidual, model->grad_tensors[P_NORM_F], sc.dnorm, a->residual + (size_t)c->n_layer * BT * D,
+                     model->param_tensors[P_NORM_F], a->final_rstd, BT, D);
+    for (int l = c->n_layer - 1; l >= 0; l--) mixer_backward(model, l, &sc);
+    real *dwte = model->grad_tensors[P_WTE];
+    for (int bt = 0; bt < BT; bt++) {
+        real *row = dwte + (size_t)model->inputs[bt] * D;
+        for (int d = 0; d < D; d++) row[d] += sc.dresidual[(size_t)bt * D + d];
+    }
+    model->mean_loss = -1; /* logits now hold their gradient */
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * optimizer
+ */
+real mamba_grad_norm(const Mamba *model) {
+    double ss = 0;
+    for (size_t i = 0; i < model->layout.total; i++) ss += (double)model->grads[i] * model->grads[i];
+    return (real)sqrt(ss);
+}
+
+void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale, int t) {
+    if (model->adam_m == NULL) {
+        model->adam_m = (real *)callocCheck(model->layout.total, sizeof(real));
+        model->adam_v = (real *)callocCheck(model->layout.total, sizeof(real));
+    }
+    real bias1 = 1 - pow(beta1, (real)t), bias2 = 1 - pow(beta2, (real)t);
+    for (int tensor = 0; tensor < NUM_PARAM_TENSORS; tensor++) {
+        size_t off = model->layout.offsets[tensor], n = model->layout.sizes[tensor];
+        real wd = param_has_weight_decay(tensor) ? weight_decay : 0;
+        real *p = model->params + off, *g = model->grads + off, *m = model->adam_m + off, *v = model->adam_v + off;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            real grad = g[i] * grad_scale;
+            m[i] = beta1 * m[i] + (1 - beta1) * grad;
+            v[i] = beta2 * v[i] + (1 - beta2) * grad * grad;
+            real mhat = m[i] / bias1, vhat = v[i] / bias2;
+            p[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * p[i]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * generation by the recurrence
+ */
+void inference_state_init(MambaInferenceState *state, const ModelConfig *c) {
+    size_t L = (size_t)c->n_layer;
+    state->conv_state = (real *)callocCheck(L * (c->d_conv - 1) * c->conv_dim, sizeof(real));
+    state->ssm_state = (real *)callocCheck(L * c->nheads * c->headdim * c->d_state, sizeof(real));
+    size_t per_token = 2 * (size_t)c->d_model + c->d_in_proj + 2 * (size_t)c->conv_dim + 2 * (size_t)c->d_inner +
+                       c->ngroups + 1 + (size_t)c->nheads * c->a_per_head;
+    state->scratch = (real *)mallocCheck(sizeof(real) * per_token);
+}
+
+void inference_state_free(MambaInferenceState *state) {
+    free(state->conv_state);
+    free(state->ssm_state);
+    free(state->scratch);
+}
+
+void mamba_prefill(Mamba *model, const int *tokens, int n, MambaInferenceState *state, real *logits) {
+    const ModelConfig *c = &model->config;
+    mamba_forward(model, tokens, NULL, 1, n);
+    int K = c->d_conv, E = c->d_inner, GN = c->ngroups * c->d_state, H = c->nheads;
+    size_t PN = (size_t)c->headdim * c->d_state;
+    real *A = (real *)mallocCheck(sizeof(real) * H * c->a_per_head);
+    SSDShape s = ssd_shape(c, n);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerActs a = layer_acts(model, l);
+        LayerParams p = layer_params(c, model->param_tensors, l);
+        real *conv_state = state->conv_state + (size_t)l * (K - 1) * c->conv_dim;
+        for (int k = 0; k < K - 1; k++) {
+            int t = n - (K - 1) + k;
+            real *row = conv_state + (size_t)k * c->conv_dim;
+            if (t < 0) memset(row, 0, sizeof(real) * c->conv_dim);
+            else memcpy(row, a.zxbcdt + (size_t)t * c->d_in_proj + E, sizeof(real) * c->conv_dim);
+        }
+        decay_rates(p.A_log, A, H * c->a_per_head);
+        /* the chunked form hands over its final state; its outputs equal the forward's y */
+        ssd_forward_chunked(&s, c->chunk_size, a.xbc, a.delta, A, a.xbc + E, a.xbc + E + GN, p.D, NULL, a.y,
+                            state->ssm_state + (size_t)l * H * PN);
+    }
+    free(A);
+    memcpy(logits, model->acts.logits + (size_t)(n - 1) * c->padded_vocab, sizeof(real) * c->padded_vocab);
+}
+
+void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logits) {
+    const ModelConfig *c = &model->config;
+    check_tokens(c, &token, 1, "generation");
+    int D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, K = c->d_conv;
+    int GN = c->ngroups * N, heads_per_group = H / c->ngroups, dt_offset = 2 * E + 2 * GN;
+    real *residual = state->scratch, *hidden = residual + D, *zxbcdt = hidden + D, *window_out = zxbcdt + c->d_in_proj;
+    real *xbc = window_out + c->conv_dim, *y = xbc + c->conv_dim, *gated = y + E, *rstd = gated + E;
+    real *A = rstd + c->ngroups + 1;
+    memcpy(residual, model->param_tensors[P_WTE] + (size_t)token * D, sizeof(real) * D);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerParams p = layer_params(c, model->param_tensors, l);
+        real *conv_state = state->conv_state + (size_t)l * (K - 1) * c->conv_dim;
+        real *ssm = state->ssm_state + (size_t)l * H * P * N;
+        rmsnorm_forward(hidden, rstd, residual, p.norm_w, 1, D, c->norm_eps);
+        matmul_forward(zxbcdt, hidden, p.in_proj_w, 1, D, c->d_in_proj);
+        const real *x_new = zxbcdt + E;
+        for (int ch = 0; ch < c->conv_dim; ch++) {
+            real acc = p.conv_b[ch];
+            for (int k = 0; k < K - 1; k++) acc += p.conv_w[(size_t)ch * K + k] * conv_state[(size_t)k * c->conv_dim + ch];
+            acc += p.conv_w[(size_t)ch * K + K - 1] * x_new[ch];
+            xbc[ch] = silu_of(acc);
+        }
+        memmove(conv_state, conv_state + c->conv_dim, sizeof(real) * (K - 2) * c->conv_dim);
+        memcpy(conv_state + (size_t)(K - 2) * c->conv_dim, x_new, sizeof(real) * c->conv_dim);
+        decay_rates(p.A_log, A, H * c->a_per_head);
+        for (int h = 0; h < H; h++) {
+            int g = h / heads_per_group;
+            real dt = softplus_of(zxbcdt[dt_offset + h] + p.dt_bias[h]);
+            const real *x = xbc + (size_t)h * P, *Bv = xbc + E + (size_t)g * N, *Cv = xbc + E + GN + (size_t)g * N;
+            for (int pp = 0; pp < P; pp++) {
+                real *row = ssm + ((size_t)h * P + pp) * N, acc = 0;
+                for (int n = 0; n < N; n++) {
+                    real a_rate = c->a_structure == A_DIAGONAL ? A[(size_t)h * N + n] : A[h];
+                    row[n] = exp(dt * a_rate) * row[n] + dt * x[pp] * Bv[n];
+                    acc += row[n] * Cv[n];
+                }
+                y[(size_t)h * P + pp] = acc + p.D[h] * x[pp];
+            }
+        }
+        gated_rmsnorm_forward(gated, rstd, y, zxbcdt, c->d_in_proj, p.gnorm_w, 1, E, c->ngroups, c->norm_eps);
+        matmul_forward(hidden, gated, p.out_proj_w, 1, E, D);
+        for (int d = 0; d < D; d++) residual[d] += hidden[d];
+    }
+    rmsnorm_forward(hidden, rstd, residual, model->param_tensors[P_NORM_F], 1, D, c->norm_eps);
+    matmul_forward(logits, hidden, model->param_tensors[P_WTE], 1, D, c->padded_vocab);
+}
+
+int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin) {
+    /* threshold for top-k: the k-th largest logit (ties keep a few more, which is harmless) */
+    real threshold = -INFINITY;
+    if (top_k > 0 && top_k < vocab_size) {
+        real *sorted = (real *)mallocCheck(sizeof(real) * top_k);
+        int filled = 0;
+        for (int v = 0; v < vocab_size; v++) {
+            real x = logits[v];
+            if (filled < top_k) {
+                int i = filled++;
+                while (i > 0 && sorted[i - 1] < x) { sorted[i] = sorted[i - 1]; i--; }
+                sorted[i] = x;
+            } else if (x > sorted[top_k - 1]) {
+                int i = top_k - 1;
+                while (i > 0 && sorted[i - 1] < x) { sorted[i] = sorted[i - 1]; i--; }
+                sorted[i] = x;
+            }
+        }
+        threshold = sorted[top_k - 1];
+        free(sorted);
+    }
+    real maxv = -INFINITY;
+    for (int v = 0; v < vocab_size; v++) maxv = logits[v] > maxv ? logits[v] : maxv;
+    if (temperature <= 0) {
+        for (int v = 0; v < vocab_size; v++) if (logits[v] == maxv) return v;
+    }
+    double total = 0;
+    for (int v = 0; v < vocab_size; v++)
+        if (logits[v] >= threshold) total += exp((double)(logits[v] - maxv) / temperature);
+    double target = coin * total, acc = 0;
+    int last = 0;
+    for (int v = 0; v < vocab_size; v++) {
+        if (logits[v] < threshold) continue;
+        acc += exp((double)(logits[v] - maxv) / temperature);
+        last = v;
+        if (acc > target) return v;
+    }
+    return last;
+}
