@@ -31,6 +31,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
 
 .PHONY: all test test_gpu bench clean
+.SECONDARY:
 all: train_ssd $(if $(HAVE_NVCC),train_ssdcu)
 
 $(BUILD)/host/%.o: %.c $(HEADERS)
@@ -52,6 +53,32 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 
 test: train_ssd $(TEST_BINS)
 	@bash tests/run_tests.sh $(TEST_BINS)
+
+# ---- CUDA: train_ssdcu, GPU tests (both precisions), benchmark ----
+CU_HEADERS := $(wildcard kernels/*.cuh)
+NVCC_WARN = -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
+GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.cu)
+GPU_TEST_BINS := $(foreach p,BF16 FP32,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))
+
+train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) $< $(HOST_OBJS) $(NVCC_LDLIBS) -o $@
+
+# GPU tests include train_ssd.cu (with -DTESTING) and link the double-precision CPU reference;
+# each is built in both precisions.
+GPU_TEST_DEPS = $(CU_HEADERS) train_ssd.cu tests/test.h $(wildcard tests/gpu/*.h) $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+GPU_TEST_FLAGS = $(filter-out -DENABLE_%,$(NVCC_FLAGS)) $(NVCC_WARN) -DTESTING -DSSD_DOUBLE
+$(BUILD)/gpu/BF16/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_BF16 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
+$(BUILD)/gpu/FP32/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_FP32 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
+
+test_gpu: $(GPU_TEST_BINS) train_ssdcu train_ssd
+	@bash tests/gpu/run_gpu_tests.sh $(GPU_TEST_BINS)
+
+bench: train_ssdcu
+	@bash scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD) train_ssd train_ssdcu

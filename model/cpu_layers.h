@@ -41,9 +41,9 @@ static inline real silu_grad(real v) { real s = sigmoid_of(v); return s * (1 + v
 static inline real softplus_of(real v) { return v > 20 ? v : log1p(exp(v)); }
 
 /* Cross-entropy over the first V of Vp columns of logits [M, Vp] (columns >= V never count).
- * losses[M] written; returns the mean. */
-real crossentropy_forward(real *losses, const real *logits, const int *targets, int M, int V, int Vp);
-/* Overwrites logits with d(scale * mean loss)/d(logits). */
-void crossentropy_backward(real *logits, const int *targets, int M, int V, int Vp, real scale);
+ * losses[M] and the log-sum-exp of each row lse[M] written; returns the mean. */
+real crossentropy_forward(real *losses, real *lse, const real *logits, const int *targets, int M, int V, int Vp);
+/* Overwrites logits with d(scale * mean loss)/d(logits) = scale/M (softmax - onehot). */
+void crossentropy_backward(real *logits, const real *lse, const int *targets, int M, int V, int Vp, real scale);
 
 #endif

@@ -37,14 +37,12 @@ static void activations_alloc(Mamba *model, int B, int T) {
     const ModelConfig *c = &model->config;
     MambaActivations *a = &model->acts;
     size_t BT = (size_t)B * T, L = (size_t)c->n_layer;
-    if (model->B * model->T >= (int)BT && a->residual) {
-        model->B = B;
-        model->T = T;
-        return;
-    }
+    model->B = B;
+    model->T = T;
+    if (model->capacity_tokens >= BT) return;
     free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
     free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
-    free(a->logits); free(a->probs_loss); free(model->scratch); free(model->targets);
+    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets);
     a->residual = (real *)mallocCheck(sizeof(real) * (L + 1) * BT * c->d_model);
     a->norm_out = (real *)mallocCheck(sizeof(real) * L * BT * c->d_model);
     a->norm_rstd = (real *)mallocCheck(sizeof(real) * L * BT);
@@ -58,20 +56,20 @@ static void activations_alloc(Mamba *model, int B, int T) {
     a->final_norm = (real *)mallocCheck(sizeof(real) * BT * c->d_model);
     a->final_rstd = (real *)mallocCheck(sizeof(real) * BT);
     a->logits = (real *)mallocCheck(sizeof(real) * BT * c->padded_vocab);
-    a->probs_loss = (real *)mallocCheck(sizeof(real) * BT);
+    a->losses = (real *)mallocCheck(sizeof(real) * BT);
+    a->lse = (real *)mallocCheck(sizeof(real) * BT);
     /* backward scratch: dresidual, dnorm [D]; dzxbcdt [d_in_proj]; dxbc [conv_dim]; ddelta [H]; dy, dgated [E] */
     size_t per_token = 2 * (size_t)c->d_model + c->d_in_proj + c->conv_dim + c->nheads + 2 * (size_t)c->d_inner;
     model->scratch = (real *)mallocCheck(sizeof(real) * BT * per_token);
     model->targets = (int *)mallocCheck(sizeof(int) * BT);
-    model->B = B;
-    model->T = T;
+    model->capacity_tokens = BT;
 }
 
 void mamba_free(Mamba *model) {
     MambaActivations *a = &model->acts;
     free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
     free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
-    free(a->logits); free(a->probs_loss); free(model->scratch); free(model->targets);
+    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets);
     free(model->params); free(model->grads); free(model->adam_m); free(model->adam_v);
     memset(model, 0, sizeof(*model));
 }
@@ -187,7 +185,7 @@ void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, i
     if (targets) {
         check_tokens(c, targets, BT, "target");
         memcpy(model->targets, targets, sizeof(int) * BT);
-        model->mean_loss = crossentropy_forward(a->probs_loss, a->logits, targets, BT, c->vocab_size, c->padded_vocab);
+        model->mean_loss = crossentropy_forward(a->losses, a->lse, a->logits, targets, BT, c->vocab_size, c->padded_vocab);
     } else {
         model->mean_loss = -1;
     }
@@ -271,7 +269,7 @@ void mamba_backward(Mamba *model, real loss_scale) {
     MambaActivations *a = &model->acts;
     int BT = model->B * model->T, D = c->d_model;
     BackwardScratch sc = backward_scratch(model);
-    crossentropy_backward(a->logits, model->targets, BT, c->vocab_size, c->padded_vocab, loss_scale);
+    crossentropy_backward(a->logits, a->lse, model->targets, BT, c->vocab_size, c->padded_vocab, loss_scale);
     memset(sc.dnorm, 0, sizeof(real) * BT * D);
     matmul_backward(sc.dnorm, model->grad_tensors[P_WTE], a->logits, a->final_norm, model->param_tensors[P_WTE], BT, D,
                     c->padded_vocab);

@@ -37,7 +37,8 @@ typedef struct {
     real *final_norm;  /* [B, T, D] */
     real *final_rstd;  /* [B, T] */
     real *logits;      /* [B, T, Vp]; after backward holds dlogits */
-    real *probs_loss;  /* [B, T] per-token loss */
+    real *losses;      /* [B, T] per-token loss */
+    real *lse;         /* [B, T] log-sum-exp of each row of logits */
 } MambaActivations;
 
 typedef struct {
@@ -50,7 +51,8 @@ typedef struct {
     real *adam_m, *adam_v;             /* allocated at the first update */
     MambaActivations acts;
     real *scratch;                     /* gradients of activations during backward */
-    int B, T;                          /* activation buffers are sized for this */
+    int B, T;                          /* shape of the last forward */
+    size_t capacity_tokens;            /* activation buffers hold this many tokens */
     const int *inputs;                 /* of the last forward */
     int *targets;                      /* copy of the last forward's targets (NULL: no loss) */
     real mean_loss;                    /* of the last forward, -1 without targets */
