@@ -6,7 +6,15 @@
 #include <sys/stat.h>
 
 void make_dir_if_missing(const char *dir) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) break;
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "error: cannot create output dir '%s': %s\n", dir, strerror(errno));
         exit(1);
     }

@@ -19,7 +19,7 @@ void logger_init(Logger *logger, const char *output_dir, int rank, int resuming)
 void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm);
 void logger_log_val(Logger *logger, int step, float loss);
 void logger_free(Logger *logger);
-/* Creates the directory (one level) if it does not exist; exits on failure. */
+/* Creates the directory and its parents if they do not exist; exits on failure. */
 void make_dir_if_missing(const char *dir);
 
 #ifdef __cplusplus
