@@ -51,7 +51,11 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
 
-test: train_ssd $(TEST_BINS)
+# reads a model file and int32 tokens, writes fp32 logits (tests/hf_parity.py, on a machine with torch)
+$(BUILD)/logits_main: tests/logits_main.c $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
+
+test: train_ssd $(TEST_BINS) $(BUILD)/logits_main
 	@bash tests/run_tests.sh $(TEST_BINS)
 
 # ---- CUDA: train_ssdcu, GPU tests (both precisions), benchmark ----
@@ -74,7 +78,12 @@ $(BUILD)/gpu/FP32/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_FP32 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
 
-test_gpu: $(GPU_TEST_BINS) train_ssdcu train_ssd
+# the FP32 trainer for the GPU training-parity test
+$(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(NVCC_LDLIBS) -o $@
+
+test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd
 	@bash tests/gpu/run_gpu_tests.sh $(GPU_TEST_BINS)
 
 bench: train_ssdcu

@@ -5,6 +5,8 @@
  *
  * One optimizer step: grad_accum micro-batches of B x T tokens (forward, backward with the loss
  * scaled by 1/grad_accum), global-norm clipping, AdamW with the warmup + cosine learning rate.
+ * Evaluation: the first -m batches of the val split, or (-m -1) every target of it exactly once, and
+ * the test split (-ti) in full after training (model/eval_split.h); -x 0 only evaluates.
  */
 #include <omp.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/cpu_model.h"
+#include "model/eval_split.h"
 #include "model/logger.h"
 #include "model/params.h"
 #include "model/rng.h"
@@ -73,6 +76,7 @@ static void print_sample(Mamba *model, Tokenizer *tokenizer, int gen_T, float te
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* step lines appear as they happen, also in a piped log */
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssd");
@@ -92,11 +96,18 @@ int main(int argc, char **argv) {
         params_init(&config, params, (uint64_t)args.seed);
     }
 
+    /* -x 0 evaluates only: no train data is read */
+    int train = args.max_steps != 0;
     DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
-                    config.vocab_size);
+    if (train)
+        dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
+                        config.vocab_size);
     int use_val = args.val_every > 0 && args.val_pattern[0] != '\0';
-    if (use_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
+    int full_val = use_val && args.val_max_steps < 0;
+    EvalSplit val_split, test_split;
+    if (full_val) eval_split_init(&val_split, args.val_pattern, args.T, config.vocab_size);
+    else if (use_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
+    if (args.test_pattern) eval_split_init(&test_split, args.test_pattern, args.T, config.vocab_size);
 
     long tokens_per_micro = (long)args.B * args.T;
     long total_batch = args.total_batch_size > 0 ? args.total_batch_size : tokens_per_micro;
@@ -106,8 +117,10 @@ int main(int argc, char **argv) {
     }
     int grad_accum = (int)(total_batch / tokens_per_micro);
     int max_steps = args.max_steps;
-    if (max_steps < 0) max_steps = (int)(dataloader_num_batches(&train_loader) / grad_accum);
-    if (max_steps < 1) max_steps = 1;
+    if (max_steps < 0) {
+        max_steps = (int)(dataloader_num_batches(&train_loader) / grad_accum);
+        if (max_steps < 1) max_steps = 1;
+    }
     LRSchedule schedule = {args.learning_rate, args.warmup_steps, max_steps, args.final_lr_frac};
     TrainSettings settings = {.B = args.B, .T = args.T, .total_batch_size = total_batch, .max_steps = max_steps,
                               .warmup_steps = args.warmup_steps, .learning_rate = args.learning_rate,
@@ -134,7 +147,7 @@ int main(int argc, char **argv) {
         start_step = (int)resumed.step;
         sample_rng = resumed.rng_state;
         run_id = resumed.run_id;
-        dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
+        if (train) dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
         printf("resumed from %s at step %d\n", args.output_dir, start_step);
     }
 
@@ -155,8 +168,11 @@ int main(int argc, char **argv) {
     printf("parameters: %zu (%zu with the padded vocab rows)\n", params_count_effective(&config), model.layout.total);
     printf("B %d T %d | grad accum %d | tokens per step %ld | steps %d | %d threads\n", args.B, args.T, grad_accum,
            total_batch, max_steps, omp_get_max_threads());
-    printf("train batches per epoch %zu%s\n", dataloader_num_batches(&train_loader),
-           use_val ? "" : " | no val loss (-v 0 or no -j)");
+    if (train)
+        printf("train batches per epoch %zu%s\n", dataloader_num_batches(&train_loader),
+               use_val ? "" : " | no val loss (-v 0 or no -j)");
+    else
+        printf("evaluation only (-x 0)\n");
 
     Logger logger;
     logger_init(&logger, args.output_dir, 0, latest >= 0);
@@ -191,7 +207,14 @@ int main(int argc, char **argv) {
             free(loader_state);
         }
         if (use_val && (step % args.val_every == 0 || last_step)) {
-            float val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+            float val_loss;
+            if (full_val) {
+                EvalResult r = mamba_evaluate_split(&model, &val_split, args.B, args.eval_carry);
+                val_loss = (float)(r.loss_sum / r.tokens);
+                if (last_step) eval_result_report("val", step, r, args.eval_carry, &logger);
+            } else {
+                val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+            }
             printf("val loss %.6f\n", val_loss);
             logger_log_val(&logger, step, val_loss);
         }
@@ -221,12 +244,18 @@ int main(int argc, char **argv) {
     }
     if (trained_tokens > 0)
         printf("trained %ld tokens in %.1f s: %.0f tokens/s\n", trained_tokens, train_seconds, trained_tokens / train_seconds);
+    if (args.test_pattern) {
+        EvalResult r = mamba_evaluate_split(&model, &test_split, args.B, args.eval_carry);
+        eval_result_report("test", max_steps, r, args.eval_carry, &logger);
+        eval_split_free(&test_split);
+    }
 
     free(snapshot);
     tokenizer_free(&tokenizer);
     logger_free(&logger);
-    dataloader_free(&train_loader);
-    if (use_val) dataloader_free(&val_loader);
+    if (train) dataloader_free(&train_loader);
+    if (full_val) eval_split_free(&val_split);
+    else if (use_val) dataloader_free(&val_loader);
     mamba_free(&model);
     return 0;
 }

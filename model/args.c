@@ -9,6 +9,7 @@ void args_defaults(TrainArgs *a) {
     memset(a, 0, sizeof(*a));
     a->train_pattern = "datasets/tinyshakespeare/*_train_*.bin";
     a->val_pattern = "datasets/tinyshakespeare/*_val_*.bin";
+    a->test_pattern = NULL;
     a->output_dir = NULL;
     a->init_from = "configs/mamba2-tiny.json";
     a->tokenizer_path = NULL;
@@ -23,6 +24,7 @@ void args_defaults(TrainArgs *a) {
     a->grad_clip = 1.0f;
     a->val_every = 20;
     a->val_max_steps = 20;
+    a->eval_carry = 0;
     a->sample_every = 0;
     a->gen_T = 64;
     a->temperature = 1.0f;
@@ -43,6 +45,7 @@ void args_print_help(const char *program) {
             "data\n"
             "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
             "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
+            "  -ti <glob>   test shards, evaluated in full after training (default: none)\n"
             "  -tk <file>   tokenizer.bin for decoding samples (default: beside the train shards)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
             "model\n"
@@ -52,7 +55,7 @@ void args_print_help(const char *program) {
             "  -b <int>     micro-batch size B (default 4)\n"
             "  -t <int>     sequence length T (default 256)\n"
             "  -d <int>     total batch size in tokens; a multiple of B*T (default B*T: no accumulation)\n"
-            "  -x <int>     optimizer steps (default -1: one epoch)\n"
+            "  -x <int>     optimizer steps (default -1: one epoch; 0: evaluate -e and exit)\n"
             "  -l <float>   peak learning rate (default 1e-3)\n"
             "  -u <int>     linear warmup steps (default 0)\n"
             "  -q <float>   final learning rate as a fraction of the peak, cosine decay (default 0.0)\n"
@@ -60,7 +63,9 @@ void args_print_help(const char *program) {
             "  -C <float>   global gradient-norm clip, 0 for none (default 1.0)\n"
             "evaluation and sampling\n"
             "  -v <int>     val loss every N steps, 0 for never (default 20)\n"
-            "  -m <int>     val batches per evaluation, -1 for the whole split (default 20)\n"
+            "  -m <int>     val batches per evaluation, -1 for every target of the split once (default 20)\n"
+            "  -ec <0|1>    full-split evaluation (-m -1, -ti) carries the recurrent state across\n"
+            "               consecutive windows of T tokens: 1, or starts each window fresh: 0 (default 0)\n"
             "  -s <int>     print a sample every N steps, 0 for never (default 0; one at the end)\n"
             "  -g <int>     tokens to generate per sample (default 64)\n"
             "  -st <float>  sampling temperature (default 1.0)\n"
@@ -125,6 +130,7 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
         const char *f = flag + 1;
         if (!strcmp(f, "i")) a->train_pattern = v;
         else if (!strcmp(f, "j")) a->val_pattern = v;
+        else if (!strcmp(f, "ti")) a->test_pattern = v;
         else if (!strcmp(f, "o")) a->output_dir = v;
         else if (!strcmp(f, "e")) a->init_from = v;
         else if (!strcmp(f, "tk")) a->tokenizer_path = v;
@@ -139,6 +145,7 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
         else if (!strcmp(f, "C")) a->grad_clip = parse_float(program, flag, v, 0.0f);
         else if (!strcmp(f, "v")) a->val_every = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "m")) a->val_max_steps = (int)parse_long(program, flag, v, -1);
+        else if (!strcmp(f, "ec")) a->eval_carry = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "s")) a->sample_every = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "g")) a->gen_T = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "st")) a->temperature = parse_float(program, flag, v, 0.0f);
@@ -157,8 +164,13 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     }
     if (a->final_lr_frac > 1.0f) die_bad_value(program, "-q", "(>1)", "a fraction in [0, 1]");
     if (a->resume > 1 || a->shuffle > 1) die_bad_value(program, a->resume > 1 ? "-y" : "-sh", ">1", "0 or 1");
+    if (a->eval_carry > 1) die_bad_value(program, "-ec", ">1", "0 or 1");
     if (a->resume && a->output_dir == NULL) {
         fprintf(stderr, "%s: -y 1 needs an output dir (-o) to resume from\n", program);
+        exit(1);
+    }
+    if (a->max_steps == 0 && a->resume) {
+        fprintf(stderr, "%s: -x 0 evaluates the model given by -e; it cannot resume (-y 1)\n", program);
         exit(1);
     }
     if (a->checkpoint_every > 0 && a->output_dir == NULL) {
@@ -168,7 +180,8 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
 }
 
 void args_print(const TrainArgs *a) {
-    printf("train data %s | val data %s\n", a->train_pattern, a->val_pattern);
+    printf("train data %s | val data %s | test data %s\n", a->train_pattern, a->val_pattern,
+           a->test_pattern ? a->test_pattern : "(none)");
     printf("init %s | output %s | seed %d\n", a->init_from, a->output_dir ? a->output_dir : "(none)", a->seed);
     printf("B %d T %d total batch %ld | steps %d | lr %g warmup %d final frac %g | wd %g clip %g\n", a->B, a->T,
            a->total_batch_size, a->max_steps, a->learning_rate, a->warmup_steps, a->final_lr_frac, a->weight_decay,

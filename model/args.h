@@ -12,20 +12,22 @@ extern "C" {
 typedef struct {
     const char *train_pattern;   /* -i  glob of train shards */
     const char *val_pattern;     /* -j  glob of val shards */
+    const char *test_pattern;    /* -ti glob of test shards, evaluated in full after training (NULL: none) */
     const char *output_dir;      /* -o  logs and checkpoints (NULL: none) */
     const char *init_from;       /* -e  JSON config (fresh init) or model file (fine-tune) */
     const char *tokenizer_path;  /* -tk tokenizer.bin for samples (default: beside the train shards) */
     int B;                       /* -b  micro-batch rows */
     int T;                       /* -t  sequence length */
     long total_batch_size;       /* -d  tokens per optimizer step (-1: B*T*world) */
-    int max_steps;               /* -x  optimizer steps (-1: one epoch of the train shards) */
+    int max_steps;               /* -x  optimizer steps (-1: one epoch of the train shards; 0: evaluate only) */
     float learning_rate;         /* -l */
     int warmup_steps;            /* -u */
     float final_lr_frac;         /* -q  cosine decays to lr * this */
     float weight_decay;          /* -c */
     float grad_clip;             /* -C  global-norm clip (0: off) */
     int val_every;               /* -v  val loss every N steps (0: never) */
-    int val_max_steps;           /* -m  val batches per eval (-1: the whole val split) */
+    int val_max_steps;           /* -m  val batches per eval (-1: every target of the val split) */
+    int eval_carry;              /* -ec 1: full-split evaluations carry the recurrent state across windows */
     int sample_every;            /* -s  sample every N steps (0: never) */
     int gen_T;                   /* -g  tokens to generate */
     float temperature;           /* -st */

@@ -2,6 +2,7 @@
 #include "utils.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,8 +70,8 @@ int config_parse(ModelConfig *config, const char *json_text, const char *source,
                 *int_field(config, key) = (int)v;
             }
         } else if (float_field(config, key)) {
-            if (!cJSON_IsNumber(item) || !(item->valuedouble > 0)) {
-                snprintf(err, errlen, "%s: field '%s' must be a positive number", source, key);
+            if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite((float)item->valuedouble)) {
+                snprintf(err, errlen, "%s: field '%s' must be a positive finite number", source, key);
                 status = 1;
             } else {
                 *float_field(config, key) = (float)item->valuedouble;
@@ -88,7 +89,14 @@ int config_parse(ModelConfig *config, const char *json_text, const char *source,
             if (s == NULL) { snprintf(err, errlen, "%s: field 'name' must be a string", source); status = 1; }
             else snprintf(config->name, sizeof(config->name), "%s", s);
         } else if (!strcmp(key, "tokenizer")) {
-            if (!cJSON_IsString(item)) { snprintf(err, errlen, "%s: field 'tokenizer' must be a string", source); status = 1; }
+            const char *s = cJSON_GetStringValue(item);
+            if (s == NULL || strlen(s) >= sizeof(config->tokenizer)) {
+                snprintf(err, errlen, "%s: field 'tokenizer' must be a string of at most %zu characters", source,
+                         sizeof(config->tokenizer) - 1);
+                status = 1;
+            } else {
+                snprintf(config->tokenizer, sizeof(config->tokenizer), "%s", s);
+            }
         }
     }
     for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS) && status == 0; i++) {
@@ -153,6 +161,7 @@ void config_load(ModelConfig *config, const char *path) {
 char *config_to_json(const ModelConfig *c) {
     cJSON *root = cJSON_CreateObject();
     if (c->name[0]) cJSON_AddStringToObject(root, "name", c->name);
+    if (c->tokenizer[0]) cJSON_AddStringToObject(root, "tokenizer", c->tokenizer);
     ModelConfig copy = *c;
     for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS); i++)
         cJSON_AddNumberToObject(root, REQUIRED_INT_FIELDS[i], *int_field(&copy, REQUIRED_INT_FIELDS[i]));

@@ -21,6 +21,7 @@ typedef enum { A_SCALAR = 0, A_DIAGONAL = 1 } AStructure;
 
 typedef struct {
     char name[64];
+    char tokenizer[64];                   /* optional note, e.g. "gpt-neox-20b"; "" if unknown */
     int d_model;
     int n_layer;
     int vocab_size;

@@ -1,6 +1,7 @@
 /*
  * The Mamba-2 / SSD-Mamba LM on the CPU (see cpu_model.h for the forward pass): a forward that
- * keeps what the backward needs, the backward, AdamW, and generation by the recurrence.
+ * keeps what the backward needs, the backward, AdamW, generation by the recurrence, and full-split
+ * evaluation with or without the recurrent state carried across windows.
  */
 #include "cpu_model.h"
 #include "cpu_layers.h"
@@ -139,7 +140,25 @@ static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, cons
     }
 }
 
-static void mixer_forward(Mamba *model, int l, int B, int T) {
+/* The causal conv of one sequence continuing from conv_state ([d_conv-1, conv_dim], oldest first):
+ * the state rows are prepended to the input, the conv runs over the extended sequence, and the
+ * first d_conv-1 outputs (which would need inputs before the state) are dropped. The state becomes
+ * the last d_conv-1 rows of the extended input. */
+static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, const real *inp, int T, real *conv_state) {
+    int K = c->d_conv, C = c->conv_dim, TK = T + K - 1;
+    real *ext_in = (real *)mallocCheck(sizeof(real) * TK * C);
+    real *ext_out = (real *)mallocCheck(sizeof(real) * TK * C);
+    memcpy(ext_in, conv_state, sizeof(real) * (K - 1) * C);
+    for (int t = 0; t < T; t++) memcpy(ext_in + (size_t)(t + K - 1) * C, inp + (size_t)t * c->d_in_proj, sizeof(real) * C);
+    conv_forward(ext_out, ext_in, C, p.conv_w, p.conv_b, TK, C, K);
+    memcpy(out, ext_out + (size_t)(K - 1) * C, sizeof(real) * T * C);
+    memcpy(conv_state, ext_in + (size_t)T * C, sizeof(real) * (K - 1) * C);
+    free(ext_in);
+    free(ext_out);
+}
+
+/* states: NULL (zero initial state) or one carried state per batch row, updated in place */
+static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState *states) {
     const ModelConfig *c = &model->config;
     LayerParams p = layer_params(c, model->param_tensors, l);
     LayerActs a = layer_acts(model, l);
@@ -147,9 +166,12 @@ static void mixer_forward(Mamba *model, int l, int B, int T) {
     int dt_offset = 2 * E + 2 * GN;
     rmsnorm_forward(a.norm_out, a.norm_rstd, a.residual, p.norm_w, BT, c->d_model, c->norm_eps);
     matmul_forward(a.zxbcdt, a.norm_out, p.in_proj_w, BT, c->d_model, c->d_in_proj);
-    for (int b = 0; b < B; b++)
-        conv_forward(a.xbc_conv + (size_t)b * T * c->conv_dim, a.zxbcdt + (size_t)b * T * c->d_in_proj + E, c->d_in_proj,
-                     p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv);
+    for (int b = 0; b < B; b++) {
+        real *conv_out = a.xbc_conv + (size_t)b * T * c->conv_dim;
+        const real *conv_in = a.zxbcdt + (size_t)b * T * c->d_in_proj + E;
+        if (states) conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim);
+        else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv);
+    }
     for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) a.xbc[i] = silu_of(a.xbc_conv[i]);
     for (int bt = 0; bt < BT; bt++)
         for (int h = 0; h < H; h++)
@@ -160,8 +182,10 @@ static void mixer_forward(Mamba *model, int l, int B, int T) {
     SSDShape s = ssd_shape(c, T);
     for (int b = 0; b < B; b++) {
         const real *xbc = a.xbc + (size_t)b * T * c->conv_dim;
-        ssd_forward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D, NULL,
-                            a.y + (size_t)b * T * E, NULL);
+        /* the chunked form copies the initial state before writing the final one: they may alias */
+        real *ssm = states ? states[b].ssm_state + (size_t)l * H * c->headdim * c->d_state : NULL;
+        ssd_forward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D, ssm,
+                            a.y + (size_t)b * T * E, ssm);
     }
     free(A);
     gated_rmsnorm_forward(a.gated_out, a.gated_rstd, a.y, a.zxbcdt, c->d_in_proj, p.gnorm_w, BT, E, c->ngroups, c->norm_eps);
@@ -169,7 +193,7 @@ static void mixer_forward(Mamba *model, int l, int B, int T) {
     for (size_t i = 0; i < (size_t)BT * c->d_model; i++) a.residual_next[i] += a.residual[i];
 }
 
-void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T) {
+static void forward_from(Mamba *model, const int *inputs, const int *targets, int B, int T, MambaInferenceState *states) {
     const ModelConfig *c = &model->config;
     activations_alloc(model, B, T);
     int BT = B * T, D = c->d_model;
@@ -178,7 +202,7 @@ void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, i
     MambaActivations *a = &model->acts;
     const real *wte = model->param_tensors[P_WTE];
     for (int bt = 0; bt < BT; bt++) memcpy(a->residual + (size_t)bt * D, wte + (size_t)inputs[bt] * D, sizeof(real) * D);
-    for (int l = 0; l < c->n_layer; l++) mixer_forward(model, l, B, T);
+    for (int l = 0; l < c->n_layer; l++) mixer_forward(model, l, B, T, states);
     const real *last = a->residual + (size_t)c->n_layer * BT * D;
     rmsnorm_forward(a->final_norm, a->final_rstd, last, model->param_tensors[P_NORM_F], BT, D, c->norm_eps);
     matmul_forward(a->logits, a->final_norm, wte, BT, D, c->padded_vocab);
@@ -189,6 +213,73 @@ void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, i
     } else {
         model->mean_loss = -1;
     }
+    model->carried_state = states != NULL;
+}
+
+void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T) {
+    forward_from(model, inputs, targets, B, T, NULL);
+}
+
+void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, int B, int T,
+                         MambaInferenceState *states) {
+    forward_from(model, inputs, targets, B, T, states);
+}
+
+static double sum_losses(const Mamba *model) {
+    double total = 0;
+    for (int i = 0; i < model->B * model->T; i++) total += model->acts.losses[i];
+    return total;
+}
+
+EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry) {
+    EvalResult result = {0, 0};
+    int T = split->T;
+    eval_split_reset(split);
+    if (carry) {
+        MambaInferenceState state;
+        inference_state_init(&state, &model->config);
+        size_t conv_n = (size_t)model->config.n_layer * (model->config.d_conv - 1) * model->config.conv_dim;
+        size_t ssm_n = (size_t)model->config.n_layer * model->config.nheads * model->config.headdim * model->config.d_state;
+        while (eval_split_next(split)) {
+            if (split->starts_stream) {
+                memset(state.conv_state, 0, sizeof(real) * conv_n);
+                memset(state.ssm_state, 0, sizeof(real) * ssm_n);
+            }
+            mamba_forward_carry(model, split->inputs, split->targets, 1, split->length, &state);
+            result.loss_sum += sum_losses(model);
+            result.tokens += split->length;
+        }
+        inference_state_free(&state);
+        return result;
+    }
+    /* full windows are gathered into batches of B rows; a shorter window (a shard's end) runs alone */
+    int *inputs = (int *)mallocCheck(sizeof(int) * B * T);
+    int *targets = (int *)mallocCheck(sizeof(int) * B * T);
+    int rows = 0;
+    for (;;) {
+        int more = eval_split_next(split);
+        int full = more && split->length == T;
+        if (full) {
+            memcpy(inputs + (size_t)rows * T, split->inputs, sizeof(int) * T);
+            memcpy(targets + (size_t)rows * T, split->targets, sizeof(int) * T);
+            rows++;
+        }
+        if (rows > 0 && (rows == B || !full)) {
+            mamba_forward(model, inputs, targets, rows, T);
+            result.loss_sum += sum_losses(model);
+            result.tokens += (size_t)rows * T;
+            rows = 0;
+        }
+        if (more && !full) {
+            mamba_forward(model, split->inputs, split->targets, 1, split->length);
+            result.loss_sum += sum_losses(model);
+            result.tokens += split->length;
+        }
+        if (!more) break;
+    }
+    free(inputs);
+    free(targets);
+    return result;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -263,6 +354,10 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
 void mamba_backward(Mamba *model, real loss_scale) {
     if (model->mean_loss < 0) {
         fprintf(stderr, "error: mamba_backward needs a forward pass with targets first\n");
+        exit(1);
+    }
+    if (model->carried_state) {
+        fprintf(stderr, "error: mamba_backward after mamba_forward_carry: the carried initial state has no gradient\n");
         exit(1);
     }
     const ModelConfig *c = &model->config;

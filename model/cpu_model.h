@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "eval_split.h"
 #include "params.h"
 #include "real.h"
 
@@ -56,6 +57,7 @@ typedef struct {
     const int *inputs;                 /* of the last forward */
     int *targets;                      /* copy of the last forward's targets (NULL: no loss) */
     real mean_loss;                    /* of the last forward, -1 without targets */
+    int carried_state;                 /* the last forward started from a carried state: no backward */
 } Mamba;
 
 void mamba_build(Mamba *model, const ModelConfig *config, const float *params);
@@ -85,6 +87,16 @@ void inference_state_free(MambaInferenceState *state);
 void mamba_prefill(Mamba *model, const int *tokens, int n, MambaInferenceState *state, real *logits);
 /* One token through the recurrence: O(1) in the sequence length. */
 void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logits);
+/* Forward of B streams that continue from a carried recurrent state: states[b] (one sequence each,
+ * as in generation) holds the conv and SSM states after stream b's earlier tokens; it is read as the
+ * initial state and replaced by the state after these T tokens. With zero states this is
+ * mamba_forward. Per-token losses are in acts.losses. For evaluation: no backward after it. */
+void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, int B, int T,
+                         MambaInferenceState *states);
+/* Cross-entropy summed over every target of the split (eval_split.h). carry 0: independent windows,
+ * batched B at a time; carry 1: one stream, the state carried from window to window. */
+EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry);
+
 /* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */
 int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin);
 

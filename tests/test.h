@@ -11,7 +11,7 @@
 
 static int test_failures = 0;
 
-static void test_report(int ok, const char *name, const char *fmt, ...) {
+static inline void test_report(int ok, const char *name, const char *fmt, ...) {
     char detail[512];
     va_list args;
     va_start(args, fmt);
@@ -23,7 +23,7 @@ static void test_report(int ok, const char *name, const char *fmt, ...) {
 }
 
 /* max |a-b| / max(|b|, floor) over n elements; NaN anywhere gives +inf so it never passes. */
-static double test_rel_error(const double *a, const double *b, long n) {
+static inline double test_rel_error(const double *a, const double *b, long n) {
     double max_diff = 0.0, max_ref = 0.0;
     for (long i = 0; i < n; i++) {
         if (isnan(a[i]) || isnan(b[i]) || isinf(a[i]) || isinf(b[i])) return INFINITY;
@@ -34,6 +34,6 @@ static double test_rel_error(const double *a, const double *b, long n) {
     return max_ref > 0 ? max_diff / max_ref : max_diff;
 }
 
-static int test_exit_code(void) { return test_failures ? 1 : 0; }
+static inline int test_exit_code(void) { return test_failures ? 1 : 0; }
 
 #endif

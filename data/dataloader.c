@@ -1,0 +1,435 @@
+/*
+ * Token shard loader (see dataloader.h for the sample layout, the rank split and the shuffle).
+ * Shards are read sequentially, a bounded block at a time, through ShardReader: fread for raw shards,
+ * ZSTD_decompressStream for .zst shards, so both kinds give the same bytes and the same batches.
+ */
+#include "data/dataloader.h"
+
+#include <glob.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "model/rng.h"
+#include "model/utils.h"
+
+#define STATE_MAGIC 0x5353444c4f414452ULL /* "SSDLOADR" */
+#define STATE_VERSION 1
+#define STATE_WORDS 13
+#define STATE_CONFIG_WORDS 10 /* the leading words that must match the loader */
+#define VALIDATE_CHUNK_TOKENS ((size_t)1 << 20)
+
+static void data_error(const char *path, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "error: %s: ", path);
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, "\n");
+    va_end(args);
+    exit(1);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* ShardReader: the bytes of one shard, in order */
+
+static size_t reader_read_bytes(ShardReader *r, void *dst, size_t n) {
+    const char *path = r->shard->path;
+    if (!r->shard->is_zst) {
+        size_t got = fread(dst, 1, n, r->fp);
+        if (got < n && ferror(r->fp)) data_error(path, "read error");
+        return got;
+    }
+    ZSTD_outBuffer out = {dst, n, 0};
+    while (out.pos < out.size) {
+        int at_eof = 0;
+        if (r->in_pos == r->in_len) {
+            r->in_len = fread(r->in_buf, 1, r->in_cap, r->fp);
+            r->in_pos = 0;
+            if (r->in_len == 0) {
+                if (ferror(r->fp)) data_error(path, "read error");
+                at_eof = 1;
+            }
+        }
+        size_t before = out.pos;
+        ZSTD_inBuffer in = {r->in_buf, r->in_len, r->in_pos};
+        /* with no input left this flushes what the decoder still holds */
+        size_t ret = ZSTD_decompressStream(r->dctx, &out, &in);
+        if (ZSTD_isError(ret)) data_error(path, "corrupt zstd data: %s", ZSTD_getErrorName(ret));
+        int progressed = in.pos != r->in_pos || out.pos != before;
+        r->in_pos = in.pos;
+        /* an idle call after a finished frame would report the start of a next one */
+        if (progressed) r->last_ret = ret;
+        if (at_eof && !progressed) {
+            if (r->last_ret != 0) data_error(path, "truncated zstd stream: the file ends inside a frame");
+            break;
+        }
+    }
+    return out.pos;
+}
+
+static void reader_open(ShardReader *r, const Shard *shard) {
+    memset(r, 0, sizeof(*r));
+    r->shard = shard;
+    r->fp = fopenCheck(shard->path, "rb");
+    if (shard->is_zst) {
+        r->dctx = ZSTD_createDCtx();
+        if (r->dctx == NULL) data_error(shard->path, "ZSTD_createDCtx failed");
+        r->in_cap = ZSTD_DStreamInSize();
+        r->in_buf = (unsigned char *)mallocCheck(r->in_cap);
+    }
+}
+
+static void reader_close(ShardReader *r) {
+    if (r->fp) fcloseCheck(r->fp);
+    if (r->dctx) ZSTD_freeDCtx(r->dctx);
+    free(r->in_buf);
+    memset(r, 0, sizeof(*r));
+}
+
+/* reads and checks the header; returns the token count it declares */
+static size_t reader_read_header(ShardReader *r, int *version) {
+    const char *path = r->shard->path;
+    int32_t header[SHARD_HEADER_INTS];
+    size_t got = reader_read_bytes(r, header, sizeof(header));
+    if (got < sizeof(header))
+        data_error(path, "truncated: %zu bytes, shorter than the %zu-byte header", got, sizeof(header));
+    if (header[0] != SHARD_MAGIC)
+        data_error(path, "bad magic %d (expected %d): not a token shard", header[0], SHARD_MAGIC);
+    if (header[1] != 1 && header[1] != 2)
+        data_error(path, "unsupported version %d (expected 1 for uint16 or 2 for uint32 tokens)", header[1]);
+    if (header[2] <= 0) data_error(path, "header declares %d tokens", header[2]);
+    *version = header[1];
+    return (size_t)header[2];
+}
+
+/* reads exactly n tokens into dst */
+static void reader_read_tokens(ShardReader *r, void *dst, size_t n) {
+    size_t tb = r->shard->token_bytes;
+    size_t got = reader_read_bytes(r, dst, n * tb);
+    if (got != n * tb)
+        data_error(r->shard->path, "size does not match the header: the data ends at token %zu (+%zu bytes), but the "
+                   "header declares %zu tokens", r->token_pos + got / tb, got % tb, r->shard->ntok);
+    r->token_pos += n;
+}
+
+static void reader_skip_tokens(ShardReader *r, size_t n, unsigned char *scratch, size_t scratch_tokens) {
+    if (!r->shard->is_zst) {
+        if (fseek(r->fp, (long)(n * r->shard->token_bytes), SEEK_CUR) != 0) data_error(r->shard->path, "seek failed");
+        r->token_pos += n;
+        return;
+    }
+    while (n > 0) {
+        size_t step = n < scratch_tokens ? n : scratch_tokens;
+        reader_read_tokens(r, scratch, step);
+        n -= step;
+    }
+}
+
+/* opens a shard and positions the reader at its first token */
+static void reader_start(ShardReader *r, const Shard *shard) {
+    int version;
+    reader_open(r, shard);
+    reader_read_header(r, &version);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* shard validation: everything the loader will rely on, checked once before training starts */
+
+static void shard_validate(Shard *shard, int vocab_size) {
+    ShardReader r;
+    reader_open(&r, shard);
+    shard->ntok = reader_read_header(&r, &shard->version);
+    shard->token_bytes = shard->version == 1 ? 2 : 4;
+    const char *path = shard->path;
+    size_t expected_bytes = SHARD_HEADER_INTS * sizeof(int32_t) + shard->ntok * shard->token_bytes;
+    if (!shard->is_zst) {
+        if (fseek(r.fp, 0, SEEK_END) != 0) data_error(path, "seek failed");
+        long size = ftell(r.fp);
+        if (size < 0) data_error(path, "ftell failed");
+        if ((size_t)size != expected_bytes)
+            data_error(path, "size %ld bytes does not match the header: %zu tokens of %zu bytes need %zu bytes",
+                       size, shard->ntok, shard->token_bytes, expected_bytes);
+        if (fseek(r.fp, SHARD_HEADER_INTS * sizeof(int32_t), SEEK_SET) != 0) data_error(path, "seek failed");
+    }
+    unsigned char *chunk = (unsigned char *)mallocCheck(VALIDATE_CHUNK_TOKENS * shard->token_bytes);
+    size_t done = 0;
+    while (done < shard->ntok) {
+        size_t n = shard->ntok - done < VALIDATE_CHUNK_TOKENS ? shard->ntok - done : VALIDATE_CHUNK_TOKENS;
+        reader_read_tokens(&r, chunk, n);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t tok = shard->token_bytes == 2 ? ((const uint16_t *)chunk)[i] : ((const uint32_t *)chunk)[i];
+            if (tok >= (uint32_t)vocab_size)
+                data_error(path, "token %u at position %zu is out of range for vocab_size %d", tok, done + i,
+                           vocab_size);
+        }
+        done += n;
+    }
+    free(chunk);
+    unsigned char extra;
+    if (reader_read_bytes(&r, &extra, 1) != 0)
+        data_error(path, "size does not match the header: data continues after the declared %zu tokens", shard->ntok);
+    reader_close(&r);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* seeded orders */
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* an RNG state for one purpose in the current epoch: the shard order (shard = block = UINT64_MAX) or the rows
+ * of one block of one shard */
+static uint64_t order_rng(const DataLoader *loader, uint64_t shard, uint64_t block) {
+    uint64_t key = mix64(mix64(mix64(loader->seed) ^ loader->epoch) ^ shard);
+    return rng_seed(mix64(key ^ block));
+}
+
+static void shuffle_ints(int *a, size_t n, uint64_t *rng) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next(rng) % i);
+        int tmp = a[i - 1]; a[i - 1] = a[j]; a[j] = tmp;
+    }
+}
+
+static void shuffle_sizes(size_t *a, size_t n, uint64_t *rng) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next(rng) % i);
+        size_t tmp = a[i - 1]; a[i - 1] = a[j]; a[j] = tmp;
+    }
+}
+
+static void set_shard_order(DataLoader *loader) {
+    for (int i = 0; i < loader->num_shards; i++) loader->shard_order[i] = i;
+    if (loader->shuffle) {
+        uint64_t rng = order_rng(loader, UINT64_MAX, UINT64_MAX);
+        shuffle_ints(loader->shard_order, (size_t)loader->num_shards, &rng);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                            int shuffle, uint64_t seed, int vocab_size, size_t block_tokens) {
+    memset(loader, 0, sizeof(*loader));
+    if (B == 0 || T == 0) data_error(pattern, "batch shape B=%zu T=%zu: both must be positive", B, T);
+    if (world < 1 || rank < 0 || rank >= world) data_error(pattern, "rank %d is not in [0, world=%d)", rank, world);
+    if (vocab_size <= 0) data_error(pattern, "vocab_size %d must be positive", vocab_size);
+    if (block_tokens == 0) data_error(pattern, "block size must be positive");
+    loader->B = B;
+    loader->T = T;
+    loader->rank = rank;
+    loader->world = world;
+    loader->shuffle = shuffle;
+    loader->seed = seed;
+    loader->vocab_size = vocab_size;
+
+    glob_t found;
+    int status = glob(pattern, 0, NULL, &found);
+    if (status == GLOB_NOMATCH || (status == 0 && found.gl_pathc == 0))
+        data_error(pattern, "no shard files match this pattern");
+    if (status != 0) data_error(pattern, "glob failed (status %d)", status);
+    loader->num_shards = (int)found.gl_pathc;
+    loader->shards = (Shard *)callocCheck(found.gl_pathc, sizeof(Shard));
+    size_t global_rows = (size_t)world * B;
+    size_t max_token_bytes = 2;
+    for (size_t i = 0; i < found.gl_pathc; i++) {
+        Shard *shard = &loader->shards[i];
+        const char *path = found.gl_pathv[i];
+        shard->path = strdup(path);
+        if (shard->path == NULL) data_error(path, "out of memory");
+        shard->is_zst = ends_with(path, ".zst");
+        shard_validate(shard, vocab_size);
+        shard->num_rows = (shard->ntok - 1) / T;
+        shard->num_batches = shard->num_rows / global_rows;
+        if (shard->num_batches == 0)
+            data_error(path, "too short for a batch: %zu tokens, but %d rank(s) x B=%zu x T=%zu need %zu + 1", shard->ntok,
+                       world, B, T, global_rows * T);
+        if (shard->token_bytes > max_token_bytes) max_token_bytes = shard->token_bytes;
+    }
+    globfree(&found);
+
+    size_t global_tokens = global_rows * T;
+    loader->batches_per_block = block_tokens / global_tokens > 0 ? block_tokens / global_tokens : 1;
+    loader->block_rows = loader->batches_per_block * global_rows;
+    loader->block_tokens = (unsigned char *)mallocCheck((loader->block_rows * T + 1) * max_token_bytes);
+    loader->row_order = (size_t *)mallocCheck(loader->block_rows * sizeof(size_t));
+    loader->shard_order = (int *)mallocCheck((size_t)loader->num_shards * sizeof(int));
+    loader->inputs = (int *)mallocCheck(B * T * sizeof(int));
+    loader->targets = (int *)mallocCheck(B * T * sizeof(int));
+    loader->reader_shard = -1;
+    loader->loaded_block = -1;
+    dataloader_reset(loader);
+}
+
+void dataloader_init(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                     int shuffle, uint64_t seed, int vocab_size) {
+    dataloader_init_blocks(loader, pattern, B, T, rank, world, shuffle, seed, vocab_size, DATALOADER_BLOCK_TOKENS);
+}
+
+void dataloader_reset(DataLoader *loader) {
+    loader->epoch = 0;
+    loader->shard_pos = 0;
+    loader->batch_in_shard = 0;
+    set_shard_order(loader);
+}
+
+/* makes block `block` of shard `s` the loaded block, with its rows ordered for the current epoch */
+static void ensure_block(DataLoader *loader, int s, size_t block) {
+    const Shard *shard = &loader->shards[s];
+    size_t T = loader->T, tb = shard->token_bytes;
+    if (loader->reader_shard != s || loader->loaded_block != (long)block) {
+        ShardReader *r = &loader->reader;
+        if (loader->reader_shard != s) {
+            if (loader->reader_shard >= 0) reader_close(r);
+            reader_start(r, shard);
+            loader->reader_shard = s;
+            loader->loaded_block = -1;
+        }
+        size_t first_row = block * loader->block_rows;
+        size_t num_rows = shard->num_rows - first_row < loader->block_rows ? shard->num_rows - first_row : loader->block_rows;
+        size_t start = first_row * T;
+        if (block > 0 && loader->loaded_block == (long)block - 1 && r->token_pos == start + 1) {
+            /* the next block in the stream: its first token is the previous block's last one */
+            memmove(loader->block_tokens, loader->block_tokens + loader->block_num_rows * T * tb, tb);
+            reader_read_tokens(r, loader->block_tokens + tb, num_rows * T);
+        } else {
+            if (r->token_pos > start) {
+                reader_close(r);
+                reader_start(r, shard);
+            }
+            reader_skip_tokens(r, start - r->token_pos, loader->block_tokens, loader->block_rows * T + 1);
+            reader_read_tokens(r, loader->block_tokens, num_rows * T + 1);
+        }
+        loader->loaded_block = (long)block;
+        loader->block_num_rows = num_rows;
+        loader->rows_ordered = 0;
+    }
+    if (!loader->rows_ordered || loader->rows_epoch != loader->epoch) {
+        for (size_t i = 0; i < loader->block_num_rows; i++) loader->row_order[i] = i;
+        if (loader->shuffle) {
+            uint64_t rng = order_rng(loader, (uint64_t)s, (uint64_t)block);
+            shuffle_sizes(loader->row_order, loader->block_num_rows, &rng);
+        }
+        loader->rows_ordered = 1;
+        loader->rows_epoch = loader->epoch;
+    }
+}
+
+void dataloader_next_batch(DataLoader *loader) {
+    if (loader->batch_in_shard == loader->shards[loader->shard_order[loader->shard_pos]].num_batches) {
+        loader->batch_in_shard = 0;
+        loader->shard_pos++;
+        if (loader->shard_pos == loader->num_shards) {
+            loader->shard_pos = 0;
+            loader->epoch++;
+            set_shard_order(loader);
+        }
+    }
+    int s = loader->shard_order[loader->shard_pos];
+    size_t block = loader->batch_in_shard / loader->batches_per_block;
+    ensure_block(loader, s, block);
+    size_t B = loader->B, T = loader->T;
+    size_t first = (loader->batch_in_shard % loader->batches_per_block) * loader->world * B + (size_t)loader->rank * B;
+    int two_bytes = loader->shards[s].token_bytes == 2;
+    for (size_t b = 0; b < B; b++) {
+        size_t offset = loader->row_order[first + b] * T;
+        int *inp = loader->inputs + b * T, *tgt = loader->targets + b * T;
+        if (two_bytes) {
+            const uint16_t *row = (const uint16_t *)loader->block_tokens + offset;
+            for (size_t t = 0; t < T; t++) { inp[t] = row[t]; tgt[t] = row[t + 1]; }
+        } else {
+            const uint32_t *row = (const uint32_t *)loader->block_tokens + offset;
+            for (size_t t = 0; t < T; t++) { inp[t] = (int)row[t]; tgt[t] = (int)row[t + 1]; }
+        }
+    }
+    loader->batch_in_shard++;
+}
+
+size_t dataloader_num_batches(const DataLoader *loader) {
+    size_t total = 0;
+    for (int i = 0; i < loader->num_shards; i++) total += loader->shards[i].num_batches;
+    return total;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* state: uint64 words [magic, version, B, T, world, shuffle, seed, shards, tokens, block rows,
+ *                      epoch, shard position, batch in shard] */
+
+static void state_words(const DataLoader *loader, uint64_t *w) {
+    uint64_t total_tokens = 0;
+    for (int i = 0; i < loader->num_shards; i++) total_tokens += loader->shards[i].ntok;
+    w[0] = STATE_MAGIC;
+    w[1] = STATE_VERSION;
+    w[2] = loader->B;
+    w[3] = loader->T;
+    w[4] = (uint64_t)loader->world;
+    w[5] = (uint64_t)loader->shuffle;
+    w[6] = loader->seed;
+    w[7] = (uint64_t)loader->num_shards;
+    w[8] = total_tokens;
+    w[9] = loader->block_rows;
+    w[10] = loader->epoch;
+    w[11] = (uint64_t)loader->shard_pos;
+    w[12] = loader->batch_in_shard;
+}
+
+size_t dataloader_state_size(const DataLoader *loader) {
+    (void)loader;
+    return STATE_WORDS * sizeof(uint64_t);
+}
+
+void dataloader_get_state(const DataLoader *loader, void *buf) {
+    uint64_t w[STATE_WORDS];
+    state_words(loader, w);
+    memcpy(buf, w, sizeof(w));
+}
+
+void dataloader_set_state(DataLoader *loader, const void *buf, size_t n) {
+    static const char *const field_names[STATE_CONFIG_WORDS] = {
+        "magic", "version", "B", "T", "world", "shuffle", "seed", "number of shards", "total tokens",
+        "block rows"};
+    const char *where = loader->shards[0].path;
+    if (n != dataloader_state_size(loader))
+        data_error(where, "loader state of %zu bytes does not fit (expected %zu)", n, dataloader_state_size(loader));
+    uint64_t saved[STATE_WORDS], mine[STATE_WORDS];
+    memcpy(saved, buf, sizeof(saved));
+    state_words(loader, mine);
+    for (int i = 0; i < STATE_CONFIG_WORDS; i++) {
+        if (saved[i] != mine[i])
+            data_error(where, "loader state does not fit: %s is %llu in the state but %llu in this loader",
+                       field_names[i], (unsigned long long)saved[i], (unsigned long long)mine[i]);
+    }
+    uint64_t shard_pos = saved[11], batch = saved[12];
+    if (shard_pos >= (uint64_t)loader->num_shards)
+        data_error(where, "loader state does not fit: shard position %llu of %d shards", (unsigned long long)shard_pos,
+                   loader->num_shards);
+    loader->epoch = saved[10];
+    loader->shard_pos = (int)shard_pos;
+    set_shard_order(loader);
+    if (batch > loader->shards[loader->shard_order[shard_pos]].num_batches)
+        data_error(where, "loader state does not fit: batch %llu of a shard with %zu batches", (unsigned long long)batch,
+                   loader->shards[loader->shard_order[shard_pos]].num_batches);
+    loader->batch_in_shard = batch;
+}
+
+void dataloader_free(DataLoader *loader) {
+    if (loader->reader_shard >= 0) reader_close(&loader->reader);
+    for (int i = 0; i < loader->num_shards; i++) free(loader->shards[i].path);
+    free(loader->shards);
+    free(loader->shard_order);
+    free(loader->block_tokens);
+    free(loader->row_order);
+    free(loader->inputs);
+    free(loader->targets);
+    memset(loader, 0, sizeof(*loader));
+}

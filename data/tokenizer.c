@@ -1,0 +1,67 @@
+/*
+ * Reads tokenizer.bin (format in tokenizer.h) and decodes token ids to their bytes.
+ */
+#include "data/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/utils.h"
+
+/* longer entries than this mean a corrupt file */
+#define TOKENIZER_MAX_TOKEN_BYTES (1u << 16)
+
+static void tokenizer_error(const char *path, const char *msg, long value) {
+    fprintf(stderr, "error: %s: %s (%ld)\n", path, msg, value);
+    exit(1);
+}
+
+void tokenizer_init(Tokenizer *t, const char *path) {
+    memset(t, 0, sizeof(*t));
+    t->eot_id = -1;
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        fprintf(stderr, "warning: tokenizer file %s not found; samples are printed as token ids\n", path);
+        return;
+    }
+    int32_t header[TOKENIZER_HEADER_INTS];
+    if (fread(header, sizeof(int32_t), TOKENIZER_HEADER_INTS, fp) != TOKENIZER_HEADER_INTS)
+        tokenizer_error(path, "truncated header", 0);
+    if (header[0] != TOKENIZER_MAGIC) tokenizer_error(path, "bad magic, not a tokenizer.bin", header[0]);
+    if (header[1] != 1) tokenizer_error(path, "unsupported version", header[1]);
+    if (header[2] <= 0) tokenizer_error(path, "bad vocab_size", header[2]);
+    if (header[3] < -1 || header[3] >= header[2]) tokenizer_error(path, "eot id out of range", header[3]);
+    if (header[4] < TOKENIZER_BYTES || header[4] > TOKENIZER_WORD) tokenizer_error(path, "unknown tokenizer kind", header[4]);
+    t->vocab_size = header[2];
+    t->eot_id = header[3];
+    t->kind = header[4];
+    t->tokens = (char **)callocCheck((size_t)t->vocab_size, sizeof(char *));
+    for (int i = 0; i < t->vocab_size; i++) {
+        uint32_t len;
+        if (fread(&len, sizeof(len), 1, fp) != 1) tokenizer_error(path, "truncated: missing the length of token", i);
+        if (len > TOKENIZER_MAX_TOKEN_BYTES) tokenizer_error(path, "corrupt: implausible length of token", i);
+        t->tokens[i] = (char *)mallocCheck(len + 1);
+        if (fread(t->tokens[i], 1, len, fp) != len) tokenizer_error(path, "truncated: missing the bytes of token", i);
+        t->tokens[i][len] = '\0';
+    }
+    if (fgetc(fp) != EOF) tokenizer_error(path, "data continues after the last token; vocab_size is", t->vocab_size);
+    fclose(fp);
+    t->loaded = 1;
+}
+
+const char *tokenizer_decode(Tokenizer *t, uint32_t token_id) {
+    if (t->loaded && token_id < (uint32_t)t->vocab_size) return t->tokens[token_id];
+    snprintf(t->unknown, sizeof(t->unknown), "<%u>", token_id);
+    return t->unknown;
+}
+
+int tokenizer_eot(const Tokenizer *t) { return t->eot_id; }
+
+void tokenizer_free(Tokenizer *t) {
+    if (t->tokens) {
+        for (int i = 0; i < t->vocab_size; i++) free(t->tokens[i]);
+        free(t->tokens);
+    }
+    memset(t, 0, sizeof(*t));
+}

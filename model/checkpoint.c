@@ -1,0 +1,953 @@
+/*
+ * Model files, state files and checkpoint directories (format in checkpoint.h): atomic writes
+ * through a temporary file + fsync + rename, and readers that validate every field and both
+ * checksums and report what is wrong with which file instead of misreading it.
+ */
+#include "checkpoint.h"
+#include "params.h"
+#include "utils.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the checkpoint formats store tensors in little-endian byte order"
+#endif
+
+#define MODEL_MAGIC "SSDMODEL"
+#define STATE_MAGIC "SSDSTATE"
+#define FORMAT_VERSION 1
+#define MODEL_HEADER_BYTES 128
+#define STATE_HEADER_BYTES 104
+#define MAX_JSON_BYTES 65536
+#define DTYPE_FP32 0
+#define DTYPE_BF16 1
+#define STATE_FLAG_MASTER 1u
+#define IO_CHUNK (1 << 16) /* elements converted per bf16 chunk */
+
+/* ---- CRC-32 (reflected polynomial 0xEDB88320), slice-by-8 ---- */
+
+static uint32_t crc_table[8][256];
+static int crc_table_ready = 0;
+
+static void crc_table_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (int i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+    crc_table_ready = 1;
+}
+
+uint32_t checkpoint_crc32(uint32_t crc, const void *data, size_t n) {
+    if (!crc_table_ready) crc_table_init();
+    const uint8_t *p = (const uint8_t *)data;
+    crc = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
+              crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+              crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+    }
+    while (n--) crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- bf16 ---- */
+
+uint16_t float_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN, sign kept */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_to_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* ---- little-endian header fields ---- */
+
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* ---- atomic files: write "<path>.tmp", fsync, rename over <path>, fsync the directory ---- */
+
+typedef struct {
+    FILE *fp;
+    char path[4096];
+    char tmp_path[4096];
+} AtomicFile;
+
+static void atomic_fail(AtomicFile *f, const char *what) {
+    fprintf(stderr, "error: %s '%s': %s\n", what, f->tmp_path, strerror(errno));
+    if (f->fp) fclose(f->fp);
+    unlink(f->tmp_path);
+    exit(1);
+}
+
+static void atomic_open(AtomicFile *f, const char *path) {
+    if (strlen(path) + 5 > sizeof(f->path)) {
+        fprintf(stderr, "error: checkpoint path too long: '%s'\n", path);
+        exit(1);
+    }
+    snprintf(f->path, sizeof(f->path), "%s", path);
+    snprintf(f->tmp_path, sizeof(f->tmp_path), "%s.tmp", path);
+    f->fp = fopen(f->tmp_path, "wb");
+    if (f->fp == NULL) atomic_fail(f, "cannot create");
+}
+
+static void atomic_write(AtomicFile *f, const void *data, size_t n) {
+    if (n > 0 && fwrite(data, 1, n, f->fp) != n) atomic_fail(f, "cannot write");
+}
+
+static void atomic_write_at_start(AtomicFile *f, const void *data, size_t n) {
+    if (fseek(f->fp, 0, SEEK_SET) != 0) atomic_fail(f, "cannot seek in");
+    atomic_write(f, data, n);
+}
+
+static void fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+        fprintf(stderr, "error: cannot open directory '%s' to sync it: %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    /* some file systems cannot sync a directory (EINVAL); the rename is then as durable as they allow */
+    if (fsync(fd) != 0 && errno != EINVAL) {
+        fprintf(stderr, "error: cannot sync directory '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    close(fd);
+}
+
+static void fsync_parent_dir(const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    fsync_dir(dir);
+}
+
+static void atomic_commit(AtomicFile *f) {
+    if (fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0) atomic_fail(f, "cannot flush");
+    FILE *fp = f->fp;
+    f->fp = NULL;
+    if (fclose(fp) != 0) atomic_fail(f, "cannot close");
+    if (rename(f->tmp_path, f->path) != 0) atomic_fail(f, "cannot rename into place");
+    fsync_parent_dir(f->path);
+}
+
+/* Writes fp32 values, or bf16 if bf16 != 0, and chains their CRC. */
+static void write_floats(AtomicFile *f, const float *x, size_t n, int bf16, uint32_t *crc) {
+    if (!bf16) {
+        *crc = checkpoint_crc32(*crc, x, n * sizeof(float));
+        atomic_write(f, x, n * sizeof(float));
+        return;
+    }
+    uint16_t *buf = (uint16_t *)mallocCheck(IO_CHUNK * sizeof(uint16_t));
+    for (size_t start = 0; start < n; start += IO_CHUNK) {
+        size_t count = n - start < IO_CHUNK ? n - start : IO_CHUNK;
+        for (size_t i = 0; i < count; i++) buf[i] = float_to_bf16(x[start + i]);
+        *crc = checkpoint_crc32(*crc, buf, count * sizeof(uint16_t));
+        atomic_write(f, buf, count * sizeof(uint16_t));
+    }
+    free(buf);
+}
+
+/* ---- reading helpers ---- */
+
+/* Size of an open file, or -1. */
+static long long file_size(FILE *fp) {
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0) return -1;
+    return (long long)st.st_size;
+}
+
+/* Reads n bytes; non-zero with a message naming the file and what was being read on a short read. */
+static int read_exact(FILE *fp, void *dst, size_t n, const char *path, const char *what, char *err, size_t errlen) {
+    if (n > 0 && fread(dst, 1, n, fp) != n) {
+        snprintf(err, errlen, "%s: short read in %s (file truncated?)", path, what);
+        return 1;
+    }
+    return 0;
+}
+
+/* Reads n floats stored as fp32 or bf16 into dst, chaining the CRC of the stored bytes. */
+static int read_floats(FILE *fp, float *dst, size_t n, int bf16, uint32_t *crc, const char *path, const char *what,
+                       char *err, size_t errlen) {
+    if (!bf16) {
+        if (read_exact(fp, dst, n * sizeof(float), path, what, err, errlen)) return 1;
+        *crc = checkpoint_crc32(*crc, dst, n * sizeof(float));
+        return 0;
+    }
+    uint16_t *buf = (uint16_t *)mallocCheck(IO_CHUNK * sizeof(uint16_t));
+    int status = 0;
+    for (size_t start = 0; start < n && status == 0; start += IO_CHUNK) {
+        size_t count = n - start < IO_CHUNK ? n - start : IO_CHUNK;
+        status = read_exact(fp, buf, count * sizeof(uint16_t), path, what, err, errlen);
+        if (status == 0) {
+            *crc = checkpoint_crc32(*crc, buf, count * sizeof(uint16_t));
+            for (size_t i = 0; i < count; i++) dst[start + i] = bf16_to_float(buf[i]);
+        }
+    }
+    free(buf);
+    return status;
+}
+
+/* Refuses configs whose parameter count would not fit the size arithmetic (only a corrupt or
+ * hostile file gets here: config_parse accepts any positive sizes). */
+static int config_plausible(const ModelConfig *c) {
+    double D = c->d_model, L = c->n_layer, E = (double)c->expand * c->d_model, N = c->d_state, G = c->ngroups;
+    double H = E / c->headdim, conv = E + 2 * G * N;
+    double per_layer = D + (2 * E + 2 * G * N + H) * D + conv * (c->d_conv + 1) + 3 * H + H * N + E + D * E;
+    double total = (double)c->vocab_size * D + L * per_layer + D;
+    return total < 1e15 && c->pad_vocab_multiple < (1 << 24) && c->vocab_size < (1 << 30);
+}
+
+/* ---- model files ---- */
+
+int model_file_is_checkpoint(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) return 0;
+    char magic[8];
+    int is_model = fread(magic, 1, 8, fp) == 8 && memcmp(magic, MODEL_MAGIC, 8) == 0;
+    fclose(fp);
+    return is_model;
+}
+
+uint32_t model_file_write(const char *path, const ModelConfig *config, const float *params, int bf16) {
+    ParamLayout layout;
+    param_layout_init(&layout, config);
+    char *json = config_to_json(config);
+    size_t json_bytes = strlen(json);
+    if (json_bytes > MAX_JSON_BYTES) {
+        fprintf(stderr, "error: config JSON for '%s' is %zu bytes, the format allows %d\n", path, json_bytes, MAX_JSON_BYTES);
+        exit(1);
+    }
+    AtomicFile f;
+    atomic_open(&f, path);
+    uint8_t header[MODEL_HEADER_BYTES] = {0};
+    atomic_write(&f, header, sizeof(header)); /* placeholder until the data CRC is known */
+    atomic_write(&f, json, json_bytes);
+    uint32_t data_crc = 0;
+    write_floats(&f, params, layout.total, bf16, &data_crc);
+
+    memcpy(header, MODEL_MAGIC, 8);
+    put_u32(header + 8, FORMAT_VERSION);
+    put_u32(header + 12, bf16 ? DTYPE_BF16 : DTYPE_FP32);
+    put_u64(header + 16, layout.total);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) put_u64(header + 24 + 8 * i, layout.sizes[i]);
+    put_u32(header + 112, (uint32_t)json_bytes);
+    put_u32(header + 116, data_crc);
+    put_u32(header + 120, 0);
+    uint32_t header_crc = checkpoint_crc32(checkpoint_crc32(0, header, 124), json, json_bytes);
+    put_u32(header + 124, header_crc);
+    atomic_write_at_start(&f, header, sizeof(header));
+    atomic_commit(&f);
+    free(json);
+    return data_crc;
+}
+
+/* Reads and checks the JSON config and tensor sizes shared by the model header; fills config. */
+static int check_sizes(const char *path, const ModelConfig *config, uint64_t num_params, const uint8_t *sizes,
+                       ParamLayout *layout, char *err, size_t errlen) {
+    if (!config_plausible(config)) {
+        snprintf(err, errlen, "%s: the embedded config gives an implausible parameter count", path);
+        return 1;
+    }
+    param_layout_init(layout, config);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        uint64_t stored = get_u64(sizes + 8 * i);
+        if (stored != layout->sizes[i]) {
+            snprintf(err, errlen, "%s: tensor '%s' has %llu elements in the header but the config gives %zu", path,
+                     PARAM_NAMES[i], (unsigned long long)stored, layout->sizes[i]);
+            return 1;
+        }
+    }
+    if (num_params != layout->total) {
+        snprintf(err, errlen, "%s: header says %llu parameters but the tensor sizes add up to %zu", path,
+                 (unsigned long long)num_params, layout->total);
+        return 1;
+    }
+    return 0;
+}
+
+static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config, float **params, uint32_t *data_crc,
+                                char *err, size_t errlen) {
+    long long size = file_size(fp);
+    uint8_t header[MODEL_HEADER_BYTES];
+    if (size < MODEL_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
+        snprintf(err, errlen, "%s: %lld bytes, too short for a model file header (%d bytes)", path, size,
+                 MODEL_HEADER_BYTES);
+        return 1;
+    }
+    if (memcmp(header, MODEL_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "%s: not an ssd.c model file (bad magic)", path);
+        return 1;
+    }
+    uint32_t version = get_u32(header + 8), dtype = get_u32(header + 12), json_bytes = get_u32(header + 112);
+    if (version != FORMAT_VERSION) {
+        snprintf(err, errlen, "%s: model file version %u, this build reads version %d", path, version, FORMAT_VERSION);
+        return 1;
+    }
+    if (dtype != DTYPE_FP32 && dtype != DTYPE_BF16) {
+        snprintf(err, errlen, "%s: unknown dtype %u (0 = fp32, 1 = bf16)", path, dtype);
+        return 1;
+    }
+    if (json_bytes < 2 || json_bytes > MAX_JSON_BYTES || MODEL_HEADER_BYTES + (long long)json_bytes > size) {
+        snprintf(err, errlen, "%s: config JSON length %u is impossible for a file of %lld bytes", path, json_bytes, size);
+        return 1;
+    }
+    if (get_u32(header + 120) != 0) {
+        snprintf(err, errlen, "%s: reserved header field is not zero (corrupt header)", path);
+        return 1;
+    }
+    char *json = (char *)mallocCheck(json_bytes + 1);
+    if (read_exact(fp, json, json_bytes, path, "the config JSON", err, errlen)) {
+        free(json);
+        return 1;
+    }
+    json[json_bytes] = '\0';
+    if (checkpoint_crc32(checkpoint_crc32(0, header, 124), json, json_bytes) != get_u32(header + 124)) {
+        snprintf(err, errlen, "%s: header checksum mismatch (corrupt header or config JSON)", path);
+        free(json);
+        return 1;
+    }
+    char inner[512];
+    int status = config_parse(config, json, "embedded config", inner, sizeof(inner));
+    int has_nul = strlen(json) != json_bytes;
+    free(json);
+    if (status || has_nul) {
+        snprintf(err, errlen, "%s: %s", path, status ? inner : "embedded config contains a NUL byte");
+        return 1;
+    }
+    ParamLayout layout;
+    uint64_t num_params = get_u64(header + 16);
+    if (check_sizes(path, config, num_params, header + 24, &layout, err, errlen)) return 1;
+    size_t elem_bytes = dtype == DTYPE_BF16 ? 2 : 4;
+    long long expected = MODEL_HEADER_BYTES + (long long)json_bytes + (long long)(layout.total * elem_bytes);
+    if (size != expected) {
+        snprintf(err, errlen, "%s: file is %lld bytes but its header describes %lld bytes (%s)", path, size, expected,
+                 size < expected ? "truncated" : "trailing data");
+        return 1;
+    }
+    float *data = (float *)mallocCheck(layout.total * sizeof(float));
+    uint32_t crc = 0;
+    if (read_floats(fp, data, layout.total, dtype == DTYPE_BF16, &crc, path, "the tensor data", err, errlen)) {
+        free(data);
+        return 1;
+    }
+    if (crc != get_u32(header + 116)) {
+        snprintf(err, errlen, "%s: tensor data checksum mismatch (corrupt data)", path);
+        free(data);
+        return 1;
+    }
+    *params = data;
+    if (data_crc) *data_crc = crc;
+    return 0;
+}
+
+int model_file_try_read(const char *path, ModelConfig *config, float **params, uint32_t *data_crc, char *err,
+                        size_t errlen) {
+    *params = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errlen, "cannot open model file '%s': %s", path, strerror(errno));
+        return 1;
+    }
+    int status = model_file_read_open(fp, path, config, params, data_crc, err, errlen);
+    fclose(fp);
+    return status;
+}
+
+void model_file_read(const char *path, ModelConfig *config, float **params) {
+    char err[1024];
+    if (model_file_try_read(path, config, params, NULL, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+}
+
+/* ---- training settings ---- */
+
+static char *train_settings_to_json(const TrainSettings *s) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "B", s->B);
+    cJSON_AddNumberToObject(root, "T", s->T);
+    cJSON_AddNumberToObject(root, "total_batch_size", (double)s->total_batch_size);
+    cJSON_AddNumberToObject(root, "max_steps", (double)s->max_steps);
+    cJSON_AddNumberToObject(root, "warmup_steps", s->warmup_steps);
+    cJSON_AddNumberToObject(root, "learning_rate", s->learning_rate);
+    cJSON_AddNumberToObject(root, "final_lr_frac", s->final_lr_frac);
+    cJSON_AddNumberToObject(root, "weight_decay", s->weight_decay);
+    cJSON_AddNumberToObject(root, "grad_clip", s->grad_clip);
+    cJSON_AddStringToObject(root, "lr_schedule", s->lr_schedule);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+static int settings_number(cJSON *root, const char *key, double *out, char *err, size_t errlen) {
+    cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!cJSON_IsNumber(item)) {
+        snprintf(err, errlen, "training settings: missing or non-numeric field '%s'", key);
+        return 1;
+    }
+    *out = item->valuedouble;
+    return 0;
+}
+
+static int train_settings_parse(TrainSettings *s, const char *json, char *err, size_t errlen) {
+    memset(s, 0, sizeof(*s));
+    cJSON *root = cJSON_Parse(json);
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, errlen, "training settings: not a JSON object");
+        cJSON_Delete(root);
+        return 1;
+    }
+    double B, T, total, max_steps, warmup, lr, final_frac, wd, clip;
+    int status = settings_number(root, "B", &B, err, errlen) || settings_number(root, "T", &T, err, errlen) ||
+                 settings_number(root, "total_batch_size", &total, err, errlen) ||
+                 settings_number(root, "max_steps", &max_steps, err, errlen) ||
+                 settings_number(root, "warmup_steps", &warmup, err, errlen) ||
+                 settings_number(root, "learning_rate", &lr, err, errlen) ||
+                 settings_number(root, "final_lr_frac", &final_frac, err, errlen) ||
+                 settings_number(root, "weight_decay", &wd, err, errlen) ||
+                 settings_number(root, "grad_clip", &clip, err, errlen);
+    const char *schedule = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "lr_schedule"));
+    if (status == 0 && (schedule == NULL || strlen(schedule) >= sizeof(s->lr_schedule))) {
+        snprintf(err, errlen, "training settings: missing or too long field 'lr_schedule'");
+        status = 1;
+    }
+    if (status == 0) {
+        s->B = (int)B;
+        s->T = (int)T;
+        s->total_batch_size = (long long)total;
+        s->max_steps = (long long)max_steps;
+        s->warmup_steps = (int)warmup;
+        s->learning_rate = (float)lr;
+        s->final_lr_frac = (float)final_frac;
+        s->weight_decay = (float)wd;
+        s->grad_clip = (float)clip;
+        snprintf(s->lr_schedule, sizeof(s->lr_schedule), "%s", schedule);
+    }
+    cJSON_Delete(root);
+    return status;
+}
+
+int train_settings_compare(const TrainSettings *a, const TrainSettings *b, char *err, size_t errlen) {
+#define CHECK_INT(field)                                                                                           \
+    if (a->field != b->field) {                                                                                    \
+        snprintf(err, errlen, "training setting '%s' differs: the checkpoint has %lld, this run has %lld", #field, \
+                 (long long)a->field, (long long)b->field);                                                        \
+        return 1;                                                                                                  \
+    }
+#define CHECK_FLOAT(field)                                                                                       \
+    if (a->field != b->field) {                                                                                  \
+        snprintf(err, errlen, "training setting '%s' differs: the checkpoint has %.9g, this run has %.9g", #field, \
+                 (double)a->field, (double)b->field);                                                            \
+        return 1;                                                                                                \
+    }
+    CHECK_INT(B)
+    CHECK_INT(T)
+    CHECK_INT(total_batch_size)
+    CHECK_INT(max_steps)
+    CHECK_INT(warmup_steps)
+    CHECK_FLOAT(learning_rate)
+    CHECK_FLOAT(final_lr_frac)
+    CHECK_FLOAT(weight_decay)
+    CHECK_FLOAT(grad_clip)
+#undef CHECK_INT
+#undef CHECK_FLOAT
+    if (strcmp(a->lr_schedule, b->lr_schedule) != 0) {
+        snprintf(err, errlen, "training setting 'lr_schedule' differs: the checkpoint has '%s', this run has '%s'",
+                 a->lr_schedule, b->lr_schedule);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- state files ---- */
+
+void state_file_write(const char *path, const ModelConfig *config, const TrainSettings *settings,
+                      const TrainState *state) {
+    ParamLayout layout;
+    param_layout_init(&layout, config);
+    if (state->shard_offset > layout.total || state->shard_count > layout.total - state->shard_offset ||
+        state->world_size < 1 || state->rank < 0 || state->rank >= state->world_size || state->step < 0 ||
+        (state->loader_state_bytes > 0 && state->loader_state == NULL)) {
+        fprintf(stderr, "error: state for '%s' is inconsistent (step %lld, rank %d of %d, shard %zu+%zu of %zu)\n", path,
+                state->step, state->rank, state->world_size, state->shard_offset, state->shard_count, layout.total);
+        exit(1);
+    }
+    char *config_json = config_to_json(config);
+    char *settings_json = train_settings_to_json(settings);
+    size_t config_bytes = strlen(config_json), settings_bytes = strlen(settings_json);
+    AtomicFile f;
+    atomic_open(&f, path);
+    uint8_t header[STATE_HEADER_BYTES] = {0};
+    atomic_write(&f, header, sizeof(header));
+    atomic_write(&f, config_json, config_bytes);
+    atomic_write(&f, settings_json, settings_bytes);
+    uint32_t data_crc = 0;
+    write_floats(&f, state->m, state->shard_count, 0, &data_crc);
+    write_floats(&f, state->v, state->shard_count, 0, &data_crc);
+    if (state->master) write_floats(&f, state->master, state->shard_count, 0, &data_crc);
+    if (state->loader_state_bytes > 0) {
+        data_crc = checkpoint_crc32(data_crc, state->loader_state, state->loader_state_bytes);
+        atomic_write(&f, state->loader_state, state->loader_state_bytes);
+    }
+
+    memcpy(header, STATE_MAGIC, 8);
+    put_u32(header + 8, FORMAT_VERSION);
+    put_u32(header + 12, state->master ? STATE_FLAG_MASTER : 0);
+    put_u64(header + 16, (uint64_t)state->step);
+    put_u64(header + 24, state->rng_state);
+    put_u64(header + 32, state->run_id);
+    put_u32(header + 40, (uint32_t)state->world_size);
+    put_u32(header + 44, (uint32_t)state->rank);
+    put_u64(header + 48, layout.total);
+    put_u64(header + 56, state->shard_offset);
+    put_u64(header + 64, state->shard_count);
+    put_u64(header + 72, state->loader_state_bytes);
+    put_u32(header + 80, (uint32_t)config_bytes);
+    put_u32(header + 84, (uint32_t)settings_bytes);
+    put_u32(header + 88, data_crc);
+    uint32_t header_crc = checkpoint_crc32(0, header, 96);
+    header_crc = checkpoint_crc32(checkpoint_crc32(header_crc, config_json, config_bytes), settings_json, settings_bytes);
+    put_u32(header + 96, header_crc);
+    atomic_write_at_start(&f, header, sizeof(header));
+    atomic_commit(&f);
+    free(config_json);
+    free(settings_json);
+}
+
+void train_state_free(TrainState *state) {
+    free(state->m);
+    free(state->v);
+    free(state->master);
+    free(state->loader_state);
+    state->m = state->v = state->master = NULL;
+    state->loader_state = NULL;
+}
+
+static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
+                                TrainState *state, char *err, size_t errlen) {
+    long long size = file_size(fp);
+    uint8_t header[STATE_HEADER_BYTES];
+    if (size < STATE_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
+        snprintf(err, errlen, "%s: %lld bytes, too short for a state file header (%d bytes)", path, size,
+                 STATE_HEADER_BYTES);
+        return 1;
+    }
+    if (memcmp(header, STATE_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "%s: not an ssd.c state file (bad magic)", path);
+        return 1;
+    }
+    uint32_t version = get_u32(header + 8), flags = get_u32(header + 12);
+    uint32_t config_bytes = get_u32(header + 80), settings_bytes = get_u32(header + 84);
+    if (version != FORMAT_VERSION) {
+        snprintf(err, errlen, "%s: state file version %u, this build reads version %d", path, version, FORMAT_VERSION);
+        return 1;
+    }
+    if ((flags & ~STATE_FLAG_MASTER) != 0 || get_u32(header + 92) != 0 || get_u32(header + 100) != 0) {
+        snprintf(err, errlen, "%s: unknown flags or non-zero reserved fields (corrupt header)", path);
+        return 1;
+    }
+    if (config_bytes < 2 || config_bytes > MAX_JSON_BYTES || settings_bytes < 2 || settings_bytes > MAX_JSON_BYTES ||
+        STATE_HEADER_BYTES + (long long)config_bytes + settings_bytes > size) {
+        snprintf(err, errlen, "%s: JSON lengths %u and %u are impossible for a file of %lld bytes", path, config_bytes,
+                 settings_bytes, size);
+        return 1;
+    }
+    char *config_json = (char *)mallocCheck(config_bytes + 1);
+    char *settings_json = (char *)mallocCheck(settings_bytes + 1);
+    int status = read_exact(fp, config_json, config_bytes, path, "the config JSON", err, errlen) ||
+                 read_exact(fp, settings_json, settings_bytes, path, "the settings JSON", err, errlen);
+    config_json[config_bytes] = settings_json[settings_bytes] = '\0';
+    if (status == 0) {
+        uint32_t crc = checkpoint_crc32(0, header, 96);
+        crc = checkpoint_crc32(checkpoint_crc32(crc, config_json, config_bytes), settings_json, settings_bytes);
+        if (crc != get_u32(header + 96)) {
+            snprintf(err, errlen, "%s: header checksum mismatch (corrupt header or JSON)", path);
+            status = 1;
+        }
+    }
+    char inner[512];
+    if (status == 0 && (config_parse(config, config_json, "embedded config", inner, sizeof(inner)) ||
+                        train_settings_parse(settings, settings_json, inner, sizeof(inner)))) {
+        snprintf(err, errlen, "%s: %s", path, inner);
+        status = 1;
+    }
+    free(config_json);
+    free(settings_json);
+    if (status) return 1;
+    if (!config_plausible(config)) {
+        snprintf(err, errlen, "%s: the embedded config gives an implausible parameter count", path);
+        return 1;
+    }
+    ParamLayout layout;
+    param_layout_init(&layout, config);
+    memset(state, 0, sizeof(*state));
+    state->step = (long long)get_u64(header + 16);
+    state->rng_state = get_u64(header + 24);
+    state->run_id = get_u64(header + 32);
+    state->world_size = (int)get_u32(header + 40);
+    state->rank = (int)get_u32(header + 44);
+    uint64_t num_params = get_u64(header + 48), offset = get_u64(header + 56), count = get_u64(header + 64);
+    uint64_t loader_bytes = get_u64(header + 72);
+    if (num_params != layout.total) {
+        snprintf(err, errlen, "%s: header says %llu parameters but its config gives %zu", path,
+                 (unsigned long long)num_params, layout.total);
+        return 1;
+    }
+    if (state->step < 0 || state->world_size < 1 || state->rank < 0 || state->rank >= state->world_size) {
+        snprintf(err, errlen, "%s: impossible step %lld or rank %d of world size %d", path, state->step, state->rank,
+                 state->world_size);
+        return 1;
+    }
+    if (offset > num_params || count > num_params - offset) {
+        snprintf(err, errlen, "%s: optimizer shard [%llu, +%llu) lies outside the %llu parameters", path,
+                 (unsigned long long)offset, (unsigned long long)count, (unsigned long long)num_params);
+        return 1;
+    }
+    int has_master = (flags & STATE_FLAG_MASTER) != 0;
+    long long payload = (long long)count * 4 * (has_master ? 3 : 2);
+    long long expected = STATE_HEADER_BYTES + (long long)config_bytes + settings_bytes + payload;
+    if (loader_bytes > (uint64_t)size || size != expected + (long long)loader_bytes) {
+        snprintf(err, errlen, "%s: file is %lld bytes but its header describes %lld bytes (truncated or trailing data)",
+                 path, size, expected + (long long)(loader_bytes > (uint64_t)size ? 0 : loader_bytes));
+        return 1;
+    }
+    state->shard_offset = offset;
+    state->shard_count = count;
+    state->loader_state_bytes = loader_bytes;
+    state->m = (float *)mallocCheck(count * sizeof(float));
+    state->v = (float *)mallocCheck(count * sizeof(float));
+    state->master = has_master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
+    state->loader_state = loader_bytes ? mallocCheck(loader_bytes) : NULL;
+    uint32_t crc = 0;
+    status = read_floats(fp, state->m, count, 0, &crc, path, "the first moments", err, errlen) ||
+             read_floats(fp, state->v, count, 0, &crc, path, "the second moments", err, errlen) ||
+             (has_master && read_floats(fp, state->master, count, 0, &crc, path, "the master weights", err, errlen)) ||
+             read_exact(fp, state->loader_state, loader_bytes, path, "the data loader state", err, errlen);
+    if (status == 0) {
+        crc = checkpoint_crc32(crc, state->loader_state, loader_bytes);
+        if (crc != get_u32(header + 88)) {
+            snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
+            status = 1;
+        }
+    }
+    if (status) train_state_free(state);
+    return status;
+}
+
+int state_file_try_read(const char *path, ModelConfig *config, TrainSettings *settings, TrainState *state, char *err,
+                        size_t errlen) {
+    memset(state, 0, sizeof(*state));
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errlen, "cannot open state file '%s': %s", path, strerror(errno));
+        return 1;
+    }
+    int status = state_file_read_open(fp, path, config, settings, state, err, errlen);
+    fclose(fp);
+    return status;
+}
+
+/* ---- checkpoint directories ---- */
+
+uint64_t checkpoint_new_run_id(void) {
+    uint64_t id = 0;
+    FILE *fp = fopen("/dev/urandom", "rb");
+    if (fp != NULL) {
+        if (fread(&id, sizeof(id), 1, fp) != 1) id = 0;
+        fclose(fp);
+    }
+    if (id == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id = ((uint64_t)ts.tv_sec * 1000000007ULL) ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)getpid();
+    }
+    return id ? id : 1;
+}
+
+static void make_dir(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "error: cannot create checkpoint directory '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+}
+
+static void model_path(char *out, size_t n, const char *dir, long long step) {
+    snprintf(out, n, "%s/model_%08lld.bin", dir, step);
+}
+static void state_path(char *out, size_t n, const char *dir, long long step, int rank) {
+    snprintf(out, n, "%s/state_%08lld_%05d.bin", dir, step, rank);
+}
+static void done_path(char *out, size_t n, const char *dir, long long step) {
+    snprintf(out, n, "%s/DONE_%08lld", dir, step);
+}
+
+uint32_t checkpoint_save_model(const char *dir, long long step, const ModelConfig *config, const float *params,
+                               int bf16) {
+    char path[4096];
+    make_dir(dir);
+    model_path(path, sizeof(path), dir, step);
+    return model_file_write(path, config, params, bf16);
+}
+
+void checkpoint_save_state(const char *dir, const ModelConfig *config, const TrainSettings *settings,
+                           const TrainState *state) {
+    char path[4096];
+    make_dir(dir);
+    state_path(path, sizeof(path), dir, state->step, state->rank);
+    state_file_write(path, config, settings, state);
+}
+
+void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int world_size, uint32_t model_crc) {
+    char path[4096], text[256];
+    done_path(path, sizeof(path), dir, step);
+    int n = snprintf(text, sizeof(text), "step %lld run_id %llu world_size %d model_crc %u\n", step,
+                     (unsigned long long)run_id, world_size, model_crc);
+    AtomicFile f;
+    atomic_open(&f, path);
+    atomic_write(&f, text, (size_t)n);
+    atomic_commit(&f);
+}
+
+void checkpoint_save(const char *dir, const ModelConfig *config, const float *params, int bf16,
+                     const TrainSettings *settings, const TrainState *state, int keep_last, int keep_every) {
+    uint32_t crc = checkpoint_save_model(dir, state->step, config, params, bf16);
+    checkpoint_save_state(dir, config, settings, state);
+    checkpoint_mark_done(dir, state->step, state->run_id, state->world_size, crc);
+    checkpoint_prune(dir, keep_last, keep_every);
+}
+
+/* Kinds of file in a checkpoint directory, recognised by name. */
+enum { CKPT_NONE, CKPT_MODEL, CKPT_STATE, CKPT_DONE };
+
+/* Parses a directory entry name; sets the step and whether it is a ".tmp" leftover. */
+static int checkpoint_name_kind(const char *name, long long *step, int *is_tmp) {
+    const char *p;
+    int kind;
+    if (!strncmp(name, "model_", 6)) kind = CKPT_MODEL, p = name + 6;
+    else if (!strncmp(name, "state_", 6)) kind = CKPT_STATE, p = name + 6;
+    else if (!strncmp(name, "DONE_", 5)) kind = CKPT_DONE, p = name + 5;
+    else return CKPT_NONE;
+    char *end;
+    if (*p < '0' || *p > '9') return CKPT_NONE;
+    *step = strtoll(p, &end, 10);
+    p = end;
+    if (kind == CKPT_STATE) {
+        if (*p != '_' || p[1] < '0' || p[1] > '9') return CKPT_NONE;
+        strtol(p + 1, &end, 10);
+        p = end;
+    }
+    if (kind != CKPT_DONE) {
+        if (strncmp(p, ".bin", 4) != 0) return CKPT_NONE;
+        p += 4;
+    }
+    *is_tmp = !strcmp(p, ".tmp");
+    return (*p == '\0' || *is_tmp) ? kind : CKPT_NONE;
+}
+
+static int compare_steps(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* The steps with a DONE marker, ascending (caller frees); -1 if the directory cannot be read. */
+static long long list_done_steps(const char *dir, long long **steps) {
+    *steps = NULL;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        if (errno == ENOENT) return 0;
+        fprintf(stderr, "error: cannot read checkpoint directory '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    long long n = 0, cap = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        long long step;
+        int is_tmp;
+        if (checkpoint_name_kind(entry->d_name, &step, &is_tmp) != CKPT_DONE || is_tmp) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            long long *grown = (long long *)realloc(*steps, (size_t)cap * sizeof(long long));
+            if (grown == NULL) {
+                fprintf(stderr, "error: out of memory listing '%s'\n", dir);
+                exit(1);
+            }
+            *steps = grown;
+        }
+        (*steps)[n++] = step;
+    }
+    closedir(d);
+    if (n > 0) qsort(*steps, (size_t)n, sizeof(long long), compare_steps);
+    return n;
+}
+
+long long checkpoint_latest_step(const char *dir) {
+    long long *steps;
+    long long n = list_done_steps(dir, &steps);
+    long long latest = n > 0 ? steps[n - 1] : -1;
+    free(steps);
+    return latest;
+}
+
+static void remove_file(const char *dir, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        fprintf(stderr, "error: cannot delete old checkpoint file '%s': %s\n", path, strerror(errno));
+        exit(1);
+    }
+}
+
+static int step_is_done(long long step, const long long *done, long long n) {
+    return bsearch(&step, done, (size_t)n, sizeof(long long), compare_steps) != NULL;
+}
+
+void checkpoint_prune(const char *dir, int keep_last, int keep_every) {
+    long long *done;
+    long long n = list_done_steps(dir, &done);
+    if (n == 0) return;
+    long long newest = done[n - 1];
+    /* the markers go first (and are synced), so a crash mid-prune leaves no marker without its files */
+    long long kept = 0;
+    for (long long i = 0; i < n; i++) {
+        int keep = keep_last <= 0 || i >= n - keep_last || (keep_every > 0 && done[i] % keep_every == 0);
+        if (keep) {
+            done[kept++] = done[i];
+        } else {
+            char path[4096];
+            done_path(path, sizeof(path), dir, done[i]);
+            remove_file(dir, strrchr(path, '/') + 1);
+        }
+    }
+    if (kept < n) fsync_dir(dir);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "error: cannot read checkpoint directory '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        long long step;
+        int is_tmp;
+        int kind = checkpoint_name_kind(entry->d_name, &step, &is_tmp);
+        if (kind == CKPT_NONE || (kind == CKPT_DONE && !is_tmp)) continue;
+        /* files of a step that is not (or no longer) a complete checkpoint, older than the newest one */
+        if (step < newest && !step_is_done(step, done, kept)) remove_file(dir, entry->d_name);
+        else if (step == newest && is_tmp) remove_file(dir, entry->d_name);
+    }
+    closedir(d);
+    free(done);
+}
+
+int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expected_config,
+                        const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
+                        float **params, TrainState *state, char *err, size_t errlen) {
+    char path[4096];
+    *params = NULL;
+    memset(state, 0, sizeof(*state));
+    done_path(path, sizeof(path), dir, step);
+    char *marker = read_text_file(path, NULL);
+    if (marker == NULL) {
+        snprintf(err, errlen, "checkpoint at step %lld is not complete: cannot read its marker '%s'", step, path);
+        return 1;
+    }
+    long long marker_step;
+    unsigned long long run_id;
+    int marker_world, consumed = 0;
+    unsigned int model_crc;
+    int fields = sscanf(marker, "step %lld run_id %llu world_size %d model_crc %u\n%n", &marker_step, &run_id,
+                        &marker_world, &model_crc, &consumed);
+    int bad_marker = fields != 4 || marker[consumed] != '\0' || marker_step != step;
+    free(marker);
+    if (bad_marker) {
+        snprintf(err, errlen, "%s: malformed checkpoint marker", path);
+        return 1;
+    }
+    if (marker_world != world_size) {
+        snprintf(err, errlen, "%s: the checkpoint was written by %d processes, this run has %d; resume with the same "
+                 "number of processes", path, marker_world, world_size);
+        return 1;
+    }
+    model_path(path, sizeof(path), dir, step);
+    uint32_t crc;
+    if (model_file_try_read(path, config, params, &crc, err, errlen)) return 1;
+    const char *problem = NULL;
+    if (crc != model_crc) problem = "does not belong to this checkpoint (its checksum differs from the marker's)";
+    else if (expected_config && !config_equal(config, expected_config))
+        problem = "holds a different model config than this run's";
+    if (problem) {
+        snprintf(err, errlen, "%s: model file %s", path, problem);
+        free(*params);
+        *params = NULL;
+        return 1;
+    }
+    ModelConfig state_config;
+    TrainSettings stored;
+    state_path(path, sizeof(path), dir, step, rank);
+    int status = state_file_try_read(path, &state_config, &stored, state, err, errlen);
+    if (status == 0) {
+        char inner[512];
+        status = 1;
+        if (!config_equal(&state_config, config)) snprintf(err, errlen, "%s: model config differs from the model file's", path);
+        else if (state->run_id != run_id) snprintf(err, errlen, "%s: belongs to another run (run id %llu, the checkpoint's is %llu)",
+                                                   path, (unsigned long long)state->run_id, run_id);
+        else if (state->step != step) snprintf(err, errlen, "%s: holds step %lld, expected %lld", path, state->step, step);
+        else if (state->rank != rank || state->world_size != world_size)
+            snprintf(err, errlen, "%s: written by rank %d of %d, this is rank %d of %d", path, state->rank,
+                     state->world_size, rank, world_size);
+        else if (train_settings_compare(&stored, settings, inner, sizeof(inner)))
+            snprintf(err, errlen, "%s: %s", path, inner);
+        else status = 0;
+        if (status) train_state_free(state);
+    }
+    if (status) {
+        free(*params);
+        *params = NULL;
+    }
+    return status;
+}
+
+void checkpoint_load(const char *dir, long long step, const ModelConfig *expected_config,
+                     const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
+                     float **params, TrainState *state) {
+    char err[1024];
+    if (checkpoint_try_load(dir, step, expected_config, settings, world_size, rank, config, params, state, err,
+                            sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+}

@@ -1,0 +1,159 @@
+/*
+ * Model files, optimizer-state files and checkpoint directories, written atomically.
+ *
+ * Every file is written to "<path>.tmp" in the same directory, flushed and fsync'd, renamed over
+ * <path>, and the directory is fsync'd; a checkpoint's DONE marker is written last, the same way.
+ * A crash or SIGKILL at any moment therefore leaves every earlier checkpoint intact and loadable.
+ * All integers are little-endian. CRC-32 is the IEEE/zlib one (python: zlib.crc32).
+ *
+ * MODEL FILE (model_file_write / model_file_read; scripts/ssd_model_file.py reads and writes it too)
+ *   offset size  field
+ *   0      8     magic "SSDMODEL"
+ *   8      4     u32 version = 1
+ *   12     4     u32 dtype: 0 = fp32, 1 = bf16 (round-to-nearest-even of fp32; read back as fp32)
+ *   16     8     u64 num_params: total elements, the sum of sizes[]
+ *   24     88    u64 sizes[11]: elements of each tensor, in the order of model/params.h
+ *   112    4     u32 json_bytes J: length of the config JSON below (no NUL), 2 <= J <= 65536
+ *   116    4     u32 data_crc: CRC-32 of the tensor bytes exactly as stored
+ *   120    4     u32 reserved, 0
+ *   124    4     u32 header_crc: CRC-32 of bytes 0..123 followed by the J bytes of JSON
+ *   128    J     the model config as JSON (config_to_json; it may carry "tokenizer", e.g. "gpt-neox-20b")
+ *   128+J  ...   the 11 tensors back to back, num_params elements of 4 (fp32) or 2 (bf16) bytes
+ * The file ends exactly after the last tensor. The reader checks the magic, version, dtype, both
+ * CRCs, that the JSON parses to a valid config whose parameter layout equals sizes[], and the size.
+ *
+ * STATE FILE (one per process: AdamW moments, master weights, RNG, data loader position)
+ *   0      8     magic "SSDSTATE"
+ *   8      4     u32 version = 1
+ *   12     4     u32 flags: bit 0 = fp32 master weights present
+ *   16     8     i64 step: optimizer steps completed
+ *   24     8     u64 rng_state of the run
+ *   32     8     u64 run_id: random at a run's first start, kept across resumes
+ *   40     4     i32 world_size
+ *   44     4     i32 rank
+ *   48     8     u64 num_params of the model
+ *   56     8     u64 shard_offset: first parameter whose moments this process holds
+ *   64     8     u64 shard_count S: number of parameters whose moments this process holds
+ *   72     8     u64 loader_bytes: size of the opaque data loader state
+ *   80     4     u32 config_bytes: length of the model config JSON
+ *   84     4     u32 settings_bytes: length of the training settings JSON (TrainSettings)
+ *   88     4     u32 data_crc: CRC-32 of everything after the two JSON texts
+ *   92     4     u32 reserved, 0
+ *   96     4     u32 header_crc: CRC-32 of bytes 0..95 followed by both JSON texts
+ *   100    4     u32 reserved, 0
+ *   104    ...   config JSON, settings JSON, m[S] f32, v[S] f32, master[S] f32 (if flag), loader state
+ *
+ * CHECKPOINT DIRECTORY (the run's output dir)
+ *   model_%08d.bin        model file at that step (written by rank 0)
+ *   state_%08d_%05d.bin   state file of each rank at that step
+ *   DONE_%08d             marker, written last by rank 0 once all ranks' files are in place:
+ *                         one text line "step S run_id R world_size W model_crc C"
+ * Only a step with its DONE marker counts as a checkpoint; loading checks that the model file's
+ * CRC and every state file's run id, step, rank and world size agree with the marker.
+ */
+#ifndef SSD_MODEL_CHECKPOINT_H
+#define SSD_MODEL_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- model files ---- */
+
+/* 1 if the file starts with the model file magic (a model file rather than a JSON config). */
+int model_file_is_checkpoint(const char *path);
+/* Writes atomically; bf16 != 0 stores bf16. Returns the data CRC. Exits with a message on error. */
+uint32_t model_file_write(const char *path, const ModelConfig *config, const float *params, int bf16);
+/* Reads into a malloc'd fp32 buffer. Returns 0, or non-zero with a message naming the file in err
+ * (nothing allocated then). data_crc may be NULL. */
+int model_file_try_read(const char *path, ModelConfig *config, float **params, uint32_t *data_crc, char *err,
+                        size_t errlen);
+/* model_file_try_read that prints the message and exits on error. */
+void model_file_read(const char *path, ModelConfig *config, float **params);
+
+/* ---- state files ---- */
+
+/* Training settings that must be equal for an exact resume; stored in every state file. */
+typedef struct {
+    int B;                       /* micro-batch size per process */
+    int T;                       /* sequence length */
+    long long total_batch_size;  /* tokens per optimizer step over all processes */
+    long long max_steps;
+    int warmup_steps;
+    float learning_rate;
+    float final_lr_frac;         /* final learning rate as a fraction of learning_rate */
+    float weight_decay;
+    float grad_clip;
+    char lr_schedule[16];        /* e.g. "cosine" */
+} TrainSettings;
+
+/* The per-process training state. Written from the caller's buffers; read into malloc'd ones. */
+typedef struct {
+    long long step;              /* optimizer steps completed */
+    uint64_t rng_state;
+    uint64_t run_id;
+    int world_size, rank;
+    size_t shard_offset, shard_count;  /* the parameters [offset, offset+count) whose moments are here */
+    float *m, *v;                /* AdamW first and second moments, shard_count each */
+    float *master;               /* fp32 master weights of the shard, or NULL */
+    void *loader_state;          /* opaque data loader position (data/dataloader.h), may be NULL if 0 bytes */
+    size_t loader_state_bytes;
+} TrainState;
+
+void state_file_write(const char *path, const ModelConfig *config, const TrainSettings *settings,
+                      const TrainState *state);
+/* Reads a state file with the config and settings stored in it; non-zero with a message on error. */
+int state_file_try_read(const char *path, ModelConfig *config, TrainSettings *settings, TrainState *state,
+                        char *err, size_t errlen);
+/* Frees the buffers of a TrainState filled by a read. */
+void train_state_free(TrainState *state);
+/* 0 if equal, else non-zero with a message naming the first field that differs. */
+int train_settings_compare(const TrainSettings *stored, const TrainSettings *current, char *err, size_t errlen);
+
+/* ---- checkpoint directories ---- */
+
+/* A fresh random run id (from /dev/urandom, else the clock and pid). Rank 0 makes it and shares it. */
+uint64_t checkpoint_new_run_id(void);
+/* Rank 0: writes model_<step>.bin; returns its data CRC for checkpoint_mark_done. */
+uint32_t checkpoint_save_model(const char *dir, long long step, const ModelConfig *config, const float *params,
+                               int bf16);
+/* Every rank: writes state_<step>_<rank>.bin (step and rank from the state). */
+void checkpoint_save_state(const char *dir, const ModelConfig *config, const TrainSettings *settings,
+                           const TrainState *state);
+/* Rank 0, after all ranks have saved: writes DONE_<step>, making the checkpoint count. */
+void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int world_size, uint32_t model_crc);
+/* One process: model, state and marker, then retention (see checkpoint_prune). */
+void checkpoint_save(const char *dir, const ModelConfig *config, const float *params, int bf16,
+                     const TrainSettings *settings, const TrainState *state, int keep_last, int keep_every);
+/* Newest step that has its DONE marker, or -1 if none (also if the directory does not exist). */
+long long checkpoint_latest_step(const char *dir);
+/* Rank 0, after checkpoint_mark_done: keeps the newest keep_last checkpoints (all if <= 0) and every
+ * step that is a multiple of keep_every (none if <= 0); deletes the others, marker first. Also
+ * removes files of unfinished checkpoints older than the newest complete one. */
+void checkpoint_prune(const char *dir, int keep_last, int keep_every);
+/* Loads the checkpoint at step for this rank. expected_config may be NULL (take the file's);
+ * the stored settings must equal *settings, and the world size and rank must match. Fills config,
+ * a malloc'd fp32 params buffer and the state (free with train_state_free). Non-zero with a
+ * message on any mismatch or corruption; checkpoint_load prints it and exits. */
+int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expected_config,
+                        const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
+                        float **params, TrainState *state, char *err, size_t errlen);
+void checkpoint_load(const char *dir, long long step, const ModelConfig *expected_config,
+                     const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
+                     float **params, TrainState *state);
+
+/* CRC-32 (IEEE, same as zlib.crc32): start with crc = 0 and chain calls. */
+uint32_t checkpoint_crc32(uint32_t crc, const void *data, size_t n);
+/* fp32 <-> bf16, round to nearest even; NaN stays NaN. */
+uint16_t float_to_bf16(float x);
+float bf16_to_float(uint16_t b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

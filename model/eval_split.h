@@ -1,0 +1,62 @@
+/*
+ * Full-split evaluation windows, shared by both trainers: every target of a split exactly once.
+ *
+ * The split is the shards matching a glob, in sorted order (the loader's unshuffled order). A shard
+ * of n tokens has n - 1 targets: token i+1 predicted from tokens 0..i (its first token is context
+ * only). Each shard is cut into consecutive windows of T (input, target) pairs, inputs
+ * tokens[kT .. kT+T) and targets shifted by one; the shard's last window is shorter when T does not
+ * divide n - 1. Windows never cross a shard boundary, and the first window of a shard is flagged so
+ * that an evaluation that carries the recurrent state from window to window starts that shard from
+ * a zero state (each shard is an independent token stream).
+ *
+ * Two conventions, both covering each target once:
+ *   carry 0: every window starts from a zero state (independent windows; they may be batched);
+ *   carry 1: one stream, the state after window k is the initial state of window k+1, which equals
+ *            one forward pass over the whole shard.
+ *
+ * Result lines (stdout, parsed by scripts/compare.py):
+ *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1>
+ * and in main.log:
+ *   s:<step> eval:<split> loss:<mean> tokens:<targets> carry:<0|1>
+ */
+#ifndef SSD_MODEL_EVAL_SPLIT_H
+#define SSD_MODEL_EVAL_SPLIT_H
+
+#include <stddef.h>
+
+#include "data/dataloader.h"
+#include "logger.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    DataLoader pairs;      /* B = 1, T = 1, unshuffled: batch i is pair i of the current shard */
+    int T;                 /* window length */
+    size_t total_targets;  /* sum over shards of ntok - 1 */
+    size_t consumed;       /* targets handed out since the last reset */
+    int *inputs, *targets; /* the current window [T] */
+    int length;            /* of the current window: T, or less at the end of a shard */
+    int starts_stream;     /* 1 if the current window is the first of its shard */
+} EvalSplit;
+
+typedef struct {
+    double loss_sum;  /* summed cross-entropy in nats */
+    size_t tokens;    /* number of targets */
+} EvalResult;
+
+/* Validates every shard (as the loader does) and exits with a message naming the file on error. */
+void eval_split_init(EvalSplit *split, const char *pattern, int T, int vocab_size);
+/* Fills the next window; returns 0 (and leaves the window empty) once every target was handed out. */
+int eval_split_next(EvalSplit *split);
+void eval_split_reset(EvalSplit *split);
+void eval_split_free(EvalSplit *split);
+
+/* Prints the stdout line and, when the logger has a file, the main.log line (formats above). */
+void eval_result_report(const char *split_name, int step, EvalResult result, int carry, Logger *logger);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

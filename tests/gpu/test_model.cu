@@ -1,0 +1,131 @@
+/*
+ * The whole CUDA model against the double-precision CPU reference (model/cpu_model.c) on the same
+ * parameters and batch: the loss, every gradient tensor, the gradient norm, and the loss after one
+ * AdamW step with clipping. Small shapes with odd T, several chunks, ngroups > 1, scalar and
+ * diagonal A. The vector parameters that init sets to 1 are perturbed so that a mix-up shows.
+ * Tolerances (max |error| over max |reference| per tensor): FP32 build 1e-4 everywhere. bf16:
+ * 1e-2 for the loss, 6e-2 for the gradients: every activation is rounded to bf16 (relative
+ * 2^-9 = 2e-3) some ten times per layer on the way forward and back, and the gradients of the
+ * small per-head tensors (dt_bias, A_log, D) are sums of many such rounded terms.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "train_ssd.cu"
+#include "tests/gpu/gpu_test.h"
+
+extern "C" {
+#include "model/cpu_model.h"
+}
+
+#if defined(ENABLE_FP32)
+#define LOSS_TOL 1e-4
+#define GRAD_TOL 1e-4
+#else
+#define LOSS_TOL 1e-2
+#define GRAD_TOL 6e-2
+#endif
+
+static void perturb(float *x, size_t n, double amount) {
+    for (size_t i = 0; i < n; i++) x[i] += (float)(amount * (2.0 * rng_uniform(&test_rng) - 1.0));
+}
+
+static void check_scalar(const char *name, double got, double want, double tol) {
+    double err = fabs(got - want) / fmax(fabs(want), 1e-30);
+    test_report(err <= tol && !isnan(got), name, "gpu %.8f cpu %.8f rel err %.3e (tol %.0e)", got, want, err, tol);
+}
+
+static void run_case(const char *label, const char *json, int B, int T, cudaStream_t stream) {
+    char err[256], name[128];
+    ModelConfig config;
+    if (config_parse(&config, json, label, err, sizeof(err))) {
+        test_report(0, label, "config: %s", err);
+        return;
+    }
+    ParamLayout layout;
+    param_layout_init(&layout, &config);
+    float *params = (float *)mallocCheck(layout.total * sizeof(float));
+    params_init(&config, params, 7);
+    int perturbed[] = {P_NORM_W, P_GNORM_W, P_NORM_F, P_D, P_DT_BIAS};
+    for (int i = 0; i < 5; i++) perturb(params + layout.offsets[perturbed[i]], layout.sizes[perturbed[i]], 0.3);
+    int N = B * T;
+    int *inputs = (int *)mallocCheck(N * sizeof(int)), *targets = (int *)mallocCheck(N * sizeof(int));
+    for (int i = 0; i < N; i++) {
+        inputs[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+        targets[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+    }
+
+    Mamba cpu;
+    mamba_build(&cpu, &config, params);
+    mamba_forward(&cpu, inputs, targets, B, T);
+    double cpu_loss = cpu.mean_loss;
+    mamba_zero_grad(&cpu);
+    mamba_backward(&cpu, 1.0);
+    double cpu_norm = mamba_grad_norm(&cpu);
+
+    MambaGPU gpu;
+    mamba_gpu_build(&gpu, &config, params, stream);
+    mamba_gpu_alloc_activations(&gpu, B, T);
+    mamba_gpu_set_batch(&gpu, inputs, targets);
+    mamba_gpu_zero_grad(&gpu);
+    mamba_gpu_forward(&gpu, 1.0f / N);
+    mamba_gpu_backward(&gpu);
+    double gpu_loss = mamba_gpu_mean_loss(&gpu);
+    snprintf(name, sizeof(name), "%s loss", label);
+    check_scalar(name, gpu_loss, cpu_loss, LOSS_TOL);
+
+    double *grads = download_float(gpu.grads, layout.total);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "%s grad %s", label, PARAM_NAMES[t]);
+        double e = test_rel_error(grads + layout.offsets[t], cpu.grad_tensors[t], (long)layout.sizes[t]);
+        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout.sizes[t]);
+    }
+    free(grads);
+
+    mamba_gpu_grad_norm(&gpu);
+    double gpu_norm = mamba_gpu_read_grad_norm(&gpu);
+    snprintf(name, sizeof(name), "%s grad norm", label);
+    check_scalar(name, gpu_norm, cpu_norm, GRAD_TOL);
+
+    /* one AdamW step, clipped (clip below the norm), then the loss on the same batch */
+    float clip = (float)(0.5 * cpu_norm), lr = 1e-2f, wd = 0.1f;
+    AdamWHyper h = {lr, 0.9f, 0.95f, 1e-8f, wd, clip, 1};
+    mamba_gpu_update(&gpu, &h);
+    mamba_update(&cpu, lr, 0.9, 0.95, 1e-8, wd, cpu_norm > clip ? clip / cpu_norm : 1.0, 1);
+    mamba_forward(&cpu, inputs, targets, B, T);
+    mamba_gpu_set_batch(&gpu, inputs, targets);
+    mamba_gpu_forward(&gpu, 0.0f);
+    snprintf(name, sizeof(name), "%s loss after one clipped AdamW step", label);
+    check_scalar(name, mamba_gpu_mean_loss(&gpu), cpu.mean_loss, LOSS_TOL);
+    snprintf(name, sizeof(name), "%s loss decreased", label);
+    test_report(cpu.mean_loss < cpu_loss, name, "cpu %.6f -> %.6f", cpu_loss, (double)cpu.mean_loss);
+
+    mamba_gpu_free(&gpu);
+    mamba_free(&cpu);
+    free(params);
+    free(inputs);
+    free(targets);
+}
+
+int main(void) {
+    printf("precision %s\n", PRECISION_NAME);
+    cudaStream_t stream;
+    cudaCheck(cudaStreamCreate(&stream));
+    matmul_init();
+    run_case("mamba2 G=2 T=37",
+             "{\"name\":\"t1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
+             "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
+             2, 37, stream);
+    run_case("ssd-mamba G=1 T=64",
+             "{\"name\":\"t2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,\"d_state\":32,"
+             "\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"diagonal\"}",
+             3, 64, stream);
+    run_case("ssd-mamba G=3 T=50",
+             "{\"name\":\"t3\",\"d_model\":96,\"n_layer\":2,\"vocab_size\":500,\"pad_vocab_multiple\":64,\"d_state\":16,"
+             "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":3,\"chunk_size\":16,\"a_structure\":\"diagonal\"}",
+             2, 50, stream);
+    matmul_free();
+    cudaCheck(cudaStreamDestroy(stream));
+    return test_exit_code();
+}

@@ -1,0 +1,326 @@
+/*
+ * Tests the CUDA SSD scan (kernels/ssd_scan.cuh), forward and backward, against the double-precision
+ * recurrent CPU reference (model/cpu_ssd.c) on fresh random inputs of realistic magnitude, over
+ * shapes with odd T, T < Q, Q not a multiple of 16, several groups, B > 1, scalar and diagonal A.
+ * Outputs are poisoned with NaN first, so an element left unwritten fails; the columns of the
+ * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
+ *
+ *   test_ssd_scan            run the tests
+ *   test_ssd_scan --bench    time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128 Q=256
+ */
+#include "kernels/ssd_scan.cuh"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "tests/test.h"
+extern "C" {
+#include "model/cpu_ssd.h"
+}
+#include "model/rng.h"
+
+/* The parameter gradients dt_bias, A_log, D are sums over all B*T steps (and N states) of terms that
+ * largely cancel; each term carries the fp32 rounding of the per-step gradients (about 3e-6 of their
+ * largest value), so in fp32 their relative error grows with the number of terms: they get 1e-4. */
+#ifdef ENABLE_FP32
+static const double TOLERANCE = 1e-5;
+static const double REDUCED_TOLERANCE = 1e-4;
+#else
+static const double TOLERANCE = 2e-2;
+static const double REDUCED_TOLERANCE = 2e-2;
+#endif
+
+static int checks = 0; /* PASS/FAIL lines printed */
+
+static float to_host_float(floatX v) { return (float)v; }
+static floatX to_floatX(float v) { return (floatX)v; }
+
+/* Inputs of one test case on the host: floatX tensors as the GPU sees them, parameters in fp32. */
+typedef struct {
+    SSDScanShape s;
+    std::vector<floatX> xBC, in_proj, dy;     /* in_proj: [B*T, d_in_proj], dt in the last H columns */
+    std::vector<float> dt_bias, A_log, D;
+    std::vector<float> ddt_bias0, dA_log0, dD0; /* parameter gradients before the backward */
+} Inputs;
+
+static int a_count(const SSDScanShape *s) { return s->diagonal ? s->H * s->N : s->H; }
+static int dt_col(const SSDScanShape *s) { return s->d_in_proj - s->H; }
+
+static void make_inputs(Inputs *in, const SSDScanShape *s, uint64_t seed) {
+    uint64_t rng = rng_seed(seed);
+    size_t rows = (size_t)s->B * s->T;
+    in->s = *s;
+    in->xBC.resize(rows * s->conv_dim);
+    in->in_proj.resize(rows * s->d_in_proj);
+    in->dy.resize(rows * s->H * s->P);
+    for (auto &v : in->xBC) v = to_floatX((float)rng_normal(&rng));
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < s->d_in_proj; c++) {
+            double v = c >= dt_col(s) ? -4.0 + rng_normal(&rng) : rng_normal(&rng);
+            in->in_proj[r * s->d_in_proj + c] = to_floatX((float)v);
+        }
+    for (auto &v : in->dy) v = to_floatX((float)rng_normal(&rng));
+    in->dt_bias.resize(s->H);
+    in->D.resize(s->H);
+    in->ddt_bias0.resize(s->H);
+    in->dD0.resize(s->H);
+    in->A_log.resize(a_count(s));
+    in->dA_log0.resize(a_count(s));
+    for (int h = 0; h < s->H; h++) {
+        in->dt_bias[h] = (float)(rng_uniform(&rng) - 0.5);
+        in->D[h] = (float)(1.0 + 0.5 * rng_normal(&rng));
+        in->ddt_bias0[h] = (float)(1e-3 * rng_normal(&rng));
+        in->dD0[h] = (float)(1e-3 * rng_normal(&rng));
+    }
+    for (int i = 0; i < a_count(s); i++) {
+        in->A_log[i] = (float)log(1.0 + 15.0 * rng_uniform(&rng));
+        in->dA_log0[i] = (float)(1e-3 * rng_normal(&rng));
+    }
+}
+
+/* Reference outputs in double, from the recurrent CPU form plus the softplus and A_log chain rules. */
+typedef struct {
+    std::vector<double> y, dxBC, ddt_raw, ddt_bias, dA_log, dD; /* ddt_raw: [B*T, H] */
+} Reference;
+
+static void reference(Reference *ref, const Inputs *in) {
+    const SSDScanShape *s = &in->s;
+    size_t rows = (size_t)s->B * s->T;
+    int HP = s->H * s->P, GN = s->G * s->N, na = a_count(s);
+    std::vector<double> xBC(in->xBC.size()), dy(in->dy.size()), delta(rows * s->H), sig(rows * s->H);
+    std::vector<double> A(na), D(s->H), ddelta(rows * s->H, 0.0), dA(na, 0.0);
+    for (size_t i = 0; i < xBC.size(); i++) xBC[i] = to_host_float(in->xBC[i]);
+    for (size_t i = 0; i < dy.size(); i++) dy[i] = to_host_float(in->dy[i]);
+    for (size_t r = 0; r < rows; r++)
+        for (int h = 0; h < s->H; h++) {
+            double v = (double)to_host_float(in->in_proj[r * s->d_in_proj + dt_col(s) + h]) + in->dt_bias[h];
+            delta[r * s->H + h] = log1p(exp(v));
+            sig[r * s->H + h] = 1.0 / (1.0 + exp(-v));
+        }
+    for (int i = 0; i < na; i++) A[i] = -exp((double)in->A_log[i]);
+    for (int h = 0; h < s->H; h++) D[h] = in->D[h];
+    ref->y.assign(rows * HP, 0.0);
+    ref->dxBC.assign(xBC.size(), 0.0);
+    ref->dD.assign(s->H, 0.0);
+    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H};
+    for (int b = 0; b < s->B; b++) {
+        const double *x = xBC.data() + (size_t)b * s->T * s->conv_dim;
+        double *dx = ref->dxBC.data() + (size_t)b * s->T * s->conv_dim;
+        const double *dl = delta.data() + (size_t)b * s->T * s->H;
+        ssd_forward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), NULL,
+                              ref->y.data() + (size_t)b * s->T * HP, NULL);
+        ssd_backward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), dy.data() + (size_t)b * s->T * HP,
+                               dx, ddelta.data() + (size_t)b * s->T * s->H, dA.data(), dx + HP, dx + HP + GN,
+                               ref->dD.data());
+    }
+    ref->ddt_raw.resize(rows * s->H);
+    ref->ddt_bias.assign(s->H, 0.0);
+    for (size_t i = 0; i < rows * s->H; i++) {
+        ref->ddt_raw[i] = ddelta[i] * sig[i];
+        ref->ddt_bias[i % s->H] += ref->ddt_raw[i];
+    }
+    ref->dA_log.resize(na);
+    for (int i = 0; i < na; i++) ref->dA_log[i] = dA[i] * A[i];
+}
+
+template <typename T>
+static T *to_device(const std::vector<T> &host) {
+    T *d;
+    cudaCheck(cudaMalloc(&d, host.size() * sizeof(T)));
+    cudaCheck(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+template <typename T>
+static std::vector<T> to_host(const T *d, size_t n) {
+    std::vector<T> host(n);
+    cudaCheck(cudaMemcpy(host.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+}
+
+/* Columns [c0, c0+nc) of a [rows, stride] floatX matrix, as doubles. */
+static std::vector<double> columns(const std::vector<floatX> &m, size_t rows, int stride, int c0, int nc) {
+    std::vector<double> out(rows * nc);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < nc; c++) out[r * nc + c] = to_host_float(m[r * stride + c0 + c]);
+    return out;
+}
+
+static std::vector<double> ref_columns(const std::vector<double> &m, size_t rows, int stride, int c0, int nc) {
+    std::vector<double> out(rows * nc);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < nc; c++) out[r * nc + c] = m[r * stride + c0 + c];
+    return out;
+}
+
+static void check(const char *cname, const char *tensor, const std::vector<double> &got, const std::vector<double> &want,
+                  double tolerance = TOLERANCE) {
+    char name[128];
+    snprintf(name, sizeof(name), "ssd_scan_%s_%s_%s", PRECISION_NAME, cname, tensor);
+    double err = test_rel_error(got.data(), want.data(), (long)got.size());
+    checks++;
+    test_report(err <= tolerance, name, "rel error %.3e (tolerance %.0e, %zu values)", err, tolerance, got.size());
+}
+
+/* Parameter gradient increments (after - before) as doubles */
+static std::vector<double> increments(const std::vector<float> &after, const std::vector<float> &before) {
+    std::vector<double> out(after.size());
+    for (size_t i = 0; i < after.size(); i++) out[i] = (double)after[i] - (double)before[i];
+    return out;
+}
+
+static void run_case(const char *cname, SSDScanShape s, uint64_t seed) {
+    Inputs in;
+    make_inputs(&in, &s, seed);
+    Reference ref;
+    reference(&ref, &in);
+    size_t rows = (size_t)s.B * s.T;
+    int HP = s.H * s.P, GN = s.G * s.N;
+
+    floatX *xBC = to_device(in.xBC), *in_proj = to_device(in.in_proj), *dy = to_device(in.dy);
+    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D = to_device(in.D);
+    float *ddt_bias = to_device(in.ddt_bias0), *dA_log = to_device(in.dA_log0), *dD = to_device(in.dD0);
+    floatX *y, *dxBC, *din_proj;
+    void *workspace;
+    cudaCheck(cudaMalloc(&y, rows * HP * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&dxBC, rows * s.conv_dim * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&din_proj, rows * s.d_in_proj * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
+    /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
+    cudaCheck(cudaMemset(y, 0xff, rows * HP * sizeof(floatX)));
+    cudaCheck(cudaMemset(dxBC, 0xff, rows * s.conv_dim * sizeof(floatX)));
+    cudaCheck(cudaMemset(din_proj, 0xff, rows * s.d_in_proj * sizeof(floatX)));
+    cudaCheck(cudaMemset(workspace, 0xff, ssd_scan_workspace_bytes(&s)));
+
+    const floatX *dt_raw = in_proj + dt_col(&s);
+    ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+    ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
+                      workspace, 0);
+    cudaCheck(cudaDeviceSynchronize());
+
+    std::vector<floatX> y_h = to_host(y, rows * HP), dxBC_h = to_host(dxBC, rows * s.conv_dim);
+    std::vector<floatX> din_h = to_host(din_proj, rows * s.d_in_proj);
+    check(cname, "y", columns(y_h, rows, HP, 0, HP), ref.y);
+    check(cname, "dx", columns(dxBC_h, rows, s.conv_dim, 0, HP), ref_columns(ref.dxBC, rows, s.conv_dim, 0, HP));
+    check(cname, "dB", columns(dxBC_h, rows, s.conv_dim, HP, GN), ref_columns(ref.dxBC, rows, s.conv_dim, HP, GN));
+    check(cname, "dC", columns(dxBC_h, rows, s.conv_dim, HP + GN, GN),
+          ref_columns(ref.dxBC, rows, s.conv_dim, HP + GN, GN));
+    check(cname, "ddt_raw", columns(din_h, rows, s.d_in_proj, dt_col(&s), s.H), ref.ddt_raw);
+    check(cname, "ddt_bias", increments(to_host(ddt_bias, s.H), in.ddt_bias0), ref.ddt_bias, REDUCED_TOLERANCE);
+    check(cname, "dA_log", increments(to_host(dA_log, in.A_log.size()), in.dA_log0), ref.dA_log, REDUCED_TOLERANCE);
+    check(cname, "dD", increments(to_host(dD, s.H), in.dD0), ref.dD, REDUCED_TOLERANCE);
+
+    size_t touched = 0;
+    unsigned char poison[sizeof(floatX)];
+    memset(poison, 0xff, sizeof(poison));
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < dt_col(&s); c++)
+            if (memcmp(&din_h[r * s.d_in_proj + c], poison, sizeof(floatX)) != 0) touched++;
+    char name[128];
+    snprintf(name, sizeof(name), "ssd_scan_%s_%s_in_proj_columns_untouched", PRECISION_NAME, cname);
+    checks++;
+    test_report(touched == 0, name, "%zu of %zu values outside the dt columns were written", touched,
+                rows * dt_col(&s));
+
+    cudaCheck(cudaFree(xBC));
+    cudaCheck(cudaFree(in_proj));
+    cudaCheck(cudaFree(dy));
+    cudaCheck(cudaFree(dt_bias));
+    cudaCheck(cudaFree(A_log));
+    cudaCheck(cudaFree(D));
+    cudaCheck(cudaFree(ddt_bias));
+    cudaCheck(cudaFree(dA_log));
+    cudaCheck(cudaFree(dD));
+    cudaCheck(cudaFree(y));
+    cudaCheck(cudaFree(dxBC));
+    cudaCheck(cudaFree(din_proj));
+    cudaCheck(cudaFree(workspace));
+}
+
+static SSDScanShape make_shape(int B, int T, int H, int P, int G, int N, int Q, int diagonal) {
+    SSDScanShape s;
+    s.B = B;
+    s.T = T;
+    s.H = H;
+    s.P = P;
+    s.G = G;
+    s.N = N;
+    s.Q = Q;
+    s.diagonal = diagonal;
+    s.conv_dim = H * P + 2 * G * N;
+    s.d_in_proj = 2 * H * P + 2 * G * N + H;
+    return s;
+}
+
+static double median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+/* Median milliseconds of forward and forward+backward, timed with events after a warm-up. */
+static void bench(int diagonal) {
+    SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, 256, diagonal);
+    Inputs in;
+    make_inputs(&in, &s, 1234 + diagonal);
+    size_t rows = (size_t)s.B * s.T;
+    floatX *xBC = to_device(in.xBC), *in_proj = to_device(in.in_proj), *dy = to_device(in.dy);
+    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D = to_device(in.D);
+    float *ddt_bias = to_device(in.ddt_bias0), *dA_log = to_device(in.dA_log0), *dD = to_device(in.dD0);
+    floatX *y, *dxBC, *din_proj;
+    void *workspace;
+    cudaCheck(cudaMalloc(&y, rows * s.H * s.P * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&dxBC, rows * s.conv_dim * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&din_proj, rows * s.d_in_proj * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
+    const floatX *dt_raw = in_proj + dt_col(&s);
+    cudaEvent_t start, stop;
+    cudaCheck(cudaEventCreate(&start));
+    cudaCheck(cudaEventCreate(&stop));
+    std::vector<float> fwd, both;
+    for (int it = 0; it < 60; it++) {
+        float ms;
+        cudaCheck(cudaEventRecord(start));
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        cudaCheck(cudaEventRecord(stop));
+        cudaCheck(cudaEventSynchronize(stop));
+        cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+        if (it >= 10) fwd.push_back(ms);
+        cudaCheck(cudaEventRecord(start));
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
+                          workspace, 0);
+        cudaCheck(cudaEventRecord(stop));
+        cudaCheck(cudaEventSynchronize(stop));
+        cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+        if (it >= 10) both.push_back(ms);
+    }
+    printf("bench %s %s B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms (median of %zu)\n",
+           PRECISION_NAME, diagonal ? "diagonal" : "scalar", s.B, s.T, s.H, s.P, s.N, s.Q, s.G, median(fwd),
+           median(both), fwd.size());
+    cudaCheck(cudaEventDestroy(start));
+    cudaCheck(cudaEventDestroy(stop));
+    void *bufs[] = {xBC, in_proj, dy, dt_bias, A_log, D, ddt_bias, dA_log, dD, y, dxBC, din_proj, workspace};
+    for (void *p : bufs) cudaCheck(cudaFree(p));
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        bench(0);
+        bench(1);
+        return 0;
+    }
+    /*             name                 B    T  H   P  G    N    Q  diagonal */
+    run_case("scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1);
+    run_case("diag_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 2);
+    run_case("diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 3);
+    run_case("scalar_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 0), 4);
+    run_case("diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5);
+    run_case("scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6);
+    run_case("diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7);
+    printf("%d passed, %d failed\n", checks - test_failures, test_failures);
+    return test_exit_code();
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Whole-trainer GPU tests on Tiny Shakespeare (mamba2-tiny, B=4, T=64, no shuffling):
+#  1. 50 training steps of train_ssdcu (bf16 and FP32 builds) track the CPU trainer's losses;
+#  2. exact resume: a run resumed from its step-10 checkpoint gives bit-identical losses to the
+#     uninterrupted run for steps 11..20;
+#  3. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model.
+# Needs train_ssd, train_ssdcu, build/gpu/FP32/train_ssdcu and the tokenized shards in
+# datasets/tinyshakespeare (scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2).
+cd "$(dirname "$0")/../.." || exit 1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+shards=datasets/tinyshakespeare
+if ! ls $shards/*_train_*.bin > /dev/null 2>&1; then
+    echo "FAIL train_data: no shards in $shards (run scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2)"
+    exit 1
+fi
+common=(-e configs/mamba2-tiny.json -i "$shards/*_train_*.bin" -j "$shards/*_val_*.bin" -b 4 -t 64 -sh 0 -v 0 -g 0 -l 3e-3 -u 5)
+
+losses() { grep -E '^step +[0-9]+/' "$1" | sed -E 's/^step +([0-9]+)\/[0-9]+ \| loss ([0-9.]+).*/\1 \2/'; }
+
+# 1. training parity with the CPU trainer
+./train_ssd "${common[@]}" -x 50 > "$work/cpu.log" 2>&1 || { echo "FAIL train_cpu: train_ssd failed"; tail "$work/cpu.log"; }
+for build in bf16:./train_ssdcu:0.05 fp32:build/gpu/FP32/train_ssdcu:0.002; do
+    IFS=: read -r name bin tol <<< "$build"
+    if ! "$bin" "${common[@]}" -x 50 > "$work/gpu_$name.log" 2>&1; then
+        echo "FAIL train_parity_$name: $bin failed"
+        tail -n 5 "$work/gpu_$name.log"
+        continue
+    fi
+    paste <(losses "$work/cpu.log") <(losses "$work/gpu_$name.log") | awk -v tol="$tol" -v name="$name" '
+        { n++; d = $2 - $4; if (d < 0) d = -d; if (d > max) { max = d; at = $1 } first_cpu = (n == 1 ? $2 : first_cpu); last_cpu = $2; last_gpu = $4 }
+        END {
+            ok = (n == 50 && max <= tol && last_cpu < first_cpu - 1.0)
+            printf "%s train_parity_%s: %d steps, max |gpu - cpu| loss %.5f at step %d (tol %s), final cpu %.4f gpu %.4f (start %.4f)\n",
+                   ok ? "PASS" : "FAIL", name, n, max, at, tol, last_cpu, last_gpu, first_cpu }'
+done
+
+# 2. exact resume on the GPU
+./train_ssdcu "${common[@]}" -x 20 -n 10 -o "$work/full" > "$work/full.log" 2>&1
+mkdir -p "$work/resumed"
+cp "$work/full"/*00000010* "$work/resumed/"
+./train_ssdcu "${common[@]}" -x 20 -n 10 -o "$work/resumed" -y 1 > "$work/resumed.log" 2>&1
+full=$(losses "$work/full.log" | awk '$1 > 10')
+resumed=$(losses "$work/resumed.log")
+if [ -n "$full" ] && [ "$full" = "$resumed" ] && [ "$(echo "$full" | wc -l)" -eq 10 ]; then
+    echo "PASS resume_exact: steps 11..20 bit-identical after resuming from step 10 (last: $(echo "$full" | tail -n 1))"
+else
+    echo "FAIL resume_exact: losses differ after resume"
+    paste <(echo "$full") <(echo "$resumed") | head -n 12
+    tail -n 3 "$work/resumed.log"
+fi
+
+# 3. compute-sanitizer on a tiny model
+if command -v compute-sanitizer > /dev/null; then
+    for tool in memcheck racecheck; do
+        compute-sanitizer --tool $tool --error-exitcode 1 ./train_ssdcu -e configs/ssd-mamba-tiny.json \
+            -i "$shards/*_train_*.bin" -b 2 -t 64 -x 2 -v 0 -g 0 > "$work/$tool.log" 2>&1
+        status=$?
+        summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/$tool.log" | tail -n 1)
+        if [ $status -eq 0 ]; then echo "PASS sanitizer_$tool: ${summary:-clean}"; else
+            where=$(grep -A2 -m 2 -E 'Invalid|Race reported|Error:' "$work/$tool.log" | grep -oE 'in [A-Za-z_0-9]+(<[^>]*>)?' | sort -u | tr '\n' ' ')
+            echo "FAIL sanitizer_$tool: status $status ${summary}; in kernels: ${where}"; fi
+    done
+else
+    echo "FAIL sanitizer: compute-sanitizer not found"
+fi

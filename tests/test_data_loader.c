@@ -1,0 +1,608 @@
+/*
+ * Tests of the shard loader and the tokenizer file reader (data/), on shards this program writes itself
+ * (raw v1/v2 and zstd, compressed here with libzstd):
+ *   - unshuffled batches follow llm.c's layout exactly (checked against the token array);
+ *   - raw v1, raw v2, zstd v1 and zstd v2 shards give identical batches, shuffled or not, across blocks,
+ *     shards and epochs;
+ *   - ranks partition the rows: no overlap, no gap, the same number of batches on every rank;
+ *   - the shuffled order is reproducible from the seed and changes with the seed and the epoch;
+ *   - get_state/set_state resume exactly, reset restarts;
+ *   - every kind of bad input exits non-zero with a message naming the file (run in a child process).
+ *
+ * It is also the small driver the Python tests and the benchmark use:
+ *   test_data_loader dump PATTERN B T RANK WORLD SHUFFLE SEED VOCAB NBATCHES  -> int32 inputs+targets on stdout
+ *   test_data_loader decode PATTERN TOKENIZER_BIN T VOCAB  -> the bytes of one unshuffled pass (B=1)
+ *   test_data_loader bench PATTERN B T VOCAB BLOCK_TOKENS SECONDS  -> loader throughput in tokens/s
+ */
+#include "data/dataloader.h"
+#include "data/tokenizer.h"
+#include "model/rng.h"
+#include "model/utils.h"
+#include "tests/test.h"
+
+#include <dirent.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zstd.h>
+
+static char test_dir[256];
+
+/* ---------------------------------------------------------------------------------------------- */
+/* writing test shards */
+
+/* header + tokens in the shard layout; ntok_header is what the header declares */
+static unsigned char *shard_bytes(const uint32_t *tokens, size_t n, int version, int32_t ntok_header, size_t *len) {
+    size_t tb = version == 1 ? 2 : 4;
+    *len = SHARD_HEADER_INTS * sizeof(int32_t) + n * tb;
+    unsigned char *buf = (unsigned char *)calloc(1, *len);
+    int32_t header[SHARD_HEADER_INTS] = {SHARD_MAGIC, version, ntok_header};
+    memcpy(buf, header, sizeof(header));
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *dst = buf + sizeof(header) + i * tb;
+        if (version == 1) { uint16_t t = (uint16_t)tokens[i]; memcpy(dst, &t, 2); }
+        else memcpy(dst, &tokens[i], 4);
+    }
+    return buf;
+}
+
+static unsigned char *zstd_compress(const unsigned char *src, size_t len, size_t *out_len) {
+    size_t cap = ZSTD_compressBound(len);
+    unsigned char *dst = (unsigned char *)malloc(cap);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    *out_len = ZSTD_compress2(cctx, dst, cap, src, len);
+    if (ZSTD_isError(*out_len)) { fprintf(stderr, "zstd: %s\n", ZSTD_getErrorName(*out_len)); exit(1); }
+    ZSTD_freeCCtx(cctx);
+    return dst;
+}
+
+static void write_file(const char *path, const void *data, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    if (fp == NULL || fwrite(data, 1, len, fp) != len || fclose(fp) != 0) { perror(path); exit(1); }
+}
+
+static const char *test_path(const char *name) {
+    static char paths[8][512];
+    static int next = 0;
+    char *p = paths[next++ % 8];
+    snprintf(p, 512, "%s/%s", test_dir, name);
+    return p;
+}
+
+/* writes the shard raw (name.bin) or compressed (name.bin.zst) */
+static void write_shard(const char *name, const uint32_t *tokens, size_t n, int version, int zst) {
+    size_t len;
+    unsigned char *bytes = shard_bytes(tokens, n, version, (int32_t)n, &len);
+    if (zst) {
+        size_t clen;
+        unsigned char *c = zstd_compress(bytes, len, &clen);
+        write_file(test_path(name), c, clen);
+        free(c);
+    } else {
+        write_file(test_path(name), bytes, len);
+    }
+    free(bytes);
+}
+
+/* non-zero tokens below `vocab`, different at every position */
+static uint32_t *make_tokens(size_t n, uint32_t vocab, uint64_t seed) {
+    uint32_t *t = (uint32_t *)malloc(n * sizeof(uint32_t));
+    uint64_t rng = rng_seed(seed);
+    for (size_t i = 0; i < n; i++) t[i] = 1 + (uint32_t)(rng_next(&rng) % (vocab - 1));
+    return t;
+}
+
+static void remove_test_dir(void) {
+    DIR *dir = opendir(test_dir);
+    if (dir == NULL) return;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(test_path(e->d_name));
+    }
+    closedir(dir);
+    rmdir(test_dir);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+/* the next n batches, inputs then targets of each */
+static int *collect(DataLoader *loader, size_t n) {
+    size_t bt = loader->B * loader->T;
+    int *out = (int *)malloc(n * 2 * bt * sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        dataloader_next_batch(loader);
+        memcpy(out + 2 * i * bt, loader->inputs, bt * sizeof(int));
+        memcpy(out + (2 * i + 1) * bt, loader->targets, bt * sizeof(int));
+    }
+    return out;
+}
+
+static void test_layout(void) {
+    const size_t N = 10007, B = 3, T = 16;
+    uint32_t *tok = make_tokens(N, 50257, 1);
+    write_shard("layout_000.bin", tok, N, 1, 0);
+    DataLoader loader;
+    /* blocks of 5 batches, so the pass crosses block boundaries */
+    dataloader_init_blocks(&loader, test_path("layout_*.bin"), B, T, 0, 1, 0, 0, 50257, 5 * B * T);
+    size_t nb = dataloader_num_batches(&loader);
+    int ok = nb == ((N - 1) / T) / B;
+    size_t bad = 0;
+    for (size_t b = 0; b < nb; b++) {
+        dataloader_next_batch(&loader);
+        for (size_t j = 0; j < B * T; j++) {
+            if (loader.inputs[j] != (int)tok[b * B * T + j] || loader.targets[j] != (int)tok[b * B * T + j + 1]) bad++;
+        }
+    }
+    dataloader_next_batch(&loader);
+    int wraps = 1;
+    for (size_t j = 0; j < B * T; j++) wraps &= loader.inputs[j] == (int)tok[j] && loader.targets[j] == (int)tok[j + 1];
+    test_report(ok && bad == 0, "loader_layout", "%zu batches of B=%zu T=%zu = contiguous spans of B*T+1 tokens; %zu mismatches",
+                nb, B, T, bad);
+    test_report(wraps, "loader_epoch_wrap", "batch %zu (next epoch) equals batch 0", nb);
+    dataloader_reset(&loader);
+    dataloader_next_batch(&loader);
+    int reset_ok = loader.inputs[0] == (int)tok[0] && loader.targets[B * T - 1] == (int)tok[B * T];
+    test_report(reset_ok, "loader_reset", "after reset the first batch is tokens [0, B*T]");
+    dataloader_free(&loader);
+    free(tok);
+}
+
+/* three shards of different lengths, written as v1/v2 raw/zstd */
+static const size_t multi_len[3] = {6001, 150001, 4321}; /* the long one spans several zstd input buffers */
+
+static void write_multi(const char *kind, int version, int zst, uint32_t vocab) {
+    for (int s = 0; s < 3; s++) {
+        uint32_t *tok = make_tokens(multi_len[s], vocab, 100 + s);
+        char name[64];
+        snprintf(name, sizeof(name), "multi%s_%03d.bin%s", kind, s, zst ? ".zst" : "");
+        write_shard(name, tok, multi_len[s], version, zst);
+        free(tok);
+    }
+}
+
+static void test_raw_vs_zstd(void) {
+    const uint32_t vocab = 50257;
+    write_multi("v1raw", 1, 0, vocab);
+    write_multi("v1zst", 1, 1, vocab);
+    write_multi("v2raw", 2, 0, vocab);
+    write_multi("v2zst", 2, 1, vocab);
+    const char *patterns[4] = {"multiv1raw_*.bin", "multiv1zst_*.bin.zst", "multiv2raw_*.bin", "multiv2zst_*.bin.zst"};
+    const size_t B = 2, T = 32;
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        int *ref = NULL;
+        size_t n = 0, diff = 0;
+        for (int p = 0; p < 4; p++) {
+            DataLoader loader;
+            dataloader_init_blocks(&loader, test_path(patterns[p]), B, T, 1, 2, shuffle, 42, (int)vocab, 7 * 2 * B * T);
+            if (p == 0) n = dataloader_num_batches(&loader) * 5 / 2;
+            int *got = collect(&loader, n);
+            if (p == 0) ref = got;
+            else {
+                for (size_t i = 0; i < n * 2 * B * T; i++) diff += got[i] != ref[i];
+                free(got);
+            }
+            dataloader_free(&loader);
+        }
+        test_report(diff == 0 && n > 0, shuffle ? "loader_raw_vs_zstd_shuffled" : "loader_raw_vs_zstd",
+                    "v1/v2 x raw/zstd give identical batches over %zu batches (2.5 epochs, rank 1 of 2): %zu differ", n, diff);
+        free(ref);
+    }
+}
+
+/* shards whose tokens are their global positions, so a row's first token says where it came from */
+static void test_partition(void) {
+    const size_t lens[3] = {5003, 7777, 3001};
+    size_t total = 0;
+    for (int s = 0; s < 3; s++) {
+        uint32_t *tok = (uint32_t *)malloc(lens[s] * sizeof(uint32_t));
+        for (size_t i = 0; i < lens[s]; i++) tok[i] = (uint32_t)(total + i);
+        char name[64];
+        snprintf(name, sizeof(name), "part_%03d.bin%s", s, s == 1 ? ".zst" : "");
+        write_shard(name, tok, lens[s], 2, s == 1);
+        free(tok);
+        total += lens[s];
+    }
+    const size_t B = 2, T = 8;
+    const int world = 3;
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        unsigned char *seen = (unsigned char *)calloc(total, 1);
+        size_t rows = 0, dup = 0, broken = 0, non_contiguous = 0, per_rank_batches[3];
+        for (int rank = 0; rank < world; rank++) {
+            DataLoader loader;
+            dataloader_init_blocks(&loader, test_path("part_*"), B, T, rank, world, shuffle, 9, (int)total, 4 * world * B * T);
+            per_rank_batches[rank] = dataloader_num_batches(&loader);
+            for (size_t b = 0; b < per_rank_batches[rank]; b++) {
+                dataloader_next_batch(&loader);
+                for (size_t r = 0; r < B; r++) {
+                    const int *in = loader.inputs + r * T, *tg = loader.targets + r * T;
+                    for (size_t t = 0; t < T; t++) broken += tg[t] != in[t] + 1 || (t > 0 && in[t] != in[t - 1] + 1);
+                    if (seen[in[0]]) dup++;
+                    seen[in[0]] = 1;
+                    rows++;
+                    if (!shuffle && r > 0 && in[0] != loader.inputs[(r - 1) * T] + (int)T) non_contiguous++;
+                }
+            }
+            dataloader_free(&loader);
+        }
+        /* expected rows: in each shard, floor(rows / (world*B)) * world*B rows of T+1 tokens at multiples of T */
+        size_t expected = 0, misplaced = 0, gaps = 0, offset = 0;
+        for (int s = 0; s < 3; s++) {
+            size_t shard_rows = (lens[s] - 1) / T, used = shard_rows / (world * B) * (world * B), used_here = 0;
+            expected += used;
+            for (size_t i = 0; i < lens[s]; i++) {
+                if (!seen[offset + i]) continue;
+                used_here++;
+                if (i % T != 0 || i / T >= shard_rows) misplaced++;
+                if (!shuffle && i / T >= used) misplaced++;
+            }
+            if (used_here != used) gaps++;
+            offset += lens[s];
+        }
+        int same = per_rank_batches[0] == per_rank_batches[1] && per_rank_batches[1] == per_rank_batches[2];
+        test_report(same && rows == expected && dup == 0 && broken == 0 && misplaced == 0 && gaps == 0 && non_contiguous == 0,
+                    shuffle ? "loader_rank_partition_shuffled" : "loader_rank_partition",
+                    "%d ranks x %zu batches: %zu rows (expected %zu), %zu duplicated, %zu misplaced, %zu shards with a gap, "
+                    "%zu broken windows",
+                    world, per_rank_batches[0], rows, expected, dup, misplaced, gaps, broken);
+        free(seen);
+    }
+}
+
+static int batches_equal(const int *a, const int *b, size_t n) { return memcmp(a, b, n * sizeof(int)) == 0; }
+
+static void test_shuffle(void) {
+    const size_t B = 4, T = 16;
+    DataLoader a, b, c, plain;
+    size_t block = 3 * B * T;
+    dataloader_init_blocks(&a, test_path("multiv1zst_*"), B, T, 0, 1, 1, 1234, 50257, block);
+    dataloader_init_blocks(&b, test_path("multiv1zst_*"), B, T, 0, 1, 1, 1234, 50257, block);
+    dataloader_init_blocks(&c, test_path("multiv1zst_*"), B, T, 0, 1, 1, 1235, 50257, block);
+    dataloader_init_blocks(&plain, test_path("multiv1zst_*"), B, T, 0, 1, 0, 0, 50257, block);
+    size_t nb = dataloader_num_batches(&a), bt = 2 * B * T;
+    int *ea = collect(&a, 2 * nb), *eb = collect(&b, 2 * nb), *ec = collect(&c, 2 * nb), *ep = collect(&plain, nb);
+    int same_seed = batches_equal(ea, eb, 2 * nb * bt);
+    int other_seed = !batches_equal(ea, ec, nb * bt);
+    int other_epoch = !batches_equal(ea, ea + nb * bt, nb * bt);
+    int unshuffled = !batches_equal(ea, ep, nb * bt);
+    test_report(same_seed && other_seed && other_epoch && unshuffled, "loader_shuffle_seeded",
+                "same seed -> same %zu batches; other seed differs: %d; epoch 1 differs from epoch 0: %d; differs from unshuffled: %d",
+                2 * nb, other_seed, other_epoch, unshuffled);
+    dataloader_free(&a); dataloader_free(&b); dataloader_free(&c); dataloader_free(&plain);
+    free(ea); free(eb); free(ec); free(ep);
+}
+
+static void test_state(void) {
+    const size_t B = 2, T = 16;
+    const char *pattern = test_path("multiv2zst_*");
+    DataLoader a, b;
+    dataloader_init_blocks(&a, pattern, B, T, 1, 2, 1, 77, 50257, 5 * 2 * B * T);
+    size_t nb = dataloader_num_batches(&a);
+    int *skipped = collect(&a, nb - 3);
+    free(skipped);
+    size_t size = dataloader_state_size(&a);
+    unsigned char *state = (unsigned char *)malloc(size);
+    dataloader_get_state(&a, state);
+    size_t n = 2 * nb;
+    int *ref = collect(&a, n);
+    /* a fresh loader, and the same loader moved back to an earlier position */
+    dataloader_init_blocks(&b, pattern, B, T, 1, 2, 1, 77, 50257, 5 * 2 * B * T);
+    dataloader_set_state(&b, state, size);
+    int *got_b = collect(&b, n);
+    dataloader_set_state(&a, state, size);
+    int *got_a = collect(&a, n);
+    size_t bt = 2 * B * T;
+    test_report(batches_equal(ref, got_b, n * bt) && batches_equal(ref, got_a, n * bt), "loader_state_resume",
+                "state (%zu bytes) saved 3 batches before an epoch end resumes the next %zu batches exactly, in a fresh "
+                "loader and in the same loader moved back", size, n);
+    dataloader_free(&a); dataloader_free(&b);
+    free(ref); free(got_a); free(got_b); free(state);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* bad inputs: each case runs in a child process, which must exit non-zero with a message */
+
+typedef struct {
+    const char *pattern;
+    size_t B, T;
+    int rank, world, vocab;
+    int state_case;   /* 1: set_state with a wrong size, 2: with another B */
+} LoaderCase;
+
+static void run_loader_case(const LoaderCase *c) {
+    DataLoader loader;
+    dataloader_init(&loader, c->pattern, c->B, c->T, c->rank, c->world, 1, 1, c->vocab);
+    if (c->state_case) {
+        DataLoader other;
+        dataloader_init(&other, c->pattern, c->B + 1, c->T, c->rank, c->world, 1, 1, c->vocab);
+        size_t size = dataloader_state_size(&other);
+        unsigned char *state = (unsigned char *)malloc(size);
+        dataloader_get_state(&other, state);
+        dataloader_set_state(&loader, state, c->state_case == 1 ? size - 8 : size);
+    }
+    for (size_t i = 0; i <= dataloader_num_batches(&loader); i++) dataloader_next_batch(&loader);
+    dataloader_free(&loader);
+}
+
+/* runs fn(arg) in a child; returns its exit status (-1 for a signal) and the first line of its stderr in msg */
+static int run_child(void (*fn)(const void *), const void *arg, char *msg, size_t msglen) {
+    int fds[2];
+    if (pipe(fds) != 0) { perror("pipe"); exit(1); }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); exit(1); }
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        fn(arg);
+        exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(fds[0], msg + len, msglen - 1 - len)) > 0) len += (size_t)got;
+    msg[len] = '\0';
+    char *newline = strchr(msg, '\n');
+    if (newline) *newline = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void loader_case_fn(const void *arg) { run_loader_case((const LoaderCase *)arg); }
+
+static void expect_refused(const char *name, const LoaderCase *c, const char *file, const char *keyword) {
+    char msg[2048];
+    int status = run_child(loader_case_fn, c, msg, sizeof(msg));
+    int ok = status > 0 && strstr(msg, file) != NULL && strstr(msg, keyword) != NULL;
+    test_report(ok, name, "exit %d, message: %s", status, msg);
+}
+
+static void test_bad_inputs(void) {
+    const size_t N = 3000;
+    uint32_t *tok = make_tokens(N, 50257, 5);
+    size_t len, clen;
+    unsigned char *good = shard_bytes(tok, N, 1, (int32_t)N, &len);
+    unsigned char *comp = zstd_compress(good, len, &clen);
+    LoaderCase c = {NULL, 2, 16, 0, 1, 50257, 0};
+    const char *path;
+
+    unsigned char *bad = (unsigned char *)malloc(len + 64);
+    memcpy(bad, good, len);
+    ((int32_t *)bad)[0] = 20240519;
+    write_file(path = test_path("bad_magic.bin"), bad, len);
+    c.pattern = path;
+    expect_refused("refuse_wrong_magic", &c, "bad_magic.bin", "magic");
+
+    memcpy(bad, good, len);
+    ((int32_t *)bad)[1] = 3;
+    write_file(path = test_path("bad_version.bin"), bad, len);
+    c.pattern = path;
+    expect_refused("refuse_wrong_version", &c, "bad_version.bin", "version");
+
+    write_file(path = test_path("short_header.bin"), good, 600);
+    c.pattern = path;
+    expect_refused("refuse_truncated_header", &c, "short_header.bin", "truncated");
+
+    write_file(path = test_path("truncated.bin"), good, len - 100);
+    c.pattern = path;
+    expect_refused("refuse_truncated_raw", &c, "truncated.bin", "does not match the header");
+
+    memcpy(bad, good, len);
+    memset(bad + len, 7, 64);
+    write_file(path = test_path("too_long.bin"), bad, len + 64);
+    c.pattern = path;
+    expect_refused("refuse_size_mismatch_raw", &c, "too_long.bin", "does not match the header");
+
+    unsigned char *cbad = (unsigned char *)malloc(clen);
+    memcpy(cbad, comp, clen);
+    for (size_t i = clen / 2; i < clen / 2 + 16; i++) cbad[i] ^= 0x5A;
+    write_file(path = test_path("corrupt.bin.zst"), cbad, clen);
+    c.pattern = path;
+    expect_refused("refuse_corrupt_zstd", &c, "corrupt.bin.zst", "corrupt zstd");
+
+    write_file(path = test_path("cut.bin.zst"), comp, clen - 40);
+    c.pattern = path;
+    expect_refused("refuse_truncated_zstd", &c, "cut.bin.zst", "truncated");
+
+    write_file(path = test_path("not_zstd.bin.zst"), good, len);
+    c.pattern = path;
+    expect_refused("refuse_not_zstd", &c, "not_zstd.bin.zst", "corrupt zstd");
+
+    size_t mlen, mclen;
+    unsigned char *more = shard_bytes(tok, N, 1, (int32_t)N + 10, &mlen);
+    unsigned char *mcomp = zstd_compress(more, mlen, &mclen);
+    write_file(path = test_path("zst_short.bin.zst"), mcomp, mclen);
+    c.pattern = path;
+    expect_refused("refuse_size_mismatch_zstd_short", &c, "zst_short.bin.zst", "does not match the header");
+    free(more); free(mcomp);
+    more = shard_bytes(tok, N, 1, (int32_t)N - 10, &mlen);
+    mcomp = zstd_compress(more, mlen, &mclen);
+    write_file(path = test_path("zst_long.bin.zst"), mcomp, mclen);
+    c.pattern = path;
+    expect_refused("refuse_size_mismatch_zstd_long", &c, "zst_long.bin.zst", "does not match the header");
+    free(more); free(mcomp);
+
+    /* a token >= vocab_size near the end, in raw v1, raw v2 and zstd */
+    uint32_t *big = (uint32_t *)malloc(N * sizeof(uint32_t));
+    memcpy(big, tok, N * sizeof(uint32_t));
+    big[N - 5] = 50257;
+    write_shard("vocab_v1.bin", big, N, 1, 0);
+    c.pattern = test_path("vocab_v1.bin");
+    expect_refused("refuse_token_out_of_range_v1", &c, "vocab_v1.bin", "out of range");
+    big[N - 5] = 70000;
+    write_shard("vocab_v2.bin.zst", big, N, 2, 1);
+    c.pattern = test_path("vocab_v2.bin.zst");
+    c.vocab = 65536;
+    expect_refused("refuse_token_out_of_range_zstd_v2", &c, "vocab_v2.bin.zst", "out of range");
+    c.vocab = 50257;
+    free(big);
+
+    c.pattern = test_path("no_such_shard_*.bin");
+    expect_refused("refuse_empty_glob", &c, "no_such_shard_", "no shard files");
+
+    write_shard("short_shard.bin", tok, 2 * 16, 1, 0);
+    c.pattern = test_path("short_shard.bin");
+    expect_refused("refuse_shard_too_short", &c, "short_shard.bin", "too short");
+    write_shard("good.bin", tok, N, 1, 0);
+    c.pattern = test_path("good.bin");
+    c.B = 50;
+    c.world = 4;
+    c.rank = 3;
+    expect_refused("refuse_shard_too_short_for_ranks", &c, "good.bin", "too short");
+    c.rank = 4;
+    expect_refused("refuse_rank_out_of_range", &c, "good.bin", "rank 4");
+    c.B = 0;
+    c.rank = 0;
+    c.world = 1;
+    expect_refused("refuse_zero_batch", &c, "good.bin", "B=0");
+    c.B = 2;
+    c.state_case = 1;
+    expect_refused("refuse_state_wrong_size", &c, "good.bin", "does not fit");
+    c.state_case = 2;
+    expect_refused("refuse_state_other_config", &c, "good.bin", "B is 3 in the state but 2");
+
+    free(bad); free(cbad); free(good); free(comp); free(tok);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* tokenizer.bin */
+
+static void write_tokenizer(const char *path, int32_t magic, int32_t vocab, int32_t eot, int count, const char *const *tokens) {
+    FILE *fp = fopen(path, "wb");
+    int32_t header[TOKENIZER_HEADER_INTS] = {magic, 1, vocab, eot, TOKENIZER_WORD};
+    fwrite(header, sizeof(header), 1, fp);
+    for (int i = 0; i < count; i++) {
+        uint32_t n = (uint32_t)strlen(tokens[i]);
+        fwrite(&n, sizeof(n), 1, fp);
+        fwrite(tokens[i], 1, n, fp);
+    }
+    fclose(fp);
+}
+
+static void tokenizer_init_fn(const void *path) {
+    Tokenizer t;
+    tokenizer_init(&t, (const char *)path);
+    tokenizer_free(&t);
+}
+
+static void test_tokenizer(void) {
+    const char *const words[3] = {"\n", "the ", "cat "};
+    const char *path = test_path("tok.bin");
+    write_tokenizer(path, TOKENIZER_MAGIC, 3, 0, 3, words);
+    Tokenizer t;
+    tokenizer_init(&t, path);
+    int ok = t.loaded && tokenizer_eot(&t) == 0 && strcmp(tokenizer_decode(&t, 2), "cat ") == 0 &&
+             strcmp(tokenizer_decode(&t, 1), "the ") == 0 && strcmp(tokenizer_decode(&t, 3), "<3>") == 0;
+    test_report(ok, "tokenizer_decode", "ids 1, 2 -> \"the \", \"cat \"; id 3 (outside the vocabulary) -> \"%s\"; eot %d",
+                tokenizer_decode(&t, 3), tokenizer_eot(&t));
+    tokenizer_free(&t);
+
+    char msg[2048];
+    const char *missing = test_path("missing_tokenizer.bin");
+    int status = run_child(tokenizer_init_fn, missing, msg, sizeof(msg));
+    tokenizer_init(&t, missing);
+    ok = status == 0 && strstr(msg, "warning") && strstr(msg, "missing_tokenizer.bin") && !t.loaded &&
+         strcmp(tokenizer_decode(&t, 50256), "<50256>") == 0 && tokenizer_eot(&t) == -1;
+    test_report(ok, "tokenizer_missing_file", "warns and decodes 50256 as \"%s\"", tokenizer_decode(&t, 50256));
+    tokenizer_free(&t);
+
+    const char *bad = test_path("tok_magic.bin");
+    write_tokenizer(bad, 12345, 3, 0, 3, words);
+    status = run_child(tokenizer_init_fn, bad, msg, sizeof(msg));
+    test_report(status > 0 && strstr(msg, "tok_magic.bin") && strstr(msg, "magic"), "tokenizer_refuse_bad_magic", "exit %d: %s",
+                status, msg);
+    const char *short_file = test_path("tok_short.bin");
+    write_tokenizer(short_file, TOKENIZER_MAGIC, 5, 0, 3, words);
+    status = run_child(tokenizer_init_fn, short_file, msg, sizeof(msg));
+    test_report(status > 0 && strstr(msg, "tok_short.bin") && strstr(msg, "truncated"), "tokenizer_refuse_truncated",
+                "exit %d: %s", status, msg);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* driver modes */
+
+static int dump_main(int argc, char **argv) {
+    if (argc != 11) { fprintf(stderr, "usage: dump PATTERN B T RANK WORLD SHUFFLE SEED VOCAB NBATCHES\n"); return 2; }
+    DataLoader loader;
+    size_t B = strtoul(argv[3], NULL, 10), T = strtoul(argv[4], NULL, 10);
+    dataloader_init(&loader, argv[2], B, T, atoi(argv[5]), atoi(argv[6]), atoi(argv[7]), strtoull(argv[8], NULL, 10),
+                    atoi(argv[9]));
+    long n = atol(argv[10]);
+    if (n < 0) n = (long)dataloader_num_batches(&loader);
+    for (long i = 0; i < n; i++) {
+        dataloader_next_batch(&loader);
+        fwrite(loader.inputs, sizeof(int), B * T, stdout);
+        fwrite(loader.targets, sizeof(int), B * T, stdout);
+    }
+    dataloader_free(&loader);
+    return 0;
+}
+
+static int decode_main(int argc, char **argv) {
+    if (argc != 6) { fprintf(stderr, "usage: decode PATTERN TOKENIZER_BIN T VOCAB\n"); return 2; }
+    DataLoader loader;
+    Tokenizer tok;
+    size_t T = strtoul(argv[4], NULL, 10);
+    dataloader_init(&loader, argv[2], 1, T, 0, 1, 0, 0, atoi(argv[5]));
+    tokenizer_init(&tok, argv[3]);
+    size_t nb = dataloader_num_batches(&loader);
+    for (size_t b = 0; b < nb; b++) {
+        dataloader_next_batch(&loader);
+        for (size_t t = 0; t < T; t++) fputs(tokenizer_decode(&tok, (uint32_t)loader.inputs[t]), stdout);
+    }
+    fputs(tokenizer_decode(&tok, (uint32_t)loader.targets[T - 1]), stdout);
+    tokenizer_free(&tok);
+    dataloader_free(&loader);
+    return 0;
+}
+
+static int bench_main(int argc, char **argv) {
+    if (argc != 8) { fprintf(stderr, "usage: bench PATTERN B T VOCAB BLOCK_TOKENS SECONDS\n"); return 2; }
+    size_t B = strtoul(argv[3], NULL, 10), T = strtoul(argv[4], NULL, 10), block = strtoul(argv[6], NULL, 10);
+    double seconds = atof(argv[7]);
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        DataLoader loader;
+        double t0 = wall_seconds();
+        dataloader_init_blocks(&loader, argv[2], B, T, 0, 1, shuffle, 1, atoi(argv[5]), block);
+        double t_init = wall_seconds() - t0;
+        size_t batches = 0;
+        long checksum = 0;
+        t0 = wall_seconds();
+        double elapsed = 0;
+        while (elapsed < seconds) {
+            dataloader_next_batch(&loader);
+            checksum += loader.inputs[batches % (B * T)];
+            batches++;
+            if (batches % 16 == 0) elapsed = wall_seconds() - t0;
+        }
+        elapsed = wall_seconds() - t0;
+        printf("%s shuffle=%d B=%zu T=%zu block=%zu rows: init (validation) %.2f s; %zu batches (%.1f epochs) in %.2f s = "
+               "%.1f M tokens/s (checksum %ld)\n", argv[2], shuffle, B, T, loader.block_rows, t_init, batches,
+               (double)batches / (double)dataloader_num_batches(&loader), elapsed,
+               (double)batches * (double)(B * T) / elapsed / 1e6, checksum);
+        dataloader_free(&loader);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "dump") == 0) return dump_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "decode") == 0) return decode_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "bench") == 0) return bench_main(argc, argv);
+    snprintf(test_dir, sizeof(test_dir), "/tmp/ssd_test_data_XXXXXX");
+    if (mkdtemp(test_dir) == NULL) { perror("mkdtemp"); return 1; }
+    test_layout();
+    test_raw_vs_zstd();
+    test_partition();
+    test_shuffle();
+    test_state();
+    test_bad_inputs();
+    test_tokenizer();
+    remove_test_dir();
+    return test_exit_code();
+}

@@ -1,0 +1,620 @@
+/*
+ * train_ssdcu: the CUDA trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A) language models.
+ * Same model, configs, flags, data shards and checkpoint files as the CPU trainer train_ssd.c; the
+ * model math is in model/cpu_model.h. One GPU; the step is laid out so that an all-reduce of the
+ * fp32 gradient buffer can be slotted in between backward and the gradient norm.
+ *
+ * Precision: parameters and activations in floatX (bf16 by default, fp32 with PRECISION=FP32);
+ * fp32 for the residual stream, norm statistics, gradients, AdamW moments and master weights. The
+ * vector parameters (norm weights, conv, dt_bias, A_log, D) are read as fp32 from the master
+ * weights; only the matrices (wte, in_proj, out_proj) are read in floatX by the matmuls.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/dataloader.h"
+#include "model/args.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/logger.h"
+#include "model/params.h"
+#include "model/rng.h"
+#include "model/schedule.h"
+#include "model/utils.h"
+
+#include "kernels/adamw.cuh"
+#include "kernels/classifier.cuh"
+#include "kernels/common.cuh"
+#include "kernels/conv1d.cuh"
+#include "kernels/encoder.cuh"
+#include "kernels/gated_norm.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/ssd_scan.cuh"
+
+/* ------------------------------------------------------------------------------------------------
+ * the model on the GPU
+ */
+typedef struct {
+    float *residual;    /* [L+1, N, D] residual stream entering each layer, and after the last */
+    floatX *norm_out;   /* [L, N, D] */
+    float *norm_rstd;   /* [L, N] */
+    floatX *zxbcdt;     /* [L, N, d_in_proj] in_proj output: z, xBC (before the conv), dt */
+    floatX *xbc;        /* [L, N, conv_dim] after conv + SiLU */
+    floatX *y;          /* [L, N, E] SSD output including D x */
+    float *gated_rstd;  /* [L, N, G] */
+    floatX *gated;      /* [L, N, E] out_proj input */
+    floatX *proj_out;   /* [N, D] out_proj output of the layer just run (added by the next norm) */
+    floatX *final_norm; /* [N, D] */
+    float *final_rstd;  /* [N] */
+    floatX *logits;     /* [N, Vp]; after a training forward, the gradient of the logits */
+    float *losses;      /* [N] */
+    char *ssd_workspace;/* [L] workspaces of the SSD scan, kept from forward to backward */
+    /* backward scratch */
+    float *dres;        /* [N, D] gradient of the residual stream */
+    floatX *dres_x;     /* [N, D] the same in floatX, input of the matmuls */
+    floatX *dgated;     /* [N, E] */
+    floatX *dy;         /* [N, E] */
+    floatX *dxbc;       /* [N, conv_dim] */
+    floatX *dzxbcdt;    /* [N, d_in_proj] */
+    floatX *dnorm;      /* [N, D] */
+    float *reduce;      /* partial sums of the deterministic parameter-gradient reductions */
+} GPUActivations;
+
+typedef struct {
+    ModelConfig config;
+    ParamLayout layout;
+    float *master;      /* fp32 master weights, flat (layout) */
+    floatX *params;     /* floatX copy used by the forward (the master itself in the FP32 build) */
+    float *grads;       /* fp32, flat */
+    float *adam_m, *adam_v;
+    float *master_t[NUM_PARAM_TENSORS];
+    floatX *params_t[NUM_PARAM_TENSORS];
+    float *grads_t[NUM_PARAM_TENSORS];
+    GPUActivations acts;
+    size_t ssd_workspace_bytes;  /* per layer */
+    int B, T;                    /* activations are sized for B*T tokens */
+    /* the current batch: inputs, targets, and the token buckets of the embedding backward */
+    int *d_batch;                /* device: inputs[N], targets[N], bucket_token[N], bucket_start[N+1], bucket_pos[N] */
+    int *h_batch;                /* pinned host copy */
+    int *h_count;                /* [vocab_size] scratch of the bucket sort */
+    int num_buckets;
+    cudaEvent_t batch_copied;
+    float *d_scalars;            /* [0] mean loss, [1] grad norm */
+    float *norm_scratch;
+    cudaStream_t stream;
+} MambaGPU;
+
+void mamba_gpu_set_params(MambaGPU *m, const float *params);
+
+static void *device_alloc(size_t bytes, size_t *total) {
+    void *p;
+    cudaCheck(cudaMalloc(&p, bytes));
+    *total += bytes;
+    return p;
+}
+
+/* Uploads fp32 params (layout.total) into a freshly built model. */
+void mamba_gpu_build(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream) {
+    memset(m, 0, sizeof(*m));
+    m->config = *config;
+    m->stream = stream;
+    conv1d_check_width(config->d_conv);
+    param_layout_init(&m->layout, config);
+    size_t n = m->layout.total, bytes = 0;
+    m->master = (float *)device_alloc(n * sizeof(float), &bytes);
+    m->grads = (float *)device_alloc(n * sizeof(float), &bytes);
+    m->adam_m = (float *)device_alloc(n * sizeof(float), &bytes);
+    m->adam_v = (float *)device_alloc(n * sizeof(float), &bytes);
+    cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
+#if defined(ENABLE_FP32)
+    m->params = m->master;
+#else
+    m->params = (floatX *)device_alloc(n * sizeof(floatX), &bytes);
+#endif
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        m->master_t[t] = m->master + m->layout.offsets[t];
+        m->params_t[t] = m->params + m->layout.offsets[t];
+        m->grads_t[t] = m->grads + m->layout.offsets[t];
+    }
+    cudaCheck(cudaMalloc(&m->d_scalars, 2 * sizeof(float)));
+    cudaCheck(cudaMalloc(&m->norm_scratch, NORM_BLOCKS * sizeof(float)));
+    mamba_gpu_set_params(m, params);
+}
+
+static void cast_to_floatX_kernel_launch(floatX *dst, const float *src, size_t n, cudaStream_t stream);
+
+/* Replaces the weights (fp32, layout.total) and their floatX copy. */
+void mamba_gpu_set_params(MambaGPU *m, const float *params) {
+    size_t n = m->layout.total;
+    cudaCheck(cudaMemcpy(m->master, params, n * sizeof(float), cudaMemcpyHostToDevice));
+    cast_to_floatX_kernel_launch(m->params, m->master, n, m->stream);
+    cudaCheck(cudaStreamSynchronize(m->stream));
+}
+
+__global__ void cast_to_floatX_kernel(floatX *dst, const float *src, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = from_float<floatX>(src[i]);
+}
+
+static void cast_to_floatX_kernel_launch(floatX *dst, const float *src, size_t n, cudaStream_t stream) {
+    if ((void *)dst == (const void *)src) return;
+    cast_to_floatX_kernel<<<ceil_div((long)n, 512), 512, 0, stream>>>(dst, src, n);
+    cudaCheckLaunch();
+}
+
+static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
+    SSDScanShape s;
+    s.B = B;
+    s.T = T;
+    s.H = c->nheads;
+    s.P = c->headdim;
+    s.G = c->ngroups;
+    s.N = c->d_state;
+    s.Q = c->chunk_size;
+    s.diagonal = c->a_structure == A_DIAGONAL;
+    s.conv_dim = c->conv_dim;
+    s.d_in_proj = c->d_in_proj;
+    return s;
+}
+
+/* Allocates activations for B x T tokens; returns the bytes allocated. */
+size_t mamba_gpu_alloc_activations(MambaGPU *m, int B, int T) {
+    const ModelConfig *c = &m->config;
+    GPUActivations *a = &m->acts;
+    size_t N = (size_t)B * T, L = c->n_layer, D = c->d_model, E = c->d_inner, G = c->ngroups;
+    size_t bytes = 0;
+    m->B = B;
+    m->T = T;
+    a->residual = (float *)device_alloc((L + 1) * N * D * sizeof(float), &bytes);
+    a->norm_out = (floatX *)device_alloc(L * N * D * sizeof(floatX), &bytes);
+    a->norm_rstd = (float *)device_alloc(L * N * sizeof(float), &bytes);
+    a->zxbcdt = (floatX *)device_alloc(L * N * c->d_in_proj * sizeof(floatX), &bytes);
+    a->xbc = (floatX *)device_alloc(L * N * c->conv_dim * sizeof(floatX), &bytes);
+    a->y = (floatX *)device_alloc(L * N * E * sizeof(floatX), &bytes);
+    a->gated_rstd = (float *)device_alloc(L * N * G * sizeof(float), &bytes);
+    a->gated = (floatX *)device_alloc(L * N * E * sizeof(floatX), &bytes);
+    a->proj_out = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
+    a->final_norm = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
+    a->final_rstd = (float *)device_alloc(N * sizeof(float), &bytes);
+    a->logits = (floatX *)device_alloc(N * c->padded_vocab * sizeof(floatX), &bytes);
+    a->losses = (float *)device_alloc(N * sizeof(float), &bytes);
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    /* round each layer's workspace up to 256 bytes so that every one stays aligned */
+    m->ssd_workspace_bytes = (ssd_scan_workspace_bytes(&shape) + 255) / 256 * 256;
+    a->ssd_workspace = (char *)device_alloc(L * m->ssd_workspace_bytes + 1, &bytes);
+    a->dres = (float *)device_alloc(N * D * sizeof(float), &bytes);
+    a->dres_x = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
+    a->dgated = (floatX *)device_alloc(N * E * sizeof(floatX), &bytes);
+    a->dy = (floatX *)device_alloc(N * E * sizeof(floatX), &bytes);
+    a->dxbc = (floatX *)device_alloc(N * c->conv_dim * sizeof(floatX), &bytes);
+    a->dzxbcdt = (floatX *)device_alloc(N * c->d_in_proj * sizeof(floatX), &bytes);
+    a->dnorm = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
+    size_t reduce_floats = rmsnorm_backward_scratch_floats((int)D);
+    if (gated_norm_backward_scratch_floats((int)E) > reduce_floats) reduce_floats = gated_norm_backward_scratch_floats((int)E);
+    if (conv1d_backward_scratch_floats(B, T, c->conv_dim) > reduce_floats)
+        reduce_floats = conv1d_backward_scratch_floats(B, T, c->conv_dim);
+    a->reduce = (float *)device_alloc(reduce_floats * sizeof(float), &bytes);
+    size_t batch_ints = 5 * N + 1;
+    m->d_batch = (int *)device_alloc(batch_ints * sizeof(int), &bytes);
+    cudaCheck(cudaMallocHost(&m->h_batch, batch_ints * sizeof(int)));
+    m->h_count = (int *)mallocCheck((size_t)c->vocab_size * sizeof(int));
+    cudaCheck(cudaEventCreateWithFlags(&m->batch_copied, cudaEventDisableTiming));
+    cudaCheck(cudaEventRecord(m->batch_copied, m->stream));
+    return bytes;
+}
+
+/* Copies a batch (inputs and targets, N = B*T each; targets may be NULL) to the device. Checks the
+ * token ids: the kernels index wte with them. */
+void mamba_gpu_set_batch(MambaGPU *m, const int *inputs, const int *targets) {
+    const ModelConfig *c = &m->config;
+    int N = m->B * m->T;
+    for (int i = 0; i < N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= c->vocab_size || (targets && (targets[i] < 0 || targets[i] >= c->vocab_size))) {
+            fprintf(stderr, "error: token %d at position %d of the batch is outside the vocabulary [0, %d)\n",
+                    inputs[i] < 0 || inputs[i] >= c->vocab_size ? inputs[i] : targets[i], i, c->vocab_size);
+            exit(EXIT_FAILURE);
+        }
+    }
+    /* the previous batch's copy must have left the pinned buffer before it is overwritten */
+    cudaCheck(cudaEventSynchronize(m->batch_copied));
+    int *h = m->h_batch;
+    memcpy(h, inputs, N * sizeof(int));
+    if (targets) memcpy(h + N, targets, N * sizeof(int));
+    else memset(h + N, 0, N * sizeof(int));
+    m->num_buckets = encoder_buckets_build(inputs, N, c->vocab_size, m->h_count, h + 2 * N, h + 3 * N, h + 4 * N + 1);
+    cudaCheck(cudaMemcpyAsync(m->d_batch, h, (5 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+    cudaCheck(cudaEventRecord(m->batch_copied, m->stream));
+}
+
+typedef struct {
+    const float *norm_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w;  /* fp32 */
+    const floatX *in_proj_w, *out_proj_w;
+} GPULayerParams;
+
+typedef struct {
+    float *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
+} GPULayerGrads;
+
+static GPULayerParams layer_params(const MambaGPU *m, int l) {
+    const ModelConfig *c = &m->config;
+    GPULayerParams p;
+    p.norm_w = m->master_t[P_NORM_W] + (size_t)l * c->d_model;
+    p.conv_w = m->master_t[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
+    p.conv_b = m->master_t[P_CONV_B] + (size_t)l * c->conv_dim;
+    p.dt_bias = m->master_t[P_DT_BIAS] + (size_t)l * c->nheads;
+    p.A_log = m->master_t[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
+    p.D = m->master_t[P_D] + (size_t)l * c->nheads;
+    p.gnorm_w = m->master_t[P_GNORM_W] + (size_t)l * c->d_inner;
+    p.in_proj_w = m->params_t[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
+    p.out_proj_w = m->params_t[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+    return p;
+}
+
+static GPULayerGrads layer_grads(const MambaGPU *m, int l) {
+    const ModelConfig *c = &m->config;
+    GPULayerGrads g;
+    g.norm_w = m->grads_t[P_NORM_W] + (size_t)l * c->d_model;
+    g.in_proj_w = m->grads_t[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
+    g.conv_w = m->grads_t[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
+    g.conv_b = m->grads_t[P_CONV_B] + (size_t)l * c->conv_dim;
+    g.dt_bias = m->grads_t[P_DT_BIAS] + (size_t)l * c->nheads;
+    g.A_log = m->grads_t[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
+    g.D = m->grads_t[P_D] + (size_t)l * c->nheads;
+    g.gnorm_w = m->grads_t[P_GNORM_W] + (size_t)l * c->d_inner;
+    g.out_proj_w = m->grads_t[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+    return g;
+}
+
+/*
+ * Forward over the current batch. dloss > 0: also writes the gradient of dloss * sum(losses) into
+ * the logits (a training step; pass 1 / (N * accumulation steps)); dloss == 0: losses only.
+ * The mean loss stays on the device until mamba_gpu_mean_loss reads it.
+ */
+void mamba_gpu_forward(MambaGPU *m, float dloss) {
+    const ModelConfig *c = &m->config;
+    GPUActivations *a = &m->acts;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, N = B * T, D = c->d_model, E = c->d_inner, G = c->ngroups, GN = c->ngroups * c->d_state;
+    int dip = c->d_in_proj;
+    const int *inputs = m->d_batch, *targets = m->d_batch + N;
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    encoder_forward(a->residual, inputs, m->master_t[P_WTE], N, D, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        GPULayerParams p = layer_params(m, l);
+        float *res = a->residual + (size_t)l * N * D;
+        floatX *norm_out = a->norm_out + (size_t)l * N * D;
+        floatX *zxbcdt = a->zxbcdt + (size_t)l * N * dip;
+        floatX *xbc = a->xbc + (size_t)l * N * c->conv_dim;
+        floatX *y = a->y + (size_t)l * N * E;
+        floatX *gated = a->gated + (size_t)l * N * E;
+        float *gated_rstd = a->gated_rstd + (size_t)l * N * G;
+        const float *prev = l == 0 ? res : res - (size_t)N * D;
+        rmsnorm_forward(res, norm_out, a->norm_rstd + (size_t)l * N, prev, l == 0 ? NULL : a->proj_out, p.norm_w, N, D,
+                        c->norm_eps, st);
+        matmul_forward(zxbcdt, norm_out, p.in_proj_w, N, D, dip, st);
+        conv1d_forward(xbc, zxbcdt + E, dip, p.conv_w, p.conv_b, B, T, c->conv_dim, st);
+        ssd_scan_forward(&shape, y, xbc, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D,
+                         a->ssd_workspace + (size_t)l * m->ssd_workspace_bytes, st);
+        gated_norm_forward(gated, gated_rstd, y, zxbcdt, dip, p.gnorm_w, N, E, G, c->norm_eps, st);
+        matmul_forward(a->proj_out, gated, p.out_proj_w, N, E, D, st);
+    }
+    float *last = a->residual + (size_t)c->n_layer * N * D;
+    rmsnorm_forward(last, a->final_norm, a->final_rstd, last - (size_t)N * D, a->proj_out, m->master_t[P_NORM_F], N, D,
+                    c->norm_eps, st);
+    matmul_forward(a->logits, a->final_norm, m->params_t[P_WTE], N, D, c->padded_vocab, st);
+    fused_classifier(a->logits, a->losses, targets, dloss, N, c->vocab_size, c->padded_vocab, st);
+    mean_loss(m->d_scalars, a->losses, N, st);
+}
+
+/* Waits for the forward and returns the mean loss of the batch. */
+float mamba_gpu_mean_loss(MambaGPU *m) {
+    float loss;
+    cudaCheck(cudaMemcpyAsync(&loss, m->d_scalars, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    return loss;
+}
+
+void mamba_gpu_zero_grad(MambaGPU *m) {
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->layout.total * sizeof(float), m->stream));
+}
+
+/* Accumulates the gradients of the last training forward (its dloss) into m->grads. */
+void mamba_gpu_backward(MambaGPU *m) {
+    const ModelConfig *c = &m->config;
+    GPUActivations *a = &m->acts;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, N = B * T, D = c->d_model, E = c->d_inner, G = c->ngroups, GN = c->ngroups * c->d_state;
+    int dip = c->d_in_proj, L = c->n_layer;
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    const int *buckets = m->d_batch + 2 * N;
+
+    /* lm_head (tied to wte) and the final norm */
+    matmul_backward_weight(m->grads_t[P_WTE], a->logits, a->final_norm, N, D, c->padded_vocab, st);
+    matmul_backward_input(a->dnorm, a->logits, m->params_t[P_WTE], N, D, c->padded_vocab, st);
+    cudaCheck(cudaMemsetAsync(a->dres, 0, (size_t)N * D * sizeof(float), st));
+    rmsnorm_backward(a->dres, a->dres_x, m->grads_t[P_NORM_F], a->reduce, a->dnorm, a->residual + (size_t)L * N * D,
+                     a->final_rstd, m->master_t[P_NORM_F], N, D, st);
+
+    for (int l = L - 1; l >= 0; l--) {
+        GPULayerParams p = layer_params(m, l);
+        GPULayerGrads g = layer_grads(m, l);
+        floatX *zxbcdt = a->zxbcdt + (size_t)l * N * dip;
+        floatX *y = a->y + (size_t)l * N * E;
+        /* residual[l+1] = residual[l] + out_proj(gated): dres is also the gradient of out_proj's output */
+        matmul_backward_weight(g.out_proj_w, a->dres_x, a->gated + (size_t)l * N * E, N, E, D, st);
+        matmul_backward_input(a->dgated, a->dres_x, p.out_proj_w, N, E, D, st);
+        gated_norm_backward(a->dy, a->dzxbcdt, g.gnorm_w, a->reduce, a->dgated, y, zxbcdt, dip, p.gnorm_w,
+                            a->gated_rstd + (size_t)l * N * G, N, E, G, st);
+        ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy,
+                          a->xbc + (size_t)l * N * c->conv_dim, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D,
+                          a->ssd_workspace + (size_t)l * m->ssd_workspace_bytes, st);
+        conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, zxbcdt + E, dip, p.conv_w, p.conv_b,
+                        B, T, c->conv_dim, st);
+        matmul_backward_weight(g.in_proj_w, a->dzxbcdt, a->norm_out + (size_t)l * N * D, N, D, dip, st);
+        matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
+        rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, a->residual + (size_t)l * N * D,
+                         a->norm_rstd + (size_t)l * N, p.norm_w, N, D, st);
+    }
+    encoder_backward(m->grads_t[P_WTE], a->dres, buckets, buckets + N, buckets + 2 * N + 1, m->num_buckets, D, st);
+}
+
+/* Launches the global gradient norm; it stays on the device (read by the update and when printed). */
+void mamba_gpu_grad_norm(MambaGPU *m) {
+    global_norm(m->d_scalars + 1, m->norm_scratch, m->grads, m->layout.total, m->stream);
+}
+
+float mamba_gpu_read_grad_norm(MambaGPU *m) {
+    float norm;
+    cudaCheck(cudaMemcpyAsync(&norm, m->d_scalars + 1, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    return norm;
+}
+
+/* AdamW step h->step (1-based) with the clip scale from the gradient norm on the device. */
+void mamba_gpu_update(MambaGPU *m, const AdamWHyper *h) {
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        float wd = param_has_weight_decay(t) ? h->weight_decay : 0.0f;
+        size_t off = m->layout.offsets[t];
+        adamw_update(m->master + off, m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
+                     m->layout.sizes[t], h, wd, m->d_scalars + 1, m->stream);
+    }
+}
+
+void mamba_gpu_get_params(MambaGPU *m, float *out) {
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaMemcpy(out, m->master, m->layout.total * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+void mamba_gpu_free(MambaGPU *m) {
+    GPUActivations *a = &m->acts;
+    void *device_buffers[] = {a->residual, a->norm_out, a->norm_rstd, a->zxbcdt, a->xbc, a->y, a->gated_rstd, a->gated,
+                              a->proj_out, a->final_norm, a->final_rstd, a->logits, a->losses, a->ssd_workspace,
+                              a->dres, a->dres_x, a->dgated, a->dy, a->dxbc, a->dzxbcdt, a->dnorm, a->reduce,
+                              m->d_batch, m->grads, m->adam_m, m->adam_v, m->d_scalars, m->norm_scratch};
+    for (size_t i = 0; i < sizeof(device_buffers) / sizeof(device_buffers[0]); i++) cudaCheck(cudaFree(device_buffers[i]));
+    if ((void *)m->params != (void *)m->master) cudaCheck(cudaFree(m->params));
+    cudaCheck(cudaFree(m->master));
+    if (m->h_batch) {
+        cudaCheck(cudaFreeHost(m->h_batch));
+        cudaCheck(cudaEventDestroy(m->batch_copied));
+    }
+    free(m->h_count);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * the training program
+ */
+#ifndef TESTING
+
+static void settings_from_args(TrainSettings *s, const TrainArgs *a, long long total_batch, long long max_steps) {
+    memset(s, 0, sizeof(*s));
+    s->B = a->B;
+    s->T = a->T;
+    s->total_batch_size = total_batch;
+    s->max_steps = max_steps;
+    s->warmup_steps = a->warmup_steps;
+    s->learning_rate = a->learning_rate;
+    s->final_lr_frac = a->final_lr_frac;
+    s->weight_decay = a->weight_decay;
+    s->grad_clip = a->grad_clip;
+    snprintf(s->lr_schedule, sizeof(s->lr_schedule), "cosine");
+}
+
+/* Mean loss over up to max_batches batches of the loader (from its start). */
+static float evaluate(MambaGPU *model, DataLoader *loader, int max_batches) {
+    dataloader_reset(loader);
+    int n = (int)dataloader_num_batches(loader);
+    if (max_batches >= 0 && max_batches < n) n = max_batches;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next_batch(loader);
+        mamba_gpu_set_batch(model, loader->inputs, loader->targets);
+        mamba_gpu_forward(model, 0.0f);
+        sum += mamba_gpu_mean_loss(model);
+    }
+    return n > 0 ? (float)(sum / n) : NAN;
+}
+
+static void save_checkpoint(MambaGPU *model, const TrainArgs *args, const TrainSettings *settings, DataLoader *loader,
+                            long long step, uint64_t rng_state, uint64_t run_id) {
+    size_t n = model->layout.total;
+    TrainState state;
+    memset(&state, 0, sizeof(state));
+    float *params = (float *)mallocCheck(n * sizeof(float));
+    state.m = (float *)mallocCheck(n * sizeof(float));
+    state.v = (float *)mallocCheck(n * sizeof(float));
+    mamba_gpu_get_params(model, params);
+    cudaCheck(cudaMemcpy(state.m, model->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(state.v, model->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
+    state.master = params;
+    state.step = step;
+    state.rng_state = rng_state;
+    state.run_id = run_id;
+    state.world_size = 1;
+    state.rank = 0;
+    state.shard_offset = 0;
+    state.shard_count = n;
+    state.loader_state_bytes = dataloader_state_size(loader);
+    state.loader_state = mallocCheck(state.loader_state_bytes);
+    dataloader_get_state(loader, state.loader_state);
+    checkpoint_save(args->output_dir, &model->config, params, 0, settings, &state, args->keep_last, args->keep_every);
+    printf("saved checkpoint of step %lld to %s\n", step, args->output_dir);
+    free(state.loader_state);
+    free(state.m);
+    free(state.v);
+    free(params);
+}
+
+int main(int argc, char **argv) {
+    TrainArgs args;
+    args_defaults(&args);
+    args_parse(&args, argc, argv, "train_ssdcu");
+
+    int device = 0;
+    cudaDeviceProp prop;
+    cudaCheck(cudaSetDevice(device));
+    cudaCheck(cudaGetDeviceProperties(&prop, device));
+    printf("device: %s, %d SMs, %.1f GiB, compute %d.%d, precision %s\n", prop.name, prop.multiProcessorCount,
+           prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor, PRECISION_NAME);
+    cudaStream_t stream;
+    cudaCheck(cudaStreamCreate(&stream));
+    matmul_init();
+
+    ModelConfig config;
+    float *params;
+    if (model_file_is_checkpoint(args.init_from)) {
+        model_file_read(args.init_from, &config, &params);
+    } else {
+        config_load(&config, args.init_from);
+        ParamLayout layout;
+        param_layout_init(&layout, &config);
+        params = (float *)mallocCheck(layout.total * sizeof(float));
+        params_init(&config, params, (uint64_t)args.seed);
+    }
+    config_print(&config);
+
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
+                    config.vocab_size);
+    int have_val = args.val_every > 0 && args.val_pattern[0] != '\0';
+    if (have_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
+    long long tokens_per_micro = (long long)args.B * args.T;
+    long long total_batch = args.total_batch_size > 0 ? args.total_batch_size : tokens_per_micro;
+    if (total_batch % tokens_per_micro != 0) {
+        fprintf(stderr, "error: total batch size (-d %lld) must be a multiple of B*T = %lld\n", total_batch, tokens_per_micro);
+        exit(EXIT_FAILURE);
+    }
+    int accum_steps = (int)(total_batch / tokens_per_micro);
+    long long max_steps = args.max_steps >= 0 ? args.max_steps : (long long)dataloader_num_batches(&train_loader) / accum_steps;
+    if (max_steps < 1) max_steps = 1;
+    printf("B %d, T %d, total batch %lld tokens (%d micro steps), %lld steps\n", args.B, args.T, total_batch, accum_steps,
+           max_steps);
+    TrainSettings settings;
+    settings_from_args(&settings, &args, total_batch, max_steps);
+
+    /* resume: weights, moments, step, rng and data position from the newest complete checkpoint */
+    long long start_step = 0;
+    uint64_t rng_state = rng_seed((uint64_t)args.seed + 7), run_id = 0;  /* the sampling rng, as train_ssd.c */
+    TrainState resumed;
+    int have_resumed = 0;
+    if (args.output_dir) make_dir_if_missing(args.output_dir);
+    if (args.resume && args.output_dir) {
+        long long latest = checkpoint_latest_step(args.output_dir);
+        if (latest >= 0) {
+            ModelConfig stored;
+            free(params);
+            checkpoint_load(args.output_dir, latest, &config, &settings, 1, 0, &stored, &params, &resumed);
+            if (resumed.master) memcpy(params, resumed.master, sizeof(float) * resumed.shard_count);
+            dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
+            start_step = resumed.step;
+            rng_state = resumed.rng_state;
+            run_id = resumed.run_id;
+            have_resumed = 1;
+            printf("resumed from the checkpoint of step %lld in %s\n", start_step, args.output_dir);
+        }
+    }
+    if (!have_resumed) run_id = checkpoint_new_run_id();
+
+    MambaGPU model;
+    mamba_gpu_build(&model, &config, params, stream);
+    size_t act_bytes = mamba_gpu_alloc_activations(&model, args.B, args.T);
+    printf("parameters: %zu (%.2f M effective), activations %.2f GiB\n", model.layout.total,
+           params_count_effective(&config) / 1e6, act_bytes / 1073741824.0);
+    if (have_resumed) {
+        size_t n = model.layout.total;
+        cudaCheck(cudaMemcpy(model.adam_m, resumed.m, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(model.adam_v, resumed.v, n * sizeof(float), cudaMemcpyHostToDevice));
+        train_state_free(&resumed);
+    }
+    free(params);
+
+    Logger logger;
+    logger_init(&logger, args.output_dir, 0, have_resumed);
+    LRSchedule schedule = {args.learning_rate, args.warmup_steps, (int)max_steps, args.final_lr_frac};
+    AdamWHyper hyper = {0.0f, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip, 0};
+    float dloss = 1.0f / (float)(tokens_per_micro * accum_steps);
+    double total_ms = 0.0;
+    int timed_steps = 0;
+
+    for (long long step = start_step; step <= max_steps; step++) {
+        int last = step == max_steps;
+        if (args.output_dir && args.checkpoint_every > 0 && step > start_step &&
+            (step % args.checkpoint_every == 0 || last))
+            save_checkpoint(&model, &args, &settings, &train_loader, step, rng_state, run_id);
+        if (have_val && (last || step % args.val_every == 0)) {
+            float val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+            printf("val loss %.6f\n", val_loss);
+            logger_log_val(&logger, (int)step, val_loss);
+        }
+        if (last) break;
+
+        double t0 = wall_seconds();
+        mamba_gpu_zero_grad(&model);
+        float loss = 0.0f;
+        for (int micro = 0; micro < accum_steps; micro++) {
+            dataloader_next_batch(&train_loader);
+            mamba_gpu_set_batch(&model, train_loader.inputs, train_loader.targets);
+            mamba_gpu_forward(&model, dloss);
+            mamba_gpu_backward(&model);
+            loss += mamba_gpu_mean_loss(&model) / accum_steps;
+        }
+        /* a multi-GPU build all-reduces model.grads here */
+        mamba_gpu_grad_norm(&model);
+        hyper.lr = schedule_lr(&schedule, (int)step);
+        hyper.step = (int)step + 1;
+        mamba_gpu_update(&model, &hyper);
+        float norm = mamba_gpu_read_grad_norm(&model);
+        double ms = (wall_seconds() - t0) * 1e3;
+        if (step == start_step) {
+            size_t free_bytes, total_bytes;
+            cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+            printf("device memory in use after the first step: %.2f GiB of %.2f GiB\n",
+                   (total_bytes - free_bytes) / 1073741824.0, total_bytes / 1073741824.0);
+        }
+        if (step > start_step) {  /* the first step pays for cuBLASLt's and the allocator's warm-up */
+            total_ms += ms;
+            timed_steps++;
+        }
+        printf("step %5lld/%lld | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, max_steps, loss,
+               norm, hyper.lr, ms, total_batch / (ms / 1e3));
+        logger_log_train(&logger, (int)step, loss, hyper.lr, norm);
+    }
+    if (timed_steps > 0)
+        printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps, total_batch / (total_ms / timed_steps / 1e3));
+
+    logger_free(&logger);
+    mamba_gpu_free(&model);
+    dataloader_free(&train_loader);
+    if (have_val) dataloader_free(&val_loader);
+    matmul_free();
+    cudaCheck(cudaStreamDestroy(stream));
+    return 0;
+}
+#endif
