@@ -9,77 +9,101 @@
 #include <string.h>
 
 #define ROW_TILE 8
+#define COL_BLOCK 16
+#define OUT_BLOCK 64
 
-/* A tile of ROW_TILE rows against every output: each weight row is read once per tile, and the
- * eight dot products share its loads (a vectorised loop with eight accumulators). */
+/* Blocks of OUT_BLOCK outputs (their weight rows stay in cache) against tiles of ROW_TILE rows:
+ * the eight dot products of a tile share the loads of each weight row. */
 void matmul_forward(real *out, const real *inp, const real *w, int M, int C, int OC) {
-    int tiles = (M + ROW_TILE - 1) / ROW_TILE;
+    int out_blocks = (OC + OUT_BLOCK - 1) / OUT_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int tile = 0; tile < tiles; tile++) {
-        int m0 = tile * ROW_TILE, rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
-        const real *i0 = inp + (size_t)m0 * C;
-        for (int o = 0; o < OC; o++) {
-            const real *wrow = w + (size_t)o * C;
-            if (rows == ROW_TILE) {
-                real a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    for (int ob = 0; ob < out_blocks; ob++) {
+        int o_end = ob * OUT_BLOCK + OUT_BLOCK < OC ? ob * OUT_BLOCK + OUT_BLOCK : OC;
+        for (int m0 = 0; m0 < M; m0 += ROW_TILE) {
+            int rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
+            const real *i0 = inp + (size_t)m0 * C;
+            for (int o = ob * OUT_BLOCK; o < o_end; o++) {
+                const real *wrow = w + (size_t)o * C;
+                if (rows == ROW_TILE) {
+                    real a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
 #pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7)
-                for (int c = 0; c < C; c++) {
-                    real wv = wrow[c];
-                    a0 += i0[c] * wv;
-                    a1 += i0[C + c] * wv;
-                    a2 += i0[2 * C + c] * wv;
-                    a3 += i0[3 * C + c] * wv;
-                    a4 += i0[4 * C + c] * wv;
-                    a5 += i0[5 * C + c] * wv;
-                    a6 += i0[6 * C + c] * wv;
-                    a7 += i0[7 * C + c] * wv;
+                    for (int c = 0; c < C; c++) {
+                        real wv = wrow[c];
+                        a0 += i0[c] * wv;
+                        a1 += i0[C + c] * wv;
+                        a2 += i0[2 * C + c] * wv;
+                        a3 += i0[3 * C + c] * wv;
+                        a4 += i0[4 * C + c] * wv;
+                        a5 += i0[5 * C + c] * wv;
+                        a6 += i0[6 * C + c] * wv;
+                        a7 += i0[7 * C + c] * wv;
+                    }
+                    real acc[ROW_TILE] = {a0, a1, a2, a3, a4, a5, a6, a7};
+                    for (int r = 0; r < ROW_TILE; r++) out[(size_t)(m0 + r) * OC + o] = acc[r];
+                    continue;
                 }
-                real acc[ROW_TILE] = {a0, a1, a2, a3, a4, a5, a6, a7};
-                for (int r = 0; r < ROW_TILE; r++) out[(size_t)(m0 + r) * OC + o] = acc[r];
-                continue;
-            }
-            for (int r = 0; r < rows; r++) {
-                real acc = 0;
+                for (int r = 0; r < rows; r++) {
+                    real acc = 0;
 #pragma omp simd reduction(+ : acc)
-                for (int c = 0; c < C; c++) acc += i0[(size_t)r * C + c] * wrow[c];
-                out[(size_t)(m0 + r) * OC + o] = acc;
+                    for (int c = 0; c < C; c++) acc += i0[(size_t)r * C + c] * wrow[c];
+                    out[(size_t)(m0 + r) * OC + o] = acc;
+                }
             }
         }
     }
 }
 
+/* dw[o0..o0+ROW_TILE, c0..c0+COL_BLOCK] += sum_m dout[m, o] inp[m, c], accumulated in registers */
+static void weight_grad_tile(real *dw, const real *dout, const real *inp, int M, int C, int OC, int o0, int outs, int c0,
+                             int cols) {
+    real acc[ROW_TILE][COL_BLOCK] = {{0}};
+    if (outs == ROW_TILE && cols == COL_BLOCK) {
+        for (int m = 0; m < M; m++) {
+            const real *x = inp + (size_t)m * C + c0, *d = dout + (size_t)m * OC + o0;
+            for (int k = 0; k < ROW_TILE; k++) {
+                real dk = d[k];
+#pragma omp simd
+                for (int j = 0; j < COL_BLOCK; j++) acc[k][j] += dk * x[j];
+            }
+        }
+    } else {
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < outs; k++)
+                for (int j = 0; j < cols; j++) acc[k][j] += dout[(size_t)m * OC + o0 + k] * inp[(size_t)m * C + c0 + j];
+    }
+    for (int k = 0; k < outs; k++)
+        for (int j = 0; j < cols; j++) dw[(size_t)(o0 + k) * C + c0 + j] += acc[k][j];
+}
+
 void matmul_backward(real *dinp, real *dw, const real *dout, const real *inp, const real *w, int M, int C, int OC) {
     if (dinp) {
+        /* blocks of weight rows in the outer loop so that each block is read from cache by every tile */
         int tiles = (M + ROW_TILE - 1) / ROW_TILE;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int tile = 0; tile < tiles; tile++) {
-            int m0 = tile * ROW_TILE, rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
-            for (int o = 0; o < OC; o++) {
-                const real *wrow = w + (size_t)o * C;
-                for (int r = 0; r < rows; r++) {
-                    real d = dout[(size_t)(m0 + r) * OC + o];
-                    real *di = dinp + (size_t)(m0 + r) * C;
+        for (int o_start = 0; o_start < OC; o_start += 4 * OUT_BLOCK) {
+            int o_end = o_start + 4 * OUT_BLOCK < OC ? o_start + 4 * OUT_BLOCK : OC;
+#pragma omp parallel for schedule(static)
+            for (int tile = 0; tile < tiles; tile++) {
+                int m0 = tile * ROW_TILE, rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
+                for (int o = o_start; o < o_end; o++) {
+                    const real *wrow = w + (size_t)o * C;
+                    for (int r = 0; r < rows; r++) {
+                        real d = dout[(size_t)(m0 + r) * OC + o];
+                        real *di = dinp + (size_t)(m0 + r) * C;
 #pragma omp simd
-                    for (int c = 0; c < C; c++) di[c] += d * wrow[c];
+                        for (int c = 0; c < C; c++) di[c] += d * wrow[c];
+                    }
                 }
             }
         }
     }
-    /* tiles of outputs: each input row is read once per tile of ROW_TILE weight-gradient rows */
-    int out_tiles = (OC + ROW_TILE - 1) / ROW_TILE;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int tile = 0; tile < out_tiles; tile++) {
-        int o0 = tile * ROW_TILE, outs = OC - o0 < ROW_TILE ? OC - o0 : ROW_TILE;
-        for (int m = 0; m < M; m++) {
-            const real *irow = inp + (size_t)m * C;
-            for (int k = 0; k < outs; k++) {
-                real d = dout[(size_t)m * OC + o0 + k];
-                real *dwrow = dw + (size_t)(o0 + k) * C;
-#pragma omp simd
-                for (int c = 0; c < C; c++) dwrow[c] += d * irow[c];
-            }
+    int out_tiles = (OC + ROW_TILE - 1) / ROW_TILE, col_blocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+    for (int tile = 0; tile < out_tiles; tile++)
+        for (int cb = 0; cb < col_blocks; cb++) {
+            int o0 = tile * ROW_TILE, c0 = cb * COL_BLOCK;
+            weight_grad_tile(dw, dout, inp, M, C, OC, o0, OC - o0 < ROW_TILE ? OC - o0 : ROW_TILE, c0,
+                             C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK);
         }
-    }
 }
 
 void rmsnorm_forward(real *out, real *rstd, const real *inp, const real *w, int M, int C, real eps) {
