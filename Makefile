@@ -64,8 +64,9 @@ NVCC_WARN = -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.cu)
 GPU_TEST_BINS := $(foreach p,BF16 FP32,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))
 
-train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(HEADERS)
-	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) $< $(HOST_OBJS) $(NVCC_LDLIBS) -o $@
+# samples are drawn on the CPU (model/cpu_sample.c), so the trainer links the float CPU model
+train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
 # GPU tests include train_ssd.cu (with -DTESTING) and link the double-precision CPU reference;
 # each is built in both precisions.
@@ -79,9 +80,9 @@ $(BUILD)/gpu/FP32/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
 	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_FP32 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
 
 # the FP32 trainer for the GPU training-parity test
-$(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(HEADERS)
+$(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(NVCC_LDLIBS) -o $@
+	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
 test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd
 	@bash tests/gpu/run_gpu_tests.sh $(GPU_TEST_BINS)

@@ -19,6 +19,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/cpu_model.h"
+#include "model/cpu_sample.h"
 #include "model/eval_split.h"
 #include "model/logger.h"
 #include "model/params.h"
@@ -29,18 +30,6 @@
 #define ADAM_BETA1 0.9f
 #define ADAM_BETA2 0.95f
 #define ADAM_EPS 1e-8f
-
-/* tokenizer.bin beside the train shards unless -tk names one */
-static void default_tokenizer_path(const TrainArgs *args, char *out, size_t n) {
-    if (args->tokenizer_path) {
-        snprintf(out, n, "%s", args->tokenizer_path);
-        return;
-    }
-    const char *slash = strrchr(args->train_pattern, '/');
-    int dir_len = slash ? (int)(slash - args->train_pattern) : 0;
-    if (slash) snprintf(out, n, "%.*s/tokenizer.bin", dir_len, args->train_pattern);
-    else snprintf(out, n, "tokenizer.bin");
-}
 
 static float evaluate(Mamba *model, DataLoader *loader, int max_batches) {
     dataloader_reset(loader);
@@ -53,26 +42,6 @@ static float evaluate(Mamba *model, DataLoader *loader, int max_batches) {
         total += model->mean_loss;
     }
     return (float)(total / batches);
-}
-
-static void print_sample(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperature, int top_k, uint64_t *rng) {
-    const ModelConfig *c = &model->config;
-    int start = tokenizer_eot(tokenizer);
-    if (start < 0 || start >= c->vocab_size) start = 0;
-    MambaInferenceState state;
-    inference_state_init(&state, c);
-    real *logits = (real *)mallocCheck(sizeof(real) * c->padded_vocab);
-    mamba_prefill(model, &start, 1, &state, logits);
-    printf("generating:\n---\n");
-    for (int t = 0; t < gen_T; t++) {
-        int next = sample_token(logits, c->vocab_size, temperature, top_k, (float)rng_uniform(rng));
-        printf("%s", tokenizer_decode(tokenizer, (uint32_t)next));
-        fflush(stdout);
-        mamba_step(model, next, &state, logits);
-    }
-    printf("\n---\n");
-    free(logits);
-    inference_state_free(&state);
 }
 
 int main(int argc, char **argv) {
@@ -178,7 +147,7 @@ int main(int argc, char **argv) {
     logger_init(&logger, args.output_dir, 0, latest >= 0);
     Tokenizer tokenizer;
     char tokenizer_path[4096];
-    default_tokenizer_path(&args, tokenizer_path, sizeof(tokenizer_path));
+    args_tokenizer_path(&args, tokenizer_path, sizeof(tokenizer_path));
     tokenizer_init(&tokenizer, tokenizer_path);
 
     float *snapshot = (float *)mallocCheck(sizeof(float) * model.layout.total);
@@ -219,7 +188,7 @@ int main(int argc, char **argv) {
             logger_log_val(&logger, step, val_loss);
         }
         if (args.gen_T > 0 && ((args.sample_every > 0 && step % args.sample_every == 0 && step > start_step) || last_step))
-            print_sample(&model, &tokenizer, args.gen_T, args.temperature, args.top_k, &sample_rng);
+            sample_print(&model, &tokenizer, args.gen_T, args.temperature, args.top_k, &sample_rng);
         if (last_step) break;
 
         double t0 = wall_seconds();

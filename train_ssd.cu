@@ -16,9 +16,11 @@
 #include <string.h>
 
 #include "data/dataloader.h"
+#include "data/tokenizer.h"
 #include "model/args.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/cpu_sample.h"
 #include "model/logger.h"
 #include "model/params.h"
 #include "model/rng.h"
@@ -472,7 +474,19 @@ static void save_checkpoint(MambaGPU *model, const TrainArgs *args, const TrainS
     free(params);
 }
 
+/* Samples on the CPU from a copy of the current weights: generation is one token at a time. */
+static void print_sample(MambaGPU *model, Tokenizer *tokenizer, const TrainArgs *args, uint64_t *rng) {
+    float *params = (float *)mallocCheck(model->layout.total * sizeof(float));
+    mamba_gpu_get_params(model, params);
+    Mamba cpu_model;
+    mamba_build(&cpu_model, &model->config, params);
+    sample_print(&cpu_model, tokenizer, args->gen_T, args->temperature, args->top_k, rng);
+    mamba_free(&cpu_model);
+    free(params);
+}
+
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* step lines appear as they happen, also in a piped log */
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
@@ -557,6 +571,10 @@ int main(int argc, char **argv) {
 
     Logger logger;
     logger_init(&logger, args.output_dir, 0, have_resumed);
+    Tokenizer tokenizer;
+    char tokenizer_path[4096];
+    args_tokenizer_path(&args, tokenizer_path, sizeof(tokenizer_path));
+    tokenizer_init(&tokenizer, tokenizer_path);
     LRSchedule schedule = {args.learning_rate, args.warmup_steps, (int)max_steps, args.final_lr_frac};
     AdamWHyper hyper = {0.0f, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip, 0};
     float dloss = 1.0f / (float)(tokens_per_micro * accum_steps);
@@ -573,6 +591,8 @@ int main(int argc, char **argv) {
             printf("val loss %.6f\n", val_loss);
             logger_log_val(&logger, (int)step, val_loss);
         }
+        if (args.gen_T > 0 && ((args.sample_every > 0 && step % args.sample_every == 0 && step > start_step) || last))
+            print_sample(&model, &tokenizer, &args, &rng_state);
         if (last) break;
 
         double t0 = wall_seconds();
@@ -609,6 +629,7 @@ int main(int argc, char **argv) {
     if (timed_steps > 0)
         printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps, total_batch / (total_ms / timed_steps / 1e3));
 
+    tokenizer_free(&tokenizer);
     logger_free(&logger);
     mamba_gpu_free(&model);
     dataloader_free(&train_loader);

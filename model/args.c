@@ -187,3 +187,13 @@ void args_print(const TrainArgs *a) {
            a->total_batch_size, a->max_steps, a->learning_rate, a->warmup_steps, a->final_lr_frac, a->weight_decay,
            a->grad_clip);
 }
+
+void args_tokenizer_path(const TrainArgs *a, char *out, size_t n) {
+    if (a->tokenizer_path) {
+        snprintf(out, n, "%s", a->tokenizer_path);
+        return;
+    }
+    const char *slash = strrchr(a->train_pattern, '/');
+    if (slash) snprintf(out, n, "%.*s/tokenizer.bin", (int)(slash - a->train_pattern), a->train_pattern);
+    else snprintf(out, n, "tokenizer.bin");
+}

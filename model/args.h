@@ -5,6 +5,8 @@
 #ifndef SSD_MODEL_ARGS_H
 #define SSD_MODEL_ARGS_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -46,6 +48,8 @@ void args_defaults(TrainArgs *args);
 void args_parse(TrainArgs *args, int argc, char **argv, const char *program);
 void args_print_help(const char *program);
 void args_print(const TrainArgs *args);
+/* The tokenizer for samples: -tk, else tokenizer.bin in the directory of the train shards. */
+void args_tokenizer_path(const TrainArgs *args, char *out, size_t n);
 
 #ifdef __cplusplus
 }

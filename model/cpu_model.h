@@ -24,6 +24,10 @@
 #include "params.h"
 #include "real.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     real *residual;    /* [L+1, B, T, D]: the residual stream entering each layer, and after the last */
     real *norm_out;    /* [L, B, T, D]  RMSNorm output (input of in_proj) */
@@ -100,4 +104,7 @@ EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry
 /* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */
 int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,23 @@
+#include "cpu_sample.h"
+#include "rng.h"
+#include "utils.h"
+
+void sample_print(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperature, int top_k, uint64_t *rng) {
+    const ModelConfig *c = &model->config;
+    int start = tokenizer_eot(tokenizer);
+    if (start < 0 || start >= c->vocab_size) start = 0;
+    MambaInferenceState state;
+    inference_state_init(&state, c);
+    real *logits = (real *)mallocCheck(sizeof(real) * c->padded_vocab);
+    mamba_prefill(model, &start, 1, &state, logits);
+    printf("generating:\n---\n");
+    for (int t = 0; t < gen_T; t++) {
+        int next = sample_token(logits, c->vocab_size, temperature, top_k, (float)rng_uniform(rng));
+        printf("%s", tokenizer_decode(tokenizer, (uint32_t)next));
+        fflush(stdout);
+        mamba_step(model, next, &state, logits);
+    }
+    printf("\n---\n");
+    free(logits);
+    inference_state_free(&state);
+}
