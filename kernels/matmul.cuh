@@ -10,6 +10,8 @@
 #ifndef SSD_KERNELS_MATMUL_CUH
 #define SSD_KERNELS_MATMUL_CUH
 
+#include <stdint.h>
+
 #include "common.cuh"
 
 #define MATMUL_WORKSPACE_BYTES (32 * 1024 * 1024)
@@ -25,6 +27,14 @@ static void matmul_init(void) {
 static void matmul_free(void) {
     cudaCheck(cudaFree(matmul_workspace));
     cublasCheck(cublasLtDestroy(matmul_handle));
+}
+
+/* Largest power of two (at most 256) dividing the address: cuBLASLt otherwise assumes 256-byte
+ * aligned operands, and per-layer slices of the flat parameter buffer are not. */
+static uint32_t pointer_alignment(const void *p) {
+    uint32_t alignment = 256;
+    while (alignment > 1 && (uintptr_t)p % alignment != 0) alignment /= 2;
+    return alignment;
 }
 
 /* Column-major D[m, n] = op(A)[m, k] @ op(B)[k, n] + beta * D; D has type d_type, A and B are floatX. */
@@ -45,6 +55,11 @@ static void matmul_lt(void *d, cudaDataType_t d_type, const floatX *a, const flo
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                                      sizeof(workspace_bytes)));
+    uint32_t align_a = pointer_alignment(a), align_b = pointer_alignment(b), align_d = pointer_alignment(d);
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof(align_d)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)));
     cublasLtMatmulHeuristicResult_t heuristic;
     int found = 0;
     cublasCheck(cublasLtMatmulAlgoGetHeuristic(matmul_handle, desc, a_layout, b_layout, d_layout, d_layout, pref, 1,

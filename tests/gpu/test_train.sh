@@ -35,8 +35,14 @@ for build in bf16:./train_ssdcu:0.05 fp32:build/gpu/FP32/train_ssdcu:0.002; do
                    ok ? "PASS" : "FAIL", name, n, max, at, tol, last_cpu, last_gpu, first_cpu }'
 done
 
-# 2. exact resume on the GPU
+# 2. determinism (two identical runs) and exact resume on the GPU
 ./train_ssdcu "${common[@]}" -x 20 -n 10 -o "$work/full" > "$work/full.log" 2>&1
+./train_ssdcu "${common[@]}" -x 20 > "$work/again.log" 2>&1
+if [ -n "$(losses "$work/full.log")" ] && [ "$(losses "$work/full.log")" = "$(losses "$work/again.log")" ]; then
+    echo "PASS deterministic: two identical 20-step runs give bit-identical losses"
+else
+    echo "FAIL deterministic: two identical 20-step runs differ: $(paste -d' ' <(losses "$work/full.log") <(losses "$work/again.log") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
+fi
 mkdir -p "$work/resumed"
 cp "$work/full"/*00000010* "$work/resumed/"
 ./train_ssdcu "${common[@]}" -x 20 -n 10 -o "$work/resumed" -y 1 > "$work/resumed.log" 2>&1
@@ -45,20 +51,22 @@ resumed=$(losses "$work/resumed.log")
 if [ -n "$full" ] && [ "$full" = "$resumed" ] && [ "$(echo "$full" | wc -l)" -eq 10 ]; then
     echo "PASS resume_exact: steps 11..20 bit-identical after resuming from step 10 (last: $(echo "$full" | tail -n 1))"
 else
-    echo "FAIL resume_exact: losses differ after resume"
-    paste <(echo "$full") <(echo "$resumed") | head -n 12
-    tail -n 3 "$work/resumed.log"
+    echo "FAIL resume_exact: losses differ after resume: $(paste -d' ' <(echo "$full") <(echo "$resumed") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
 fi
 
 # 3. compute-sanitizer on a tiny model
 if command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck; do
-        compute-sanitizer --tool $tool --error-exitcode 1 ./train_ssdcu -e configs/ssd-mamba-tiny.json \
+        # cuBLAS's own split-K kernels (nvjet_*) are left out: racecheck reports a shared-memory hazard
+        # inside them that is NVIDIA's, not this project's
+        exclude=()
+        [ "$tool" = racecheck ] && exclude=(--kernel-name-exclude kns=nvjet)
+        compute-sanitizer --tool $tool --error-exitcode 1 "${exclude[@]}" ./train_ssdcu -e configs/ssd-mamba-tiny.json \
             -i "$shards/*_train_*.bin" -b 2 -t 64 -x 2 -v 0 -g 0 > "$work/$tool.log" 2>&1
         status=$?
         summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/$tool.log" | tail -n 1)
         if [ $status -eq 0 ]; then echo "PASS sanitizer_$tool: ${summary:-clean}"; else
-            where=$(grep -A2 -m 2 -E 'Invalid|Race reported|Error:' "$work/$tool.log" | grep -oE 'in [A-Za-z_0-9]+(<[^>]*>)?' | sort -u | tr '\n' ' ')
+            where=$(grep -A2 -m 2 -E 'Invalid|Race reported|Error:' "$work/$tool.log" | grep -oE '[A-Za-z_0-9]+\.cuh?:[0-9]+|(at|in) [A-Za-z_][A-Za-z_0-9]+[(+]' | sort -u | tr '\n' ' ')
             echo "FAIL sanitizer_$tool: status $status ${summary}; in kernels: ${where}"; fi
     done
 else
