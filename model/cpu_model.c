@@ -169,7 +169,8 @@ static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState
     for (int b = 0; b < B; b++) {
         real *conv_out = a.xbc_conv + (size_t)b * T * c->conv_dim;
         const real *conv_in = a.zxbcdt + (size_t)b * T * c->d_in_proj + E;
-        if (states) conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim);
+        if (states)
+            conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim);
         else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv);
     }
     for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) a.xbc[i] = silu_of(a.xbc_conv[i]);

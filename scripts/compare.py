@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""
+WikiText-2 comparison of SSD-Mamba (diagonal A) against Mamba-2 (scalar A): trains both variants for
+several seeds with the same data order per seed, evaluates every target of the val and test splits
+(fresh state per window, and state carried across windows), and writes a report: report.md (a table of
+perplexities, mean and spread over seeds, parameter counts, tokens/s, wall time) and val_loss.png.
+
+A sweep resumes where it stopped: a run with result.json is skipped, any other run restarts from its
+newest checkpoint (the trainer's -y 1). See docs_compare.md for the settings and conventions.
+
+Examples:
+  python3 scripts/compare.py --preset paper                       # CPU trainer, 5 seeds
+  python3 scripts/compare.py --preset gpt2-medium --trainer ./train_ssdcu
+  python3 scripts/compare.py --preset paper --report-only         # rebuild the report from finished runs
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+RAW_WIKITEXT = os.path.join(SHARED, "data", "wikitext-2")
+SHARD_MAGIC = 20240520
+TOKENIZER_MAGIC = 20251123
+TOKENIZER_KINDS = {0: "bytes", 1: "gpt2", 2: "neox", 3: "word"}
+RAW_SPLIT_FILES = {"val": "valid.txt", "test": "test.txt"}
+VARIANT_NAMES = {"scalar": "mamba2", "diagonal": "ssd-mamba"}
+
+# Training settings per preset; every one can be overridden on the command line.
+PRESETS = {
+    # the paper's small experiment: word level, d_model 64, d_state 16, 2 layers, T 128, B 64, AdamW 1e-3,
+    # 10 epochs; a constant learning rate (-q 1) as the paper names no schedule
+    "paper": dict(configs=["configs/wikitext2-word-small-mamba2.json", "configs/wikitext2-word-small-ssd.json"],
+                  tokenizer="word", data="datasets/wikitext2_word", batch=64, seq_len=128, lr=1e-3, warmup=0,
+                  final_lr_frac=1.0, weight_decay=0.01, epochs=10),
+    # realistic settings: ~30M (word) and ~39M (GPT-2 BPE) parameters, T 512, warmup + cosine, on the GPU
+    "word-medium": dict(configs=["configs/wikitext2-word-medium-mamba2.json", "configs/wikitext2-word-medium-ssd.json"],
+                        tokenizer="word", data="datasets/wikitext2_word", batch=16, seq_len=512, lr=6e-4, warmup=100,
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=8),
+    "gpt2-medium": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
+                        tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=512, lr=6e-4, warmup=100,
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=8),
+}
+
+STEP_LINE = re.compile(r"^step\s+(\d+)/(\d+) \| loss (\S+) .*\| ([\d.]+) ms \| \d+ tok/s$")
+EVAL_LINE = re.compile(r"^eval (val|test) loss (\S+) tokens (\d+) carry ([01])$")
+PARAMS_LINE = re.compile(r"^parameters: (\d+) \((\d+) with the padded vocab rows\)$")
+VAL_LOG_LINE = re.compile(r"^s:(\d+) tel:(\S+)$")
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data and configs
+
+def read_header_ints(path, count):
+    """The first `count` int32 of a file, reading through zstd for a .zst shard."""
+    nbytes = 4 * count
+    if path.endswith(".zst"):
+        result = subprocess.run(["zstd", "-dc", path], capture_output=True)
+        if result.returncode != 0:
+            fail(f"{path}: zstd cannot decompress it: {result.stderr.decode(errors='replace').strip()}")
+        data = result.stdout[:nbytes]
+    else:
+        with open(path, "rb") as f:
+            data = f.read(nbytes)
+    if len(data) < nbytes:
+        fail(f"{path}: truncated header ({len(data)} of {nbytes} bytes)")
+    return np.frombuffer(data, dtype="<i4")
+
+
+def shard_tokens(path):
+    header = read_header_ints(path, 3)
+    if header[0] != SHARD_MAGIC or header[1] not in (1, 2) or header[2] < 1:
+        fail(f"{path}: not a token shard (magic {header[0]}, version {header[1]}, ntok {header[2]})")
+    return int(header[2])
+
+
+def split_shards(data_dir, split):
+    pattern = os.path.join(data_dir, f"*_{split}_*.bin*")
+    return pattern, sorted(glob.glob(pattern))
+
+
+def read_tokenizer_info(data_dir):
+    path = os.path.join(data_dir, "tokenizer.bin")
+    if not os.path.isfile(path):
+        fail(f"{path} not found (prepare the data with scripts/prepro.py)")
+    header = read_header_ints(path, 5)
+    if header[0] != TOKENIZER_MAGIC or int(header[4]) not in TOKENIZER_KINDS:
+        fail(f"{path}: not a tokenizer.bin (magic {header[0]}, kind {header[4]})")
+    return {"vocab_size": int(header[2]), "kind": TOKENIZER_KINDS[int(header[4])]}
+
+
+def prepare_data(args):
+    """Runs scripts/prepro.py when the data dir has no shards yet."""
+    if all(split_shards(args.data, s)[1] for s in ("train", "val", "test")):
+        return
+    if args.tokenizer is None:
+        fail(f"{args.data} has no train/val/test shards; prepare them with scripts/prepro.py or give --tokenizer")
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "prepro.py"), "--recipe", "wikitext2", "--tokenizer",
+           args.tokenizer, "--input", args.raw, "--out", args.data]
+    print("preparing data:", " ".join(cmd), flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        fail("data preparation failed (see above)")
+
+
+def count_words(path):
+    """WikiText's word count: whitespace-separated tokens plus one <eos> per line (every line, blank
+    ones included), which is what the word-level tokenizer of scripts/prepro.py emits."""
+    with open(path, "r", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return sum(len(line.split()) + 1 for line in lines)
+
+
+def load_variant_configs(paths, vocab_size):
+    """{variant: (path, config)}: two configs identical except 'a_structure' (and 'name')."""
+    if len(paths) != 2:
+        fail("--configs needs exactly two model configs (scalar and diagonal A)")
+    configs = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                config = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            fail(f"{path}: cannot read the model config: {e}")
+        structure = config.get("a_structure", "scalar")
+        if structure not in VARIANT_NAMES:
+            fail(f"{path}: field 'a_structure' must be \"scalar\" or \"diagonal\"")
+        if config.get("vocab_size") != vocab_size:
+            fail(f"{path}: field 'vocab_size' is {config.get('vocab_size')} but the data's tokenizer.bin has "
+                 f"{vocab_size} tokens")
+        configs[VARIANT_NAMES[structure]] = (path, config)
+    if len(configs) != 2:
+        fail(f"--configs {paths[0]} {paths[1]}: need one scalar and one diagonal config")
+    (pa, a), (pb, b) = configs.values()
+    ignored = {"a_structure", "name"}
+    differ = sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
+    if differ:
+        fail(f"{pa} and {pb} must be identical except 'a_structure'; they differ in {', '.join(differ)}")
+    return configs
+
+
+# ---------------------------------------------------------------------------------------------------
+# runs
+
+def steps_per_epoch(train_shards, batch, seq_len):
+    """Batches per epoch exactly as the loader counts them (data/dataloader.h, one process)."""
+    return sum(((shard_tokens(p) - 1) // seq_len) // batch for p in train_shards)
+
+
+def run_logged(cmd, log_path, attempts_path):
+    """Runs cmd with its output in log_path; records the start time for the wall-time total."""
+    attempts = json.load(open(attempts_path)) if os.path.exists(attempts_path) else []
+    attempts.append({"log": os.path.basename(log_path), "start": time.time()})
+    with open(attempts_path, "w") as f:
+        json.dump(attempts, f)
+    with open(log_path, "w") as log:
+        log.write("# " + " ".join(cmd) + "\n")
+        log.flush()
+        status = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-15:])
+        fail(f"{cmd[0]} exited with status {status}; {log_path} ends with:\n{tail}")
+
+
+def parse_evals(log_path):
+    """{(split, carry): (mean loss, tokens)} from the eval lines of a trainer log (the last of each)."""
+    evals = {}
+    with open(log_path) as f:
+        for line in f:
+            m = EVAL_LINE.match(line.rstrip("\n"))
+            if m:
+                evals[(m.group(1), int(m.group(4)))] = (float(m.group(2)), int(m.group(3)))
+    return evals
+
+
+def summarise_run(run_dir, tokens_per_step, final_step):
+    """result.json contents from a finished run's logs."""
+    attempts = json.load(open(os.path.join(run_dir, "attempts.json")))
+    steps, params, evals, wall = {}, None, {}, 0.0
+    for attempt in attempts:
+        log_path = os.path.join(run_dir, attempt["log"])
+        wall += os.path.getmtime(log_path) - attempt["start"]
+        with open(log_path) as f:
+            for line in f:
+                line = line.rstrip("\n")
+                m = STEP_LINE.match(line)
+                if m:
+                    steps[int(m.group(1))] = (float(m.group(3)), float(m.group(4)))  # a resumed step: the last
+                m = PARAMS_LINE.match(line)
+                if m:
+                    params = int(m.group(1))
+        evals.update(parse_evals(log_path))
+    missing = [k for k in (("val", 0), ("test", 0), ("val", 1), ("test", 1)) if k not in evals]
+    if missing or params is None:
+        fail(f"{run_dir}: the logs lack {'the parameter count' if params is None else ''} "
+             f"{', '.join(f'eval {s} carry {c}' for s, c in missing)}")
+    curve = {}
+    with open(os.path.join(run_dir, "main.log")) as f:
+        for line in f:
+            m = VAL_LOG_LINE.match(line.strip())
+            if m:
+                curve[int(m.group(1))] = float(m.group(2))
+    step_ms = sum(ms for _, ms in steps.values())
+    return {
+        "params": params,
+        "final_step": final_step,
+        "train_tokens": final_step * tokens_per_step,
+        "tokens_per_s": len(steps) * tokens_per_step / (step_ms / 1000) if step_ms > 0 else None,
+        "wall_s": wall,
+        "final_train_loss": steps[max(steps)][0] if steps else None,
+        "eval": {f"{s}_carry{c}": {"loss": v[0], "tokens": v[1]} for (s, c), v in sorted(evals.items())},
+        "val_curve": [[s * tokens_per_step, loss] for s, loss in sorted(curve.items())],
+    }
+
+
+def run_one(args, variant, config_path, seed, splits, max_steps):
+    run_dir = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
+    result_path = os.path.join(run_dir, "result.json")
+    if os.path.exists(result_path):
+        print(f"{variant} seed {seed}: done, skipped", flush=True)
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    attempts_path = os.path.join(run_dir, "attempts.json")
+    attempt = len(glob.glob(os.path.join(run_dir, "train_*.log")))
+    tokens_per_step = args.batch * args.seq_len
+    common = ["-i", splits["train"], "-j", splits["val"], "-ti", splits["test"], "-b", str(args.batch),
+              "-t", str(args.seq_len), "-g", "0", "-m", "-1"]
+    if args.threads:
+        common += ["-th", str(args.threads)]
+    train_cmd = [args.trainer, "-e", config_path, "-o", run_dir, "-R", str(seed), "-d", str(tokens_per_step),
+                 "-x", str(max_steps), "-l", str(args.lr), "-u", str(args.warmup), "-q", str(args.final_lr_frac),
+                 "-c", str(args.weight_decay), "-n", str(args.checkpoint_every), "-nk", "2", "-y", "1",
+                 "-v", str(args.val_every), "-ec", "0"] + common + args.extra.split()
+    print(f"{variant} seed {seed}: training {max_steps} steps -> {run_dir}", flush=True)
+    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path)
+    model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
+    if not os.path.isfile(model_path):
+        fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
+    eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
+    run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path)
+    result = summarise_run(run_dir, tokens_per_step, max_steps)
+    result.update(variant=variant, seed=seed, config=config_path)
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(result_path + ".tmp", result_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# report
+
+def mean_spread(values, fmt, signed=False):
+    """'mean ± sample std [min, max]' of the seeds' values; signed puts a sign on all but the std."""
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    f = fmt.replace("{:", "{:+") if signed else fmt
+    return f"{f.format(statistics.mean(values))} ± {fmt.format(std)} [{f.format(min(values))}, {f.format(max(values))}]"
+
+
+def ppl(result, split, carry):
+    """Perplexity per target: exp(mean cross-entropy)."""
+    return math.exp(result["eval"][f"{split}_carry{carry}"]["loss"])
+
+
+def per_word_ppl(result, split, carry, words):
+    """exp(total cross-entropy over the split's targets / words in the split)."""
+    e = result["eval"][f"{split}_carry{carry}"]
+    return math.exp(e["loss"] * e["tokens"] / words)
+
+
+def write_report(args, results, meta):
+    variants = [v for v in ("mamba2", "ssd-mamba") if any(r["variant"] == v for r in results)]
+    by_variant = {v: sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"]) for v in variants}
+    word_level = meta["tokenizer"] == "word"
+    words = meta.get("words")
+    lines = [f"# WikiText-2: SSD-Mamba (diagonal A) vs Mamba-2 (scalar A) — preset `{args.preset}`", ""]
+    schedule = (f"constant after {args.warmup} warmup steps" if args.final_lr_frac == 1 else
+                f"warmup {args.warmup}, cosine to {args.final_lr_frac:g} x lr")
+    lines += [f"- data: `{args.data}` ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}); "
+              f"train {meta['train_tokens']:,} tokens",
+              f"- models: {', '.join(f'{v} `{p}`' for v, p in meta['configs'].items())}",
+              f"- trainer: `{args.trainer}`; B {args.batch}, T {args.seq_len}, {meta['max_steps']} steps "
+              f"({meta['epochs']:.2f} epochs, {meta['max_steps'] * args.batch * args.seq_len:,} tokens), AdamW lr "
+              f"{args.lr:g} ({schedule}), weight decay {args.weight_decay:g}",
+              f"- seeds: {', '.join(str(s) for s in meta['seeds'])} (a seed fixes the data order, identical for "
+              f"both variants, and the initialisation)",
+              f"- evaluation: every target of the val ({meta['eval_tokens']['val']:,}) and test "
+              f"({meta['eval_tokens']['test']:,}) splits in windows of T = {args.seq_len}; \"fresh\": each window "
+              f"starts from a zero state, \"carried\": the state flows from window to window"]
+    if words:
+        lines.append(f"- words (whitespace tokens + one <eos> per line of the raw text): val {words['val']:,}, "
+                     f"test {words['test']:,}")
+    lines.append("")
+    unit = "per word" if word_level else "per token"
+    header = ["variant", "runs", "parameters", f"val ppl {unit}", f"test ppl {unit}",
+              f"test ppl {unit} (carried)"]
+    if not word_level and words:
+        header += ["test ppl per word", "test ppl per word (carried)"]
+    header += ["best val loss", "train tokens/s", "wall time per run"]
+    lines += ["## Mean ± std over seeds [min, max]", "", "| " + " | ".join(header) + " |",
+              "|" + "---|" * len(header)]
+    for v in variants:
+        rs = by_variant[v]
+        row = [v, str(len(rs)), f"{rs[0]['params']:,}",
+               mean_spread([ppl(r, "val", 0) for r in rs], "{:.2f}"),
+               mean_spread([ppl(r, "test", 0) for r in rs], "{:.2f}"),
+               mean_spread([ppl(r, "test", 1) for r in rs], "{:.2f}")]
+        if not word_level and words:
+            row += [mean_spread([per_word_ppl(r, "test", c, words["test"]) for r in rs], "{:.2f}") for c in (0, 1)]
+        row += [mean_spread([min(l for _, l in r["val_curve"]) for r in rs if r["val_curve"]], "{:.4f}"),
+                mean_spread([r["tokens_per_s"] for r in rs if r["tokens_per_s"]], "{:,.0f}"),
+                mean_spread([r["wall_s"] for r in rs], "{:.1f}") + " s"]
+        lines.append("| " + " | ".join(row) + " |")
+    paired = [(a, b) for a in by_variant.get("mamba2", []) for b in by_variant.get("ssd-mamba", [])
+              if a["seed"] == b["seed"]]
+    if paired:
+        lines += ["", "## Paired by seed: SSD-Mamba minus Mamba-2 (negative: SSD-Mamba is better)", "",
+                  "| metric | mean ± std [min, max] | seeds where SSD-Mamba is better |", "|---|---|---|"]
+        for label, split, carry in (("val loss (fresh)", "val", 0), ("test loss (fresh)", "test", 0),
+                                    ("test loss (carried)", "test", 1)):
+            diffs = [b["eval"][f"{split}_carry{carry}"]["loss"] - a["eval"][f"{split}_carry{carry}"]["loss"]
+                     for a, b in paired]
+            lines.append(f"| {label} | {mean_spread(diffs, '{:.4f}', signed=True)} | {sum(d < 0 for d in diffs)} of {len(diffs)} |")
+    lines += ["", "## Runs", "", "| variant | seed | val loss | val ppl | test loss | test ppl | test ppl (carried) | "
+              "final train loss | tokens/s | wall |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        for r in by_variant[v]:
+            lines.append(f"| {v} | {r['seed']} | {r['eval']['val_carry0']['loss']:.4f} | {ppl(r, 'val', 0):.2f} | "
+                         f"{r['eval']['test_carry0']['loss']:.4f} | {ppl(r, 'test', 0):.2f} | {ppl(r, 'test', 1):.2f} | "
+                         f"{r['final_train_loss']:.4f} | {r['tokens_per_s'] or 0:,.0f} | {r['wall_s']:.1f} s |")
+    lines += ["", "![validation loss against training tokens](val_loss.png)", "",
+              "Perplexity is exp(mean cross-entropy over the split's targets). " +
+              ("Word level: one target per word and per line's <eos>; the split's first token (the <eos> of its "
+               "blank first line) is context only. " if word_level else
+               "Per word: exp(total cross-entropy over the split's BPE targets / number of words). ") +
+              "Tokens/s counts training steps only; wall time includes evaluation. See docs_compare.md.", ""]
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def plot_curves(args, results):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colors = {"mamba2": "tab:blue", "ssd-mamba": "tab:red"}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labelled = set()
+    for r in sorted(results, key=lambda r: (r["variant"], r["seed"])):
+        if not r["val_curve"]:
+            continue
+        x, y = zip(*r["val_curve"])
+        label = r["variant"] if r["variant"] not in labelled else None
+        labelled.add(r["variant"])
+        ax.plot(x, y, color=colors.get(r["variant"], "black"), alpha=0.7, linewidth=1.2, label=label)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_title(f"WikiText-2 ({args.preset}): every seed, both variants")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "val_loss.png"), dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Compare SSD-Mamba (diagonal A) with Mamba-2 (scalar A) on WikiText-2.")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper")
+    p.add_argument("--trainer", default="./train_ssd", help="./train_ssd (CPU) or ./train_ssdcu (CUDA)")
+    p.add_argument("--out", help="sweep directory (default runs/compare-<preset>)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per variant, at least 3 (default 5)")
+    p.add_argument("--first-seed", type=int, default=1)
+    p.add_argument("--configs", nargs=2, metavar=("A.json", "B.json"), help="the scalar and the diagonal config")
+    p.add_argument("--data", help="prepared dataset dir (*_{train,val,test}_*.bin and tokenizer.bin)")
+    p.add_argument("--tokenizer", choices=["word", "gpt2"], help="for preparing the data when it is missing")
+    p.add_argument("--raw", default=RAW_WIKITEXT, help="dir with WikiText-2's train/valid/test.txt (default %(default)s)")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--final-lr-frac", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=float, help="training length in epochs of the train split")
+    p.add_argument("--steps", type=int, help="training length in steps (instead of --epochs)")
+    p.add_argument("--val-every", type=int, help="steps between val evaluations (default: 20 per run)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: 10 per run)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for train_ssd (-th)")
+    p.add_argument("--extra", default="", help="more trainer flags, e.g. \"-C 0.5\"")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    args = p.parse_args(argv)
+    preset = PRESETS[args.preset]
+    args.configs = args.configs or preset["configs"]
+    if args.data is None:
+        args.data = os.path.join(REPO, preset["data"])
+        args.tokenizer = args.tokenizer or preset["tokenizer"]
+    for key in ("batch", "seq_len", "lr", "warmup", "final_lr_frac", "weight_decay"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    if args.epochs is None and args.steps is None:
+        args.epochs = preset["epochs"]
+    args.out = args.out or os.path.join(REPO, "runs", f"compare-{args.preset}")
+    if args.seeds < 3:
+        p.error("--seeds must be at least 3: the report gives a spread over seeds")
+    if args.batch < 1 or args.seq_len < 1 or (args.steps is not None and args.steps < 1):
+        p.error("--batch, --seq-len and --steps must be positive")
+    if not args.report_only and not (os.path.isfile(args.trainer) and os.access(args.trainer, os.X_OK)):
+        p.error(f"--trainer {args.trainer}: not an executable file (build it with make)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prepare_data(args)
+    info = read_tokenizer_info(args.data)
+    configs = load_variant_configs(args.configs, info["vocab_size"])
+    splits, eval_tokens = {}, {}
+    for split in ("train", "val", "test"):
+        pattern, shards = split_shards(args.data, split)
+        if not shards:
+            fail(f"no {split} shards match {pattern}")
+        splits[split] = pattern
+        if split != "train":
+            eval_tokens[split] = sum(shard_tokens(s) - 1 for s in shards)
+    per_epoch = steps_per_epoch(glob.glob(splits["train"]), args.batch, args.seq_len)
+    if per_epoch < 1:
+        fail(f"the train split of {args.data} has less than one batch of B={args.batch} x T={args.seq_len}")
+    max_steps = args.steps if args.steps is not None else max(1, round(args.epochs * per_epoch))
+    args.val_every = args.val_every or max(1, max_steps // 20)
+    args.checkpoint_every = args.checkpoint_every or max(1, max_steps // 10)
+    words = None
+    if all(os.path.isfile(os.path.join(args.raw, f)) for f in RAW_SPLIT_FILES.values()):
+        words = {s: count_words(os.path.join(args.raw, f)) for s, f in RAW_SPLIT_FILES.items()}
+        if info["kind"] == "word":
+            for s in RAW_SPLIT_FILES:  # a word-level split predicts every word but its first
+                if eval_tokens[s] + 1 != words[s]:
+                    print(f"warning: {s}: {words[s]:,} words in {args.raw} but {eval_tokens[s] + 1:,} tokens in "
+                          f"{args.data}: was the data prepared from another text?", file=sys.stderr)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+
+    if not args.report_only:
+        for seed in seeds:  # seed-major: a stopped sweep has both variants of its finished seeds
+            for variant in ("mamba2", "ssd-mamba"):
+                run_one(args, variant, configs[variant][0], seed, splits, max_steps)
+
+    results = []
+    for path in sorted(glob.glob(os.path.join(args.out, "runs", "*", "result.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        if r["seed"] in seeds and r["final_step"] == max_steps:
+            results.append(r)
+    if not results:
+        fail(f"no finished runs in {args.out}/runs for these settings")
+    meta = {"tokenizer": info["kind"], "vocab_size": info["vocab_size"], "max_steps": max_steps,
+            "epochs": max_steps / per_epoch, "seeds": sorted({r["seed"] for r in results}),
+            "eval_tokens": eval_tokens, "words": words, "configs": {v: c[0] for v, c in configs.items()},
+            "train_tokens": sum(shard_tokens(s) for s in glob.glob(splits["train"]))}
+    write_report(args, results, meta)
+    plot_curves(args, results)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"settings": vars(args), "meta": meta, "runs": results}, f, indent=1)
+    print(f"report: {os.path.join(args.out, 'report.md')} ({len(results)} runs), plot: "
+          f"{os.path.join(args.out, 'val_loss.png')}")
+
+
+if __name__ == "__main__":
+    main()
