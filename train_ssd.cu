@@ -21,6 +21,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/cpu_sample.h"
+#include "model/eval_split.h"
 #include "model/logger.h"
 #include "model/params.h"
 #include "model/rng.h"
@@ -474,6 +475,19 @@ static void save_checkpoint(MambaGPU *model, const TrainArgs *args, const TrainS
     free(params);
 }
 
+/* Full-split evaluation (-m -1, -ti, -x 0) on a CPU copy of the weights, through the same code as
+ * train_ssd, so that both trainers report the same numbers; -ec 1 carries the recurrent state. */
+static EvalResult evaluate_split_on_cpu(MambaGPU *model, EvalSplit *split, int B, int carry) {
+    float *params = (float *)mallocCheck(model->layout.total * sizeof(float));
+    mamba_gpu_get_params(model, params);
+    Mamba cpu_model;
+    mamba_build(&cpu_model, &model->config, params);
+    EvalResult result = mamba_evaluate_split(&cpu_model, split, B, carry);
+    mamba_free(&cpu_model);
+    free(params);
+    return result;
+}
+
 /* Samples on the CPU from a copy of the current weights: generation is one token at a time. */
 static void print_sample(MambaGPU *model, Tokenizer *tokenizer, const TrainArgs *args, uint64_t *rng) {
     float *params = (float *)mallocCheck(model->layout.total * sizeof(float));
@@ -514,11 +528,18 @@ int main(int argc, char **argv) {
     }
     config_print(&config);
 
+    /* -x 0 evaluates only: no train data is read */
+    int train = args.max_steps != 0;
     DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
-                    config.vocab_size);
+    if (train)
+        dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
+                        config.vocab_size);
     int have_val = args.val_every > 0 && args.val_pattern[0] != '\0';
-    if (have_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
+    int full_val = have_val && args.val_max_steps < 0;
+    EvalSplit val_split, test_split;
+    if (full_val) eval_split_init(&val_split, args.val_pattern, args.T, config.vocab_size);
+    else if (have_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
+    if (args.test_pattern) eval_split_init(&test_split, args.test_pattern, args.T, config.vocab_size);
     long long tokens_per_micro = (long long)args.B * args.T;
     long long total_batch = args.total_batch_size > 0 ? args.total_batch_size : tokens_per_micro;
     if (total_batch % tokens_per_micro != 0) {
@@ -526,8 +547,11 @@ int main(int argc, char **argv) {
         exit(EXIT_FAILURE);
     }
     int accum_steps = (int)(total_batch / tokens_per_micro);
-    long long max_steps = args.max_steps >= 0 ? args.max_steps : (long long)dataloader_num_batches(&train_loader) / accum_steps;
-    if (max_steps < 1) max_steps = 1;
+    long long max_steps = args.max_steps;
+    if (max_steps < 0) {
+        max_steps = (long long)dataloader_num_batches(&train_loader) / accum_steps;
+        if (max_steps < 1) max_steps = 1;
+    }
     printf("B %d, T %d, total batch %lld tokens (%d micro steps), %lld steps\n", args.B, args.T, total_batch, accum_steps,
            max_steps);
     TrainSettings settings;
@@ -546,7 +570,7 @@ int main(int argc, char **argv) {
             free(params);
             checkpoint_load(args.output_dir, latest, &config, &settings, 1, 0, &stored, &params, &resumed);
             if (resumed.master) memcpy(params, resumed.master, sizeof(float) * resumed.shard_count);
-            dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
+            if (train) dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
             start_step = resumed.step;
             rng_state = resumed.rng_state;
             run_id = resumed.run_id;
@@ -587,7 +611,14 @@ int main(int argc, char **argv) {
             (step % args.checkpoint_every == 0 || last))
             save_checkpoint(&model, &args, &settings, &train_loader, step, rng_state, run_id);
         if (have_val && (last || step % args.val_every == 0)) {
-            float val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+            float val_loss;
+            if (full_val) {
+                EvalResult r = evaluate_split_on_cpu(&model, &val_split, args.B, args.eval_carry);
+                val_loss = (float)(r.loss_sum / r.tokens);
+                if (last) eval_result_report("val", (int)step, r, args.eval_carry, &logger);
+            } else {
+                val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+            }
             printf("val loss %.6f\n", val_loss);
             logger_log_val(&logger, (int)step, val_loss);
         }
@@ -629,11 +660,17 @@ int main(int argc, char **argv) {
     if (timed_steps > 0)
         printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps, total_batch / (total_ms / timed_steps / 1e3));
 
+    if (args.test_pattern) {
+        EvalResult r = evaluate_split_on_cpu(&model, &test_split, args.B, args.eval_carry);
+        eval_result_report("test", (int)max_steps, r, args.eval_carry, &logger);
+        eval_split_free(&test_split);
+    }
     tokenizer_free(&tokenizer);
     logger_free(&logger);
     mamba_gpu_free(&model);
-    dataloader_free(&train_loader);
-    if (have_val) dataloader_free(&val_loader);
+    if (train) dataloader_free(&train_loader);
+    if (full_val) eval_split_free(&val_split);
+    else if (have_val) dataloader_free(&val_loader);
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
     return 0;
