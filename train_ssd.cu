@@ -21,6 +21,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/cpu_sample.h"
+#include "model/train_run.h"
 #include "model/eval_split.h"
 #include "model/logger.h"
 #include "model/params.h"
@@ -416,20 +417,6 @@ void mamba_gpu_free(MambaGPU *m) {
  */
 #ifndef TESTING
 
-static void settings_from_args(TrainSettings *s, const TrainArgs *a, long long total_batch, long long max_steps) {
-    memset(s, 0, sizeof(*s));
-    s->B = a->B;
-    s->T = a->T;
-    s->total_batch_size = total_batch;
-    s->max_steps = max_steps;
-    s->warmup_steps = a->warmup_steps;
-    s->learning_rate = a->learning_rate;
-    s->final_lr_frac = a->final_lr_frac;
-    s->weight_decay = a->weight_decay;
-    s->grad_clip = a->grad_clip;
-    snprintf(s->lr_schedule, sizeof(s->lr_schedule), "cosine");
-}
-
 /* Mean loss over up to max_batches batches of the loader (from its start). */
 static float evaluate(MambaGPU *model, DataLoader *loader, int max_batches) {
     dataloader_reset(loader);
@@ -443,36 +430,6 @@ static float evaluate(MambaGPU *model, DataLoader *loader, int max_batches) {
         sum += mamba_gpu_mean_loss(model);
     }
     return n > 0 ? (float)(sum / n) : NAN;
-}
-
-static void save_checkpoint(MambaGPU *model, const TrainArgs *args, const TrainSettings *settings, DataLoader *loader,
-                            long long step, uint64_t rng_state, uint64_t run_id) {
-    size_t n = model->layout.total;
-    TrainState state;
-    memset(&state, 0, sizeof(state));
-    float *params = (float *)mallocCheck(n * sizeof(float));
-    state.m = (float *)mallocCheck(n * sizeof(float));
-    state.v = (float *)mallocCheck(n * sizeof(float));
-    mamba_gpu_get_params(model, params);
-    cudaCheck(cudaMemcpy(state.m, model->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(state.v, model->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
-    state.master = params;
-    state.step = step;
-    state.rng_state = rng_state;
-    state.run_id = run_id;
-    state.world_size = 1;
-    state.rank = 0;
-    state.shard_offset = 0;
-    state.shard_count = n;
-    state.loader_state_bytes = dataloader_state_size(loader);
-    state.loader_state = mallocCheck(state.loader_state_bytes);
-    dataloader_get_state(loader, state.loader_state);
-    checkpoint_save(args->output_dir, &model->config, params, 0, settings, &state, args->keep_last, args->keep_every);
-    printf("saved checkpoint of step %lld to %s\n", step, args->output_dir);
-    free(state.loader_state);
-    free(state.m);
-    free(state.v);
-    free(params);
 }
 
 /* Full-split evaluation (-m -1, -ti, -x 0) on a CPU copy of the weights, through the same code as
@@ -515,162 +472,93 @@ int main(int argc, char **argv) {
     cudaCheck(cudaStreamCreate(&stream));
     matmul_init();
 
-    ModelConfig config;
-    float *params;
-    if (model_file_is_checkpoint(args.init_from)) {
-        model_file_read(args.init_from, &config, &params);
-    } else {
-        config_load(&config, args.init_from);
-        ParamLayout layout;
-        param_layout_init(&layout, &config);
-        params = (float *)mallocCheck(layout.total * sizeof(float));
-        params_init(&config, params, (uint64_t)args.seed);
-    }
-    config_print(&config);
-
-    /* -x 0 evaluates only: no train data is read */
-    int train = args.max_steps != 0;
-    DataLoader train_loader, val_loader;
-    if (train)
-        dataloader_init(&train_loader, args.train_pattern, args.B, args.T, 0, 1, args.shuffle, (uint64_t)args.seed,
-                        config.vocab_size);
-    int have_val = args.val_every > 0 && args.val_pattern[0] != '\0';
-    int full_val = have_val && args.val_max_steps < 0;
-    EvalSplit val_split, test_split;
-    if (full_val) eval_split_init(&val_split, args.val_pattern, args.T, config.vocab_size);
-    else if (have_val) dataloader_init(&val_loader, args.val_pattern, args.B, args.T, 0, 1, 0, 0, config.vocab_size);
-    if (args.test_pattern) eval_split_init(&test_split, args.test_pattern, args.T, config.vocab_size);
-    long long tokens_per_micro = (long long)args.B * args.T;
-    long long total_batch = args.total_batch_size > 0 ? args.total_batch_size : tokens_per_micro;
-    if (total_batch % tokens_per_micro != 0) {
-        fprintf(stderr, "error: total batch size (-d %lld) must be a multiple of B*T = %lld\n", total_batch, tokens_per_micro);
-        exit(EXIT_FAILURE);
-    }
-    int accum_steps = (int)(total_batch / tokens_per_micro);
-    long long max_steps = args.max_steps;
-    if (max_steps < 0) {
-        max_steps = (long long)dataloader_num_batches(&train_loader) / accum_steps;
-        if (max_steps < 1) max_steps = 1;
-    }
-    printf("B %d, T %d, total batch %lld tokens (%d micro steps), %lld steps\n", args.B, args.T, total_batch, accum_steps,
-           max_steps);
-    TrainSettings settings;
-    settings_from_args(&settings, &args, total_batch, max_steps);
-
-    /* resume: weights, moments, step, rng and data position from the newest complete checkpoint */
-    long long start_step = 0;
-    uint64_t rng_state = rng_seed((uint64_t)args.seed + 7), run_id = 0;  /* the sampling rng, as train_ssd.c */
-    TrainState resumed;
-    int have_resumed = 0;
-    if (args.output_dir) make_dir_if_missing(args.output_dir);
-    if (args.resume && args.output_dir) {
-        long long latest = checkpoint_latest_step(args.output_dir);
-        if (latest >= 0) {
-            ModelConfig stored;
-            free(params);
-            checkpoint_load(args.output_dir, latest, &config, &settings, 1, 0, &stored, &params, &resumed);
-            if (resumed.master) memcpy(params, resumed.master, sizeof(float) * resumed.shard_count);
-            if (train) dataloader_set_state(&train_loader, resumed.loader_state, resumed.loader_state_bytes);
-            start_step = resumed.step;
-            rng_state = resumed.rng_state;
-            run_id = resumed.run_id;
-            have_resumed = 1;
-            printf("resumed from the checkpoint of step %lld in %s\n", start_step, args.output_dir);
-        }
-    }
-    if (!have_resumed) run_id = checkpoint_new_run_id();
-
+    TrainRun run;
+    train_run_init(&run, &args);
     MambaGPU model;
-    mamba_gpu_build(&model, &config, params, stream);
+    mamba_gpu_build(&model, &run.config, run.params, stream);
     size_t act_bytes = mamba_gpu_alloc_activations(&model, args.B, args.T);
-    printf("parameters: %zu (%.2f M effective), activations %.2f GiB\n", model.layout.total,
-           params_count_effective(&config) / 1e6, act_bytes / 1073741824.0);
-    if (have_resumed) {
-        size_t n = model.layout.total;
-        cudaCheck(cudaMemcpy(model.adam_m, resumed.m, n * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(model.adam_v, resumed.v, n * sizeof(float), cudaMemcpyHostToDevice));
-        train_state_free(&resumed);
+    printf("activations %.2f GiB\n", act_bytes / 1073741824.0);
+    size_t n = model.layout.total;
+    if (run.resumed) {
+        cudaCheck(cudaMemcpy(model.adam_m, run.resume_state.m, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(model.adam_v, run.resume_state.v, n * sizeof(float), cudaMemcpyHostToDevice));
     }
-    free(params);
+    train_run_release_params(&run);
 
-    Logger logger;
-    logger_init(&logger, args.output_dir, 0, have_resumed);
-    Tokenizer tokenizer;
-    char tokenizer_path[4096];
-    args_tokenizer_path(&args, tokenizer_path, sizeof(tokenizer_path));
-    tokenizer_init(&tokenizer, tokenizer_path);
-    LRSchedule schedule = {args.learning_rate, args.warmup_steps, (int)max_steps, args.final_lr_frac};
     AdamWHyper hyper = {0.0f, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip, 0};
-    float dloss = 1.0f / (float)(tokens_per_micro * accum_steps);
+    float dloss = 1.0f / (float)(run.total_batch);
+    float *params = (float *)mallocCheck(n * sizeof(float));
+    float *m = (float *)mallocCheck(n * sizeof(float)), *v = (float *)mallocCheck(n * sizeof(float));
     double total_ms = 0.0;
     int timed_steps = 0;
 
-    for (long long step = start_step; step <= max_steps; step++) {
-        int last = step == max_steps;
-        if (args.output_dir && args.checkpoint_every > 0 && step > start_step &&
-            (step % args.checkpoint_every == 0 || last))
-            save_checkpoint(&model, &args, &settings, &train_loader, step, rng_state, run_id);
-        if (have_val && (last || step % args.val_every == 0)) {
+    for (int step = run.start_step; step <= run.max_steps; step++) {
+        int last = step == run.max_steps;
+        if (train_run_checkpoint_due(&run, step)) {
+            mamba_gpu_get_params(&model, params);
+            cudaCheck(cudaMemcpy(m, model.adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(v, model.adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
+            /* the model file holds the fp32 master weights, so they double as the state's master copy */
+            train_run_save_checkpoint(&run, step, params, m, v, params);
+        }
+        if (train_run_val_due(&run, step)) {
             float val_loss;
-            if (full_val) {
-                EvalResult r = evaluate_split_on_cpu(&model, &val_split, args.B, args.eval_carry);
+            if (run.full_val) {
+                EvalResult r = evaluate_split_on_cpu(&model, &run.val_split, args.B, args.eval_carry);
                 val_loss = (float)(r.loss_sum / r.tokens);
-                if (last) eval_result_report("val", (int)step, r, args.eval_carry, &logger);
+                if (last) eval_result_report("val", step, r, args.eval_carry, &run.logger);
             } else {
-                val_loss = evaluate(&model, &val_loader, args.val_max_steps);
+                val_loss = evaluate(&model, &run.val_loader, args.val_max_steps);
             }
             printf("val loss %.6f\n", val_loss);
-            logger_log_val(&logger, (int)step, val_loss);
+            logger_log_val(&run.logger, step, val_loss);
         }
-        if (args.gen_T > 0 && ((args.sample_every > 0 && step % args.sample_every == 0 && step > start_step) || last))
-            print_sample(&model, &tokenizer, &args, &rng_state);
+        if (train_run_sample_due(&run, step)) print_sample(&model, &run.tokenizer, &args, &run.sample_rng);
         if (last) break;
 
         double t0 = wall_seconds();
         mamba_gpu_zero_grad(&model);
         float loss = 0.0f;
-        for (int micro = 0; micro < accum_steps; micro++) {
-            dataloader_next_batch(&train_loader);
-            mamba_gpu_set_batch(&model, train_loader.inputs, train_loader.targets);
+        for (int micro = 0; micro < run.grad_accum; micro++) {
+            dataloader_next_batch(&run.train_loader);
+            mamba_gpu_set_batch(&model, run.train_loader.inputs, run.train_loader.targets);
             mamba_gpu_forward(&model, dloss);
             mamba_gpu_backward(&model);
-            loss += mamba_gpu_mean_loss(&model) / accum_steps;
+            loss += mamba_gpu_mean_loss(&model) / run.grad_accum;
         }
         /* a multi-GPU build all-reduces model.grads here */
         mamba_gpu_grad_norm(&model);
-        hyper.lr = schedule_lr(&schedule, (int)step);
-        hyper.step = (int)step + 1;
+        hyper.lr = schedule_lr(&run.schedule, step);
+        hyper.step = step + 1;
         mamba_gpu_update(&model, &hyper);
         float norm = mamba_gpu_read_grad_norm(&model);
         double ms = (wall_seconds() - t0) * 1e3;
-        if (step == start_step) {
+        if (step == run.start_step) {
             size_t free_bytes, total_bytes;
             cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
             printf("device memory in use after the first step: %.2f GiB of %.2f GiB\n",
                    (total_bytes - free_bytes) / 1073741824.0, total_bytes / 1073741824.0);
-        }
-        if (step > start_step) {  /* the first step pays for cuBLASLt's and the allocator's warm-up */
+        } else { /* the first step pays for cuBLASLt's and the allocator's warm-up */
             total_ms += ms;
             timed_steps++;
         }
-        printf("step %5lld/%lld | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, max_steps, loss,
-               norm, hyper.lr, ms, total_batch / (ms / 1e3));
-        logger_log_train(&logger, (int)step, loss, hyper.lr, norm);
+        printf("step %5d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, run.max_steps, loss,
+               norm, hyper.lr, ms, run.total_batch / (ms / 1e3));
+        logger_log_train(&run.logger, step, loss, hyper.lr, norm);
     }
     if (timed_steps > 0)
-        printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps, total_batch / (total_ms / timed_steps / 1e3));
-
+        printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps,
+               run.total_batch / (total_ms / timed_steps / 1e3));
     if (args.test_pattern) {
-        EvalResult r = evaluate_split_on_cpu(&model, &test_split, args.B, args.eval_carry);
-        eval_result_report("test", (int)max_steps, r, args.eval_carry, &logger);
-        eval_split_free(&test_split);
+        EvalResult r = evaluate_split_on_cpu(&model, &run.test_split, args.B, args.eval_carry);
+        eval_result_report("test", run.max_steps, r, args.eval_carry, &run.logger);
     }
-    tokenizer_free(&tokenizer);
-    logger_free(&logger);
+
+    free(params);
+    free(m);
+    free(v);
+    train_run_free(&run);
     mamba_gpu_free(&model);
-    if (train) dataloader_free(&train_loader);
-    if (full_val) eval_split_free(&val_split);
-    else if (have_val) dataloader_free(&val_loader);
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
     return 0;

@@ -1,0 +1,63 @@
+/*
+ * The host side of a training run, shared by train_ssd (CPU) and train_ssdcu (CUDA): the model's
+ * starting weights (fresh init from a JSON config, a model file to fine-tune, or the newest
+ * checkpoint to resume), the data loaders and evaluation splits, the batch arithmetic, the LR
+ * schedule, logging, the tokenizer for samples, and checkpoint saving. Only the compute differs
+ * between the two trainers.
+ */
+#ifndef SSD_MODEL_TRAIN_RUN_H
+#define SSD_MODEL_TRAIN_RUN_H
+
+#include <stdint.h>
+
+#include "args.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "data/dataloader.h"
+#include "data/tokenizer.h"
+#include "eval_split.h"
+#include "logger.h"
+#include "schedule.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const TrainArgs *args;
+    ModelConfig config;
+    float *params;               /* starting weights (fp32); the trainer copies them, then train_run_release_params */
+    int train;                   /* 0 with -x 0: evaluation only, no train data read */
+    DataLoader train_loader;
+    int use_val, full_val;       /* val loss every -v steps; full_val: -m -1, the whole split */
+    DataLoader val_loader;       /* -m k: the first k batches */
+    EvalSplit val_split, test_split;
+    long total_batch;            /* tokens per optimizer step */
+    int grad_accum;              /* micro-batches per step */
+    int max_steps;
+    LRSchedule schedule;
+    TrainSettings settings;      /* what a resume must match */
+    int start_step;
+    uint64_t sample_rng;
+    uint64_t run_id;
+    int resumed;                 /* 1: resume_state holds the AdamW moments (and master weights) */
+    TrainState resume_state;
+    Logger logger;
+    Tokenizer tokenizer;
+} TrainRun;
+
+void train_run_init(TrainRun *run, const TrainArgs *args);
+void train_run_release_params(TrainRun *run);
+/* Whether step (optimizer steps done so far) is one where the loop checkpoints, evaluates, samples. */
+int train_run_checkpoint_due(const TrainRun *run, int step);
+int train_run_val_due(const TrainRun *run, int step);
+int train_run_sample_due(const TrainRun *run, int step);
+/* Saves model, optimizer state, data position and RNG after `step` steps (master may be NULL). */
+void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v,
+                               const float *master);
+void train_run_free(TrainRun *run);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
