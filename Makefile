@@ -85,7 +85,7 @@ $(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJ
 	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
 test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd
-	@bash tests/gpu/run_gpu_tests.sh $(GPU_TEST_BINS)
+	@bash tests/run_tests.sh --scripts tests/gpu $(GPU_TEST_BINS)
 
 bench: train_ssdcu
 	@bash scripts/bench.sh

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test program given as arguments and every tests/test_*.sh and tests/test_*.py,
-# counts their PASS/FAIL lines, and ends with "N passed, N failed". A program that exits
-# non-zero without reporting a failure counts as one failure.
+# Runs every test program given as arguments and every test_*.sh and test_*.py of the script
+# folder (tests/, or the one named by --scripts DIR: make test_gpu uses tests/gpu), counts their
+# PASS/FAIL lines, and ends with "N passed, N failed". A program that exits non-zero without
+# reporting a failure counts as one failure.
 cd "$(dirname "$0")/.." || exit 1
+script_dir=tests
+if [ "${1:-}" = "--scripts" ]; then
+    script_dir="$2"
+    shift 2
+fi
 passed=0
 failed=0
 run_one() {
@@ -32,10 +38,10 @@ run_one() {
 for bin in "$@"; do
     run_one "$(basename "$bin")" "$bin"
 done
-for script in tests/test_*.sh; do
+for script in "$script_dir"/test_*.sh; do
     [ -e "$script" ] && run_one "$(basename "$script")" bash "$script"
 done
-for script in tests/test_*.py; do
+for script in "$script_dir"/test_*.py; do
     [ -e "$script" ] && run_one "$(basename "$script")" python3 "$script"
 done
 echo "$passed passed, $failed failed"
