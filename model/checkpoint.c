@@ -4,6 +4,7 @@
  * checksums and report what is wrong with which file instead of misreading it.
  */
 #include "checkpoint.h"
+#include "fileio.h"
 #include "params.h"
 #include "utils.h"
 
@@ -31,195 +32,6 @@
 #define DTYPE_FP32 0
 #define DTYPE_BF16 1
 #define STATE_FLAG_MASTER 1u
-#define IO_CHUNK (1 << 16) /* elements converted per bf16 chunk */
-
-/* ---- CRC-32 (reflected polynomial 0xEDB88320), slice-by-8 ---- */
-
-static uint32_t crc_table[8][256];
-static int crc_table_ready = 0;
-
-static void crc_table_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (int i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-    crc_table_ready = 1;
-}
-
-uint32_t checkpoint_crc32(uint32_t crc, const void *data, size_t n) {
-    if (!crc_table_ready) crc_table_init();
-    const uint8_t *p = (const uint8_t *)data;
-    crc = ~crc;
-    for (; n >= 8; p += 8, n -= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
-        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
-              crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
-              crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
-    }
-    while (n--) crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
-
-/* ---- bf16 ---- */
-
-uint16_t float_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN, sign kept */
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
-float bf16_to_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-/* ---- little-endian header fields ---- */
-
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-/* ---- atomic files: write "<path>.tmp", fsync, rename over <path>, fsync the directory ---- */
-
-typedef struct {
-    FILE *fp;
-    char path[4096];
-    char tmp_path[4096];
-} AtomicFile;
-
-static void atomic_fail(AtomicFile *f, const char *what) {
-    fprintf(stderr, "error: %s '%s': %s\n", what, f->tmp_path, strerror(errno));
-    if (f->fp) fclose(f->fp);
-    unlink(f->tmp_path);
-    exit(1);
-}
-
-static void atomic_open(AtomicFile *f, const char *path) {
-    if (strlen(path) + 5 > sizeof(f->path)) {
-        fprintf(stderr, "error: checkpoint path too long: '%s'\n", path);
-        exit(1);
-    }
-    snprintf(f->path, sizeof(f->path), "%s", path);
-    snprintf(f->tmp_path, sizeof(f->tmp_path), "%s.tmp", path);
-    f->fp = fopen(f->tmp_path, "wb");
-    if (f->fp == NULL) atomic_fail(f, "cannot create");
-}
-
-static void atomic_write(AtomicFile *f, const void *data, size_t n) {
-    if (n > 0 && fwrite(data, 1, n, f->fp) != n) atomic_fail(f, "cannot write");
-}
-
-static void atomic_write_at_start(AtomicFile *f, const void *data, size_t n) {
-    if (fseek(f->fp, 0, SEEK_SET) != 0) atomic_fail(f, "cannot seek in");
-    atomic_write(f, data, n);
-}
-
-static void fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-        fprintf(stderr, "error: cannot open directory '%s' to sync it: %s\n", dir, strerror(errno));
-        exit(1);
-    }
-    /* some file systems cannot sync a directory (EINVAL); the rename is then as durable as they allow */
-    if (fsync(fd) != 0 && errno != EINVAL) {
-        fprintf(stderr, "error: cannot sync directory '%s': %s\n", dir, strerror(errno));
-        exit(1);
-    }
-    close(fd);
-}
-
-static void fsync_parent_dir(const char *path) {
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL) snprintf(dir, sizeof(dir), ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    fsync_dir(dir);
-}
-
-static void atomic_commit(AtomicFile *f) {
-    if (fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0) atomic_fail(f, "cannot flush");
-    FILE *fp = f->fp;
-    f->fp = NULL;
-    if (fclose(fp) != 0) atomic_fail(f, "cannot close");
-    if (rename(f->tmp_path, f->path) != 0) atomic_fail(f, "cannot rename into place");
-    fsync_parent_dir(f->path);
-}
-
-/* Writes fp32 values, or bf16 if bf16 != 0, and chains their CRC. */
-static void write_floats(AtomicFile *f, const float *x, size_t n, int bf16, uint32_t *crc) {
-    if (!bf16) {
-        *crc = checkpoint_crc32(*crc, x, n * sizeof(float));
-        atomic_write(f, x, n * sizeof(float));
-        return;
-    }
-    uint16_t *buf = (uint16_t *)mallocCheck(IO_CHUNK * sizeof(uint16_t));
-    for (size_t start = 0; start < n; start += IO_CHUNK) {
-        size_t count = n - start < IO_CHUNK ? n - start : IO_CHUNK;
-        for (size_t i = 0; i < count; i++) buf[i] = float_to_bf16(x[start + i]);
-        *crc = checkpoint_crc32(*crc, buf, count * sizeof(uint16_t));
-        atomic_write(f, buf, count * sizeof(uint16_t));
-    }
-    free(buf);
-}
-
-/* ---- reading helpers ---- */
-
-/* Size of an open file, or -1. */
-static long long file_size(FILE *fp) {
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0) return -1;
-    return (long long)st.st_size;
-}
-
-/* Reads n bytes; non-zero with a message naming the file and what was being read on a short read. */
-static int read_exact(FILE *fp, void *dst, size_t n, const char *path, const char *what, char *err, size_t errlen) {
-    if (n > 0 && fread(dst, 1, n, fp) != n) {
-        snprintf(err, errlen, "%s: short read in %s (file truncated?)", path, what);
-        return 1;
-    }
-    return 0;
-}
-
-/* Reads n floats stored as fp32 or bf16 into dst, chaining the CRC of the stored bytes. */
-static int read_floats(FILE *fp, float *dst, size_t n, int bf16, uint32_t *crc, const char *path, const char *what,
-                       char *err, size_t errlen) {
-    if (!bf16) {
-        if (read_exact(fp, dst, n * sizeof(float), path, what, err, errlen)) return 1;
-        *crc = checkpoint_crc32(*crc, dst, n * sizeof(float));
-        return 0;
-    }
-    uint16_t *buf = (uint16_t *)mallocCheck(IO_CHUNK * sizeof(uint16_t));
-    int status = 0;
-    for (size_t start = 0; start < n && status == 0; start += IO_CHUNK) {
-        size_t count = n - start < IO_CHUNK ? n - start : IO_CHUNK;
-        status = read_exact(fp, buf, count * sizeof(uint16_t), path, what, err, errlen);
-        if (status == 0) {
-            *crc = checkpoint_crc32(*crc, buf, count * sizeof(uint16_t));
-            for (size_t i = 0; i < count; i++) dst[start + i] = bf16_to_float(buf[i]);
-        }
-    }
-    free(buf);
-    return status;
-}
 
 /* Refuses configs whose parameter count would not fit the size arithmetic (only a corrupt or
  * hostile file gets here: config_parse accepts any positive sizes). */
@@ -252,25 +64,25 @@ uint32_t model_file_write(const char *path, const ModelConfig *config, const flo
         exit(1);
     }
     AtomicFile f;
-    atomic_open(&f, path);
+    atomic_file_open(&f, path);
     uint8_t header[MODEL_HEADER_BYTES] = {0};
-    atomic_write(&f, header, sizeof(header)); /* placeholder until the data CRC is known */
-    atomic_write(&f, json, json_bytes);
+    atomic_file_write(&f, header, sizeof(header)); /* placeholder until the data CRC is known */
+    atomic_file_write(&f, json, json_bytes);
     uint32_t data_crc = 0;
-    write_floats(&f, params, layout.total, bf16, &data_crc);
+    atomic_file_write_floats(&f, params, layout.total, bf16, &data_crc);
 
     memcpy(header, MODEL_MAGIC, 8);
-    put_u32(header + 8, FORMAT_VERSION);
-    put_u32(header + 12, bf16 ? DTYPE_BF16 : DTYPE_FP32);
-    put_u64(header + 16, layout.total);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) put_u64(header + 24 + 8 * i, layout.sizes[i]);
-    put_u32(header + 112, (uint32_t)json_bytes);
-    put_u32(header + 116, data_crc);
-    put_u32(header + 120, 0);
+    le_put_u32(header + 8, FORMAT_VERSION);
+    le_put_u32(header + 12, bf16 ? DTYPE_BF16 : DTYPE_FP32);
+    le_put_u64(header + 16, layout.total);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) le_put_u64(header + 24 + 8 * i, layout.sizes[i]);
+    le_put_u32(header + 112, (uint32_t)json_bytes);
+    le_put_u32(header + 116, data_crc);
+    le_put_u32(header + 120, 0);
     uint32_t header_crc = checkpoint_crc32(checkpoint_crc32(0, header, 124), json, json_bytes);
-    put_u32(header + 124, header_crc);
-    atomic_write_at_start(&f, header, sizeof(header));
-    atomic_commit(&f);
+    le_put_u32(header + 124, header_crc);
+    atomic_file_write_at_start(&f, header, sizeof(header));
+    atomic_file_commit(&f);
     free(json);
     return data_crc;
 }
@@ -284,7 +96,7 @@ static int check_sizes(const char *path, const ModelConfig *config, uint64_t num
     }
     param_layout_init(layout, config);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        uint64_t stored = get_u64(sizes + 8 * i);
+        uint64_t stored = le_get_u64(sizes + 8 * i);
         if (stored != layout->sizes[i]) {
             snprintf(err, errlen, "%s: tensor '%s' has %llu elements in the header but the config gives %zu", path,
                      PARAM_NAMES[i], (unsigned long long)stored, layout->sizes[i]);
@@ -301,7 +113,7 @@ static int check_sizes(const char *path, const ModelConfig *config, uint64_t num
 
 static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config, float **params, uint32_t *data_crc,
                                 char *err, size_t errlen) {
-    long long size = file_size(fp);
+    long long size = file_size_of(fp);
     uint8_t header[MODEL_HEADER_BYTES];
     if (size < MODEL_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
         snprintf(err, errlen, "%s: %lld bytes, too short for a model file header (%d bytes)", path, size,
@@ -312,7 +124,7 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         snprintf(err, errlen, "%s: not an ssd.c model file (bad magic)", path);
         return 1;
     }
-    uint32_t version = get_u32(header + 8), dtype = get_u32(header + 12), json_bytes = get_u32(header + 112);
+    uint32_t version = le_get_u32(header + 8), dtype = le_get_u32(header + 12), json_bytes = le_get_u32(header + 112);
     if (version != FORMAT_VERSION) {
         snprintf(err, errlen, "%s: model file version %u, this build reads version %d", path, version, FORMAT_VERSION);
         return 1;
@@ -325,7 +137,7 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         snprintf(err, errlen, "%s: config JSON length %u is impossible for a file of %lld bytes", path, json_bytes, size);
         return 1;
     }
-    if (get_u32(header + 120) != 0) {
+    if (le_get_u32(header + 120) != 0) {
         snprintf(err, errlen, "%s: reserved header field is not zero (corrupt header)", path);
         return 1;
     }
@@ -335,7 +147,7 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         return 1;
     }
     json[json_bytes] = '\0';
-    if (checkpoint_crc32(checkpoint_crc32(0, header, 124), json, json_bytes) != get_u32(header + 124)) {
+    if (checkpoint_crc32(checkpoint_crc32(0, header, 124), json, json_bytes) != le_get_u32(header + 124)) {
         snprintf(err, errlen, "%s: header checksum mismatch (corrupt header or config JSON)", path);
         free(json);
         return 1;
@@ -349,7 +161,7 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         return 1;
     }
     ParamLayout layout;
-    uint64_t num_params = get_u64(header + 16);
+    uint64_t num_params = le_get_u64(header + 16);
     if (check_sizes(path, config, num_params, header + 24, &layout, err, errlen)) return 1;
     size_t elem_bytes = dtype == DTYPE_BF16 ? 2 : 4;
     long long expected = MODEL_HEADER_BYTES + (long long)json_bytes + (long long)(layout.total * elem_bytes);
@@ -364,7 +176,7 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         free(data);
         return 1;
     }
-    if (crc != get_u32(header + 116)) {
+    if (crc != le_get_u32(header + 116)) {
         snprintf(err, errlen, "%s: tensor data checksum mismatch (corrupt data)", path);
         free(data);
         return 1;
@@ -511,40 +323,40 @@ void state_file_write(const char *path, const ModelConfig *config, const TrainSe
     char *settings_json = train_settings_to_json(settings);
     size_t config_bytes = strlen(config_json), settings_bytes = strlen(settings_json);
     AtomicFile f;
-    atomic_open(&f, path);
+    atomic_file_open(&f, path);
     uint8_t header[STATE_HEADER_BYTES] = {0};
-    atomic_write(&f, header, sizeof(header));
-    atomic_write(&f, config_json, config_bytes);
-    atomic_write(&f, settings_json, settings_bytes);
+    atomic_file_write(&f, header, sizeof(header));
+    atomic_file_write(&f, config_json, config_bytes);
+    atomic_file_write(&f, settings_json, settings_bytes);
     uint32_t data_crc = 0;
-    write_floats(&f, state->m, state->shard_count, 0, &data_crc);
-    write_floats(&f, state->v, state->shard_count, 0, &data_crc);
-    if (state->master) write_floats(&f, state->master, state->shard_count, 0, &data_crc);
+    atomic_file_write_floats(&f, state->m, state->shard_count, 0, &data_crc);
+    atomic_file_write_floats(&f, state->v, state->shard_count, 0, &data_crc);
+    if (state->master) atomic_file_write_floats(&f, state->master, state->shard_count, 0, &data_crc);
     if (state->loader_state_bytes > 0) {
         data_crc = checkpoint_crc32(data_crc, state->loader_state, state->loader_state_bytes);
-        atomic_write(&f, state->loader_state, state->loader_state_bytes);
+        atomic_file_write(&f, state->loader_state, state->loader_state_bytes);
     }
 
     memcpy(header, STATE_MAGIC, 8);
-    put_u32(header + 8, FORMAT_VERSION);
-    put_u32(header + 12, state->master ? STATE_FLAG_MASTER : 0);
-    put_u64(header + 16, (uint64_t)state->step);
-    put_u64(header + 24, state->rng_state);
-    put_u64(header + 32, state->run_id);
-    put_u32(header + 40, (uint32_t)state->world_size);
-    put_u32(header + 44, (uint32_t)state->rank);
-    put_u64(header + 48, layout.total);
-    put_u64(header + 56, state->shard_offset);
-    put_u64(header + 64, state->shard_count);
-    put_u64(header + 72, state->loader_state_bytes);
-    put_u32(header + 80, (uint32_t)config_bytes);
-    put_u32(header + 84, (uint32_t)settings_bytes);
-    put_u32(header + 88, data_crc);
+    le_put_u32(header + 8, FORMAT_VERSION);
+    le_put_u32(header + 12, state->master ? STATE_FLAG_MASTER : 0);
+    le_put_u64(header + 16, (uint64_t)state->step);
+    le_put_u64(header + 24, state->rng_state);
+    le_put_u64(header + 32, state->run_id);
+    le_put_u32(header + 40, (uint32_t)state->world_size);
+    le_put_u32(header + 44, (uint32_t)state->rank);
+    le_put_u64(header + 48, layout.total);
+    le_put_u64(header + 56, state->shard_offset);
+    le_put_u64(header + 64, state->shard_count);
+    le_put_u64(header + 72, state->loader_state_bytes);
+    le_put_u32(header + 80, (uint32_t)config_bytes);
+    le_put_u32(header + 84, (uint32_t)settings_bytes);
+    le_put_u32(header + 88, data_crc);
     uint32_t header_crc = checkpoint_crc32(0, header, 96);
     header_crc = checkpoint_crc32(checkpoint_crc32(header_crc, config_json, config_bytes), settings_json, settings_bytes);
-    put_u32(header + 96, header_crc);
-    atomic_write_at_start(&f, header, sizeof(header));
-    atomic_commit(&f);
+    le_put_u32(header + 96, header_crc);
+    atomic_file_write_at_start(&f, header, sizeof(header));
+    atomic_file_commit(&f);
     free(config_json);
     free(settings_json);
 }
@@ -560,7 +372,7 @@ void train_state_free(TrainState *state) {
 
 static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
                                 TrainState *state, char *err, size_t errlen) {
-    long long size = file_size(fp);
+    long long size = file_size_of(fp);
     uint8_t header[STATE_HEADER_BYTES];
     if (size < STATE_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
         snprintf(err, errlen, "%s: %lld bytes, too short for a state file header (%d bytes)", path, size,
@@ -571,13 +383,13 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         snprintf(err, errlen, "%s: not an ssd.c state file (bad magic)", path);
         return 1;
     }
-    uint32_t version = get_u32(header + 8), flags = get_u32(header + 12);
-    uint32_t config_bytes = get_u32(header + 80), settings_bytes = get_u32(header + 84);
+    uint32_t version = le_get_u32(header + 8), flags = le_get_u32(header + 12);
+    uint32_t config_bytes = le_get_u32(header + 80), settings_bytes = le_get_u32(header + 84);
     if (version != FORMAT_VERSION) {
         snprintf(err, errlen, "%s: state file version %u, this build reads version %d", path, version, FORMAT_VERSION);
         return 1;
     }
-    if ((flags & ~STATE_FLAG_MASTER) != 0 || get_u32(header + 92) != 0 || get_u32(header + 100) != 0) {
+    if ((flags & ~STATE_FLAG_MASTER) != 0 || le_get_u32(header + 92) != 0 || le_get_u32(header + 100) != 0) {
         snprintf(err, errlen, "%s: unknown flags or non-zero reserved fields (corrupt header)", path);
         return 1;
     }
@@ -595,7 +407,7 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
     if (status == 0) {
         uint32_t crc = checkpoint_crc32(0, header, 96);
         crc = checkpoint_crc32(checkpoint_crc32(crc, config_json, config_bytes), settings_json, settings_bytes);
-        if (crc != get_u32(header + 96)) {
+        if (crc != le_get_u32(header + 96)) {
             snprintf(err, errlen, "%s: header checksum mismatch (corrupt header or JSON)", path);
             status = 1;
         }
@@ -616,13 +428,13 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
     ParamLayout layout;
     param_layout_init(&layout, config);
     memset(state, 0, sizeof(*state));
-    state->step = (long long)get_u64(header + 16);
-    state->rng_state = get_u64(header + 24);
-    state->run_id = get_u64(header + 32);
-    state->world_size = (int)get_u32(header + 40);
-    state->rank = (int)get_u32(header + 44);
-    uint64_t num_params = get_u64(header + 48), offset = get_u64(header + 56), count = get_u64(header + 64);
-    uint64_t loader_bytes = get_u64(header + 72);
+    state->step = (long long)le_get_u64(header + 16);
+    state->rng_state = le_get_u64(header + 24);
+    state->run_id = le_get_u64(header + 32);
+    state->world_size = (int)le_get_u32(header + 40);
+    state->rank = (int)le_get_u32(header + 44);
+    uint64_t num_params = le_get_u64(header + 48), offset = le_get_u64(header + 56), count = le_get_u64(header + 64);
+    uint64_t loader_bytes = le_get_u64(header + 72);
     if (num_params != layout.total) {
         snprintf(err, errlen, "%s: header says %llu parameters but its config gives %zu", path,
                  (unsigned long long)num_params, layout.total);
@@ -660,7 +472,7 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
              read_exact(fp, state->loader_state, loader_bytes, path, "the data loader state", err, errlen);
     if (status == 0) {
         crc = checkpoint_crc32(crc, state->loader_state, loader_bytes);
-        if (crc != get_u32(header + 88)) {
+        if (crc != le_get_u32(header + 88)) {
             snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
             status = 1;
         }
@@ -738,9 +550,9 @@ void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int 
     int n = snprintf(text, sizeof(text), "step %lld run_id %llu world_size %d model_crc %u\n", step,
                      (unsigned long long)run_id, world_size, model_crc);
     AtomicFile f;
-    atomic_open(&f, path);
-    atomic_write(&f, text, (size_t)n);
-    atomic_commit(&f);
+    atomic_file_open(&f, path);
+    atomic_file_write(&f, text, (size_t)n);
+    atomic_file_commit(&f);
 }
 
 void checkpoint_save(const char *dir, const ModelConfig *config, const float *params, int bf16,

@@ -58,6 +58,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "fileio.h" /* checkpoint_crc32, float_to_bf16, bf16_to_float */
 
 #ifdef __cplusplus
 extern "C" {
@@ -147,11 +148,6 @@ void checkpoint_load(const char *dir, long long step, const ModelConfig *expecte
                      const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
                      float **params, TrainState *state);
 
-/* CRC-32 (IEEE, same as zlib.crc32): start with crc = 0 and chain calls. */
-uint32_t checkpoint_crc32(uint32_t crc, const void *data, size_t n);
-/* fp32 <-> bf16, round to nearest even; NaN stays NaN. */
-uint16_t float_to_bf16(float x);
-float bf16_to_float(uint16_t b);
 
 #ifdef __cplusplus
 }
