@@ -6,37 +6,61 @@
  *
  * Chunked algorithm. With dc_t the cumulative sum of delta inside a chunk, every decay between two
  * steps s <= t of a chunk is exp(A[n] (dc_t - dc_s)) <= 1, so no factor can overflow.
- *   1. dt:         delta and dc for every step                        (one block per chunk)
- *   2. states:     each chunk's own final state from a zero start     (parallel over chunks)
- *   3. passing:    the state entering each chunk, chunk after chunk   (P*N threads per head)
- *   4. chunk scan: per chunk, sub-blocks of SSD_SUB steps in order: the intra-sub-block quadratic term
- *                  (C B^T o L) (delta x), the state-to-output term C S, and the state update.
- * A block owns SSD_PTILE rows p of the head dimension, whose state rows are independent.
+ *   1. dt:         delta and dc for every step                              (one block per chunk)
+ *   2. states:     each chunk's own final state from a zero start, the GEMM
+ *                  Z = (delta x)^T (B exp(A (dc_last - dc)))  (P x N, K = chunk steps)
+ *   3. passing:    the state entering each chunk, chunk after chunk         (one thread per (p, n))
+ *   4. chunk scan: one block per (chunk, head) holds the head's whole P x N state in shared memory and
+ *                  walks the chunk in sub-blocks of SSD_SUB steps; per sub-block (ref = dc before it,
+ *                  end = dc at its last step):
+ *                    y   = (C exp(A (dc - ref))) S^T + M (delta x) + D x   with M[t][s] = C_t.B_s
+ *                          decayed from s to t (s <= t), the intra-sub-block term
+ *                    S  <- exp(A (end - ref)) S + (delta x)^T (B exp(A (end - dc)))
+ * For a diagonal A the decay of M depends on n, so M is summed with one exp per (t, s, n) (SIMT);
+ * splitting it into a product of two factors would need exp(-A (dc_s - ref)) >= 1, which overflows
+ * for large delta |A| (the test's stress shape). Every other product is a GEMM with bounded operands.
  *
  * Backward (gradients of sum(dy . y)), with G = dL/dS the adjoint state:
- *   1. dstates:    each chunk's gradient w.r.t. its entering state, from its own outputs
+ *   1. dstates:    each chunk's gradient w.r.t. its entering state, dy^T (C exp(A dc)) (same GEMM as 2)
  *   2. passing:    reversed: the gradient w.r.t. each chunk's final state from all later chunks
  *   3. chunk scan: a forward sweep re-forms S to give dC_t = S_t^T dy_t, a reverse sweep carries G to
- *                  give dx_t = D dy_t + delta_t G_t B_t and dB_t = delta_t G_t^T x_t.
+ *                  give dx_t = D dy_t + delta_t G_t B_t and dB_t = delta_t G_t^T x_t. Per sub-block,
+ *                  with W[t][s] = dy_t . (delta x)_s (s <= t):
+ *                    dC = exp(A (dc - ref)) (.) (dy S) + sum_s W[t][s] B_s decayed from s to t
+ *                    gb = (B exp(A (end - dc))) G^T + M^T dy                  (G_s B_s, per step s)
+ *                    dB = exp(A (end - dc)) (.) ((delta x) G) + sum_t W[t][s] C_t decayed from s to t
+ *                    G <- exp(A (end - ref)) G + dy^T (C exp(A (dc - ref)))
  *      The decays' gradient uses u_t = A (sum of delta up to t): dL/du_t[n] = z_t[n] =
  *      C_t[n] dC_t[n] - B_t[n] dB_t[n] (this head's share of dB, dC), so with r_t = sum_{t'>=t} z_t'
  *      d delta_t = sum_n A[n] r_t[n] + x_t . (G_t B_t)   and   dA[n] = sum_t delta_t r_t[n].
  *      The part of r_t from later chunks is sum_p G_end[p,n] S_end[p,n] at the chunk's end.
  *   4. dt:         d dt_raw = d delta * sigmoid(dt_raw + dt_bias); the fp32 dB, dC sums to floatX.
- * dB, dC (summed over the heads of a group), d delta and the parameter gradients are accumulated with
- * fp32 atomics, so their last bits may differ from run to run.
+ *
+ * GEMM tiles: all operands sit in fp32 shared memory. In bf16 builds a warp computes a 16 x 8 tile
+ * with tensor cores (mma.sync m16n8k16, fp32 accumulation), each operand split into a bf16 value and
+ * a bf16 remainder (three MMAs, ~16-bit operands: see ssd_mma); the fp32 build (the precision
+ * reference) computes the same tiles with fp32 FMAs in the same register layout, so both builds run
+ * the same indexing. dB, dC (summed over the heads of a group) are accumulated with 4-wide fp32
+ * atomics (one per head, 4 states, step) and the parameter gradients with fp32 atomics, so their
+ * last bits may vary from run to run. d delta has one writer per step (the block of its chunk).
  */
 #ifndef SSD_KERNELS_SSD_SCAN_CUH
 #define SSD_KERNELS_SSD_SCAN_CUH
+
+#include <stdint.h>
 
 #include "common.cuh"
 
 typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_proj; } SSDScanShape;
 
-#define SSD_SUB 16     /* steps per sub-block of the chunk scan */
-#define SSD_PTILE 16   /* head-dimension rows per block */
+#define SSD_SUB 16        /* steps per sub-block of the chunk scan */
 #define SSD_THREADS 256
+#define SSD_WARPS (SSD_THREADS / 32)
 #define SSD_MAX_CHUNK 1024
+#define SSD_MAX_P 128
+#define SSD_REDUCE_STEPS 32 /* steps per shared-memory stage of the chunk-state GEMM */
+#define SSD_REDUCE_THREADS 512
+#define SSD_REDUCE_WARPS (SSD_REDUCE_THREADS / 32)
 
 /* ------------------------------------------------------------------------------------------------
  * Workspace: what the forward keeps for the backward, then the backward's scratch.
@@ -46,7 +70,7 @@ typedef struct {
     float *dcum;     /* [B][H][T] inclusive cumulative sum of delta within each chunk */
     float *states;   /* [B][H][nchunks][P][N] the state entering each chunk */
     float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks */
-    float *ddelta;   /* [B][H][T] backward: d delta accumulator */
+    float *ddelta;   /* [B][H][T] backward: d delta */
     float *dBC;      /* [B*T][2*G*N] backward: dB, dC accumulator (summed over heads) */
 } SSDScanWorkspace;
 
@@ -75,11 +99,11 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
     const char *bad = NULL;
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->G < 1) bad = "B, T, H, G must be positive";
     else if (s->H % s->G != 0) bad = "H must be a multiple of G (ngroups)";
-    else if (s->P < SSD_PTILE || s->P % SSD_PTILE != 0) bad = "P (headdim) must be a positive multiple of 16";
+    else if (s->P < 16 || s->P % 16 != 0 || s->P > SSD_MAX_P) bad = "P (headdim) must be a multiple of 16 in [16, 128]";
     else if (s->N != 16 && s->N != 32 && s->N != 64 && s->N != 128) bad = "N (d_state) must be 16, 32, 64 or 128";
     else if (s->Q < 1 || s->Q > SSD_MAX_CHUNK) bad = "Q (chunk_size) must be in [1, 1024]";
     else if (s->conv_dim != s->H * s->P + 2 * s->G * s->N) bad = "conv_dim must equal H*P + 2*G*N";
-    else if ((long)s->B * s->H > 65535 || ssd_num_chunks(s) > 65535) bad = "B*H and the number of chunks must be at most 65535";
+    else if ((long)s->B * s->H > 65535) bad = "B*H must be at most 65535";
     else if (s->d_in_proj < s->H) bad = "d_in_proj must be at least H";
     if (bad) {
         fprintf(stderr, "ssd_scan: unsupported shape (B=%d T=%d H=%d P=%d G=%d N=%d Q=%d conv_dim=%d d_in_proj=%d): %s\n",
@@ -127,27 +151,80 @@ __device__ float ssd_block_inclusive_scan(float v) {
     return warp > 0 ? v + warp_totals[warp - 1] : v;
 }
 
-/* Each of 16 lanes (a half warp) holds SSD_SUB partial sums; afterwards lane l holds the sum over the
- * 16 lanes of entry l. Halving exchange: 8 + 4 + 2 + 1 shuffles. */
-__device__ __forceinline__ float ssd_transpose_reduce16(float (&v)[SSD_SUB]) {
-    int lane = threadIdx.x & 15;
-#pragma unroll
-    for (int width = 8; width >= 1; width >>= 1) {
-        bool upper = lane & width;
-#pragma unroll
-        for (int i = 0; i < width; i++) {
-            float send = upper ? v[i] : v[i + width];
-            float keep = upper ? v[i + width] : v[i];
-            v[i] = keep + __shfl_xor_sync(0xffffffff, send, width);
-        }
-    }
-    return v[0];
-}
-
+/* Sum over the 16 lanes of a half warp. */
 __device__ __forceinline__ float ssd_reduce16(float v) {
 #pragma unroll
     for (int offset = 8; offset >= 1; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
     return v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Warp GEMM tiles. A view reads element (r, k) of an fp32 shared-memory matrix at p[r * rs + k * ks],
+ * so one array serves as an operand and as its transpose.
+ */
+struct SSDView {
+    const float *p;
+    int rs, ks;
+    __device__ __forceinline__ float at(int r, int k) const { return p[r * rs + k * ks]; }
+};
+
+/* Element i (0..3) of a warp's 16 x 8 tile sits at row ssd_tile_row(i), column ssd_tile_col(i). */
+__device__ __forceinline__ int ssd_tile_row(int i) { return ((threadIdx.x & 31) >> 2) + 8 * (i >> 1); }
+__device__ __forceinline__ int ssd_tile_col(int i) { return 2 * (threadIdx.x & 3) + (i & 1); }
+
+#if !defined(ENABLE_FP32)
+/* Two fp32 values as a bf16x2 of their roundings (hi) and a bf16x2 of what the rounding left (lo):
+ * hi + lo holds 16 significant bits of each value. */
+struct SSDSplit {
+    uint32_t hi, lo;
+};
+__device__ __forceinline__ SSDSplit ssd_split_bf16(float x0, float x1) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+    float2 hf = __bfloat1622float2(h);
+    __nv_bfloat162 l = __floats2bfloat162_rn(x0 - hf.x, x1 - hf.y);
+    SSDSplit v = {*reinterpret_cast<uint32_t *>(&h), *reinterpret_cast<uint32_t *>(&l)};
+    return v;
+}
+
+__device__ __forceinline__ void ssd_mma_bf16(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif
+
+/* acc[16 x 8] += sum_{k < K} a(r, k) b(c, k), K a multiple of 16. bf16 builds: three mma.sync
+ * m16n8k16 per 16 k, a_lo b_hi + a_hi b_lo + a_hi b_hi with each operand split into bf16 hi + lo
+ * (the dropped a_lo b_lo is 2^-18 of the product), so the tile is as precise as ~16-bit operands:
+ * single bf16 operands leave 2^-9 relative errors that the cancelling sums of dA_log and dt_bias
+ * amplify past 2e-2. fp32 build: fp32 FMAs on the same register layout. */
+__device__ __forceinline__ void ssd_mma(float (&acc)[4], SSDView a, SSDView b, int K) {
+    int lane = threadIdx.x & 31, g = lane >> 2, q = 2 * (lane & 3);
+#if defined(ENABLE_FP32)
+#pragma unroll 4
+    for (int k = 0; k < K; k++) {
+        float a0 = a.at(g, k), a1 = a.at(g + 8, k), b0 = b.at(q, k), b1 = b.at(q + 1, k);
+        acc[0] += a0 * b0;
+        acc[1] += a0 * b1;
+        acc[2] += a1 * b0;
+        acc[3] += a1 * b1;
+    }
+#else
+#pragma unroll 1
+    for (int k = 0; k < K; k += 16) {
+        SSDSplit a0 = ssd_split_bf16(a.at(g, k + q), a.at(g, k + q + 1));
+        SSDSplit a1 = ssd_split_bf16(a.at(g + 8, k + q), a.at(g + 8, k + q + 1));
+        SSDSplit a2 = ssd_split_bf16(a.at(g, k + q + 8), a.at(g, k + q + 9));
+        SSDSplit a3 = ssd_split_bf16(a.at(g + 8, k + q + 8), a.at(g + 8, k + q + 9));
+        SSDSplit b0 = ssd_split_bf16(b.at(g, k + q), b.at(g, k + q + 1));
+        SSDSplit b1 = ssd_split_bf16(b.at(g, k + q + 8), b.at(g, k + q + 9));
+        ssd_mma_bf16(acc, a0.lo, a1.lo, a2.lo, a3.lo, b0.hi, b1.hi);
+        ssd_mma_bf16(acc, a0.hi, a1.hi, a2.hi, a3.hi, b0.lo, b1.lo);
+        ssd_mma_bf16(acc, a0.hi, a1.hi, a2.hi, a3.hi, b0.hi, b1.hi);
+    }
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -169,71 +246,101 @@ __global__ void ssd_dt_forward_kernel(float *delta, float *dcum, const floatX *d
 }
 
 /* ------------------------------------------------------------------------------------------------
- * 2. Per-chunk reductions over the chunk's steps i, out[p, n] = sum_i u_i[p] v_i[n]:
+ * 2. Per-chunk GEMMs over the chunk's steps i, out[p, n] = sum_i u_i[p] v_i[n]:
  *    states:  u = delta x, v = B exp(A (dc_last - dc_i))   (the chunk's final state from zero)
  *    dstates: u = dy,      v = C exp(A dc_i)               (dL/d entering state, from the chunk's outputs)
- * Grid (P/16, nchunks, B*H); thread (row = tid/16, lane l) owns p = p0 + row and n = l + 16 j.
+ * Grid (nchunks, B*H). Warp w owns the 16 x 8 tiles w, w + 16, ... of the P x N result in registers.
  */
 enum { SSD_REDUCE_STATES = 0, SSD_REDUCE_DSTATES = 1 };
 
+static size_t ssd_reduce_smem_bytes(const SSDScanShape *s) {
+    return sizeof(float) * ((size_t)SSD_REDUCE_STEPS * (s->P + 4) + (size_t)SSD_REDUCE_STEPS * (s->N + 4) + s->N);
+}
+
 template <int N_>
-__global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_reduce_kernel(float *out, const floatX *u_src,
+__global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel(float *out, const floatX *u_src,
                                                                        const floatX *xBC, const float *delta,
                                                                        const float *dcum, const float *A_log,
                                                                        SSDScanShape s, int mode) {
-    constexpr int J = N_ / 16;
-    __shared__ float u_s[SSD_SUB][SSD_PTILE];
-    __shared__ float v_s[SSD_SUB][N_ + 1];
-    __shared__ float A_s[N_];
-    int nc = gridDim.y, c = blockIdx.y, bh = blockIdx.z, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
-    int p0 = blockIdx.x * SSD_PTILE, tid = threadIdx.x, row = tid >> 4, l = tid & 15;
+    constexpr int LN = N_ + 4, NTC = N_ / 8, MAX_TILES = (SSD_MAX_P / 16) * NTC / SSD_REDUCE_WARPS;
+    constexpr int UPT = SSD_REDUCE_STEPS * SSD_MAX_P / SSD_REDUCE_THREADS, VPT = SSD_REDUCE_STEPS * N_ / SSD_REDUCE_THREADS;
+    extern __shared__ __align__(16) float ssd_reduce_smem[];
+    int P = s.P, LP = P + 4;
+    float *u_s = ssd_reduce_smem;                   /* [steps][LP] */
+    float *v_s = u_s + SSD_REDUCE_STEPS * LP;       /* [steps][LN] */
+    float *A_s = v_s + SSD_REDUCE_STEPS * LN;       /* [N] */
+    int nc = gridDim.x, c = blockIdx.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
+    int tid = threadIdx.x, warp = tid >> 5, ntiles = (P / 16) * NTC;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
     const float *dl = delta + (size_t)bh * s.T, *dc = dcum + (size_t)bh * s.T;
     float last = dc[t0 + len - 1];
     int u_stride = mode == SSD_REDUCE_STATES ? s.conv_dim : s.H * s.P;
-    int v_col = s.H * s.P + (mode == SSD_REDUCE_STATES ? 0 : s.G * s.N) + g * N_;
-    for (int n = tid; n < N_; n += SSD_THREADS) A_s[n] = ssd_rate(A_log, h, n, N_, s.diagonal);
-    float acc[J];
+    int v_col = s.H * s.P + (mode == SSD_REDUCE_STATES ? 0 : s.G * N_) + g * N_;
+    for (int n = tid; n < N_; n += SSD_REDUCE_THREADS) A_s[n] = ssd_rate(A_log, h, n, N_, s.diagonal);
+    float acc[MAX_TILES][4];
 #pragma unroll
-    for (int j = 0; j < J; j++) acc[j] = 0.0f;
-    for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
+    for (int j = 0; j < MAX_TILES; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+    for (int i0 = 0; i0 < len; i0 += SSD_REDUCE_STEPS) {
         __syncthreads();
-        {
-            int t = t0 + i0 + row;
-            float u = 0.0f;
-            if (i0 + row < len) {
-                u = to_float(u_src[((size_t)b * s.T + t) * u_stride + h * s.P + p0 + l]);
-                if (mode == SSD_REDUCE_STATES) u *= dl[t];
-            }
-            u_s[row][l] = u;
+        /* a batch of global loads per thread, then the shared-memory stores (overlapped latencies) */
+        float uv[UPT], dv[UPT], vv[VPT], cv[VPT];
+#pragma unroll
+        for (int k = 0; k < UPT; k++) {
+            int idx = tid + k * SSD_REDUCE_THREADS, i = idx / P, p = idx % P, t = t0 + i0 + i;
+            bool valid = idx < SSD_REDUCE_STEPS * P && i0 + i < len;
+            uv[k] = valid ? to_float(u_src[((size_t)b * s.T + t) * u_stride + h * P + p]) : 0.0f;
+            dv[k] = valid && mode == SSD_REDUCE_STATES ? dl[t] : 1.0f;
         }
-        for (int idx = tid; idx < SSD_SUB * N_; idx += SSD_THREADS) {
-            int i = idx / N_, n = idx % N_, t = t0 + i0 + i;
-            float v = 0.0f;
-            if (i0 + i < len) {
-                float e = mode == SSD_REDUCE_STATES ? last - dc[t] : dc[t];
-                v = to_float(xBC[((size_t)b * s.T + t) * s.conv_dim + v_col + n]) * expf(A_s[n] * e);
-            }
-            v_s[i][n] = v;
+#pragma unroll
+        for (int k = 0; k < UPT; k++) {
+            int idx = tid + k * SSD_REDUCE_THREADS, i = idx / P, p = idx % P;
+            if (idx < SSD_REDUCE_STEPS * P) u_s[i * LP + p] = uv[k] * dv[k];
+        }
+#pragma unroll
+        for (int k = 0; k < VPT; k++) {
+            int idx = tid + k * SSD_REDUCE_THREADS, i = idx / N_, n = idx % N_, t = t0 + i0 + i;
+            bool valid = i0 + i < len;
+            vv[k] = valid ? to_float(xBC[((size_t)b * s.T + t) * s.conv_dim + v_col + n]) : 0.0f;
+            cv[k] = valid ? dc[t] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < VPT; k++) {
+            int idx = tid + k * SSD_REDUCE_THREADS, i = idx / N_, n = idx % N_;
+            float e = mode == SSD_REDUCE_STATES ? last - cv[k] : cv[k];
+            v_s[i * LN + n] = vv[k] * expf(A_s[n] * e);
         }
         __syncthreads();
 #pragma unroll
-        for (int i = 0; i < SSD_SUB; i++) {
-            float u = u_s[i][row];
-#pragma unroll
-            for (int j = 0; j < J; j++) acc[j] += u * v_s[i][l + 16 * j];
+        for (int j = 0; j < MAX_TILES; j++) {
+            int tile = warp + SSD_REDUCE_WARPS * j;
+            if (tile < ntiles) {
+                int p0 = (tile / NTC) * 16, n0 = (tile % NTC) * 8;
+                ssd_mma(acc[j], SSDView{u_s + p0, 1, LP}, SSDView{v_s + n0, 1, LN}, SSD_REDUCE_STEPS);
+            }
         }
     }
-    float *o = out + (((size_t)bh * nc + c) * s.P + p0 + row) * N_;
+    float *o = out + ((size_t)bh * nc + c) * P * N_;
 #pragma unroll
-    for (int j = 0; j < J; j++) o[l + 16 * j] = acc[j];
+    for (int j = 0; j < MAX_TILES; j++) {
+        int tile = warp + SSD_REDUCE_WARPS * j;
+        if (tile < ntiles) {
+            int p0 = (tile / NTC) * 16, n0 = (tile % NTC) * 8;
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[(p0 + ssd_tile_row(i)) * N_ + n0 + ssd_tile_col(i)] = acc[j][i];
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------
  * 3. Passing states between chunks, one thread per (b, h, p, n):
  *    forward:  in[0] = 0,        in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
  *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]   (own -> out, in place)
+ * The loads of a batch of chunks are issued before the dependent updates, to overlap their latency.
  */
+#define SSD_PASS_BATCH 8
+
 __global__ void ssd_state_passing_kernel(float *states, const float *dcum, const float *A_log, SSDScanShape s,
                                          int reverse) {
     int PN = s.P * s.N, e = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, h = bh % s.H;
@@ -242,319 +349,517 @@ __global__ void ssd_state_passing_kernel(float *states, const float *dcum, const
     int nc = ssd_num_chunks(&s);
     const float *dc = dcum + (size_t)bh * s.T;
     float run = 0.0f;
-    for (int k = 0; k < nc; k++) {
-        int c = reverse ? nc - 1 - k : k;
-        int len = min(s.Q, s.T - c * s.Q);
-        float decay = expf(A * dc[c * s.Q + len - 1]);
-        float *ptr = states + ((size_t)bh * nc + c) * PN + e;
-        float own = *ptr;
-        *ptr = run;
-        run = decay * run + own;
+    for (int k0 = 0; k0 < nc; k0 += SSD_PASS_BATCH) {
+        float own[SSD_PASS_BATCH], decay[SSD_PASS_BATCH];
+#pragma unroll
+        for (int i = 0; i < SSD_PASS_BATCH; i++) {
+            int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
+            if (k0 + i < nc) {
+                int len = min(s.Q, s.T - c * s.Q);
+                decay[i] = expf(A * dc[c * s.Q + len - 1]);
+                own[i] = states[((size_t)bh * nc + c) * PN + e];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < SSD_PASS_BATCH; i++) {
+            int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
+            if (k0 + i < nc) {
+                states[((size_t)bh * nc + c) * PN + e] = run;
+                run = decay[i] * run + own[i];
+            }
+        }
     }
 }
 
 /* ------------------------------------------------------------------------------------------------
- * 4. The chunk scan. Shared memory of one block for one sub-block of SSD_SUB steps (t, s index steps
- * in the sub-block; ref = dc before it, end = dc at its last step; rows past the chunk's end are
- * zero with dc held at end, so they change nothing).
+ * 4. The chunk scan. Shared memory of one block (fp32; LP = P + 4, LN = N + 4 row strides keep the
+ * warp tiles' loads from piling onto a few banks). Rows past the chunk's end are zero with dc held
+ * at the last step, so they change nothing.
  */
-template <int N_>
-struct SSDSubTile {
-    float Braw[SSD_SUB][N_ + 1];
-    float Craw[SSD_SUB][N_ + 1];
-    float decB[SSD_SUB][N_ + 1];  /* exp(A[n] (end - dc_s)): from step s to the end of the sub-block */
-    float decC[SSD_SUB][N_ + 1];  /* exp(A[n] (dc_t - ref)): from the start of the sub-block to step t */
-    float Bt[SSD_SUB][N_ + 1];    /* Braw decB */
-    float Ct[SSD_SUB][N_ + 1];    /* Craw decC */
-    float rows[SSD_PTILE][N_ + 1]; /* a copy of the block's state (or adjoint state) rows */
-    float decE[N_];               /* exp(A[n] (end - ref)): across the whole sub-block */
-    float A[N_];
-    float dA[N_];                 /* backward: dA partial sums */
-    float x[SSD_SUB][SSD_PTILE + 1];
-    float xd[SSD_SUB][SSD_PTILE + 1];  /* delta x */
-    float dy[SSD_SUB][SSD_PTILE + 1];
-    float M[SSD_SUB][SSD_SUB + 1];     /* M[t][s] = sum_n C_t[n] B_s[n] exp(A[n] (dc_t - dc_s)), s <= t */
-    float W[SSD_SUB][SSD_SUB + 1];     /* backward: dy_t . (delta x)_s over the block's rows, times the
-                                          scalar decay exp(A (dc_t - dc_s)) when A is scalar */
-    float dc[SSD_SUB];
-    float dl[SSD_SUB];
+struct SSDSmem {
+    int LP, LN;
+    float *state;          /* [P][LN] S (forward, backward's forward sweep) or G (backward's reverse sweep) */
+    float *x, *xd, *dy;    /* [SUB][LP] x, delta x, dy of the sub-block */
+    float *B, *C;          /* [SUB][LN] */
+    float *Bt, *Ct;        /* [SUB][LN] B exp(A (end - dc)), C exp(A (dc - ref)) */
+    float *gb;             /* [SUB][LP] backward: G_s B_s + M^T dy per step s */
+    float *dBC;            /* [SUB][LN] backward: the sub-block's dC (forward sweep) or dB (reverse sweep) */
+    float *M, *W;          /* [SUB][SUB + 1] */
+    float *dc, *dl;        /* [SUB] */
+    float *bounds;         /* [2] ref, end */
+    float *A, *decE, *dA;  /* [N] rates, exp(A (end - ref)), backward dA sums */
+    float *dA_rows;        /* [SUB][N] backward: dA partial sums of the epilogue thread rows */
+    float *w, *din;        /* [Q] backward: sum_n A z_t, x_t . (G_t B_t) */
 };
 
+/* Lays the arrays out from base (NULL: only counts); returns the number of floats. */
+__host__ __device__ static size_t ssd_smem_carve(SSDSmem *sm, float *base, int P, int N, int Q) {
+    size_t off = 0;
+    int LP = P + 4, LN = N + 4;
+    auto take = [&](size_t count) {
+        float *p = base ? base + off : NULL;
+        off += (count + 3) & ~(size_t)3;
+        return p;
+    };
+    sm->LP = LP;
+    sm->LN = LN;
+    /* arrays sized by N and SSD_SUB only first: their offsets are compile-time constants */
+    sm->B = take(SSD_SUB * LN);
+    sm->C = take(SSD_SUB * LN);
+    sm->Bt = take(SSD_SUB * LN);
+    sm->Ct = take(SSD_SUB * LN);
+    sm->dBC = take(SSD_SUB * LN);
+    sm->M = take(SSD_SUB * (SSD_SUB + 1));
+    sm->W = take(SSD_SUB * (SSD_SUB + 1));
+    sm->dc = take(SSD_SUB);
+    sm->dl = take(SSD_SUB);
+    sm->bounds = take(2);
+    sm->A = take(N);
+    sm->decE = take(N);
+    sm->dA = take(N);
+    sm->dA_rows = take((size_t)SSD_SUB * N);
+    sm->x = take(SSD_SUB * LP);
+    sm->xd = take(SSD_SUB * LP);
+    sm->dy = take(SSD_SUB * LP);
+    sm->gb = take(SSD_SUB * LP);
+    sm->state = take((size_t)P * LN);
+    sm->w = take(Q);
+    sm->din = take(Q);
+    return off;
+}
+
+static size_t ssd_scan_smem_bytes(const SSDScanShape *s) {
+    SSDSmem sm;
+    return sizeof(float) * ssd_smem_carve(&sm, NULL, s->P, s->N, s->Q);
+}
+
+/* Loads sub-block i0 of the chunk (dy too when given). Each thread issues batches of SSD_BATCH
+ * global loads into registers before storing them to shared memory, so their latencies overlap
+ * instead of adding up. */
+#define SSD_BATCH 4
+
 template <int N_>
-__device__ void ssd_load_sub(SSDSubTile<N_> &sm, const SSDScanShape &s, const floatX *xBC, const floatX *dy,
-                             const float *dl, const float *dc, int b, int h, int g, int p0, int t0, int i0, int len) {
-    int tid = threadIdx.x, row = tid >> 4, l = tid & 15;
+__device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const floatX *xBC, const floatX *dy,
+                             const float *dl, const float *dc, int b, int h, int g, int t0, int i0, int len) {
+    constexpr int XPT = SSD_SUB * SSD_MAX_P / SSD_THREADS, BPT = SSD_SUB * N_ / SSD_THREADS;
+    constexpr int BB = BPT < SSD_BATCH ? BPT : SSD_BATCH;
+    int tid = threadIdx.x, P = s.P, LP = sm.LP, LN = sm.LN;
     int nvalid = min(SSD_SUB, len - i0);
+    size_t row0 = (size_t)b * s.T + t0 + i0;
     float ref = i0 == 0 ? 0.0f : dc[t0 + i0 - 1];
     float end = dc[t0 + i0 + nvalid - 1];
-    {
-        int t = t0 + i0 + row;
-        bool valid = row < nvalid;
-        size_t r = (size_t)b * s.T + t;
-        float x = valid ? to_float(xBC[r * s.conv_dim + h * s.P + p0 + l]) : 0.0f;
-        float d = valid ? dl[t] : 0.0f;
-        sm.x[row][l] = x;
-        sm.xd[row][l] = x * d;
-        if (dy) sm.dy[row][l] = valid ? to_float(dy[r * s.H * s.P + h * s.P + p0 + l]) : 0.0f;
-        if (l == 0) {
-            sm.dc[row] = valid ? dc[t] : end;
-            sm.dl[row] = d;
+#pragma unroll 1
+    for (int u0 = 0; u0 < XPT; u0 += SSD_BATCH) {
+        float xv[SSD_BATCH], dv[SSD_BATCH], yv[SSD_BATCH];
+#pragma unroll
+        for (int u = 0; u < SSD_BATCH; u++) {
+            int idx = tid + (u0 + u) * SSD_THREADS, i = idx / P, p = idx % P;
+            bool valid = idx < SSD_SUB * P && i < nvalid;
+            xv[u] = valid ? to_float(xBC[(row0 + i) * s.conv_dim + h * P + p]) : 0.0f;
+            dv[u] = valid ? dl[t0 + i0 + i] : 0.0f;
+            yv[u] = valid && dy ? to_float(dy[(row0 + i) * s.H * P + h * P + p]) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < SSD_BATCH; u++) {
+            int idx = tid + (u0 + u) * SSD_THREADS, i = idx / P, p = idx % P;
+            if (idx < SSD_SUB * P) {
+                sm.x[i * LP + p] = xv[u];
+                sm.xd[i * LP + p] = xv[u] * dv[u];
+                if (dy) sm.dy[i * LP + p] = yv[u];
+            }
         }
     }
-    int b_col = s.H * s.P + g * N_, c_col = s.H * s.P + s.G * N_ + g * N_;
-    for (int idx = tid; idx < SSD_SUB * N_; idx += SSD_THREADS) {
-        int i = idx / N_, n = idx % N_, t = t0 + i0 + i;
-        bool valid = i < nvalid;
-        const floatX *r = xBC + ((size_t)b * s.T + t) * s.conv_dim;
-        float dci = valid ? dc[t] : end;
-        float Bv = valid ? to_float(r[b_col + n]) : 0.0f, Cv = valid ? to_float(r[c_col + n]) : 0.0f;
-        float eB = expf(sm.A[n] * (end - dci)), eC = expf(sm.A[n] * (dci - ref));
-        sm.Braw[i][n] = Bv;
-        sm.Craw[i][n] = Cv;
-        sm.decB[i][n] = eB;
-        sm.decC[i][n] = eC;
-        sm.Bt[i][n] = Bv * eB;
-        sm.Ct[i][n] = Cv * eC;
+    if (tid < SSD_SUB) {
+        bool valid = tid < nvalid;
+        sm.dc[tid] = valid ? dc[t0 + i0 + tid] : end;
+        sm.dl[tid] = valid ? dl[t0 + i0 + tid] : 0.0f;
+    }
+    if (tid == 0) {
+        sm.bounds[0] = ref;
+        sm.bounds[1] = end;
+    }
+    int b_col = s.H * P + g * N_, c_col = s.H * P + s.G * N_ + g * N_;
+#pragma unroll 1
+    for (int u0 = 0; u0 < BPT; u0 += BB) {
+        float Bv[BB], Cv[BB], dcv[BB];
+#pragma unroll
+        for (int u = 0; u < BB; u++) {
+            int idx = tid + (u0 + u) * SSD_THREADS, i = idx / N_, n = idx % N_;
+            bool valid = i < nvalid;
+            const floatX *r = xBC + (row0 + i) * s.conv_dim;
+            Bv[u] = valid ? to_float(r[b_col + n]) : 0.0f;
+            Cv[u] = valid ? to_float(r[c_col + n]) : 0.0f;
+            dcv[u] = valid ? dc[t0 + i0 + i] : end;
+        }
+#pragma unroll
+        for (int u = 0; u < BB; u++) {
+            int idx = tid + (u0 + u) * SSD_THREADS, i = idx / N_, n = idx % N_;
+            sm.B[i * LN + n] = Bv[u];
+            sm.C[i * LN + n] = Cv[u];
+            sm.Bt[i * LN + n] = Bv[u] * expf(sm.A[n] * (end - dcv[u]));
+            sm.Ct[i * LN + n] = Cv[u] * expf(sm.A[n] * (dcv[u] - ref));
+        }
     }
     for (int n = tid; n < N_; n += SSD_THREADS) sm.decE[n] = expf(sm.A[n] * (end - ref));
 }
 
-/* M (and, for the backward, W) of the loaded sub-block; thread (t = tid/16, s = tid%16). */
-template <int N_, bool DIAG>
-__device__ void ssd_sub_matrices(SSDSubTile<N_> &sm, bool with_w) {
-    int t = threadIdx.x >> 4, s = threadIdx.x & 15;
-    float m = 0.0f, w = 0.0f;
-    if (s <= t) {
-        float gap = sm.dc[t] - sm.dc[s];
-        if (DIAG) {
-#pragma unroll 8
-            for (int n = 0; n < N_; n++) m += sm.Craw[t][n] * sm.Braw[s][n] * expf(sm.A[n] * gap);
-        } else {
-#pragma unroll 8
-            for (int n = 0; n < N_; n++) m += sm.Craw[t][n] * sm.Braw[s][n];
-            m *= expf(sm.A[0] * gap);
-        }
-        if (with_w) {
-#pragma unroll
-            for (int p = 0; p < SSD_PTILE; p++) w += sm.dy[t][p] * sm.xd[s][p];
-            if (!DIAG) w *= expf(sm.A[0] * gap);
-        }
-    }
-    sm.M[t][s] = m;
-    if (with_w) sm.W[t][s] = w;
-}
-
-/* The block's state rows advance over the loaded sub-block: S = decE S + sum_s (delta x)_s (B_s decB_s)^T */
+/* Copies a [P][N] fp32 state from global memory into the [P][LN] state buffer, 8 loads in flight per
+ * thread. */
 template <int N_>
-__device__ __forceinline__ void ssd_state_update(const SSDSubTile<N_> &sm, float (&S)[N_ / 16], int row, int l) {
+__device__ void ssd_load_state(const SSDSmem &sm, const float *src, int P) {
+    for (int base = threadIdx.x; base < P * N_; base += 8 * SSD_THREADS) {
+        float v[8];
 #pragma unroll
-    for (int j = 0; j < N_ / 16; j++) {
-        int n = l + 16 * j;
-        float acc = sm.decE[n] * S[j];
+        for (int u = 0; u < 8; u++) {
+            int idx = base + u * SSD_THREADS;
+            v[u] = idx < P * N_ ? src[idx] : 0.0f;
+        }
 #pragma unroll
-        for (int i = 0; i < SSD_SUB; i++) acc += sm.xd[i][row] * sm.Bt[i][n];
-        S[j] = acc;
+        for (int u = 0; u < 8; u++) {
+            int idx = base + u * SSD_THREADS;
+            if (idx < P * N_) sm.state[(idx / N_) * sm.LN + idx % N_] = v[u];
+        }
     }
 }
 
-template <int N_>
-static size_t ssd_tile_bytes(const SSDScanShape *s) { return sizeof(SSDSubTile<N_>) + 2 * sizeof(float) * s->Q; }
-
-/* Grid (P/16, nchunks, B*H). */
+/* The M tiles (warps 0-1, scalar A) or the whole of M (all threads, diagonal A), and the W tiles
+ * (warps 2-3, when with_w):
+ *   M[t][s] = sum_n C_t[n] B_s[n] exp(A[n] (dc_t - dc_s)),  W[t][s] = dy_t . (delta x)_s, times the
+ *   decay exp(A (dc_t - dc_s)) when A is scalar; both zero for s > t. */
 template <int N_, bool DIAG>
-__global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_forward_kernel(floatX *y, const floatX *xBC,
+__device__ void ssd_sub_matrices(const SSDSmem &sm, int P, bool with_m, bool with_w) {
+    int tid = threadIdx.x, warp = tid >> 5, LN = sm.LN, LP = sm.LP;
+    if (DIAG && with_m) {
+        int t = tid >> 4, s = tid & 15;
+        float m = 0.0f;
+        if (s <= t) {
+            float gap = sm.dc[t] - sm.dc[s];
+#pragma unroll 8
+            for (int n = 0; n < N_; n++) m += sm.C[t * LN + n] * sm.B[s * LN + n] * expf(sm.A[n] * gap);
+        }
+        sm.M[t * (SSD_SUB + 1) + s] = m;
+    }
+    bool m_tile = !DIAG && with_m && warp < 2, w_tile = with_w && warp >= 2 && warp < 4;
+    if (m_tile || w_tile) {
+        int s0 = 8 * (warp & 1);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (m_tile) ssd_mma(acc, SSDView{sm.C, LN, 1}, SSDView{sm.B + s0 * LN, LN, 1}, N_);
+        else ssd_mma(acc, SSDView{sm.dy, LP, 1}, SSDView{sm.xd + s0 * LP, LP, 1}, P);
+        float *out = m_tile ? sm.M : sm.W;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int t = ssd_tile_row(i), s = s0 + ssd_tile_col(i);
+            float v = 0.0f;
+            if (s <= t) v = DIAG ? acc[i] : acc[i] * expf(sm.A[0] * (sm.dc[t] - sm.dc[s]));
+            out[t * (SSD_SUB + 1) + s] = v;
+        }
+    }
+}
+
+/* state <- decE (.) state + left^T right over the sub-block's steps: S with (delta x, Bt) going
+ * forward, G with (dy, Ct) going back. */
+__device__ void ssd_advance_state(const SSDSmem &sm, int P, int N, const float *left, const float *right) {
+    int warp = threadIdx.x >> 5, ntc = N / 8, ntiles = (P / 16) * ntc, LN = sm.LN, LP = sm.LP;
+    for (int tile = warp; tile < ntiles; tile += SSD_WARPS) {
+        int p0 = (tile / ntc) * 16, n0 = (tile % ntc) * 8;
+        float acc[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int n = n0 + ssd_tile_col(i);
+            acc[i] = sm.decE[n] * sm.state[(p0 + ssd_tile_row(i)) * LN + n];
+        }
+        ssd_mma(acc, SSDView{left + p0, 1, LP}, SSDView{right + n0, 1, LN}, SSD_SUB);
+#pragma unroll
+        for (int i = 0; i < 4; i++) sm.state[(p0 + ssd_tile_row(i)) * LN + n0 + ssd_tile_col(i)] = acc[i];
+    }
+}
+
+template <int N_>
+__device__ void ssd_scan_prologue(const SSDSmem &sm, const float *A_log, int h, int diagonal) {
+    for (int n = threadIdx.x; n < N_; n += SSD_THREADS) {
+        sm.A[n] = ssd_rate(A_log, h, n, N_, diagonal);
+        sm.dA[n] = 0.0f;
+    }
+    for (int i = threadIdx.x; i < SSD_SUB * N_; i += SSD_THREADS) sm.dA_rows[i] = 0.0f;
+    __syncthreads();
+}
+
+/* Grid (nchunks, B*H). */
+template <int N_, bool DIAG>
+__global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(floatX *y, const floatX *xBC,
                                                                              const float *delta, const float *dcum,
                                                                              const float *states, const float *A_log,
                                                                              const float *D, SSDScanShape s) {
-    constexpr int J = N_ / 16;
-    extern __shared__ __align__(16) unsigned char ssd_smem[];
-    SSDSubTile<N_> &sm = *reinterpret_cast<SSDSubTile<N_> *>(ssd_smem);
-    int nc = gridDim.y, c = blockIdx.y, bh = blockIdx.z, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
-    int p0 = blockIdx.x * SSD_PTILE, tid = threadIdx.x, row = tid >> 4, l = tid & 15;
+    extern __shared__ __align__(16) float ssd_smem[];
+    SSDSmem sm;
+    ssd_smem_carve(&sm, ssd_smem, s.P, N_, s.Q);
+    int nc = gridDim.x, c = blockIdx.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
+    int P = s.P, LP = sm.LP, LN = sm.LN, tid = threadIdx.x, warp = tid >> 5;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
     const float *dl = delta + (size_t)bh * s.T, *dc = dcum + (size_t)bh * s.T;
-    for (int n = tid; n < N_; n += SSD_THREADS) sm.A[n] = ssd_rate(A_log, h, n, N_, s.diagonal);
-    float S[J];
-    const float *st = states + (((size_t)bh * nc + c) * s.P + p0 + row) * N_;
-#pragma unroll
-    for (int j = 0; j < J; j++) S[j] = st[l + 16 * j];
+    ssd_load_state<N_>(sm, states + ((size_t)bh * nc + c) * P * N_, P);
+    ssd_scan_prologue<N_>(sm, A_log, h, s.diagonal);
     float Dh = D[h];
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, NULL, dl, dc, b, h, g, p0, t0, i0, len);
+        ssd_load_sub<N_>(sm, s, xBC, NULL, dl, dc, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, false);
+        ssd_sub_matrices<N_, DIAG>(sm, P, true, false);
         __syncthreads();
-        /* thread (row p, lane l): y_t[p] for t = l */
-        float part[SSD_SUB];
+        /* y tiles (16 steps x 8 rows p) */
+        for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
+            int p0 = tile * 8;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            ssd_mma(acc, SSDView{sm.Ct, LN, 1}, SSDView{sm.state + p0 * LN, LN, 1}, N_);
+            ssd_mma(acc, SSDView{sm.M, SSD_SUB + 1, 1}, SSDView{sm.xd + p0, 1, LP}, SSD_SUB);
 #pragma unroll
-        for (int t = 0; t < SSD_SUB; t++) {
-            float acc = 0.0f;
-#pragma unroll
-            for (int j = 0; j < J; j++) acc += sm.Ct[t][l + 16 * j] * S[j];
-            part[t] = acc;
+            for (int i = 0; i < 4; i++) {
+                int t = ssd_tile_row(i), p = p0 + ssd_tile_col(i);
+                if (i0 + t < len)
+                    y[((size_t)b * s.T + t0 + i0 + t) * s.H * P + h * P + p] =
+                        from_float<floatX>(acc[i] + Dh * sm.x[t * LP + p]);
+            }
         }
-        float v = ssd_transpose_reduce16(part);
-        for (int k = 0; k <= l; k++) v += sm.M[l][k] * sm.xd[k][row];
-        v += Dh * sm.x[l][row];
-        if (i0 + l < len) y[((size_t)b * s.T + t0 + i0 + l) * s.H * s.P + h * s.P + p0 + row] = from_float<floatX>(v);
-        ssd_state_update<N_>(sm, S, row, l);
+        __syncthreads();
+        if (i0 + SSD_SUB < len) ssd_advance_state(sm, P, N_, sm.xd, sm.Bt);
     }
 }
 
-/* Grid (P/16, nchunks, B*H). Writes dx; accumulates dB, dC (dBC), d delta, dA_log, dD. */
+/* fp32 4-wide atomic adds of a [SUB][N] shared-memory block into rows of dBC (valid rows only) */
+template <int N_>
+__device__ void ssd_atomic_rows(float *dst, int row_stride, const SSDSmem &sm, int nvalid) {
+    for (int idx = threadIdx.x; idx < SSD_SUB * N_ / 4; idx += SSD_THREADS) {
+        int i = idx / (N_ / 4), n = 4 * (idx % (N_ / 4));
+        if (i < nvalid) {
+            const float *v = sm.dBC + i * sm.LN + n;
+            atomicAdd(reinterpret_cast<float4 *>(dst + (size_t)i * row_stride + n), make_float4(v[0], v[1], v[2], v[3]));
+        }
+    }
+}
+
+/* Grid (nchunks, B*H). Writes dx and d delta; accumulates dB, dC (dBC), dA_log, dD. */
 template <int N_, bool DIAG>
-__global__ void __launch_bounds__(SSD_THREADS) ssd_chunk_scan_backward_kernel(
+__global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel(
     floatX *dxBC, float *dBC, float *ddelta, float *dA_log, float *dD, const floatX *dy, const floatX *xBC,
     const float *delta, const float *dcum, const float *states, const float *dstates, const float *A_log,
     const float *D, SSDScanShape s) {
     constexpr int J = N_ / 16;
-    extern __shared__ __align__(16) unsigned char ssd_smem[];
-    SSDSubTile<N_> &sm = *reinterpret_cast<SSDSubTile<N_> *>(ssd_smem);
-    float *w_chunk = reinterpret_cast<float *>(ssd_smem + sizeof(SSDSubTile<N_>)); /* [Q] sum_n A z_t */
-    float *din = w_chunk + s.Q;                                                       /* [Q] x_t . G_t B_t */
-    int nc = gridDim.y, c = blockIdx.y, bh = blockIdx.z, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
-    int p0 = blockIdx.x * SSD_PTILE, tid = threadIdx.x, row = tid >> 4, l = tid & 15;
+    extern __shared__ __align__(16) float ssd_smem[];
+    SSDSmem sm;
+    ssd_smem_carve(&sm, ssd_smem, s.P, N_, s.Q);
+    int nc = gridDim.x, c = blockIdx.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
+    int P = s.P, LP = sm.LP, LN = sm.LN, tid = threadIdx.x, warp = tid >> 5, row = tid >> 4, l = tid & 15;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
     int GN = s.G * N_, BC2 = 2 * GN;
     const float *dl = delta + (size_t)bh * s.T, *dc = dcum + (size_t)bh * s.T;
-    for (int n = tid; n < N_; n += SSD_THREADS) {
-        sm.A[n] = ssd_rate(A_log, h, n, N_, s.diagonal);
-        sm.dA[n] = 0.0f;
-    }
-    for (int i = tid; i < s.Q; i += SSD_THREADS) w_chunk[i] = din[i] = 0.0f;
-    size_t rows_off = (((size_t)bh * nc + c) * s.P + p0 + row) * N_;
-    float S[J], G[J], dA_acc[J];
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        S[j] = states[rows_off + l + 16 * j];
-        G[j] = dstates[rows_off + l + 16 * j];
-        dA_acc[j] = 0.0f;
-    }
+    size_t state_off = ((size_t)bh * nc + c) * P * N_;
+    ssd_load_state<N_>(sm, states + state_off, P);
+    ssd_scan_prologue<N_>(sm, A_log, h, s.diagonal);
+    float *dA_row = sm.dA_rows + row * N_; /* this thread's dA partial sums, at n = l + 16 j */
     float Dh = D[h], dD_acc = 0.0f;
 
-    /* forward sweep: dC_t[n] = sum_p dy_t[p] S_t[p, n]; thread (t = row, lane l) owns n = l + 16 j */
+    /* forward sweep: dC */
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
+        int nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, p0, t0, i0, len);
-#pragma unroll
-        for (int j = 0; j < J; j++) sm.rows[row][l + 16 * j] = S[j];
+        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, true);
-        __syncthreads();
-        int t = row;
-        float wsum = 0.0f, dct = sm.dc[t];
+        ssd_sub_matrices<N_, DIAG>(sm, P, false, true);
+        /* dC tiles, state part: exp(A (dc_t - ref)) (dy S)[t][n] */
+        for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
+            int n0 = tile * 8;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            ssd_mma(acc, SSDView{sm.dy, LP, 1}, SSDView{sm.state + n0, 1, LN}, P);
 #pragma unroll
-        for (int j = 0; j < J; j++) {
-            int n = l + 16 * j;
-            float from_state = 0.0f, intra = 0.0f;
-#pragma unroll
-            for (int p = 0; p < SSD_PTILE; p++) from_state += sm.dy[t][p] * sm.rows[p][n];
-            for (int k = 0; k <= t; k++) {
-                float e = DIAG ? expf(sm.A[n] * (dct - sm.dc[k])) : 1.0f;
-                intra += sm.W[t][k] * sm.Braw[k][n] * e;
+            for (int i = 0; i < 4; i++) {
+                int t = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
+                sm.dBC[t * LN + n] = acc[i] * expf(sm.A[n] * (sm.dc[t] - sm.bounds[0]));
             }
-            float dC = sm.decC[t][n] * from_state + intra;
-            if (i0 + t < len) atomicAdd(dBC + ((size_t)b * s.T + t0 + i0 + t) * BC2 + GN + g * N_ + n, dC);
-            float z = sm.Craw[t][n] * dC;
-            dA_acc[j] += z * dct;
-            wsum += sm.A[n] * z;
         }
-        wsum = ssd_reduce16(wsum);
-        if (l == 0 && i0 + t < len) w_chunk[i0 + t] += wsum;
-        ssd_state_update<N_>(sm, S, row, l);
-    }
-    /* the part of r from later chunks: sum_p G_end[p, n] S_end[p, n] (S now holds S_end) */
-    float dc_last = dc[t0 + len - 1], rsum = 0.0f;
+        __syncthreads();
+        /* dC, intra part: sum_{k <= t} W[t][k] B_k[n] exp(A[n] (dc_t - dc_k)) */
+        if (DIAG) {
+            int t = row;
+            float dct = sm.dc[t];
+#pragma unroll 1
+            for (int j = 0; j < J; j++) {
+                int n = l + 16 * j;
+                float intra = 0.0f;
+                for (int k = 0; k <= t; k++)
+                    intra += sm.W[t * (SSD_SUB + 1) + k] * sm.B[k * LN + n] * expf(sm.A[n] * (dct - sm.dc[k]));
+                sm.dBC[t * LN + n] += intra;
+            }
+        } else {
+            for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
+                int n0 = tile * 8;
+                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                ssd_mma(acc, SSDView{sm.W, SSD_SUB + 1, 1}, SSDView{sm.B + n0, 1, LN}, SSD_SUB);
 #pragma unroll
-    for (int j = 0; j < J; j++) {
-        float r = G[j] * S[j];
-        dA_acc[j] += r * dc_last;
-        rsum += sm.A[l + 16 * j] * r;
+                for (int i = 0; i < 4; i++) sm.dBC[ssd_tile_row(i) * LN + n0 + ssd_tile_col(i)] += acc[i];
+            }
+        }
+        __syncthreads();
+        ssd_atomic_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC2 + GN + g * N_, BC2, sm, nvalid);
+        {
+            int t = row;
+            float wsum = 0.0f, dct = sm.dc[t];
+#pragma unroll 1
+            for (int j = 0; j < J; j++) {
+                int n = l + 16 * j;
+                float z = sm.C[t * LN + n] * sm.dBC[t * LN + n];
+                dA_row[n] += z * dct;
+                wsum += sm.A[n] * z;
+            }
+            wsum = ssd_reduce16(wsum);
+            if (l == 0 && t < nvalid) sm.w[i0 + t] = wsum;
+        }
+        ssd_advance_state(sm, P, N_, sm.xd, sm.Bt);
+    }
+
+    /* the part of r from later chunks, sum_p G_end[p, n] S_end[p, n]; the state buffer then takes G.
+     * A thread's n = idx % N stays the same in this loop (SSD_THREADS is a multiple of N). */
+    __syncthreads();
+    float dc_last = dc[t0 + len - 1], rsum = 0.0f;
+    {
+        float gs = 0.0f;
+        int n = tid % N_;
+        const float *src = dstates + state_off;
+        for (int base = tid; base < P * N_; base += 8 * SSD_THREADS) {
+            float G[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int idx = base + u * SSD_THREADS;
+                G[u] = idx < P * N_ ? src[idx] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int idx = base + u * SSD_THREADS;
+                if (idx < P * N_) {
+                    float *e = sm.state + (idx / N_) * LN + n;
+                    gs += G[u] * *e;
+                    *e = G[u];
+                }
+            }
+        }
+        atomicAdd(&sm.dA[n], gs * dc_last);
+        rsum = sm.A[n] * gs;
     }
 
     /* reverse sweep: G carries dL/dS at the end of the sub-block from everything after it */
     int nsub = (len + SSD_SUB - 1) / SSD_SUB;
     for (int k = nsub - 1; k >= 0; k--) {
-        int i0 = k * SSD_SUB;
+        int i0 = k * SSD_SUB, nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, p0, t0, i0, len);
-#pragma unroll
-        for (int j = 0; j < J; j++) sm.rows[row][l + 16 * j] = G[j];
+        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, true);
-        __syncthreads();
-        /* thread (row p, lane l): (G_s B_s)[p] for s = l, then dx */
-        float part[SSD_SUB];
+        ssd_sub_matrices<N_, DIAG>(sm, P, true, true);
+        /* gb, state part: (Bt G^T)[s][p] */
+        for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
+            int p0 = tile * 8;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            ssd_mma(acc, SSDView{sm.Bt, LN, 1}, SSDView{sm.state + p0 * LN, LN, 1}, N_);
 #pragma unroll
-        for (int i = 0; i < SSD_SUB; i++) {
-            float acc = 0.0f;
-#pragma unroll
-            for (int j = 0; j < J; j++) acc += G[j] * sm.Bt[i][l + 16 * j];
-            part[i] = acc;
+            for (int i = 0; i < 4; i++) sm.gb[ssd_tile_row(i) * LP + p0 + ssd_tile_col(i)] = acc[i];
         }
-        float gb = ssd_transpose_reduce16(part);
-        for (int t = l; t < SSD_SUB; t++) gb += sm.M[t][l] * sm.dy[t][row];
-        if (i0 + l < len) {
-            float dyv = sm.dy[l][row], xv = sm.x[l][row];
-            dxBC[((size_t)b * s.T + t0 + i0 + l) * s.conv_dim + h * s.P + p0 + row] =
-                from_float<floatX>(Dh * dyv + sm.dl[l] * gb);
-            atomicAdd(&din[i0 + l], xv * gb);
-            dD_acc += dyv * xv;
-        }
-        /* thread (s = row, lane l): dB_s[n] = sum_p (delta x)_s[p] G_s[p, n] */
-        int si = row;
-        float wsum = 0.0f, dcs = sm.dc[si];
+        /* dB, state part: exp(A (end - dc_s)) ((delta x) G)[s][n] */
+        for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
+            int n0 = tile * 8;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            ssd_mma(acc, SSDView{sm.xd, LP, 1}, SSDView{sm.state + n0, 1, LN}, P);
 #pragma unroll
-        for (int j = 0; j < J; j++) {
-            int n = l + 16 * j;
-            float from_state = 0.0f, intra = 0.0f;
-#pragma unroll
-            for (int p = 0; p < SSD_PTILE; p++) from_state += sm.xd[si][p] * sm.rows[p][n];
-            for (int t = si; t < SSD_SUB; t++) {
-                float e = DIAG ? expf(sm.A[n] * (sm.dc[t] - dcs)) : 1.0f;
-                intra += sm.W[t][si] * sm.Craw[t][n] * e;
+            for (int i = 0; i < 4; i++) {
+                int si = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
+                sm.dBC[si * LN + n] = acc[i] * expf(sm.A[n] * (sm.bounds[1] - sm.dc[si]));
             }
-            float dB = sm.decB[si][n] * from_state + intra;
-            if (i0 + si < len) atomicAdd(dBC + ((size_t)b * s.T + t0 + i0 + si) * BC2 + g * N_ + n, dB);
-            float z = sm.Braw[si][n] * dB;
-            dA_acc[j] -= z * dcs;
-            wsum -= sm.A[n] * z;
         }
-        wsum = ssd_reduce16(wsum);
-        if (l == 0 && i0 + si < len) w_chunk[i0 + si] += wsum;
-        /* G moves to the start of the sub-block */
+        __syncthreads();
+        /* gb += M^T dy */
+        for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
+            int p0 = tile * 8;
+            float acc[4];
 #pragma unroll
-        for (int j = 0; j < J; j++) {
-            int n = l + 16 * j;
-            float acc = sm.decE[n] * G[j];
+            for (int i = 0; i < 4; i++) acc[i] = sm.gb[ssd_tile_row(i) * LP + p0 + ssd_tile_col(i)];
+            ssd_mma(acc, SSDView{sm.M, 1, SSD_SUB + 1}, SSDView{sm.dy + p0, 1, LP}, SSD_SUB);
 #pragma unroll
-            for (int t = 0; t < SSD_SUB; t++) acc += sm.dy[t][row] * sm.Ct[t][n];
-            G[j] = acc;
+            for (int i = 0; i < 4; i++) sm.gb[ssd_tile_row(i) * LP + p0 + ssd_tile_col(i)] = acc[i];
         }
+        /* dB, intra part: sum_{t >= s} W[t][s] C_t[n] exp(A[n] (dc_t - dc_s)) */
+        if (DIAG) {
+            int si = row;
+            float dcs = sm.dc[si];
+#pragma unroll 1
+            for (int j = 0; j < J; j++) {
+                int n = l + 16 * j;
+                float intra = 0.0f;
+                for (int t = si; t < SSD_SUB; t++)
+                    intra += sm.W[t * (SSD_SUB + 1) + si] * sm.C[t * LN + n] * expf(sm.A[n] * (sm.dc[t] - dcs));
+                sm.dBC[si * LN + n] += intra;
+            }
+        } else {
+            for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
+                int n0 = tile * 8;
+                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                ssd_mma(acc, SSDView{sm.W, 1, SSD_SUB + 1}, SSDView{sm.C + n0, 1, LN}, SSD_SUB);
+#pragma unroll
+                for (int i = 0; i < 4; i++) sm.dBC[ssd_tile_row(i) * LN + n0 + ssd_tile_col(i)] += acc[i];
+            }
+        }
+        __syncthreads();
+        /* dx_s = D dy_s + delta_s gb_s; thread (s = row, lane l) owns p = l + 16 j */
+        {
+            int si = row;
+            bool valid = si < nvalid;
+            float dinp = 0.0f, dls = sm.dl[si];
+            for (int p = l; p < P; p += 16) {
+                float gbv = sm.gb[si * LP + p], dyv = sm.dy[si * LP + p], xv = sm.x[si * LP + p];
+                if (valid) {
+                    dxBC[((size_t)b * s.T + t0 + i0 + si) * s.conv_dim + h * P + p] = from_float<floatX>(Dh * dyv + dls * gbv);
+                    dD_acc += dyv * xv;
+                }
+                dinp += xv * gbv;
+            }
+            dinp = ssd_reduce16(dinp);
+            if (l == 0 && valid) sm.din[i0 + si] = dinp;
+        }
+        ssd_atomic_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC2 + g * N_, BC2, sm, nvalid);
+        {
+            int si = row;
+            float wsum = 0.0f, dcs = sm.dc[si];
+#pragma unroll 1
+            for (int j = 0; j < J; j++) {
+                int n = l + 16 * j;
+                float z = sm.B[si * LN + n] * sm.dBC[si * LN + n];
+                dA_row[n] -= z * dcs;
+                wsum -= sm.A[n] * z;
+            }
+            wsum = ssd_reduce16(wsum);
+            if (l == 0 && si < nvalid) sm.w[i0 + si] += wsum;
+        }
+        /* G moves to the start of the sub-block: G <- decE G + dy^T Ct */
+        ssd_advance_state(sm, P, N_, sm.dy, sm.Ct);
     }
 
-    /* block sums: dA[n], sum_n A[n] r_later[n], dD */
-#pragma unroll
-    for (int j = 0; j < J; j++) atomicAdd(&sm.dA[l + 16 * j], dA_acc[j]);
+    /* block sums: dA[n], sum_n A[n] r_later[n], dD; d delta_t = revcumsum(w)_t + rsum + din_t */
     rsum = block_reduce_sum(rsum);
     dD_acc = block_reduce_sum(dD_acc);
-    if (tid < 32) { /* w_chunk <- its reverse cumulative sum */
+    if (tid < 32) {
         float carry = 0.0f;
         for (int base = ((len - 1) / 32) * 32; base >= 0; base -= 32) {
             int i = base + tid;
-            float v = i < len ? w_chunk[i] : 0.0f;
+            float v = i < len ? sm.w[i] : 0.0f;
             for (int offset = 1; offset < 32; offset <<= 1) {
                 float u = __shfl_down_sync(0xffffffff, v, offset);
                 if (tid + offset < 32) v += u;
             }
             v += carry;
-            if (i < len) w_chunk[i] = v;
+            if (i < len) sm.w[i] = v;
             carry = __shfl_sync(0xffffffff, v, 0);
         }
     }
+    for (int n = tid; n < N_; n += SSD_THREADS)
+        for (int r = 0; r < SSD_SUB; r++) sm.dA[n] += sm.dA_rows[r * N_ + n];
     __syncthreads();
-    for (int i = tid; i < len; i += SSD_THREADS) atomicAdd(ddelta + (size_t)bh * s.T + t0 + i, w_chunk[i] + rsum + din[i]);
+    for (int i = tid; i < len; i += SSD_THREADS) ddelta[(size_t)bh * s.T + t0 + i] = sm.w[i] + rsum + sm.din[i];
     if (s.diagonal) {
         for (int n = tid; n < N_; n += SSD_THREADS) atomicAdd(dA_log + h * N_ + n, sm.dA[n] * sm.A[n]);
     } else if (tid == 0) {
@@ -602,8 +907,8 @@ static void ssd_set_smem(Kernel kernel, size_t bytes) {
 template <int N_>
 static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
                                     const float *A_log, const float *D, cudaStream_t stream) {
-    dim3 grid(s->P / SSD_PTILE, ssd_num_chunks(s), s->B * s->H);
-    size_t smem = ssd_tile_bytes<N_>(s);
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_scan_smem_bytes(s);
     if (s->diagonal) {
         ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, true>, smem);
         ssd_chunk_scan_forward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
@@ -619,8 +924,11 @@ static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floa
 template <int N_>
 static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                               const SSDScanWorkspace *ws, const float *A_log, int mode, cudaStream_t stream) {
-    dim3 grid(s->P / SSD_PTILE, ssd_num_chunks(s), s->B * s->H);
-    ssd_chunk_reduce_kernel<N_><<<grid, SSD_THREADS, 0, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, A_log, *s, mode);
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_reduce_smem_bytes(s);
+    ssd_set_smem(ssd_chunk_reduce_kernel<N_>, smem);
+    ssd_chunk_reduce_kernel<N_><<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, A_log, *s,
+                                                                     mode);
     cudaCheckLaunch();
 }
 
@@ -628,8 +936,8 @@ template <int N_>
 static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, float *dA_log, float *dD, const floatX *dy,
                                      const floatX *xBC, const SSDScanWorkspace *ws, const float *A_log,
                                      const float *D, cudaStream_t stream) {
-    dim3 grid(s->P / SSD_PTILE, ssd_num_chunks(s), s->B * s->H);
-    size_t smem = ssd_tile_bytes<N_>(s);
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_scan_smem_bytes(s);
     if (s->diagonal) {
         ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, true>, smem);
         ssd_chunk_scan_backward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(
@@ -673,7 +981,6 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL);
-    cudaCheck(cudaMemsetAsync(ws.ddelta, 0, (size_t)s->B * s->H * s->T * sizeof(float), stream));
     cudaCheck(cudaMemsetAsync(ws.dBC, 0, (size_t)s->B * s->T * 2 * s->G * s->N * sizeof(float), stream));
 #define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)

@@ -8,6 +8,7 @@ loads with from_pretrained and gives the same logits) and the pytorch_model.bin 
     python tests/hf_parity.py [--logits-main build/logits_main]
 """
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -69,6 +70,32 @@ def build_model(torch, transformers, kwargs, seed):
     return model
 
 
+def grouped_gated_norm_forward(self, hidden_states, gate=None):
+    """The reference (mamba_ssm) gated RMSNorm: normalised over each group of d_inner / n_groups."""
+    import torch
+    dtype = hidden_states.dtype
+    h = hidden_states.float()
+    if gate is not None:
+        h = h * torch.nn.functional.silu(gate.float())
+    groups = h.view(*h.shape[:-1], -1, self.group_size)
+    groups = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+    return self.weight * groups.view(h.shape).to(dtype)
+
+
+def use_reference_gated_norm(transformers, model):
+    """Older transformers releases (seen: 5.17) normalise Mamba2's gated RMSNorm over all of d_inner,
+    ignoring n_groups, unlike mamba_ssm (and ssd.c, and later transformers releases). With such a
+    release, the layers' norms are switched to the reference's per-group norm so that n_groups > 1
+    is compared against the reference definition. Returns True if it had to switch."""
+    cls = transformers.models.mamba2.modeling_mamba2.MambaRMSNormGated
+    if "group_size" in inspect.signature(cls.__init__).parameters:
+        return False
+    cls.forward = grouped_gated_norm_forward
+    for layer in model.backbone.layers:
+        layer.mixer.norm.group_size = layer.mixer.intermediate_size // layer.mixer.n_groups
+    return True
+
+
 def ssd_logits(logits_main, model_path, tokens, tmp):
     B, T = tokens.shape
     tok_path, out_path = os.path.join(tmp, "tokens.i32"), os.path.join(tmp, "logits.f32")
@@ -94,6 +121,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ssd_hf_parity_") as tmp:
         for i, (label, kwargs, B, T) in enumerate(CONFIGS):
             model = build_model(torch, transformers, kwargs, seed=i)
+            if use_reference_gated_norm(transformers, model) and i == 0:
+                print(f"note: transformers {transformers.__version__} ignores n_groups in the gated RMSNorm; "
+                      "comparing with the reference mamba_ssm per-group norm")
             hf_dir, model_path = os.path.join(tmp, label), os.path.join(tmp, label + ".bin")
             model.save_pretrained(hf_dir)
             run([py, os.path.join(ROOT, "scripts", "hf_import.py"), "--in", hf_dir, "--out", model_path])
@@ -110,6 +140,7 @@ def main():
             out_dir = os.path.join(tmp, label + "_export")
             run([py, os.path.join(ROOT, "scripts", "hf_export.py"), "--in", model_path, "--out", out_dir])
             back = transformers.Mamba2ForCausalLM.from_pretrained(out_dir).float().eval()
+            use_reference_gated_norm(transformers, back)
             with torch.no_grad():
                 ref_back = back(torch.from_numpy(tokens)).logits.float().numpy()
             err_back = rel_error(ref_back, ref)

@@ -1,7 +1,9 @@
 /*
  * Tests the CUDA SSD scan (kernels/ssd_scan.cuh), forward and backward, against the double-precision
  * recurrent CPU reference (model/cpu_ssd.c) on fresh random inputs of realistic magnitude, over
- * shapes with odd T, T < Q, Q not a multiple of 16, several groups, B > 1, scalar and diagonal A.
+ * shapes with odd T, T < Q, Q not a multiple of 16, several groups, B > 1, P up to 128, scalar and
+ * diagonal A, and stress cases with delta |A| of 1 to 60 per step (delta ~ softplus(1 + N(0,1))), where any
+ * factor of the form exp(+|A| (dc_t - dc_s)) would overflow.
  * Outputs are poisoned with NaN first, so an element left unwritten fails; the columns of the
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
  *
@@ -33,6 +35,15 @@ static const double REDUCED_TOLERANCE = 1e-4;
 static const double TOLERANCE = 2e-2;
 static const double REDUCED_TOLERANCE = 2e-2;
 #endif
+/* The stress cases (delta ~ 1.3, |A| up to 16) carry chunk sums dc of delta up to ~100: every decay
+ * exp(A (dc_t - dc_s)) formed from them has a relative error of about |A| eps_fp32 dc ~ 1e-4, the
+ * conditioning of the chunked form itself (the CPU reference multiplies step decays instead). In fp32
+ * they get 10x the tolerances; in bf16 the output rounding still dominates. */
+#ifdef ENABLE_FP32
+static const double STRESS_FACTOR = 10.0;
+#else
+static const double STRESS_FACTOR = 1.0;
+#endif
 
 static int checks = 0; /* PASS/FAIL lines printed */
 
@@ -50,7 +61,8 @@ typedef struct {
 static int a_count(const SSDScanShape *s) { return s->diagonal ? s->H * s->N : s->H; }
 static int dt_col(const SSDScanShape *s) { return s->d_in_proj - s->H; }
 
-static void make_inputs(Inputs *in, const SSDScanShape *s, uint64_t seed) {
+/* dt_raw ~ dt_mean + N(0, 1): -4 gives delta ~ 0.02 (typical), +1 gives delta ~ 1.3 (stress) */
+static void make_inputs(Inputs *in, const SSDScanShape *s, uint64_t seed, double dt_mean) {
     uint64_t rng = rng_seed(seed);
     size_t rows = (size_t)s->B * s->T;
     in->s = *s;
@@ -60,7 +72,7 @@ static void make_inputs(Inputs *in, const SSDScanShape *s, uint64_t seed) {
     for (auto &v : in->xBC) v = to_floatX((float)rng_normal(&rng));
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < s->d_in_proj; c++) {
-            double v = c >= dt_col(s) ? -4.0 + rng_normal(&rng) : rng_normal(&rng);
+            double v = c >= dt_col(s) ? dt_mean + rng_normal(&rng) : rng_normal(&rng);
             in->in_proj[r * s->d_in_proj + c] = to_floatX((float)v);
         }
     for (auto &v : in->dy) v = to_floatX((float)rng_normal(&rng));
@@ -158,7 +170,7 @@ static std::vector<double> ref_columns(const std::vector<double> &m, size_t rows
 }
 
 static void check(const char *cname, const char *tensor, const std::vector<double> &got, const std::vector<double> &want,
-                  double tolerance = TOLERANCE) {
+                  double tolerance) {
     char name[128];
     snprintf(name, sizeof(name), "ssd_scan_%s_%s_%s", PRECISION_NAME, cname, tensor);
     double err = test_rel_error(got.data(), want.data(), (long)got.size());
@@ -173,9 +185,12 @@ static std::vector<double> increments(const std::vector<float> &after, const std
     return out;
 }
 
-static void run_case(const char *cname, SSDScanShape s, uint64_t seed) {
+/* stress: dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the tolerances scaled by STRESS_FACTOR */
+static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stress = false) {
     Inputs in;
-    make_inputs(&in, &s, seed);
+    make_inputs(&in, &s, seed, stress ? 1.0 : -4.0);
+    double tol = stress ? STRESS_FACTOR * TOLERANCE : TOLERANCE;
+    double reduced_tol = stress ? STRESS_FACTOR * REDUCED_TOLERANCE : REDUCED_TOLERANCE;
     Reference ref;
     reference(&ref, &in);
     size_t rows = (size_t)s.B * s.T;
@@ -204,15 +219,15 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed) {
 
     std::vector<floatX> y_h = to_host(y, rows * HP), dxBC_h = to_host(dxBC, rows * s.conv_dim);
     std::vector<floatX> din_h = to_host(din_proj, rows * s.d_in_proj);
-    check(cname, "y", columns(y_h, rows, HP, 0, HP), ref.y);
-    check(cname, "dx", columns(dxBC_h, rows, s.conv_dim, 0, HP), ref_columns(ref.dxBC, rows, s.conv_dim, 0, HP));
-    check(cname, "dB", columns(dxBC_h, rows, s.conv_dim, HP, GN), ref_columns(ref.dxBC, rows, s.conv_dim, HP, GN));
+    check(cname, "y", columns(y_h, rows, HP, 0, HP), ref.y, tol);
+    check(cname, "dx", columns(dxBC_h, rows, s.conv_dim, 0, HP), ref_columns(ref.dxBC, rows, s.conv_dim, 0, HP), tol);
+    check(cname, "dB", columns(dxBC_h, rows, s.conv_dim, HP, GN), ref_columns(ref.dxBC, rows, s.conv_dim, HP, GN), tol);
     check(cname, "dC", columns(dxBC_h, rows, s.conv_dim, HP + GN, GN),
-          ref_columns(ref.dxBC, rows, s.conv_dim, HP + GN, GN));
-    check(cname, "ddt_raw", columns(din_h, rows, s.d_in_proj, dt_col(&s), s.H), ref.ddt_raw);
-    check(cname, "ddt_bias", increments(to_host(ddt_bias, s.H), in.ddt_bias0), ref.ddt_bias, REDUCED_TOLERANCE);
-    check(cname, "dA_log", increments(to_host(dA_log, in.A_log.size()), in.dA_log0), ref.dA_log, REDUCED_TOLERANCE);
-    check(cname, "dD", increments(to_host(dD, s.H), in.dD0), ref.dD, REDUCED_TOLERANCE);
+          ref_columns(ref.dxBC, rows, s.conv_dim, HP + GN, GN), tol);
+    check(cname, "ddt_raw", columns(din_h, rows, s.d_in_proj, dt_col(&s), s.H), ref.ddt_raw, tol);
+    check(cname, "ddt_bias", increments(to_host(ddt_bias, s.H), in.ddt_bias0), ref.ddt_bias, reduced_tol);
+    check(cname, "dA_log", increments(to_host(dA_log, in.A_log.size()), in.dA_log0), ref.dA_log, reduced_tol);
+    check(cname, "dD", increments(to_host(dD, s.H), in.dD0), ref.dD, reduced_tol);
 
     size_t touched = 0;
     unsigned char poison[sizeof(floatX)];
@@ -265,7 +280,7 @@ static double median(std::vector<float> v) {
 static void bench(int diagonal) {
     SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, 256, diagonal);
     Inputs in;
-    make_inputs(&in, &s, 1234 + diagonal);
+    make_inputs(&in, &s, 1234 + diagonal, -4.0);
     size_t rows = (size_t)s.B * s.T;
     floatX *xBC = to_device(in.xBC), *in_proj = to_device(in.in_proj), *dy = to_device(in.dy);
     float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D = to_device(in.D);
@@ -321,6 +336,10 @@ int main(int argc, char **argv) {
     run_case("diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5);
     run_case("scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6);
     run_case("diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7);
+    run_case("scalar_P128_Q100", make_shape(1, 250, 2, 128, 1, 128, 100, 0), 8);
+    run_case("diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9);
+    run_case("diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true);
+    run_case("scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true);
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
     return test_exit_code();
 }
