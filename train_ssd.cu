@@ -79,7 +79,7 @@ typedef struct {
     floatX *params_t[NUM_PARAM_TENSORS];
     float *grads_t[NUM_PARAM_TENSORS];
     GPUActivations acts;
-    size_t ssd_workspace_bytes;  /* per layer */
+    size_t ssd_workspace_bytes;  /* stride between layers' SSD workspaces: the part the forward keeps */
     int B, T;                    /* activations are sized for B*T tokens */
     /* the current batch: inputs, targets, and the token buckets of the embedding backward */
     int *d_batch;                /* device: inputs[N], targets[N], bucket_token[N], bucket_start[N+1], bucket_pos[N] */
@@ -189,9 +189,10 @@ size_t mamba_gpu_alloc_activations(MambaGPU *m, int B, int T) {
     a->logits = (floatX *)device_alloc(N * c->padded_vocab * sizeof(floatX), &bytes);
     a->losses = (float *)device_alloc(N * sizeof(float), &bytes);
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
-    /* round each layer's workspace up to 256 bytes so that every one stays aligned */
-    m->ssd_workspace_bytes = (ssd_scan_workspace_bytes(&shape) + 255) / 256 * 256;
-    a->ssd_workspace = (char *)device_alloc(L * m->ssd_workspace_bytes + 1, &bytes);
+    /* layer l's workspace starts at l * saved bytes: what its forward keeps does not overlap the other
+     * layers', and its backward scratch overlaps only later layers, whose backward has already run */
+    m->ssd_workspace_bytes = ssd_scan_saved_bytes(&shape);
+    a->ssd_workspace = (char *)device_alloc((L - 1) * m->ssd_workspace_bytes + ssd_scan_workspace_bytes(&shape), &bytes);
     a->dres = (float *)device_alloc(N * D * sizeof(float), &bytes);
     a->dres_x = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
     a->dgated = (floatX *)device_alloc(N * E * sizeof(floatX), &bytes);

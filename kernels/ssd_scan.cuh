@@ -34,15 +34,21 @@
  *      C_t[n] dC_t[n] - B_t[n] dB_t[n] (this head's share of dB, dC), so with r_t = sum_{t'>=t} z_t'
  *      d delta_t = sum_n A[n] r_t[n] + x_t . (G_t B_t)   and   dA[n] = sum_t delta_t r_t[n].
  *      The part of r_t from later chunks is sum_p G_end[p,n] S_end[p,n] at the chunk's end.
- *   4. dt:         d dt_raw = d delta * sigmoid(dt_raw + dt_bias); the fp32 dB, dC sums to floatX.
+ *   4. dt:         d dt_raw = d delta * sigmoid(dt_raw + dt_bias).
+ *   5. sums:       dB, dC over the heads of a group; dA_log, dD, ddt_bias over the per-block partials.
  *
  * GEMM tiles: all operands sit in fp32 shared memory. In bf16 builds a warp computes a 16 x 8 tile
  * with tensor cores (mma.sync m16n8k16, fp32 accumulation), each operand split into a bf16 value and
  * a bf16 remainder (three MMAs, ~16-bit operands: see ssd_mma); the fp32 build (the precision
  * reference) computes the same tiles with fp32 FMAs in the same register layout, so both builds run
- * the same indexing. dB, dC (summed over the heads of a group) are accumulated with 4-wide fp32
- * atomics (one per head, 4 states, step) and the parameter gradients with fp32 atomics, so their
- * last bits may vary from run to run. d delta has one writer per step (the block of its chunk).
+ * the same indexing.
+ *
+ * Deterministic: no atomics. Every sum runs in a fixed order (warp shuffles, then shared memory in
+ * a fixed order), so two runs on the same inputs give bitwise-equal outputs and gradients. Each
+ * head writes its own fp32 share of dB, dC to the workspace and the store kernel adds the heads of
+ * a group in head order; each chunk block writes its dA_log, dD partial sums (and each (batch,
+ * head) its ddt_bias sum), which one-thread-per-parameter kernels add in block order to the
+ * caller's gradients. d delta has one writer per step (the block of its chunk).
  */
 #ifndef SSD_KERNELS_SSD_SCAN_CUH
 #define SSD_KERNELS_SSD_SCAN_CUH
@@ -71,26 +77,36 @@ typedef struct {
     float *states;   /* [B][H][nchunks][P][N] the state entering each chunk */
     float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks */
     float *ddelta;   /* [B][H][T] backward: d delta */
-    float *dBC;      /* [B*T][2*G*N] backward: dB, dC accumulator (summed over heads) */
+    float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1) */
+    float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
+    float *dD_part;  /* [B][nchunks][H] backward: dD of each chunk block */
+    float *ddt_part; /* [B][H] backward: ddt_bias of each (batch, head) */
 } SSDScanWorkspace;
 
 __host__ __device__ static inline int ssd_num_chunks(const SSDScanShape *s) { return (s->T + s->Q - 1) / s->Q; }
 
+/* dA_log entries per head: one per state (diagonal A) or one (scalar A) */
+static inline int ssd_num_rates(const SSDScanShape *s) { return s->diagonal ? s->N : 1; }
+
 static inline size_t ssd_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 
-static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *workspace, size_t *total) {
+static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *workspace, size_t *total,
+                                               size_t *saved) {
+    size_t blocks = (size_t)s->B * ssd_num_chunks(s) * s->H;
     size_t bht = (size_t)s->B * s->H * s->T * sizeof(float);
-    size_t st = (size_t)s->B * s->H * ssd_num_chunks(s) * s->P * s->N * sizeof(float);
-    size_t bc = (size_t)s->B * s->T * 2 * s->G * s->N * sizeof(float);
-    size_t sizes[6] = {bht, bht, st, st, bht, bc};
-    float *ptrs[6];
+    size_t st = blocks * s->P * s->N * sizeof(float);
+    size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * sizeof(float);
+    size_t da = blocks * ssd_num_rates(s) * sizeof(float);
+    size_t sizes[9] = {bht, bht, st, st, bht, bc, da, blocks * sizeof(float), (size_t)s->B * s->H * sizeof(float)};
+    float *ptrs[9];
     size_t offset = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 9; i++) {
         ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
         offset += ssd_align(sizes[i]);
+        if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
     }
     if (total) *total = offset;
-    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5]};
+    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
     return ws;
 }
 
@@ -115,8 +131,19 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
 size_t ssd_scan_workspace_bytes(const SSDScanShape *s) {
     ssd_scan_check_shape(s);
     size_t total;
-    ssd_scan_workspace_view(s, NULL, &total);
+    ssd_scan_workspace_view(s, NULL, &total, NULL);
     return total;
+}
+
+/* The leading part of the workspace that the forward writes and the backward reads (delta, dcum,
+ * states); the rest is the backward's scratch. A model can therefore give layer l the workspace at
+ * l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch then overlaps
+ * only layers after l, whose backward has already run. */
+size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
+    ssd_scan_check_shape(s);
+    size_t saved;
+    ssd_scan_workspace_view(s, NULL, NULL, &saved);
+    return saved;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -387,7 +414,7 @@ struct SSDSmem {
     float *M, *W;          /* [SUB][SUB + 1] */
     float *dc, *dl;        /* [SUB] */
     float *bounds;         /* [2] ref, end */
-    float *A, *decE, *dA;  /* [N] rates, exp(A (end - ref)), backward dA sums */
+    float *A, *decE, *dA;  /* [N] rates, exp(A (end - ref)), backward dA sums (of dA_rows) */
     float *dA_rows;        /* [SUB][N] backward: dA partial sums of the epilogue thread rows */
     float *w, *din;        /* [Q] backward: sum_n A z_t, x_t . (G_t B_t) */
 };
@@ -576,10 +603,7 @@ __device__ void ssd_advance_state(const SSDSmem &sm, int P, int N, const float *
 
 template <int N_>
 __device__ void ssd_scan_prologue(const SSDSmem &sm, const float *A_log, int h, int diagonal) {
-    for (int n = threadIdx.x; n < N_; n += SSD_THREADS) {
-        sm.A[n] = ssd_rate(A_log, h, n, N_, diagonal);
-        sm.dA[n] = 0.0f;
-    }
+    for (int n = threadIdx.x; n < N_; n += SSD_THREADS) sm.A[n] = ssd_rate(A_log, h, n, N_, diagonal);
     for (int i = threadIdx.x; i < SSD_SUB * N_; i += SSD_THREADS) sm.dA_rows[i] = 0.0f;
     __syncthreads();
 }
@@ -625,32 +649,35 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(
     }
 }
 
-/* fp32 4-wide atomic adds of a [SUB][N] shared-memory block into rows of dBC (valid rows only) */
+/* 4-wide fp32 stores of the valid rows of the [SUB][N] shared-memory block dBC into this head's rows of
+ * the per-head dB / dC buffer (dst: the first row, rows row_stride floats apart) */
 template <int N_>
-__device__ void ssd_atomic_rows(float *dst, int row_stride, const SSDSmem &sm, int nvalid) {
+__device__ void ssd_store_rows(float *dst, int row_stride, const SSDSmem &sm, int nvalid) {
     for (int idx = threadIdx.x; idx < SSD_SUB * N_ / 4; idx += SSD_THREADS) {
         int i = idx / (N_ / 4), n = 4 * (idx % (N_ / 4));
         if (i < nvalid) {
             const float *v = sm.dBC + i * sm.LN + n;
-            atomicAdd(reinterpret_cast<float4 *>(dst + (size_t)i * row_stride + n), make_float4(v[0], v[1], v[2], v[3]));
+            *reinterpret_cast<float4 *>(dst + (size_t)i * row_stride + n) = make_float4(v[0], v[1], v[2], v[3]);
         }
     }
 }
 
-/* Grid (nchunks, B*H). Writes dx and d delta; accumulates dB, dC (dBC), dA_log, dD. */
+/* Grid (nchunks, B*H). Writes dx, d delta, this head's dB and dC (dBC) and the block's dA_log and dD
+ * (dA_part, dD_part, summed over blocks in a fixed order by ssd_scan_backward). */
 template <int N_, bool DIAG>
 __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel(
-    floatX *dxBC, float *dBC, float *ddelta, float *dA_log, float *dD, const floatX *dy, const floatX *xBC,
+    floatX *dxBC, float *dBC, float *ddelta, float *dA_part, float *dD_part, const floatX *dy, const floatX *xBC,
     const float *delta, const float *dcum, const float *states, const float *dstates, const float *A_log,
     const float *D, SSDScanShape s) {
     constexpr int J = N_ / 16;
+    static_assert(SSD_THREADS % N_ == 0 && SSD_THREADS <= SSD_SUB * N_, "the G load's dA shares need a slot per thread");
     extern __shared__ __align__(16) float ssd_smem[];
     SSDSmem sm;
     ssd_smem_carve(&sm, ssd_smem, s.P, N_, s.Q);
     int nc = gridDim.x, c = blockIdx.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h / (s.H / s.G);
     int P = s.P, LP = sm.LP, LN = sm.LN, tid = threadIdx.x, warp = tid >> 5, row = tid >> 4, l = tid & 15;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
-    int GN = s.G * N_, BC2 = 2 * GN;
+    int BC_row = s.H * 2 * N_; /* floats between the dBC rows of two steps; this head's part at h * 2 * N */
     const float *dl = delta + (size_t)bh * s.T, *dc = dcum + (size_t)bh * s.T;
     size_t state_off = ((size_t)bh * nc + c) * P * N_;
     ssd_load_state<N_>(sm, states + state_off, P);
@@ -699,7 +726,7 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
             }
         }
         __syncthreads();
-        ssd_atomic_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC2 + GN + g * N_, BC2, sm, nvalid);
+        ssd_store_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC_row + h * 2 * N_ + N_, BC_row, sm, nvalid);
         {
             int t = row;
             float wsum = 0.0f, dct = sm.dc[t];
@@ -717,7 +744,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
     }
 
     /* the part of r from later chunks, sum_p G_end[p, n] S_end[p, n]; the state buffer then takes G.
-     * A thread's n = idx % N stays the same in this loop (SSD_THREADS is a multiple of N). */
+     * A thread's n = idx % N stays the same in this loop (SSD_THREADS is a multiple of N), so its
+     * dA share goes to dA_rows[tid] = row tid / N, column n (SSD_THREADS <= SSD_SUB * N): that slot's
+     * owner wrote it before the barrier above and writes it next after the reverse sweep's first one. */
     __syncthreads();
     float dc_last = dc[t0 + len - 1], rsum = 0.0f;
     {
@@ -741,7 +770,7 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
                 }
             }
         }
-        atomicAdd(&sm.dA[n], gs * dc_last);
+        sm.dA_rows[tid] += gs * dc_last;
         rsum = sm.A[n] * gs;
     }
 
@@ -821,7 +850,7 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
             dinp = ssd_reduce16(dinp);
             if (l == 0 && valid) sm.din[i0 + si] = dinp;
         }
-        ssd_atomic_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC2 + g * N_, BC2, sm, nvalid);
+        ssd_store_rows<N_>(dBC + ((size_t)b * s.T + t0 + i0) * BC_row + h * 2 * N_, BC_row, sm, nvalid);
         {
             int si = row;
             float wsum = 0.0f, dcs = sm.dc[si];
@@ -856,24 +885,29 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
             carry = __shfl_sync(0xffffffff, v, 0);
         }
     }
-    for (int n = tid; n < N_; n += SSD_THREADS)
-        for (int r = 0; r < SSD_SUB; r++) sm.dA[n] += sm.dA_rows[r * N_ + n];
+    for (int n = tid; n < N_; n += SSD_THREADS) {
+        float sum = 0.0f;
+        for (int r = 0; r < SSD_SUB; r++) sum += sm.dA_rows[r * N_ + n];
+        sm.dA[n] = sum;
+    }
     __syncthreads();
     for (int i = tid; i < len; i += SSD_THREADS) ddelta[(size_t)bh * s.T + t0 + i] = sm.w[i] + rsum + sm.din[i];
+    size_t part = ((size_t)b * nc + c) * s.H + h; /* this block's row of the partial sums */
     if (s.diagonal) {
-        for (int n = tid; n < N_; n += SSD_THREADS) atomicAdd(dA_log + h * N_ + n, sm.dA[n] * sm.A[n]);
+        for (int n = tid; n < N_; n += SSD_THREADS) dA_part[part * N_ + n] = sm.dA[n] * sm.A[n];
     } else if (tid == 0) {
         float sum = 0.0f;
         for (int n = 0; n < N_; n++) sum += sm.dA[n];
-        atomicAdd(dA_log + h, sum * sm.A[0]);
+        dA_part[part] = sum * sm.A[0];
     }
-    if (tid == 0) atomicAdd(dD + h, dD_acc);
+    if (tid == 0) dD_part[part] = dD_acc;
 }
 
 /* ------------------------------------------------------------------------------------------------
- * 5. Backward of delta = softplus(dt_raw + dt_bias): grid (H, B). Writes ddt_raw, accumulates ddt_bias.
+ * 5. Backward of delta = softplus(dt_raw + dt_bias): grid (H, B). Writes ddt_raw and the (batch, head)
+ * sum of ddt_bias into ddt_part[b][h].
  */
-__global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_bias, const float *ddelta, const floatX *dt_raw,
+__global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_part, const float *ddelta, const floatX *dt_raw,
                                        const float *dt_bias, SSDScanShape s) {
     int h = blockIdx.x, b = blockIdx.y;
     float sum = 0.0f;
@@ -885,15 +919,19 @@ __global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_bias, const f
         sum += grad;
     }
     sum = block_reduce_sum(sum);
-    if (threadIdx.x == 0) atomicAdd(ddt_bias + h, sum);
+    if (threadIdx.x == 0) ddt_part[b * s.H + h] = sum;
 }
 
-/* dB, dC from the fp32 accumulator into their columns of dxBC */
+/* dB, dC into their columns of dxBC: the per-head shares of a group summed in head order */
 __global__ void ssd_dBC_store_kernel(floatX *dxBC, const float *dBC, SSDScanShape s) {
-    size_t BC2 = 2 * (size_t)s.G * s.N, i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)s.B * s.T * BC2) return;
-    size_t r = i / BC2, k = i % BC2;
-    dxBC[r * s.conv_dim + s.H * s.P + k] = from_float<floatX>(dBC[i]);
+    size_t GN = (size_t)s.G * s.N, i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)s.B * s.T * 2 * GN) return;
+    size_t r = i / (2 * GN), k = i % (2 * GN);
+    int which = (int)(k / GN), g = (int)(k % GN) / s.N, n = (int)(k % GN) % s.N, heads = s.H / s.G;
+    const float *src = dBC + (r * s.H + (size_t)g * heads) * 2 * s.N + which * s.N + n;
+    float sum = 0.0f;
+    for (int j = 0; j < heads; j++) sum += src[(size_t)j * 2 * s.N];
+    dxBC[r * s.conv_dim + s.H * s.P + k] = from_float<floatX>(sum);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -933,7 +971,7 @@ static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u
 }
 
 template <int N_>
-static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, float *dA_log, float *dD, const floatX *dy,
+static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const floatX *dy,
                                      const floatX *xBC, const SSDScanWorkspace *ws, const float *A_log,
                                      const float *D, cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
@@ -941,11 +979,13 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, float 
     if (s->diagonal) {
         ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, true>, smem);
         ssd_chunk_scan_backward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, dA_log, dD, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates, A_log, D, *s);
+            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
+            A_log, D, *s);
     } else {
         ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, false>, smem);
         ssd_chunk_scan_backward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, dA_log, dD, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates, A_log, D, *s);
+            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
+            A_log, D, *s);
     }
     cudaCheckLaunch();
 }
@@ -961,7 +1001,7 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, float 
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                       const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
-    SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL);
+    SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
@@ -980,22 +1020,26 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
                        const floatX *dy, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
-    SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL);
-    cudaCheck(cudaMemsetAsync(ws.dBC, 0, (size_t)s->B * s->T * 2 * s->G * s->N * sizeof(float), stream));
+    SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
 #define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
     dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
     ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, ws.dcum, A_log, *s, 1);
     cudaCheckLaunch();
-#define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dA_log, dD, dy, xBC, &ws, A_log, D, stream)
+#define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN
-    ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ddt_bias, ws.ddelta, dt_raw, dt_bias, *s);
+    ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws.ddt_part, ws.ddelta, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
     long nbc = (long)s->B * s->T * 2 * s->G * s->N;
     ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, ws.dBC, *s);
     cudaCheckLaunch();
+    /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
+    int blocks = s->B * ssd_num_chunks(s);
+    sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);
+    sum_rows_accumulate(dD, ws.dD_part, blocks, s->H, stream);
+    sum_rows_accumulate(ddt_bias, ws.ddt_part, s->B, s->H, stream);
 }
 
 #endif

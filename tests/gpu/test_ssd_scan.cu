@@ -6,6 +6,8 @@
  * factor of the form exp(+|A| (dc_t - dc_s)) would overflow.
  * Outputs are poisoned with NaN first, so an element left unwritten fails; the columns of the
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
+ * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
+ * poisoned with other bytes) must give bitwise-equal outputs and gradients.
  *
  *   test_ssd_scan            run the tests
  *   test_ssd_scan --bench    time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128 Q=256
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "tests/test.h"
@@ -185,6 +188,17 @@ static std::vector<double> increments(const std::vector<float> &after, const std
     return out;
 }
 
+/* What one forward + backward gives, copied to the host */
+typedef struct {
+    std::vector<floatX> y, dxBC, din_proj;
+    std::vector<float> ddt_bias, dA_log, dD;
+} Outputs;
+
+template <typename T>
+static bool same_bits(const std::vector<T> &a, const std::vector<T> &b) {
+    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
 /* stress: dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the tolerances scaled by STRESS_FACTOR */
 static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stress = false) {
     Inputs in;
@@ -205,29 +219,37 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
     cudaCheck(cudaMalloc(&dxBC, rows * s.conv_dim * sizeof(floatX)));
     cudaCheck(cudaMalloc(&din_proj, rows * s.d_in_proj * sizeof(floatX)));
     cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
-    /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
-    cudaCheck(cudaMemset(y, 0xff, rows * HP * sizeof(floatX)));
-    cudaCheck(cudaMemset(dxBC, 0xff, rows * s.conv_dim * sizeof(floatX)));
-    cudaCheck(cudaMemset(din_proj, 0xff, rows * s.d_in_proj * sizeof(floatX)));
-    cudaCheck(cudaMemset(workspace, 0xff, ssd_scan_workspace_bytes(&s)));
-
     const floatX *dt_raw = in_proj + dt_col(&s);
-    ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
-    ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
-                      workspace, 0);
-    cudaCheck(cudaDeviceSynchronize());
 
-    std::vector<floatX> y_h = to_host(y, rows * HP), dxBC_h = to_host(dxBC, rows * s.conv_dim);
-    std::vector<floatX> din_h = to_host(din_proj, rows * s.d_in_proj);
+    /* Outputs and workspace filled with the byte poison first; parameter gradients reset to in's. */
+    auto run = [&](int poison) {
+        cudaCheck(cudaMemset(y, poison, rows * HP * sizeof(floatX)));
+        cudaCheck(cudaMemset(dxBC, poison, rows * s.conv_dim * sizeof(floatX)));
+        cudaCheck(cudaMemset(din_proj, poison, rows * s.d_in_proj * sizeof(floatX)));
+        cudaCheck(cudaMemset(workspace, poison, ssd_scan_workspace_bytes(&s)));
+        cudaCheck(cudaMemcpy(ddt_bias, in.ddt_bias0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(dA_log, in.dA_log0.data(), in.dA_log0.size() * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(dD, in.dD0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
+                          workspace, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        Outputs out = {to_host(y, rows * HP), to_host(dxBC, rows * s.conv_dim), to_host(din_proj, rows * s.d_in_proj),
+                       to_host(ddt_bias, s.H), to_host(dA_log, in.dA_log0.size()), to_host(dD, s.H)};
+        return out;
+    };
+    /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
+    Outputs first = run(0xff);
+    const std::vector<floatX> &y_h = first.y, &dxBC_h = first.dxBC, &din_h = first.din_proj;
     check(cname, "y", columns(y_h, rows, HP, 0, HP), ref.y, tol);
     check(cname, "dx", columns(dxBC_h, rows, s.conv_dim, 0, HP), ref_columns(ref.dxBC, rows, s.conv_dim, 0, HP), tol);
     check(cname, "dB", columns(dxBC_h, rows, s.conv_dim, HP, GN), ref_columns(ref.dxBC, rows, s.conv_dim, HP, GN), tol);
     check(cname, "dC", columns(dxBC_h, rows, s.conv_dim, HP + GN, GN),
           ref_columns(ref.dxBC, rows, s.conv_dim, HP + GN, GN), tol);
     check(cname, "ddt_raw", columns(din_h, rows, s.d_in_proj, dt_col(&s), s.H), ref.ddt_raw, tol);
-    check(cname, "ddt_bias", increments(to_host(ddt_bias, s.H), in.ddt_bias0), ref.ddt_bias, reduced_tol);
-    check(cname, "dA_log", increments(to_host(dA_log, in.A_log.size()), in.dA_log0), ref.dA_log, reduced_tol);
-    check(cname, "dD", increments(to_host(dD, s.H), in.dD0), ref.dD, reduced_tol);
+    check(cname, "ddt_bias", increments(first.ddt_bias, in.ddt_bias0), ref.ddt_bias, reduced_tol);
+    check(cname, "dA_log", increments(first.dA_log, in.dA_log0), ref.dA_log, reduced_tol);
+    check(cname, "dD", increments(first.dD, in.dD0), ref.dD, reduced_tol);
 
     size_t touched = 0;
     unsigned char poison[sizeof(floatX)];
@@ -240,6 +262,23 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
     checks++;
     test_report(touched == 0, name, "%zu of %zu values outside the dt columns were written", touched,
                 rows * dt_col(&s));
+
+    /* zero bytes this time: a value that depended on unwritten workspace would differ */
+    Outputs second = run(0x00);
+    std::string differ;
+    if (!same_bits(first.y, second.y)) differ += " y";
+    if (!same_bits(first.dxBC, second.dxBC)) differ += " dxBC";
+    /* (exact conversions to double; the other in_proj columns hold the two poisons) */
+    if (!same_bits(columns(first.din_proj, rows, s.d_in_proj, dt_col(&s), s.H),
+                   columns(second.din_proj, rows, s.d_in_proj, dt_col(&s), s.H)))
+        differ += " ddt_raw";
+    if (!same_bits(first.ddt_bias, second.ddt_bias)) differ += " ddt_bias";
+    if (!same_bits(first.dA_log, second.dA_log)) differ += " dA_log";
+    if (!same_bits(first.dD, second.dD)) differ += " dD";
+    snprintf(name, sizeof(name), "ssd_scan_%s_%s_deterministic", PRECISION_NAME, cname);
+    checks++;
+    test_report(differ.empty(), name, "two runs on the same inputs: %s",
+                differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
 
     cudaCheck(cudaFree(xBC));
     cudaCheck(cudaFree(in_proj));

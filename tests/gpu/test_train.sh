@@ -8,7 +8,8 @@
 # datasets/tinyshakespeare (scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2).
 cd "$(dirname "$0")/../.." || exit 1
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+keep_work=""  # set when a sanitizer fails: its whole log then stays in $work
+trap '[ -n "$keep_work" ] || rm -rf "$work"' EXIT
 shards=datasets/tinyshakespeare
 if ! ls $shards/*_train_*.bin > /dev/null 2>&1; then
     echo "FAIL train_data: no shards in $shards (run scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2)"
@@ -17,6 +18,33 @@ fi
 common=(-e configs/mamba2-tiny.json -i "$shards/*_train_*.bin" -j "$shards/*_val_*.bin" -b 4 -t 64 -sh 0 -v 0 -g 0 -l 3e-3 -u 5)
 
 losses() { grep -E '^step +[0-9]+/' "$1" | sed -E 's/^step +([0-9]+)\/[0-9]+ \| loss ([0-9.]+).*/\1 \2/'; }
+
+# The first 20 lines of a compute-sanitizer log's first report (an error, or a racecheck hazard).
+first_report() {
+    local start
+    start=$(grep -n -m 1 -E 'Race reported|Potential .*hazard|Invalid|Error:|ERROR:' "$1" | cut -d: -f1)
+    [ -n "$start" ] && sed -n "${start},$((start + 19))p" "$1"
+}
+
+# The device functions named by the access lines of a sanitizer report on stdin, one per line. Forms:
+#   "Write access at void kernel<16, true>(float *, ...)+0x1c30 in file.cuh:734"  (newer releases)
+#   "Read access at 0x00000a50 in /path/file.cu:20:kernel(int *, ...)"            (older releases)
+#   "at kernel(float *)+0x70 in file.cu:12" (memcheck), "Write Thread (31, 0, 0) at ..." (hazard mode)
+# Host backtrace lines are skipped: they name the launching host code, not the kernel. Mangled
+# names (hazard mode) are demangled when c++filt is there.
+report_kernels() {
+    awk '/backtrace|Host Frame/ { next }
+         /access at |Thread \([0-9, ]+\) at |^=+ +at / {
+             line = $0
+             sub(/^.* at /, "", line)
+             sub(/^0x[0-9a-fA-F]+ in /, "", line)
+             sub(/^void /, "", line)
+             sub(/\(.*$/, "", line)
+             sub(/^.*:[0-9]+:/, "", line)
+             sub(/\+0x[0-9a-fA-F]+.*$/, "", line)
+             if (line != "" && !seen[line]++) print line
+         }' | if command -v c++filt > /dev/null; then c++filt; else cat; fi
+}
 
 # 1. training parity with the CPU trainer
 ./train_ssd "${common[@]}" -x 50 > "$work/cpu.log" 2>&1 || { echo "FAIL train_cpu: train_ssd failed"; tail "$work/cpu.log"; }
@@ -66,8 +94,12 @@ if command -v compute-sanitizer > /dev/null; then
         status=$?
         summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/$tool.log" | tail -n 1)
         if [ $status -eq 0 ]; then echo "PASS sanitizer_$tool: ${summary:-clean}"; else
-            where=$(grep -A2 -m 2 -E 'Invalid|Race reported|Error:' "$work/$tool.log" | grep -oE '[A-Za-z_0-9]+\.cuh?:[0-9]+|(at|in) [A-Za-z_][A-Za-z_0-9]+[(+]' | sort -u | tr '\n' ' ')
-            echo "FAIL sanitizer_$tool: status $status ${summary}; in kernels: ${where}"; fi
+            keep_work=1
+            report=$(first_report "$work/$tool.log")
+            kernels=$(report_kernels < "$work/$tool.log" | paste -sd ';' -)
+            echo "FAIL sanitizer_$tool: status $status ${summary}; in kernels: ${kernels:-(none named; see the log)}; whole log: $work/$tool.log"
+            echo "${report:-$(tail -n 20 "$work/$tool.log")}"
+        fi
     done
 else
     echo "FAIL sanitizer: compute-sanitizer not found"
