@@ -85,18 +85,26 @@ fi
 # 3. compute-sanitizer on a tiny model
 if command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck; do
-        # cuBLAS's own split-K kernels (nvjet_*) are left out: racecheck reports a shared-memory hazard
-        # inside them that is NVIDIA's, not this project's
-        exclude=()
-        [ "$tool" = racecheck ] && exclude=(--kernel-name-exclude kns=nvjet)
-        compute-sanitizer --tool $tool --error-exitcode 1 "${exclude[@]}" ./train_ssdcu -e configs/ssd-mamba-tiny.json \
+        compute-sanitizer --tool $tool --error-exitcode 1 ./train_ssdcu -e configs/ssd-mamba-tiny.json \
             -i "$shards/*_train_*.bin" -b 2 -t 64 -x 2 -v 0 -g 0 > "$work/$tool.log" 2>&1
         status=$?
         summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/$tool.log" | tail -n 1)
-        if [ $status -eq 0 ]; then echo "PASS sanitizer_$tool: ${summary:-clean}"; else
+        # racecheck reports a shared-memory hazard inside cuBLAS's own split-K kernels (nvjet_*):
+        # NVIDIA's code, accepted; any hazard in another kernel fails. (Leaving nvjet out with
+        # --kernel-name-exclude makes this compute-sanitizer stop with an internal error instead.)
+        races=$(grep -c 'Race reported between' "$work/$tool.log")
+        races_outside_cublas=$(grep -A1 'Race reported between' "$work/$tool.log" | grep -E 'access at' | grep -vc 'nvjet_')
+        clean=0
+        [ $status -eq 0 ] && clean=1
+        if [ "$tool" = racecheck ] && grep -q 'RACECHECK SUMMARY' "$work/$tool.log" && ! grep -q 'Internal Sanitizer Error' "$work/$tool.log" &&
+           [ "$races_outside_cublas" -eq 0 ] && grep -q '^step     2/2' "$work/$tool.log"; then
+            clean=1
+            summary="$summary ($races reports, all inside cuBLAS nvjet_* kernels)"
+        fi
+        if [ $clean = 1 ]; then echo "PASS sanitizer_$tool: ${summary:-clean}"; else
             keep_work=1
             report=$(first_report "$work/$tool.log")
-            kernels=$(report_kernels < "$work/$tool.log" | paste -sd ';' -)
+            kernels=$(report_kernels < "$work/$tool.log" | grep -v nvjet_ | paste -sd ';' -)
             echo "FAIL sanitizer_$tool: status $status ${summary}; in kernels: ${kernels:-(none named; see the log)}; whole log: $work/$tool.log"
             echo "${report:-$(tail -n 20 "$work/$tool.log")}"
         fi
