@@ -179,15 +179,6 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     }
 }
 
-void args_print(const TrainArgs *a) {
-    printf("train data %s | val data %s | test data %s\n", a->train_pattern, a->val_pattern,
-           a->test_pattern ? a->test_pattern : "(none)");
-    printf("init %s | output %s | seed %d\n", a->init_from, a->output_dir ? a->output_dir : "(none)", a->seed);
-    printf("B %d T %d total batch %ld | steps %d | lr %g warmup %d final frac %g | wd %g clip %g\n", a->B, a->T,
-           a->total_batch_size, a->max_steps, a->learning_rate, a->warmup_steps, a->final_lr_frac, a->weight_decay,
-           a->grad_clip);
-}
-
 void args_tokenizer_path(const TrainArgs *a, char *out, size_t n) {
     if (a->tokenizer_path) {
         snprintf(out, n, "%s", a->tokenizer_path);

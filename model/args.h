@@ -47,7 +47,6 @@ void args_defaults(TrainArgs *args);
 /* Parses argv; prints help and exits 0 on -h, prints an error and exits 1 on a bad flag or value. */
 void args_parse(TrainArgs *args, int argc, char **argv, const char *program);
 void args_print_help(const char *program);
-void args_print(const TrainArgs *args);
 /* The tokenizer for samples: -tk, else tokenizer.bin in the directory of the train shards. */
 void args_tokenizer_path(const TrainArgs *args, char *out, size_t n);
 
