@@ -246,33 +246,28 @@ typedef struct {
     float *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
 } GPULayerGrads;
 
+/* Layer l's slices: the matrices from the floatX params, the vector parameters from the fp32 master */
 static GPULayerParams layer_params(const MambaGPU *m, int l) {
-    const ModelConfig *c = &m->config;
+    const ParamLayout *lay = &m->layout;
     GPULayerParams p;
-    p.norm_w = m->master_t[P_NORM_W] + (size_t)l * c->d_model;
-    p.conv_w = m->master_t[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
-    p.conv_b = m->master_t[P_CONV_B] + (size_t)l * c->conv_dim;
-    p.dt_bias = m->master_t[P_DT_BIAS] + (size_t)l * c->nheads;
-    p.A_log = m->master_t[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
-    p.D = m->master_t[P_D] + (size_t)l * c->nheads;
-    p.gnorm_w = m->master_t[P_GNORM_W] + (size_t)l * c->d_inner;
-    p.in_proj_w = m->params_t[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
-    p.out_proj_w = m->params_t[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+    p.norm_w = m->master_t[P_NORM_W] + param_layer_offset(lay, P_NORM_W, l);
+    p.conv_w = m->master_t[P_CONV_W] + param_layer_offset(lay, P_CONV_W, l);
+    p.conv_b = m->master_t[P_CONV_B] + param_layer_offset(lay, P_CONV_B, l);
+    p.dt_bias = m->master_t[P_DT_BIAS] + param_layer_offset(lay, P_DT_BIAS, l);
+    p.A_log = m->master_t[P_A_LOG] + param_layer_offset(lay, P_A_LOG, l);
+    p.D = m->master_t[P_D] + param_layer_offset(lay, P_D, l);
+    p.gnorm_w = m->master_t[P_GNORM_W] + param_layer_offset(lay, P_GNORM_W, l);
+    p.in_proj_w = m->params_t[P_IN_PROJ_W] + param_layer_offset(lay, P_IN_PROJ_W, l);
+    p.out_proj_w = m->params_t[P_OUT_PROJ_W] + param_layer_offset(lay, P_OUT_PROJ_W, l);
     return p;
 }
 
 static GPULayerGrads layer_grads(const MambaGPU *m, int l) {
-    const ModelConfig *c = &m->config;
-    GPULayerGrads g;
-    g.norm_w = m->grads_t[P_NORM_W] + (size_t)l * c->d_model;
-    g.in_proj_w = m->grads_t[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
-    g.conv_w = m->grads_t[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
-    g.conv_b = m->grads_t[P_CONV_B] + (size_t)l * c->conv_dim;
-    g.dt_bias = m->grads_t[P_DT_BIAS] + (size_t)l * c->nheads;
-    g.A_log = m->grads_t[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
-    g.D = m->grads_t[P_D] + (size_t)l * c->nheads;
-    g.gnorm_w = m->grads_t[P_GNORM_W] + (size_t)l * c->d_inner;
-    g.out_proj_w = m->grads_t[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+#define LAYER_SLICE(t) (m->grads_t[t] + param_layer_offset(&m->layout, t, l))
+    GPULayerGrads g = {LAYER_SLICE(P_NORM_W), LAYER_SLICE(P_IN_PROJ_W), LAYER_SLICE(P_CONV_W), LAYER_SLICE(P_CONV_B),
+                       LAYER_SLICE(P_DT_BIAS), LAYER_SLICE(P_A_LOG), LAYER_SLICE(P_D), LAYER_SLICE(P_GNORM_W),
+                       LAYER_SLICE(P_OUT_PROJ_W)};
+#undef LAYER_SLICE
     return g;
 }
 

@@ -82,17 +82,12 @@ typedef struct {
     real *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
 } LayerParams;
 
-static LayerParams layer_params(const ModelConfig *c, real *const tensors[NUM_PARAM_TENSORS], int l) {
-    LayerParams p;
-    p.norm_w = tensors[P_NORM_W] + (size_t)l * c->d_model;
-    p.in_proj_w = tensors[P_IN_PROJ_W] + (size_t)l * c->d_in_proj * c->d_model;
-    p.conv_w = tensors[P_CONV_W] + (size_t)l * c->conv_dim * c->d_conv;
-    p.conv_b = tensors[P_CONV_B] + (size_t)l * c->conv_dim;
-    p.dt_bias = tensors[P_DT_BIAS] + (size_t)l * c->nheads;
-    p.A_log = tensors[P_A_LOG] + (size_t)l * c->nheads * c->a_per_head;
-    p.D = tensors[P_D] + (size_t)l * c->nheads;
-    p.gnorm_w = tensors[P_GNORM_W] + (size_t)l * c->d_inner;
-    p.out_proj_w = tensors[P_OUT_PROJ_W] + (size_t)l * c->d_model * c->d_inner;
+static LayerParams layer_params(const ParamLayout *layout, real *const tensors[NUM_PARAM_TENSORS], int l) {
+#define LAYER_SLICE(t) (tensors[t] + param_layer_offset(layout, t, l))
+    LayerParams p = {LAYER_SLICE(P_NORM_W), LAYER_SLICE(P_IN_PROJ_W), LAYER_SLICE(P_CONV_W), LAYER_SLICE(P_CONV_B),
+                     LAYER_SLICE(P_DT_BIAS), LAYER_SLICE(P_A_LOG), LAYER_SLICE(P_D), LAYER_SLICE(P_GNORM_W),
+                     LAYER_SLICE(P_OUT_PROJ_W)};
+#undef LAYER_SLICE
     return p;
 }
 
@@ -160,7 +155,7 @@ static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, c
 /* states: NULL (zero initial state) or one carried state per batch row, updated in place */
 static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState *states) {
     const ModelConfig *c = &model->config;
-    LayerParams p = layer_params(c, model->param_tensors, l);
+    LayerParams p = layer_params(&model->layout, model->param_tensors, l);
     LayerActs a = layer_acts(model, l);
     int BT = B * T, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     int dt_offset = 2 * E + 2 * GN;
@@ -308,8 +303,8 @@ static BackwardScratch backward_scratch(Mamba *model) {
 
 static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
     const ModelConfig *c = &model->config;
-    LayerParams p = layer_params(c, model->param_tensors, l);
-    LayerParams g = layer_params(c, model->grad_tensors, l);
+    LayerParams p = layer_params(&model->layout, model->param_tensors, l);
+    LayerParams g = layer_params(&model->layout, model->grad_tensors, l);
     LayerActs a = layer_acts(model, l);
     int B = model->B, T = model->T, BT = B * T, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     int dt_offset = 2 * E + 2 * GN;
@@ -438,7 +433,7 @@ void mamba_prefill(Mamba *model, const int *tokens, int n, MambaInferenceState *
     SSDShape s = ssd_shape(c, n);
     for (int l = 0; l < c->n_layer; l++) {
         LayerActs a = layer_acts(model, l);
-        LayerParams p = layer_params(c, model->param_tensors, l);
+        LayerParams p = layer_params(&model->layout, model->param_tensors, l);
         real *conv_state = state->conv_state + (size_t)l * (K - 1) * c->conv_dim;
         for (int k = 0; k < K - 1; k++) {
             int t = n - (K - 1) + k;
@@ -465,7 +460,7 @@ void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logit
     real *A = rstd + c->ngroups + 1;
     memcpy(residual, model->param_tensors[P_WTE] + (size_t)token * D, sizeof(real) * D);
     for (int l = 0; l < c->n_layer; l++) {
-        LayerParams p = layer_params(c, model->param_tensors, l);
+        LayerParams p = layer_params(&model->layout, model->param_tensors, l);
         real *conv_state = state->conv_state + (size_t)l * (K - 1) * c->conv_dim;
         real *ssm = state->ssm_state + (size_t)l * H * P * N;
         rmsnorm_forward(hidden, rstd, residual, p.norm_w, 1, D, c->norm_eps);

@@ -21,6 +21,7 @@ void param_layout_init(ParamLayout *layout, const ModelConfig *c) {
     layout->sizes[P_NORM_F] = c->d_model;
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        layout->layer_sizes[i] = i == P_WTE || i == P_NORM_F ? 0 : layout->sizes[i] / L;
         layout->offsets[i] = offset;
         offset += layout->sizes[i];
     }

@@ -37,11 +37,16 @@ typedef struct {
     size_t sizes[NUM_PARAM_TENSORS];    /* elements of each tensor (all layers) */
     size_t offsets[NUM_PARAM_TENSORS];  /* element offset of each tensor in the flat buffer */
     size_t total;                       /* total elements */
+    size_t layer_sizes[NUM_PARAM_TENSORS];  /* elements of one layer's slice (0 for wte, norm_f) */
 } ParamLayout;
 
 extern const char *PARAM_NAMES[NUM_PARAM_TENSORS];
 
 void param_layout_init(ParamLayout *layout, const ModelConfig *config);
+/* Element offset of layer l's slice inside a per-layer tensor. */
+static inline size_t param_layer_offset(const ParamLayout *layout, int tensor, int l) {
+    return layout->layer_sizes[tensor] * (size_t)l;
+}
 /* 1 if AdamW applies weight decay to this tensor (in_proj, out_proj, conv weights only). */
 int param_has_weight_decay(int tensor);
 /* Reference initialisation into an fp32 buffer of layout->total elements, reproducible from seed. */
