@@ -47,7 +47,7 @@ $(BUILD)/f64/%.o: %.c $(HEADERS)
 train_ssd: train_ssd.c $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
 	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+$(BUILD)/tests/%: tests/%.c tests/test.h tests/model_fixtures.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
 

@@ -16,6 +16,7 @@
 #include "model/eval_split.h"
 #include "model/rng.h"
 #include "model/utils.h"
+#include "tests/model_fixtures.h"
 #include "tests/test.h"
 
 #include <stdint.h>
@@ -31,31 +32,12 @@ static int *shard_tokens[NUM_SHARDS];
 static char test_dir[256];
 static char pattern[300];
 
-static ModelConfig eval_config(int diagonal) {
-    char json[512];
-    snprintf(json, sizeof(json),
-             "{\"d_model\":16,\"n_layer\":2,\"vocab_size\":37,\"pad_vocab_multiple\":8,\"d_state\":4,\"d_conv\":4,"
-             "\"expand\":2,\"headdim\":8,\"ngroups\":2,\"chunk_size\":4,\"a_structure\":\"%s\"}",
-             diagonal ? "diagonal" : "scalar");
-    ModelConfig c;
-    char err[256];
-    if (config_parse(&c, json, "test_eval", err, sizeof(err))) {
-        fprintf(stderr, "%s\n", err);
-        exit(1);
-    }
-    return c;
-}
-
-/* the reference init, perturbed, with steps delta around 0.5 so that states decay but carry over */
+/* the fixture's parameters with slower decays (A_log around -1), so that states carry over */
 static float *eval_params(const ModelConfig *c, uint64_t seed) {
+    float *p = fixture_params(c, seed);
     ParamLayout layout;
     param_layout_init(&layout, c);
-    float *p = (float *)mallocCheck(sizeof(float) * layout.total);
-    params_init(c, p, seed);
     uint64_t rng = rng_seed(seed + 17);
-    for (size_t i = 0; i < layout.total; i++) p[i] += (float)(0.1 * rng_normal(&rng));
-    for (size_t i = 0; i < layout.sizes[P_WTE]; i++) p[layout.offsets[P_WTE] + i] *= 10.0f;
-    for (size_t i = 0; i < layout.sizes[P_DT_BIAS]; i++) p[layout.offsets[P_DT_BIAS] + i] = (float)(-0.5 + 0.3 * rng_normal(&rng));
     for (size_t i = 0; i < layout.sizes[P_A_LOG]; i++) p[layout.offsets[P_A_LOG] + i] = (float)(-1.0 + 0.5 * rng_normal(&rng));
     return p;
 }
@@ -128,7 +110,7 @@ static void check_windows(int vocab, int T) {
 
 /* carried windows == one forward per shard, token by token; total via mamba_evaluate_split too */
 static void check_carry(int diagonal, int T) {
-    ModelConfig c = eval_config(diagonal);
+    ModelConfig c = fixture_config(diagonal);
     float *p = eval_params(&c, 11 + diagonal);
     Mamba model;
     mamba_build(&model, &c, p);
@@ -181,7 +163,7 @@ static void check_carry(int diagonal, int T) {
 
 /* batched fresh windows == windows one by one */
 static void check_no_carry(int diagonal, int T) {
-    ModelConfig c = eval_config(diagonal);
+    ModelConfig c = fixture_config(diagonal);
     float *p = eval_params(&c, 21 + diagonal);
     Mamba model;
     mamba_build(&model, &c, p);
@@ -214,7 +196,7 @@ static void check_no_carry(int diagonal, int T) {
 }
 
 static void check_zero_state_forward(void) {
-    ModelConfig c = eval_config(1);
+    ModelConfig c = fixture_config(1);
     float *p = eval_params(&c, 31);
     Mamba model;
     mamba_build(&model, &c, p);

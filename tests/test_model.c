@@ -14,41 +14,11 @@
 #include "model/cpu_model.h"
 #include "model/cpu_ssd.h"
 #include "model/rng.h"
+#include "tests/model_fixtures.h"
 #include "tests/test.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static ModelConfig small_config(int diagonal) {
-    ModelConfig c;
-    const char *json = diagonal
-        ? "{\"d_model\":16,\"n_layer\":2,\"vocab_size\":37,\"pad_vocab_multiple\":8,\"d_state\":4,\"d_conv\":4,"
-          "\"expand\":2,\"headdim\":8,\"ngroups\":2,\"chunk_size\":4,\"a_structure\":\"diagonal\"}"
-        : "{\"d_model\":16,\"n_layer\":2,\"vocab_size\":37,\"pad_vocab_multiple\":8,\"d_state\":4,\"d_conv\":4,"
-          "\"expand\":2,\"headdim\":8,\"ngroups\":2,\"chunk_size\":4,\"a_structure\":\"scalar\"}";
-    char err[256];
-    if (config_parse(&c, json, "test", err, sizeof(err))) {
-        fprintf(stderr, "%s\n", err);
-        exit(1);
-    }
-    return c;
-}
-
-/* Random params: the reference init, then every tensor perturbed so nothing is at a special value
- * (norm weights 1, D 1) that could hide a wrong gradient. */
-static float *random_params(const ModelConfig *c, uint64_t seed) {
-    ParamLayout layout;
-    param_layout_init(&layout, c);
-    float *p = (float *)malloc(sizeof(float) * layout.total);
-    params_init(c, p, seed);
-    uint64_t rng = rng_seed(seed + 99);
-    for (size_t i = 0; i < layout.total; i++) p[i] += (float)(0.1 * rng_normal(&rng));
-    for (size_t i = 0; i < layout.sizes[P_WTE]; i++) p[layout.offsets[P_WTE] + i] *= 10.0f; /* lively logits */
-    /* delta around 0.5 rather than the init's 1e-3..0.1, so that dt_bias and A_log matter enough
-     * for their gradients to stand well above the rounding noise of the finite differences */
-    for (size_t i = 0; i < layout.sizes[P_DT_BIAS]; i++) p[layout.offsets[P_DT_BIAS] + i] = (float)(-0.5 + 0.5 * rng_normal(&rng));
-    return p;
-}
 
 static void random_tokens(int *tokens, int n, int vocab, uint64_t seed) {
     uint64_t rng = rng_seed(seed);
@@ -56,8 +26,8 @@ static void random_tokens(int *tokens, int n, int vocab, uint64_t seed) {
 }
 
 static void check_model_gradients(int diagonal) {
-    ModelConfig c = small_config(diagonal);
-    float *p = random_params(&c, 7 + diagonal);
+    ModelConfig c = fixture_config(diagonal);
+    float *p = fixture_params(&c, 7 + diagonal);
     Mamba model;
     mamba_build(&model, &c, p);
     int B = 2, T = 11; /* T not a multiple of chunk_size 4 */
@@ -158,11 +128,11 @@ static void check_ssd_input_gradients(int diagonal) {
 }
 
 static void check_diagonal_equals_scalar(void) {
-    ModelConfig cs = small_config(0), cd = small_config(1);
+    ModelConfig cs = fixture_config(0), cd = fixture_config(1);
     ParamLayout ls, ld;
     param_layout_init(&ls, &cs);
     param_layout_init(&ld, &cd);
-    float *ps = random_params(&cs, 21);
+    float *ps = fixture_params(&cs, 21);
     float *pd = (float *)malloc(sizeof(float) * ld.total);
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         if (t == P_A_LOG) continue;
@@ -205,8 +175,8 @@ static void check_diagonal_equals_scalar(void) {
 }
 
 static void check_generation_matches_forward(int diagonal) {
-    ModelConfig c = small_config(diagonal);
-    float *p = random_params(&c, 31 + diagonal);
+    ModelConfig c = fixture_config(diagonal);
+    float *p = fixture_params(&c, 31 + diagonal);
     Mamba model;
     mamba_build(&model, &c, p);
     int T = 13, prefix = 6, tokens[13];
