@@ -271,12 +271,38 @@ static GPULayerGrads layer_grads(const MambaGPU *m, int l) {
     return g;
 }
 
+/* The recurrent state that evaluation with -ec 1 carries from one window to the next, for each of B
+ * rows: per layer the conv's last K-1 inputs [B, K-1, conv_dim] and the SSM state [B, H, P, N], fp32. */
+typedef struct {
+    float *conv, *ssm;
+    size_t conv_floats, ssm_floats; /* per layer */
+} GPUCarry;
+
+static void gpu_carry_alloc(GPUCarry *carry, const ModelConfig *c, int B) {
+    carry->conv_floats = (size_t)B * (c->d_conv - 1) * c->conv_dim;
+    carry->ssm_floats = (size_t)B * c->nheads * c->headdim * c->d_state;
+    cudaCheck(cudaMalloc(&carry->conv, c->n_layer * carry->conv_floats * sizeof(float)));
+    cudaCheck(cudaMalloc(&carry->ssm, c->n_layer * carry->ssm_floats * sizeof(float)));
+}
+
+static void gpu_carry_zero(GPUCarry *carry, int n_layer, cudaStream_t stream) {
+    cudaCheck(cudaMemsetAsync(carry->conv, 0, n_layer * carry->conv_floats * sizeof(float), stream));
+    cudaCheck(cudaMemsetAsync(carry->ssm, 0, n_layer * carry->ssm_floats * sizeof(float), stream));
+}
+
+static void gpu_carry_free(GPUCarry *carry) {
+    cudaCheck(cudaFree(carry->conv));
+    cudaCheck(cudaFree(carry->ssm));
+}
+
 /*
  * Forward over the current batch. dloss > 0: also writes the gradient of dloss * sum(losses) into
  * the logits (a training step; pass 1 / (N * accumulation steps)); dloss == 0: losses only.
+ * carry: NULL (every row starts from a zero state) or the state entering the batch, which the
+ * forward replaces by the state after it (evaluation only: the backward ignores it).
  * The mean loss stays on the device until mamba_gpu_mean_loss reads it.
  */
-void mamba_gpu_forward(MambaGPU *m, float dloss) {
+void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
     const ModelConfig *c = &m->config;
     GPUActivations *a = &m->acts;
     cudaStream_t st = m->stream;
@@ -298,8 +324,10 @@ void mamba_gpu_forward(MambaGPU *m, float dloss) {
         rmsnorm_forward(res, norm_out, a->norm_rstd + (size_t)l * N, prev, l == 0 ? NULL : a->proj_out, p.norm_w, N, D,
                         c->norm_eps, st);
         matmul_forward(zxbcdt, norm_out, p.in_proj_w, N, D, dip, st);
-        conv1d_forward(xbc, zxbcdt + E, dip, p.conv_w, p.conv_b, B, T, c->conv_dim, st);
-        ssd_scan_forward(&shape, y, xbc, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D,
+        float *conv_state = carry ? carry->conv + l * carry->conv_floats : NULL;
+        float *ssm_state = carry ? carry->ssm + l * carry->ssm_floats : NULL;
+        conv1d_forward(xbc, zxbcdt + E, dip, p.conv_w, p.conv_b, conv_state, B, T, c->conv_dim, st);
+        ssd_scan_forward(&shape, y, xbc, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, ssm_state,
                          a->ssd_workspace + (size_t)l * m->ssd_workspace_bytes, st);
         gated_norm_forward(gated, gated_rstd, y, zxbcdt, dip, p.gnorm_w, N, E, G, c->norm_eps, st);
         matmul_forward(a->proj_out, gated, p.out_proj_w, N, E, D, st);
@@ -422,22 +450,71 @@ static float evaluate(MambaGPU *model, DataLoader *loader, int max_batches) {
     for (int i = 0; i < n; i++) {
         dataloader_next_batch(loader);
         mamba_gpu_set_batch(model, loader->inputs, loader->targets);
-        mamba_gpu_forward(model, 0.0f);
+        mamba_gpu_forward(model, 0.0f, NULL);
         sum += mamba_gpu_mean_loss(model);
     }
     return n > 0 ? (float)(sum / n) : NAN;
 }
 
-/* Full-split evaluation (-m -1, -ti, -x 0) on a CPU copy of the weights, through the same code as
- * train_ssd, so that both trainers report the same numbers; -ec 1 carries the recurrent state. */
-static EvalResult evaluate_split_on_cpu(MambaGPU *model, EvalSplit *split, int B, int carry) {
-    float *params = (float *)mallocCheck(model->layout.total * sizeof(float));
-    mamba_gpu_get_params(model, params);
-    Mamba cpu_model;
-    mamba_build(&cpu_model, &model->config, params);
-    EvalResult result = mamba_evaluate_split(&cpu_model, split, B, carry);
-    mamba_free(&cpu_model);
-    free(params);
+/* Adds the losses of the first lengths[r] positions of each row r < rows of the last forward, in
+ * double and in order, as the CPU trainer's evaluation does. */
+static void add_row_losses(EvalResult *result, MambaGPU *m, float *host_losses, const int *lengths, int rows) {
+    cudaCheck(cudaMemcpyAsync(host_losses, m->acts.losses, (size_t)rows * m->T * sizeof(float), cudaMemcpyDeviceToHost,
+                              m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    for (int r = 0; r < rows; r++) {
+        for (int i = 0; i < lengths[r]; i++) result->loss_sum += host_losses[(size_t)r * m->T + i];
+        result->tokens += lengths[r];
+    }
+}
+
+/* Full-split evaluation (-m -1, -ti, -x 0) over the same windows as the CPU trainer's
+ * mamba_evaluate_split. Fresh state: B windows per forward, the positions past a short window padded
+ * and not counted (causality keeps them from the counted ones). Carried state (-ec 1): one window
+ * per forward (B = 1, T = its length), the state flowing from window to window within a stream. */
+static EvalResult mamba_gpu_evaluate_split(MambaGPU *m, EvalSplit *split, int carry) {
+    EvalResult result = {0, 0};
+    int B = m->B, T = m->T;
+    int *inputs = (int *)mallocCheck((size_t)B * T * sizeof(int)), *targets = (int *)mallocCheck((size_t)B * T * sizeof(int));
+    int *lengths = (int *)mallocCheck(B * sizeof(int));
+    float *host_losses = (float *)mallocCheck((size_t)B * T * sizeof(float));
+    eval_split_reset(split);
+    if (carry) {
+        GPUCarry state;
+        gpu_carry_alloc(&state, &m->config, 1);
+        m->B = 1;
+        while (eval_split_next(split)) {
+            if (split->starts_stream) gpu_carry_zero(&state, m->config.n_layer, m->stream);
+            m->T = split->length;
+            mamba_gpu_set_batch(m, split->inputs, split->targets);
+            mamba_gpu_forward(m, 0.0f, &state);
+            add_row_losses(&result, m, host_losses, &split->length, 1);
+        }
+        m->B = B;
+        m->T = T;
+        gpu_carry_free(&state);
+    } else {
+        int rows;
+        do {
+            for (rows = 0; rows < B && eval_split_next(split); rows++) {
+                lengths[rows] = split->length;
+                memcpy(inputs + (size_t)rows * T, split->inputs, split->length * sizeof(int));
+                memcpy(targets + (size_t)rows * T, split->targets, split->length * sizeof(int));
+                memset(inputs + (size_t)rows * T + split->length, 0, (T - split->length) * sizeof(int));
+                memset(targets + (size_t)rows * T + split->length, 0, (T - split->length) * sizeof(int));
+            }
+            if (rows == 0) break;
+            memset(inputs + (size_t)rows * T, 0, (size_t)(B - rows) * T * sizeof(int));
+            memset(targets + (size_t)rows * T, 0, (size_t)(B - rows) * T * sizeof(int));
+            mamba_gpu_set_batch(m, inputs, targets);
+            mamba_gpu_forward(m, 0.0f, NULL);
+            add_row_losses(&result, m, host_losses, lengths, rows);
+        } while (rows == B);
+    }
+    free(inputs);
+    free(targets);
+    free(lengths);
+    free(host_losses);
     return result;
 }
 
@@ -500,7 +577,7 @@ int main(int argc, char **argv) {
         if (train_run_val_due(&run, step)) {
             float val_loss;
             if (run.full_val) {
-                EvalResult r = evaluate_split_on_cpu(&model, &run.val_split, args.B, args.eval_carry);
+                EvalResult r = mamba_gpu_evaluate_split(&model, &run.val_split, args.eval_carry);
                 val_loss = (float)(r.loss_sum / r.tokens);
                 if (last) eval_result_report("val", step, r, args.eval_carry, &run.logger);
             } else {
@@ -518,7 +595,7 @@ int main(int argc, char **argv) {
         for (int micro = 0; micro < run.grad_accum; micro++) {
             dataloader_next_batch(&run.train_loader);
             mamba_gpu_set_batch(&model, run.train_loader.inputs, run.train_loader.targets);
-            mamba_gpu_forward(&model, dloss);
+            mamba_gpu_forward(&model, dloss, NULL);
             mamba_gpu_backward(&model);
             loss += mamba_gpu_mean_loss(&model) / run.grad_accum;
         }
@@ -546,7 +623,7 @@ int main(int argc, char **argv) {
         printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps,
                run.total_batch / (total_ms / timed_steps / 1e3));
     if (args.test_pattern) {
-        EvalResult r = evaluate_split_on_cpu(&model, &run.test_split, args.B, args.eval_carry);
+        EvalResult r = mamba_gpu_evaluate_split(&model, &run.test_split, args.eval_carry);
         eval_result_report("test", run.max_steps, r, args.eval_carry, &run.logger);
     }
 

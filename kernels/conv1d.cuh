@@ -6,6 +6,8 @@
  *   dx[t, c] = sum_k w[c, k] * dpre[t + (K-1) - k, c]   (dpre past T - 1 is zero)
  *   dw[c, k] += sum_t dpre[t, c] * x[t - (K-1) + k, c]       db[c] += sum_t dpre[t, c]
  * x is read with row stride x_stride (the xBC columns of in_proj's output), out/dout are [N, C].
+ * Carried state (evaluation across consecutive windows): state [B, K-1, C] holds the K-1 inputs
+ * before t = 0 instead of zeros, and is then replaced by the window's last K-1 inputs.
  * Each thread owns one channel of one span of CONV_SPAN steps of one sequence and slides a window
  * over time; the weight gradients are per-span partial sums, reduced in a fixed order.
  */
@@ -19,7 +21,7 @@
 #define CONV_THREADS 128
 
 __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
-                                      int B, int T, int C) {
+                                      const float *state, int B, int T, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
@@ -33,7 +35,8 @@ __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride
 #pragma unroll
     for (int k = 0; k < CONV_K - 1; k++) {
         int t = t0 - (CONV_K - 1) + k;
-        window[k] = t >= 0 ? to_float(xs[(size_t)t * x_stride]) : 0.0f;
+        if (t >= 0) window[k] = to_float(xs[(size_t)t * x_stride]);
+        else window[k] = state ? state[((size_t)b * (CONV_K - 1) + CONV_K - 1 + t) * C + c] : 0.0f;
     }
     for (int t = t0; t < t1; t++) {
         window[CONV_K - 1] = to_float(xs[(size_t)t * x_stride]);
@@ -44,6 +47,21 @@ __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride
 #pragma unroll
         for (int k = 0; k < CONV_K - 1; k++) window[k] = window[k + 1];
     }
+}
+
+/* state[b, j, c] (input j - (K-1)) <- the input at T - (K-1) + j, from the old state when T < K - 1 */
+__global__ void conv1d_state_update_kernel(float *state, const floatX *x, int x_stride, int B, int T, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (c >= C) return;
+    float *st = state + (size_t)b * (CONV_K - 1) * C + c;
+    float next[CONV_K - 1];
+#pragma unroll
+    for (int j = 0; j < CONV_K - 1; j++) {
+        int t = T - (CONV_K - 1) + j;
+        next[j] = t >= 0 ? to_float(x[((size_t)b * T + t) * x_stride + c]) : st[(size_t)(j + T) * C];
+    }
+#pragma unroll
+    for (int j = 0; j < CONV_K - 1; j++) st[(size_t)j * C] = next[j];
 }
 
 __global__ void conv1d_backward_kernel(floatX *dx, int dx_stride, float *dw_partial, float *db_partial,
@@ -109,11 +127,17 @@ static inline void conv1d_check_width(int d_conv) {
     }
 }
 
-static inline void conv1d_forward(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias, int B,
-                                  int T, int C, cudaStream_t stream) {
+/* state: NULL (zeros before t = 0) or the carried [B, K-1, C] inputs, updated in place */
+static inline void conv1d_forward(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
+                                  float *state, int B, int T, int C, cudaStream_t stream) {
     dim3 grid(ceil_div(C, CONV_THREADS), B * ceil_div(T, CONV_SPAN));
-    conv1d_forward_kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, B, T, C);
+    conv1d_forward_kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, state, B, T, C);
     cudaCheckLaunch();
+    if (state) {
+        conv1d_state_update_kernel<<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(state, x, x_stride, B,
+                                                                                                    T, C);
+        cudaCheckLaunch();
+    }
 }
 
 static inline size_t conv1d_backward_scratch_floats(int B, int T, int C) {

@@ -43,6 +43,10 @@
  * reference) computes the same tiles with fp32 FMAs in the same register layout, so both builds run
  * the same indexing.
  *
+ * Carried state (evaluation across consecutive windows): the forward may take a state [B][H][P][N]
+ * (fp32) that enters the first chunk instead of zero; it is replaced by the state after step T - 1.
+ * The backward does not give its gradient (training starts every sequence from zero).
+ *
  * Deterministic: no atomics. Every sum runs in a fixed order (warp shuffles, then shared memory in
  * a fixed order), so two runs on the same inputs give bitwise-equal outputs and gradients. Each
  * head writes its own fp32 share of dB, dC to the workspace and the store kernel adds the heads of
@@ -362,20 +366,21 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
 
 /* ------------------------------------------------------------------------------------------------
  * 3. Passing states between chunks, one thread per (b, h, p, n):
- *    forward:  in[0] = 0,        in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
+ *    forward:  in[0] = 0 (or the carried state, which then becomes the state after the last chunk),
+ *              in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
  *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]   (own -> out, in place)
  * The loads of a batch of chunks are issued before the dependent updates, to overlap their latency.
  */
 #define SSD_PASS_BATCH 8
 
-__global__ void ssd_state_passing_kernel(float *states, const float *dcum, const float *A_log, SSDScanShape s,
-                                         int reverse) {
+__global__ void ssd_state_passing_kernel(float *states, float *carried, const float *dcum, const float *A_log,
+                                         SSDScanShape s, int reverse) {
     int PN = s.P * s.N, e = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, h = bh % s.H;
     if (e >= PN) return;
     float A = ssd_rate(A_log, h, e % s.N, s.N, s.diagonal);
     int nc = ssd_num_chunks(&s);
     const float *dc = dcum + (size_t)bh * s.T;
-    float run = 0.0f;
+    float run = carried ? carried[(size_t)bh * PN + e] : 0.0f;
     for (int k0 = 0; k0 < nc; k0 += SSD_PASS_BATCH) {
         float own[SSD_PASS_BATCH], decay[SSD_PASS_BATCH];
 #pragma unroll
@@ -396,6 +401,7 @@ __global__ void ssd_state_passing_kernel(float *states, const float *dcum, const
             }
         }
     }
+    if (carried) carried[(size_t)bh * PN + e] = run;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -998,8 +1004,9 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
     default: CALL(128); break;                       \
     }
 
+/* state: NULL (each sequence starts from zero) or the carried [B][H][P][N] state, updated in place */
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                      const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
+                      const float *A_log, const float *D, float *state, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
@@ -1009,7 +1016,7 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     SSD_DISPATCH_N(s->N, SSD_FWD_REDUCE)
 #undef SSD_FWD_REDUCE
     dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
-    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, ws.dcum, A_log, *s, 0);
+    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, state, ws.dcum, A_log, *s, 0);
     cudaCheckLaunch();
 #define SSD_FWD_SCAN(NN) ssd_launch_forward_scan<NN>(s, y, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_SCAN)
@@ -1025,7 +1032,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
     dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
-    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, ws.dcum, A_log, *s, 1);
+    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
     cudaCheckLaunch();
 #define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)

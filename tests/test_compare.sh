@@ -165,6 +165,20 @@ else
     fail "compare_report_only" "$(tail -3 "$work/ro.log")"
 fi
 
+if grep -q -- "--steps 30" "$report" && grep -q "^Made with" "$report"; then
+    pass "compare_report_command" "the report names the command that made it"
+else
+    fail "compare_report_command" "no 'Made with' command in $report"
+fi
+# the same --out with other settings: refused, naming the finished run, instead of mixing two sweeps
+out=$(python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" \
+      --raw "$work/raw" --out "$work/sweep" --seeds 3 --steps 20 --batch 4 --seq-len 32 --threads 2 2>&1); s=$?
+if [ $s -ne 0 ] && grep -q "result.json: a finished run of 30 steps, but these settings make 20" <<< "$out"; then
+    pass "compare_other_settings_refused" "exit $s"
+else
+    fail "compare_other_settings_refused" "exit $s: $(tail -2 <<< "$out")"
+fi
+
 # ---- GPT-2 BPE: perplexity per token and per word ----
 python3 scripts/compare.py --configs "$work/bpe_scalar.json" "$work/bpe_diagonal.json" --data "$work/gpt2" --raw "$work/raw_bpe" \
     --out "$work/bpe" --seeds 3 --steps 2 --batch 4 --seq-len 32 --lr 3e-3 --val-every 2 --checkpoint-every 2 --threads 2 \

@@ -139,7 +139,7 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
     /* dx is written into a strided buffer: the columns outside [0, C) must stay as they were */
     floatX *d_dx = upload_floatX(x, N * x_stride);
     float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, B, T, C, 0);
     conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, B, T, C, 0);
 
     double *pre = (double *)malloc(N * C * sizeof(double)), *out = (double *)malloc(N * C * sizeof(double));
@@ -184,6 +184,41 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
     check_close(name, download_float(d_db, C), db, C, 1e-5);
     free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(pre); free(out); free(dx); free(dpre); free(dw); free(db);
     void *bufs[] = {d_x, d_dout, d_w, d_b, d_dw, d_db, d_out, d_dx, scratch};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
+}
+
+/* Forward with a carried state [B, K-1, C]: the inputs before t = 0 come from it, and it must then
+ * hold the last K-1 inputs (partly the old state when T < K-1). */
+static void test_conv1d_carry(int B, int T, int C, int x_stride) {
+    char name[96];
+    const int K = CONV_K;
+    size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
+    double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
+    double *bias = random_host(C, -0.3, 0.3, 0), *state0 = random_host(S, -1.5, 1.5, 0);
+    floatX *d_x = upload_floatX(x, N * x_stride);
+    float *d_w = upload_float(w, (size_t)C * K), *d_b = upload_float(bias, C), *d_state = upload_float(state0, S);
+    floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX));
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, d_state, B, T, C, 0);
+    double *out = (double *)malloc(N * C * sizeof(double)), *state = (double *)malloc(S * sizeof(double));
+    /* input at time ts of row b, ts >= -(K-1): the carried state before t = 0 */
+#define CARRY_INPUT(b, ts) ((ts) >= 0 ? x[((size_t)(b) * T + (ts)) * x_stride + c] \
+                                      : state0[((size_t)(b) * (K - 1) + (ts) + K - 1) * C + c])
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            for (int t = 0; t < T; t++) {
+                double s = bias[c];
+                for (int k = 0; k < K; k++) s += w[c * K + k] * CARRY_INPUT(b, t - (K - 1) + k);
+                out[((size_t)b * T + t) * C + c] = silu_d(s);
+            }
+            for (int j = 0; j < K - 1; j++) state[((size_t)b * (K - 1) + j) * C + c] = CARRY_INPUT(b, T - (K - 1) + j);
+        }
+#undef CARRY_INPUT
+    snprintf(name, sizeof(name), "conv1d_forward_carry out B=%d T=%d C=%d", B, T, C);
+    check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
+    snprintf(name, sizeof(name), "conv1d_forward_carry state B=%d T=%d C=%d", B, T, C);
+    check_close(name, download_float(d_state, S), state, S, 1e-6);
+    free(x); free(w); free(bias); free(state0); free(out); free(state);
+    void *bufs[] = {d_x, d_w, d_b, d_state, d_out};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
 }
 
@@ -379,6 +414,9 @@ int main(void) {
     test_conv1d(2, 37, 100, 130);
     test_conv1d(3, 130, 160, 160);
     test_conv1d(1, 5, 40, 50);
+    test_conv1d_carry(2, 37, 100, 130);
+    test_conv1d_carry(1, 150, 64, 64);
+    test_conv1d_carry(2, 2, 40, 50);
     test_gated_norm(41, 128, 1, 300);
     test_gated_norm(67, 96, 3, 200);
     test_gated_norm(300, 1536, 2, 1600);

@@ -69,7 +69,7 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
     mamba_gpu_alloc_activations(&gpu, B, T);
     mamba_gpu_set_batch(&gpu, inputs, targets);
     mamba_gpu_zero_grad(&gpu);
-    mamba_gpu_forward(&gpu, 1.0f / N);
+    mamba_gpu_forward(&gpu, 1.0f / N, NULL);
     mamba_gpu_backward(&gpu);
     double gpu_loss = mamba_gpu_mean_loss(&gpu);
     snprintf(name, sizeof(name), "%s loss", label);
@@ -95,7 +95,7 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
     mamba_update(&cpu, lr, 0.9, 0.95, 1e-8, wd, cpu_norm > clip ? clip / cpu_norm : 1.0, 1);
     mamba_forward(&cpu, inputs, targets, B, T);
     mamba_gpu_set_batch(&gpu, inputs, targets);
-    mamba_gpu_forward(&gpu, 0.0f);
+    mamba_gpu_forward(&gpu, 0.0f, NULL);
     snprintf(name, sizeof(name), "%s loss after one clipped AdamW step", label);
     check_scalar(name, mamba_gpu_mean_loss(&gpu), cpu.mean_loss, LOSS_TOL);
     snprintf(name, sizeof(name), "%s loss decreased", label);

@@ -8,6 +8,7 @@
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
  * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
  * poisoned with other bytes) must give bitwise-equal outputs and gradients.
+ * Carried state: a forward from a random entering state must give the reference's y and final state.
  *
  *   test_ssd_scan            run the tests
  *   test_ssd_scan --bench    time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128 Q=256
@@ -230,7 +231,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
         cudaCheck(cudaMemcpy(ddt_bias, in.ddt_bias0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(dA_log, in.dA_log0.data(), in.dA_log0.size() * sizeof(float), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(dD, in.dD0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
         ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
                           workspace, 0);
         cudaCheck(cudaDeviceSynchronize());
@@ -295,6 +296,45 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
     cudaCheck(cudaFree(workspace));
 }
 
+/* Forward from a random entering state [B][H][P][N]: y and the leaving state against the recurrence. */
+static void run_carry_case(const char *cname, SSDScanShape s, uint64_t seed) {
+    Inputs in;
+    make_inputs(&in, &s, seed, -4.0);
+    size_t rows = (size_t)s.B * s.T, state_size = (size_t)s.H * s.P * s.N;
+    int HP = s.H * s.P, GN = s.G * s.N, na = a_count(&s);
+    uint64_t rng = rng_seed(seed + 100);
+    std::vector<float> state0((size_t)s.B * state_size);
+    for (auto &v : state0) v = (float)rng_normal(&rng);
+    std::vector<double> xBC(in.xBC.size()), delta(rows * s.H), A(na), D(s.H), S0(state0.begin(), state0.end());
+    for (size_t i = 0; i < xBC.size(); i++) xBC[i] = to_host_float(in.xBC[i]);
+    for (size_t r = 0; r < rows; r++)
+        for (int h = 0; h < s.H; h++)
+            delta[r * s.H + h] = log1p(exp((double)to_host_float(in.in_proj[r * s.d_in_proj + dt_col(&s) + h]) + in.dt_bias[h]));
+    for (int i = 0; i < na; i++) A[i] = -exp((double)in.A_log[i]);
+    for (int h = 0; h < s.H; h++) D[h] = in.D[h];
+    std::vector<double> y_ref(rows * HP), state_ref(S0.size());
+    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H};
+    for (int b = 0; b < s.B; b++) {
+        const double *x = xBC.data() + (size_t)b * s.T * s.conv_dim;
+        ssd_forward_recurrent(&cs, x, delta.data() + (size_t)b * s.T * s.H, A.data(), x + HP, x + HP + GN, D.data(),
+                              S0.data() + b * state_size, y_ref.data() + (size_t)b * s.T * HP,
+                              state_ref.data() + b * state_size);
+    }
+    floatX *xBC_d = to_device(in.xBC), *in_proj = to_device(in.in_proj), *y;
+    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D_d = to_device(in.D);
+    float *state = to_device(state0);
+    void *workspace;
+    cudaCheck(cudaMalloc(&y, rows * HP * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
+    ssd_scan_forward(&s, y, xBC_d, in_proj + dt_col(&s), dt_bias, A_log, D_d, state, workspace, 0);
+    std::vector<floatX> y_h = to_host(y, rows * HP);
+    std::vector<float> state_h = to_host(state, state0.size());
+    check(cname, "carried_y", columns(y_h, rows, HP, 0, HP), y_ref, TOLERANCE);
+    check(cname, "carried_final_state", std::vector<double>(state_h.begin(), state_h.end()), state_ref, TOLERANCE);
+    void *bufs[] = {xBC_d, in_proj, y, dt_bias, A_log, D_d, state, workspace};
+    for (void *p : bufs) cudaCheck(cudaFree(p));
+}
+
 static SSDScanShape make_shape(int B, int T, int H, int P, int G, int N, int Q, int diagonal) {
     SSDScanShape s;
     s.B = B;
@@ -338,13 +378,13 @@ static void bench(int diagonal) {
     for (int it = 0; it < 60; it++) {
         float ms;
         cudaCheck(cudaEventRecord(start));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
         cudaCheck(cudaEventRecord(stop));
         cudaCheck(cudaEventSynchronize(stop));
         cudaCheck(cudaEventElapsedTime(&ms, start, stop));
         if (it >= 10) fwd.push_back(ms);
         cudaCheck(cudaEventRecord(start));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, workspace, 0);
+        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
         ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
                           workspace, 0);
         cudaCheck(cudaEventRecord(stop));
@@ -379,6 +419,9 @@ int main(int argc, char **argv) {
     run_case("diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9);
     run_case("diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true);
     run_case("scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true);
+    run_carry_case("scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12);
+    run_carry_case("diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13);
+    run_carry_case("diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14);
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
     return test_exit_code();
 }

@@ -3,7 +3,9 @@
 #  1. 50 training steps of train_ssdcu (bf16 and FP32 builds) track the CPU trainer's losses;
 #  2. exact resume: a run resumed from its step-10 checkpoint gives bit-identical losses to the
 #     uninterrupted run for steps 11..20;
-#  3. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model.
+#  3. full-split evaluation (every target of the val split, fresh and carried state) gives the CPU
+#     trainer's mean loss from the same checkpoint;
+#  4. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model.
 # Needs train_ssd, train_ssdcu, build/gpu/FP32/train_ssdcu and the tokenized shards in
 # datasets/tinyshakespeare (scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2).
 cd "$(dirname "$0")/../.." || exit 1
@@ -82,7 +84,25 @@ else
     echo "FAIL resume_exact: losses differ after resume: $(paste -d' ' <(echo "$full") <(echo "$resumed") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
 fi
 
-# 3. compute-sanitizer on a tiny model
+# 3. full-split evaluation against the CPU trainer, from the step-20 checkpoint of the run above. The
+#    FP32 build differs from the CPU only in summation order (1e-5 relative); the bf16 build rounds
+#    every activation to 8 bits of mantissa (2^-9 relative), which moves the mean loss by ~1e-3: 1e-2.
+model="$work/full/model_00000020.bin"
+eval_flags=(-x 0 -j "$shards/*_val_*.bin" -v 1 -m -1 -b 4 -t 64 -g 0)
+for carry in 0 1; do
+    cpu=$(./train_ssd -e "$model" "${eval_flags[@]}" -ec $carry 2>&1 | grep '^eval val')
+    for build in bf16:./train_ssdcu:1e-2 fp32:build/gpu/FP32/train_ssdcu:1e-5; do
+        IFS=: read -r name bin tol <<< "$build"
+        gpu=$("$bin" -e "$model" "${eval_flags[@]}" -ec $carry 2>&1 | grep '^eval val')
+        echo "$cpu|$gpu" | awk -F'|' -v tol="$tol" -v name="eval_parity_${name}_carry$carry" '{
+            split($1, c, " "); split($2, g, " ")
+            rel = (g[4] - c[4]) / c[4]; if (rel < 0) rel = -rel
+            ok = (NF == 2 && c[6] > 0 && c[6] == g[6] && rel <= tol && g[4] == g[4] + 0)
+            printf "%s %s: cpu loss %s gpu %s over %s targets: rel diff %.2e (tol %s)\n", ok ? "PASS" : "FAIL", name, c[4], g[4], c[6], rel, tol }'
+    done
+done
+
+# 4. compute-sanitizer on a tiny model
 if command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck; do
         compute-sanitizer --tool $tool --error-exitcode 1 ./train_ssdcu -e configs/ssd-mamba-tiny.json \
