@@ -6,7 +6,8 @@ several seeds with the same data order per seed, evaluates every target of the v
 perplexities, mean and spread over seeds, parameter counts, tokens/s, wall time) and val_loss.png.
 
 A sweep resumes where it stopped: a run with result.json is skipped, any other run restarts from its
-newest checkpoint (the trainer's -y 1). See docs_compare.md for the settings and conventions.
+newest checkpoint (the trainer's -y 1). README.md ("Comparing SSD-Mamba ...") gives the settings and
+conventions. The default output dir is results/wikitext2/<preset> (its runs/ subdir is not tracked by git).
 
 Examples:
   python3 scripts/compare.py --preset paper                       # CPU trainer, 5 seeds
@@ -45,15 +46,16 @@ PRESETS = {
     # realistic settings: ~30M (word) and ~39M (GPT-2 BPE) parameters, T 512, warmup + cosine, on the GPU
     "word-medium": dict(configs=["configs/wikitext2-word-medium-mamba2.json", "configs/wikitext2-word-medium-ssd.json"],
                         tokenizer="word", data="datasets/wikitext2_word", batch=16, seq_len=512, lr=6e-4, warmup=100,
-                        final_lr_frac=0.1, weight_decay=0.1, epochs=8),
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=4),
     "gpt2-medium": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
                         tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=512, lr=6e-4, warmup=100,
-                        final_lr_frac=0.1, weight_decay=0.1, epochs=8),
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=4),
 }
 
 STEP_LINE = re.compile(r"^step\s+(\d+)/(\d+) \| loss (\S+) .*\| ([\d.]+) ms \| \d+ tok/s$")
 EVAL_LINE = re.compile(r"^eval (val|test) loss (\S+) tokens (\d+) carry ([01])$")
 PARAMS_LINE = re.compile(r"^parameters: (\d+) \((\d+) with the padded vocab rows\)$")
+DEVICE_LINE = re.compile(r"^device: ([^,]+),")
 VAL_LOG_LINE = re.compile(r"^s:(\d+) tel:(\S+)$")
 
 
@@ -192,7 +194,8 @@ def parse_evals(log_path):
 def summarise_run(run_dir, tokens_per_step, final_step):
     """result.json contents from a finished run's logs."""
     attempts = json.load(open(os.path.join(run_dir, "attempts.json")))
-    steps, params, evals, wall = {}, None, {}, 0.0
+    steps, params, evals, wall, device = {}, None, {}, 0.0, "CPU"
+
     for attempt in attempts:
         log_path = os.path.join(run_dir, attempt["log"])
         wall += os.path.getmtime(log_path) - attempt["start"]
@@ -205,6 +208,9 @@ def summarise_run(run_dir, tokens_per_step, final_step):
                 m = PARAMS_LINE.match(line)
                 if m:
                     params = int(m.group(1))
+                m = DEVICE_LINE.match(line)
+                if m:
+                    device = m.group(1)
         evals.update(parse_evals(log_path))
     missing = [k for k in (("val", 0), ("test", 0), ("val", 1), ("test", 1)) if k not in evals]
     if missing or params is None:
@@ -219,6 +225,7 @@ def summarise_run(run_dir, tokens_per_step, final_step):
     step_ms = sum(ms for _, ms in steps.values())
     return {
         "params": params,
+        "device": device,
         "final_step": final_step,
         "train_tokens": final_step * tokens_per_step,
         "tokens_per_s": len(steps) * tokens_per_step / (step_ms / 1000) if step_ms > 0 else None,
@@ -233,6 +240,11 @@ def run_one(args, variant, config_path, seed, splits, max_steps):
     run_dir = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
     result_path = os.path.join(run_dir, "result.json")
     if os.path.exists(result_path):
+        with open(result_path) as f:
+            done_steps = json.load(f).get("final_step")
+        if done_steps != max_steps:
+            fail(f"{result_path}: a finished run of {done_steps} steps, but these settings make {max_steps}: "
+                 f"{args.out} holds another sweep; give another --out or remove it")
         print(f"{variant} seed {seed}: done, skipped", flush=True)
         return
     os.makedirs(run_dir, exist_ok=True)
@@ -290,12 +302,15 @@ def write_report(args, results, meta):
     word_level = meta["tokenizer"] == "word"
     words = meta.get("words")
     lines = [f"# WikiText-2: SSD-Mamba (diagonal A) vs Mamba-2 (scalar A) — preset `{args.preset}`", ""]
+    if meta.get("command"):
+        lines += ["Made with (from the repository root):", "", "```", meta["command"], "```", ""]
     schedule = (f"constant after {args.warmup} warmup steps" if args.final_lr_frac == 1 else
                 f"warmup {args.warmup}, cosine to {args.final_lr_frac:g} x lr")
-    lines += [f"- data: `{args.data}` ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}); "
+    devices = sorted({r.get("device", "?") for r in results})
+    lines += [f"- data: `{os.path.relpath(args.data, REPO)}` ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}); "
               f"train {meta['train_tokens']:,} tokens",
               f"- models: {', '.join(f'{v} `{p}`' for v, p in meta['configs'].items())}",
-              f"- trainer: `{args.trainer}`; B {args.batch}, T {args.seq_len}, {meta['max_steps']} steps "
+              f"- trainer: `{args.trainer}` on {', '.join(devices)}; B {args.batch}, T {args.seq_len}, {meta['max_steps']} steps "
               f"({meta['epochs']:.2f} epochs, {meta['max_steps'] * args.batch * args.seq_len:,} tokens), AdamW lr "
               f"{args.lr:g} ({schedule}), weight decay {args.weight_decay:g}",
               f"- seeds: {', '.join(str(s) for s in meta['seeds'])} (a seed fixes the data order, identical for "
@@ -312,7 +327,7 @@ def write_report(args, results, meta):
               f"test ppl {unit} (carried)"]
     if not word_level and words:
         header += ["test ppl per word", "test ppl per word (carried)"]
-    header += ["best val loss", "train tokens/s", "wall time per run"]
+    header += ["best val loss", "at tokens", "train tokens/s", "wall time per run"]
     lines += ["## Mean ± std over seeds [min, max]", "", "| " + " | ".join(header) + " |",
               "|" + "---|" * len(header)]
     for v in variants:
@@ -323,7 +338,8 @@ def write_report(args, results, meta):
                mean_spread([ppl(r, "test", 1) for r in rs], "{:.2f}")]
         if not word_level and words:
             row += [mean_spread([per_word_ppl(r, "test", c, words["test"]) for r in rs], "{:.2f}") for c in (0, 1)]
-        row += [mean_spread([min(l for _, l in r["val_curve"]) for r in rs if r["val_curve"]], "{:.4f}"),
+        best = [min(r["val_curve"], key=lambda point: point[1]) for r in rs if r["val_curve"]]
+        row += [mean_spread([loss for _, loss in best], "{:.4f}"), mean_spread([tokens / 1e6 for tokens, _ in best], "{:.1f}M"),
                 mean_spread([r["tokens_per_s"] for r in rs if r["tokens_per_s"]], "{:,.0f}"),
                 mean_spread([r["wall_s"] for r in rs], "{:.1f}") + " s"]
         lines.append("| " + " | ".join(row) + " |")
@@ -349,32 +365,57 @@ def write_report(args, results, meta):
               ("Word level: one target per word and per line's <eos>; the split's first token (the <eos> of its "
                "blank first line) is context only. " if word_level else
                "Per word: exp(total cross-entropy over the split's BPE targets / number of words). ") +
-              "Tokens/s counts training steps only; wall time includes evaluation. See docs_compare.md.", ""]
+              "Tokens/s counts training steps only; wall time includes evaluation. \"Best val loss\" is the lowest "
+              "full-split val loss seen during training (fresh state), \"at tokens\" where it was. See README.md, "
+              "\"Comparing SSD-Mamba (diagonal A) with Mamba-2 (scalar A) on WikiText-2\".", ""]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(lines))
 
 
 def plot_curves(args, results):
+    """val_loss.png: left, every run's validation loss against training tokens (the y axis cut to the
+    part after the first tenth of training, where the variants could differ); right, per seed, the
+    difference SSD-Mamba minus Mamba-2 at the same steps."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     colors = {"mamba2": "tab:blue", "ssd-mamba": "tab:red"}
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(13, 5))
     labelled = set()
+    late = []
     for r in sorted(results, key=lambda r: (r["variant"], r["seed"])):
         if not r["val_curve"]:
             continue
         x, y = zip(*r["val_curve"])
+        late += [loss for tokens, loss in r["val_curve"] if tokens >= 0.1 * x[-1]]
         label = r["variant"] if r["variant"] not in labelled else None
         labelled.add(r["variant"])
         ax.plot(x, y, color=colors.get(r["variant"], "black"), alpha=0.7, linewidth=1.2, label=label)
+    if late:
+        span = max(late) - min(late)
+        ax.set_ylim(min(late) - 0.05 * span, max(late) + 0.05 * span)
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_ylabel("validation loss (nats per token, fresh state)")
     ax.set_title(f"WikiText-2 ({args.preset}): every seed, both variants")
     ax.grid(alpha=0.3)
     ax.legend()
+    by_seed = {}
+    for r in results:
+        by_seed.setdefault(r["seed"], {})[r["variant"]] = dict(r["val_curve"]) if r["val_curve"] else {}
+    for seed, curves in sorted(by_seed.items()):
+        if "mamba2" in curves and "ssd-mamba" in curves:
+            common = sorted(set(curves["mamba2"]) & set(curves["ssd-mamba"]))
+            ax_diff.plot(common, [curves["ssd-mamba"][t] - curves["mamba2"][t] for t in common], linewidth=1.2,
+                         label=f"seed {seed}")
+    ax_diff.axhline(0.0, color="black", linewidth=0.8)
+    ax_diff.set_xlabel("training tokens")
+    ax_diff.set_ylabel("val loss: SSD-Mamba minus Mamba-2 (below 0: SSD-Mamba better)")
+    ax_diff.set_title("paired by seed (same data order)")
+    ax_diff.grid(alpha=0.3)
+    if by_seed:
+        ax_diff.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "val_loss.png"), dpi=120)
+    fig.savefig(os.path.join(args.out, "val_loss.png"), dpi=110)
     plt.close(fig)
 
 
@@ -384,7 +425,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Compare SSD-Mamba (diagonal A) with Mamba-2 (scalar A) on WikiText-2.")
     p.add_argument("--preset", choices=list(PRESETS), default="paper")
     p.add_argument("--trainer", default="./train_ssd", help="./train_ssd (CPU) or ./train_ssdcu (CUDA)")
-    p.add_argument("--out", help="sweep directory (default runs/compare-<preset>)")
+    p.add_argument("--out", help="sweep directory (default results/wikitext2/<preset>)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant, at least 3 (default 5)")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--configs", nargs=2, metavar=("A.json", "B.json"), help="the scalar and the diagonal config")
@@ -415,7 +456,7 @@ def parse_args(argv):
             setattr(args, key, preset[key])
     if args.epochs is None and args.steps is None:
         args.epochs = preset["epochs"]
-    args.out = args.out or os.path.join(REPO, "runs", f"compare-{args.preset}")
+    args.out = args.out or os.path.join(REPO, "results", "wikitext2", args.preset)
     if args.seeds < 3:
         p.error("--seeds must be at least 3: the report gives a spread over seeds")
     if args.batch < 1 or args.seq_len < 1 or (args.steps is not None and args.steps < 1):
@@ -454,7 +495,11 @@ def main(argv=None):
                           f"{args.data}: was the data prepared from another text?", file=sys.stderr)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
+    command_path = os.path.join(args.out, "command.txt")
     if not args.report_only:
+        os.makedirs(args.out, exist_ok=True)
+        with open(command_path, "w") as f:
+            f.write(" ".join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), os.getcwd())] + sys.argv[1:]) + "\n")
         for seed in seeds:  # seed-major: a stopped sweep has both variants of its finished seeds
             for variant in ("mamba2", "ssd-mamba"):
                 run_one(args, variant, configs[variant][0], seed, splits, max_steps)
@@ -471,6 +516,9 @@ def main(argv=None):
             "epochs": max_steps / per_epoch, "seeds": sorted({r["seed"] for r in results}),
             "eval_tokens": eval_tokens, "words": words, "configs": {v: c[0] for v, c in configs.items()},
             "train_tokens": sum(shard_tokens(s) for s in glob.glob(splits["train"]))}
+    if os.path.isfile(command_path):
+        with open(command_path) as f:
+            meta["command"] = f.read().strip()
     write_report(args, results, meta)
     plot_curves(args, results)
     with open(os.path.join(args.out, "results.json"), "w") as f:
