@@ -493,6 +493,9 @@ def main(argv=None):
                 if eval_tokens[s] + 1 != words[s]:
                     print(f"warning: {s}: {words[s]:,} words in {args.raw} but {eval_tokens[s] + 1:,} tokens in "
                           f"{args.data}: was the data prepared from another text?", file=sys.stderr)
+    else:
+        print(f"warning: {args.raw} lacks {' or '.join(RAW_SPLIT_FILES.values())}: no word counts, so no perplexity "
+              f"per word for BPE data (--raw, or --report-only later where the raw text is)", file=sys.stderr)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
     command_path = os.path.join(args.out, "command.txt")
