@@ -1,6 +1,6 @@
 /*
  * CPU layers of the Mamba-2 block (see cpu_layers.h for the math of each), parallel over rows
- * with OpenMP. Matmuls unroll over 8 rows at a time so each weight row is read once per 8 tokens.
+ * with OpenMP. Matmuls run on register tiles (tile_product) with their sums chunked for the cache.
  */
 #include "cpu_layers.h"
 #include "utils.h"
@@ -8,102 +8,86 @@
 #include <tgmath.h>
 #include <string.h>
 
-#define ROW_TILE 8
-#define COL_BLOCK 16
-#define OUT_BLOCK 64
+/* Matmuls: every product is built from register tiles of TILE_R x TILE_J outputs (the 4 x 16 floats
+ * fit in 8 AVX registers), summed over K in cache-sized chunks of K_CHUNK. */
+#define TILE_R 4
+#define TILE_J 16
+#define K_CHUNK 256
 
-/* Blocks of OUT_BLOCK outputs (their weight rows stay in cache) against tiles of ROW_TILE rows:
- * the eight dot products of a tile share the loads of each weight row. */
-void matmul_forward(real *out, const real *inp, const real *w, int M, int C, int OC) {
-    int out_blocks = (OC + OUT_BLOCK - 1) / OUT_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int ob = 0; ob < out_blocks; ob++) {
-        int o_end = ob * OUT_BLOCK + OUT_BLOCK < OC ? ob * OUT_BLOCK + OUT_BLOCK : OC;
-        for (int m0 = 0; m0 < M; m0 += ROW_TILE) {
-            int rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
-            const real *i0 = inp + (size_t)m0 * C;
-            for (int o = ob * OUT_BLOCK; o < o_end; o++) {
-                const real *wrow = w + (size_t)o * C;
-                if (rows == ROW_TILE) {
-                    real a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7)
-                    for (int c = 0; c < C; c++) {
-                        real wv = wrow[c];
-                        a0 += i0[c] * wv;
-                        a1 += i0[C + c] * wv;
-                        a2 += i0[2 * C + c] * wv;
-                        a3 += i0[3 * C + c] * wv;
-                        a4 += i0[4 * C + c] * wv;
-                        a5 += i0[5 * C + c] * wv;
-                        a6 += i0[6 * C + c] * wv;
-                        a7 += i0[7 * C + c] * wv;
-                    }
-                    real acc[ROW_TILE] = {a0, a1, a2, a3, a4, a5, a6, a7};
-                    for (int r = 0; r < ROW_TILE; r++) out[(size_t)(m0 + r) * OC + o] = acc[r];
-                    continue;
-                }
-                for (int r = 0; r < rows; r++) {
-                    real acc = 0;
-#pragma omp simd reduction(+ : acc)
-                    for (int c = 0; c < C; c++) acc += i0[(size_t)r * C + c] * wrow[c];
-                    out[(size_t)(m0 + r) * OC + o] = acc;
-                }
-            }
-        }
-    }
-}
-
-/* dw[o0..o0+ROW_TILE, c0..c0+COL_BLOCK] += sum_m dout[m, o] inp[m, c], accumulated in registers */
-static void weight_grad_tile(real *dw, const real *dout, const real *inp, int M, int C, int OC, int o0, int outs, int c0,
-                             int cols) {
-    real acc[ROW_TILE][COL_BLOCK] = {{0}};
-    if (outs == ROW_TILE && cols == COL_BLOCK) {
-        for (int m = 0; m < M; m++) {
-            const real *x = inp + (size_t)m * C + c0, *d = dout + (size_t)m * OC + o0;
-            for (int k = 0; k < ROW_TILE; k++) {
-                real dk = d[k];
+/* out[r][j] (+)= sum_k a[r * a_rs + k * a_ks] * b[k * b_ks + j] for r < rows <= TILE_R, j < cols <= TILE_J:
+ * each step of k broadcasts TILE_R values of a against one contiguous row segment of b. */
+static void tile_product(real *out, size_t out_rs, int accumulate, const real *a, size_t a_rs, size_t a_ks,
+                         const real *b, size_t b_ks, int K, int rows, int cols) {
+    real acc[TILE_R][TILE_J] = {{0}};
+    if (rows == TILE_R && cols == TILE_J) {
+        for (int k = 0; k < K; k++) {
+            const real *bk = b + (size_t)k * b_ks;
+            for (int r = 0; r < TILE_R; r++) {
+                real ar = a[r * a_rs + (size_t)k * a_ks];
 #pragma omp simd
-                for (int j = 0; j < COL_BLOCK; j++) acc[k][j] += dk * x[j];
+                for (int j = 0; j < TILE_J; j++) acc[r][j] += ar * bk[j];
             }
         }
     } else {
-        for (int m = 0; m < M; m++)
-            for (int k = 0; k < outs; k++)
-                for (int j = 0; j < cols; j++) acc[k][j] += dout[(size_t)m * OC + o0 + k] * inp[(size_t)m * C + c0 + j];
+        for (int k = 0; k < K; k++)
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < cols; j++) acc[r][j] += a[r * a_rs + (size_t)k * a_ks] * b[(size_t)k * b_ks + j];
     }
-    for (int k = 0; k < outs; k++)
-        for (int j = 0; j < cols; j++) dw[(size_t)(o0 + k) * C + c0 + j] += acc[k][j];
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) out[r * out_rs + j] = (accumulate ? out[r * out_rs + j] : 0) + acc[r][j];
+}
+
+static int tile_extent(int total, int start, int tile) { return total - start < tile ? total - start : tile; }
+
+/* Each thread copies a block of TILE_J weight rows transposed ([C][TILE_J]), then walks every row of
+ * inp against it. */
+void matmul_forward(real *out, const real *inp, const real *w, int M, int C, int OC) {
+    int blocks = (OC + TILE_J - 1) / TILE_J;
+#pragma omp parallel
+    {
+        real *w_block = (real *)mallocCheck(sizeof(real) * C * TILE_J);
+#pragma omp for schedule(dynamic, 4)
+        for (int ob = 0; ob < blocks; ob++) {
+            int o0 = ob * TILE_J, cols = tile_extent(OC, o0, TILE_J);
+            for (int c = 0; c < C; c++)
+                for (int j = 0; j < TILE_J; j++) w_block[c * TILE_J + j] = j < cols ? w[(size_t)(o0 + j) * C + c] : 0;
+            for (int m0 = 0; m0 < M; m0 += TILE_R)
+                tile_product(out + (size_t)m0 * OC + o0, OC, 0, inp + (size_t)m0 * C, C, 1, w_block, TILE_J, C,
+                             tile_extent(M, m0, TILE_R), cols);
+        }
+        free(w_block);
+    }
 }
 
 void matmul_backward(real *dinp, real *dw, const real *dout, const real *inp, const real *w, int M, int C, int OC) {
-    if (dinp) {
-        /* blocks of weight rows in the outer loop so that each block is read from cache by every tile */
-        int tiles = (M + ROW_TILE - 1) / ROW_TILE;
-        for (int o_start = 0; o_start < OC; o_start += 4 * OUT_BLOCK) {
-            int o_end = o_start + 4 * OUT_BLOCK < OC ? o_start + 4 * OUT_BLOCK : OC;
-#pragma omp parallel for schedule(static)
-            for (int tile = 0; tile < tiles; tile++) {
-                int m0 = tile * ROW_TILE, rows = M - m0 < ROW_TILE ? M - m0 : ROW_TILE;
-                for (int o = o_start; o < o_end; o++) {
-                    const real *wrow = w + (size_t)o * C;
-                    for (int r = 0; r < rows; r++) {
-                        real d = dout[(size_t)(m0 + r) * OC + o];
-                        real *di = dinp + (size_t)(m0 + r) * C;
-#pragma omp simd
-                        for (int c = 0; c < C; c++) di[c] += d * wrow[c];
-                    }
+    int col_blocks = (C + TILE_J - 1) / TILE_J;
+    if (dinp) { /* dinp[m, c] += sum_o dout[m, o] w[o, c]; a chunk of K_CHUNK weight rows stays in cache */
+        int row_tiles = (M + TILE_R - 1) / TILE_R;
+        for (int o0 = 0; o0 < OC; o0 += K_CHUNK) {
+#pragma omp parallel for schedule(static) collapse(2)
+            for (int t = 0; t < row_tiles; t++)
+                for (int cb = 0; cb < col_blocks; cb++) {
+                    int m0 = t * TILE_R, c0 = cb * TILE_J;
+                    tile_product(dinp + (size_t)m0 * C + c0, C, 1, dout + (size_t)m0 * OC + o0, OC, 1,
+                                 w + (size_t)o0 * C + c0, C, tile_extent(OC, o0, K_CHUNK), tile_extent(M, m0, TILE_R),
+                                 tile_extent(C, c0, TILE_J));
                 }
-            }
         }
     }
-    int out_tiles = (OC + ROW_TILE - 1) / ROW_TILE, col_blocks = (C + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
-    for (int tile = 0; tile < out_tiles; tile++)
-        for (int cb = 0; cb < col_blocks; cb++) {
-            int o0 = tile * ROW_TILE, c0 = cb * COL_BLOCK;
-            weight_grad_tile(dw, dout, inp, M, C, OC, o0, OC - o0 < ROW_TILE ? OC - o0 : ROW_TILE, c0,
-                             C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK);
-        }
+    /* dw[o, c] += sum_m dout[m, o] inp[m, c] over chunks of K_CHUNK rows: within a chunk, a group of 16
+     * outputs reads a 16-column panel of dout that stays in L1 for all its tiles */
+    int groups = (OC + 15) / 16;
+    for (int m0 = 0; m0 < M; m0 += K_CHUNK) {
+#pragma omp parallel for schedule(static)
+        for (int g = 0; g < groups; g++)
+            for (int o0 = g * 16; o0 < g * 16 + 16 && o0 < OC; o0 += TILE_R)
+                for (int cb = 0; cb < col_blocks; cb++) {
+                    int c0 = cb * TILE_J;
+                    tile_product(dw + (size_t)o0 * C + c0, C, 1, dout + (size_t)m0 * OC + o0, 1, OC,
+                                 inp + (size_t)m0 * C + c0, C, tile_extent(M, m0, K_CHUNK), tile_extent(OC, o0, TILE_R),
+                                 tile_extent(C, c0, TILE_J));
+                }
+    }
 }
 
 void rmsnorm_forward(real *out, real *rstd, const real *inp, const real *w, int M, int C, real eps) {

@@ -6,11 +6,14 @@
  *  - a diagonal model whose A_log rows are constant equals the scalar model (outputs, loss, every
  *    gradient; the scalar A_log gradient is the row sum of the diagonal one);
  *  - generation by the recurrence (prefill + token-by-token steps) gives the chunked forward's logits;
- *  - reference initialisation statistics.
+ *  - reference initialisation statistics;
+ *  - the tiled matmuls (forward, dinp, dw) against plain triple loops, on shapes that leave partial
+ *    tiles and span several cache chunks of the summed dimension.
  *
  * Relative error of a gradient entry: |analytic - numeric| / max(|analytic|, |numeric|, 1e-3 * the
  * largest |gradient| of its tensor). The floor keeps entries that are ~0 from dividing by rounding.
  */
+#include "model/cpu_layers.h"
 #include "model/cpu_model.h"
 #include "model/cpu_ssd.h"
 #include "model/rng.h"
@@ -246,7 +249,49 @@ static void check_init_statistics(void) {
     free(q);
 }
 
+static double *random_array(size_t n, uint64_t *rng) {
+    double *a = (double *)malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) a[i] = rng_normal(rng);
+    return a;
+}
+
+/* matmul_forward writes out; matmul_backward ADDS to dinp and dw: both start from random values */
+static void check_matmul(int M, int C, int OC) {
+    uint64_t rng = rng_seed((uint64_t)M * 1000003 + C * 1009 + OC);
+    double *inp = random_array((size_t)M * C, &rng), *w = random_array((size_t)OC * C, &rng);
+    double *dout = random_array((size_t)M * OC, &rng), *out = random_array((size_t)M * OC, &rng);
+    double *dinp = random_array((size_t)M * C, &rng), *dw = random_array((size_t)OC * C, &rng);
+    double *out_ref = (double *)malloc(sizeof(double) * M * OC), *dinp_ref = (double *)malloc(sizeof(double) * M * C);
+    double *dw_ref = (double *)malloc(sizeof(double) * OC * C);
+    memcpy(dinp_ref, dinp, sizeof(double) * M * C);
+    memcpy(dw_ref, dw, sizeof(double) * OC * C);
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < OC; o++) {
+            double acc = 0;
+            for (int c = 0; c < C; c++) acc += inp[(size_t)m * C + c] * w[(size_t)o * C + c];
+            out_ref[(size_t)m * OC + o] = acc;
+            for (int c = 0; c < C; c++) {
+                dinp_ref[(size_t)m * C + c] += dout[(size_t)m * OC + o] * w[(size_t)o * C + c];
+                dw_ref[(size_t)o * C + c] += dout[(size_t)m * OC + o] * inp[(size_t)m * C + c];
+            }
+        }
+    matmul_forward(out, inp, w, M, C, OC);
+    matmul_backward(dinp, dw, dout, inp, w, M, C, OC);
+    double e_out = test_rel_error(out, out_ref, (long)M * OC), e_dinp = test_rel_error(dinp, dinp_ref, (long)M * C);
+    double e_dw = test_rel_error(dw, dw_ref, (long)OC * C);
+    char name[96];
+    snprintf(name, sizeof(name), "matmul[M=%d C=%d OC=%d]", M, C, OC);
+    test_report(e_out < 1e-12 && e_dinp < 1e-12 && e_dw < 1e-12, name,
+                "rel error out %.1e, dinp %.1e, dw %.1e (tol 1e-12)", e_out, e_dinp, e_dw);
+    double *arrays[] = {inp, w, dout, out, dinp, dw, out_ref, dinp_ref, dw_ref};
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) free(arrays[i]);
+}
+
 int main(void) {
+    check_matmul(37, 50, 23);
+    check_matmul(300, 33, 530);
+    check_matmul(520, 64, 16);
+    check_matmul(3, 5, 2);
     check_ssd_input_gradients(0);
     check_ssd_input_gradients(1);
     check_model_gradients(0);
