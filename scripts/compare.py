@@ -164,16 +164,42 @@ def steps_per_epoch(train_shards, batch, seq_len):
     return sum(((shard_tokens(p) - 1) // seq_len) // batch for p in train_shards)
 
 
-def run_logged(cmd, log_path, attempts_path):
-    """Runs cmd with its output in log_path; records the start time for the wall-time total."""
+def last_step_line(log_path):
+    """The newest step line of a trainer log (read from its last 8 KB), or None."""
+    with open(log_path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 8192))
+        lines = f.read().decode(errors="replace").splitlines()
+    return next((m for m in map(STEP_LINE.match, reversed(lines)) if m), None)
+
+
+def run_logged(cmd, log_path, attempts_path, label, progress_every):
+    """Runs cmd with its output in log_path; records the start time for the wall-time total. Every
+    progress_every seconds prints the run's newest step, loss and an estimate of the time left."""
     attempts = json.load(open(attempts_path)) if os.path.exists(attempts_path) else []
     attempts.append({"log": os.path.basename(log_path), "start": time.time()})
     with open(attempts_path, "w") as f:
         json.dump(attempts, f)
+    start = time.time()
     with open(log_path, "w") as log:
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
-        status = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        first = None  # (time, step) of the first step line seen, for the rate
+        while True:
+            try:
+                status = process.wait(timeout=progress_every)
+                break
+            except subprocess.TimeoutExpired:
+                m = last_step_line(log_path)
+                if not m:
+                    continue
+                step, total, now = int(m.group(1)), int(m.group(2)), time.time()
+                first = first or (now, step)
+                rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
+                left = f", about {(total - step) / rate / 60:.0f} min left" if rate > 0 else ""
+                print(f"  {label}: step {step}/{total}, loss {float(m.group(3)):.4f}, "
+                      f"{(now - start) / 60:.1f} min{left}", flush=True)
     if status != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
@@ -260,12 +286,14 @@ def run_one(args, variant, config_path, seed, splits, max_steps):
                  "-c", str(args.weight_decay), "-n", str(args.checkpoint_every), "-nk", "2", "-y", "1",
                  "-v", str(args.val_every), "-ec", "0"] + common + args.extra.split()
     print(f"{variant} seed {seed}: training {max_steps} steps -> {run_dir}", flush=True)
-    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path)
+    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, f"{variant} seed {seed}",
+               args.progress_every)
     model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
     if not os.path.isfile(model_path):
         fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
     eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
-    run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path)
+    run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
+               f"{variant} seed {seed} (carried-state evaluation)", args.progress_every)
     result = summarise_run(run_dir, tokens_per_step, max_steps)
     result.update(variant=variant, seed=seed, config=config_path)
     with open(result_path + ".tmp", "w") as f:
@@ -443,6 +471,7 @@ def parse_args(argv):
     p.add_argument("--val-every", type=int, help="steps between val evaluations (default: 20 per run)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: 10 per run)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for train_ssd (-th)")
+    p.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines (default 60)")
     p.add_argument("--extra", default="", help="more trainer flags, e.g. \"-C 0.5\"")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = p.parse_args(argv)
@@ -461,6 +490,8 @@ def parse_args(argv):
         p.error("--seeds must be at least 3: the report gives a spread over seeds")
     if args.batch < 1 or args.seq_len < 1 or (args.steps is not None and args.steps < 1):
         p.error("--batch, --seq-len and --steps must be positive")
+    if args.progress_every <= 0:
+        p.error("--progress-every must be positive")
     if not args.report_only and not (os.path.isfile(args.trainer) and os.access(args.trainer, os.X_OK)):
         p.error(f"--trainer {args.trainer}: not an executable file (build it with make)")
     return args

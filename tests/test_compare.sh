@@ -99,7 +99,7 @@ fi
 # ---- the comparison script: a whole sweep ----
 sweep=(python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word"
        --raw "$work/raw" --out "$work/sweep" --seeds 3 --steps 30 --batch 4 --seq-len 32 --lr 3e-3 --val-every 10
-       --checkpoint-every 10 --threads 2)
+       --checkpoint-every 10 --threads 2 --progress-every 0.2)
 start=$SECONDS
 "${sweep[@]}" > "$work/sweep.log" 2>&1; s=$?
 check_sweep=$(python3 - "$work/sweep" "$val_ntok" "$test_ntok" <<'EOF'
@@ -133,6 +133,11 @@ if [ $s -eq 0 ] && ! grep -q "^error\|problems\|warning" <<< "$check_sweep$(cat 
     pass "compare_sweep" "$check_sweep; report.md and val_loss.png written in $((SECONDS - start)) s"
 else
     fail "compare_sweep" "exit $s: $check_sweep; $(tail -5 "$work/sweep.log")"
+fi
+if grep -qE '^  (mamba2|ssd-mamba) seed [123]: step [0-9]+/30, loss [0-9.]+, [0-9.]+ min' "$work/sweep.log"; then
+    pass "compare_progress" "$(grep -cE '^  .* step [0-9]+/30' "$work/sweep.log") progress lines, e.g. '$(grep -m 1 -E '^  .* step ' "$work/sweep.log")'"
+else
+    fail "compare_progress" "no progress lines in the sweep's output: $(head -5 "$work/sweep.log")"
 fi
 words_line=$(grep "^- words" "$report" | tr -d ,)
 if grep -q "val $val_ntok test $test_ntok" <<< "$words_line"; then
