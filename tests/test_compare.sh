@@ -99,7 +99,7 @@ fi
 # ---- the comparison script: a whole sweep ----
 sweep=(python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word"
        --raw "$work/raw" --out "$work/sweep" --seeds 3 --steps 30 --batch 4 --seq-len 32 --lr 3e-3 --val-every 10
-       --checkpoint-every 10 --threads 2 --progress-every 0.2)
+       --checkpoint-every 10 --threads 2)
 start=$SECONDS
 "${sweep[@]}" > "$work/sweep.log" 2>&1; s=$?
 check_sweep=$(python3 - "$work/sweep" "$val_ntok" "$test_ntok" <<'EOF'
@@ -134,10 +134,18 @@ if [ $s -eq 0 ] && ! grep -q "^error\|problems\|warning" <<< "$check_sweep$(cat 
 else
     fail "compare_sweep" "exit $s: $check_sweep; $(tail -5 "$work/sweep.log")"
 fi
-if grep -qE '^  (mamba2|ssd-mamba) seed [123]: step [0-9]+/30, loss [0-9.]+, [0-9.]+ min' "$work/sweep.log"; then
-    pass "compare_progress" "$(grep -cE '^  .* step [0-9]+/30' "$work/sweep.log") progress lines, e.g. '$(grep -m 1 -E '^  .* step ' "$work/sweep.log")'"
+# progress lines while a run trains: a stand-in trainer prints two step lines 0.5 s apart (the sweep
+# then stops, as it writes no checkpoint)
+printf '#!/usr/bin/env bash\necho "step     1/30 | loss 7.100000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\necho "step     2/30 | loss 6.900000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\n' > "$work/slow_trainer"
+chmod +x "$work/slow_trainer"
+out=$(python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" \
+      --raw "$work/raw" --out "$work/progress" --seeds 3 --steps 30 --batch 4 --seq-len 32 --trainer "$work/slow_trainer" \
+      --progress-every 0.2 2>&1)
+if grep -qE '^  mamba2 seed 1: step 1/30, loss 7.1000, 0.0 min' <<< "$out" &&
+   grep -qE '^  mamba2 seed 1: step 2/30, loss 6.9000, 0.0 min, about [0-9]+ min left' <<< "$out"; then
+    pass "compare_progress" "$(grep -c '^  mamba2 seed 1: step' <<< "$out") progress lines for a 1 s run at --progress-every 0.2"
 else
-    fail "compare_progress" "no progress lines in the sweep's output: $(head -5 "$work/sweep.log")"
+    fail "compare_progress" "$(head -6 <<< "$out")"
 fi
 words_line=$(grep "^- words" "$report" | tr -d ,)
 if grep -q "val $val_ntok test $test_ntok" <<< "$words_line"; then
