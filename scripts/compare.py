@@ -556,7 +556,9 @@ def main(argv=None):
     write_report(args, results, meta)
     plot_curves(args, results)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"settings": vars(args), "meta": meta, "runs": results}, f, indent=1)
+        settings = {k: os.path.relpath(v, REPO) if isinstance(v, str) and os.path.isabs(v) else v
+                    for k, v in vars(args).items()}  # paths relative to the repository: the file is committed
+        json.dump({"settings": settings, "meta": meta, "runs": results}, f, indent=1)
     print(f"report: {os.path.join(args.out, 'report.md')} ({len(results)} runs), plot: "
           f"{os.path.join(args.out, 'val_loss.png')}")
 
