@@ -15,10 +15,12 @@ Examples:
   python3 scripts/compare.py --preset paper --report-only         # rebuild the report from finished runs
 """
 import argparse
+import concurrent.futures
 import glob
 import json
 import math
 import os
+import queue
 import re
 import statistics
 import subprocess
@@ -173,7 +175,7 @@ def last_step_line(log_path):
     return next((m for m in map(STEP_LINE.match, reversed(lines)) if m), None)
 
 
-def run_logged(cmd, log_path, attempts_path, label, progress_every):
+def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
     """Runs cmd with its output in log_path; records the start time for the wall-time total. Every
     progress_every seconds prints the run's newest step, loss and an estimate of the time left."""
     attempts = json.load(open(attempts_path)) if os.path.exists(attempts_path) else []
@@ -184,7 +186,7 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every):
     with open(log_path, "w") as log:
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         first = None  # (time, step) of the first step line seen, for the rate
         while True:
             try:
@@ -262,7 +264,8 @@ def summarise_run(run_dir, tokens_per_step, final_step):
     }
 
 
-def run_one(args, variant, config_path, seed, splits, max_steps):
+def run_one(args, variant, config_path, seed, splits, max_steps, gpu=None):
+    """Trains and evaluates one run (skipped if finished); gpu: its CUDA_VISIBLE_DEVICES, or None."""
     run_dir = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
     result_path = os.path.join(run_dir, "result.json")
     if os.path.exists(result_path):
@@ -285,20 +288,55 @@ def run_one(args, variant, config_path, seed, splits, max_steps):
                  "-x", str(max_steps), "-l", str(args.lr), "-u", str(args.warmup), "-q", str(args.final_lr_frac),
                  "-c", str(args.weight_decay), "-n", str(args.checkpoint_every), "-nk", "2", "-y", "1",
                  "-v", str(args.val_every), "-ec", "0"] + common + args.extra.split()
-    print(f"{variant} seed {seed}: training {max_steps} steps -> {run_dir}", flush=True)
+    env = None
+    if gpu is not None:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+    on_gpu = f" on GPU {gpu}" if gpu is not None else ""
+    print(f"{variant} seed {seed}: training {max_steps} steps{on_gpu} -> {run_dir}", flush=True)
     run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, f"{variant} seed {seed}",
-               args.progress_every)
+               args.progress_every, env)
     model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
     if not os.path.isfile(model_path):
         fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
     eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
     run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
-               f"{variant} seed {seed} (carried-state evaluation)", args.progress_every)
+               f"{variant} seed {seed} (carried-state evaluation)", args.progress_every, env)
     result = summarise_run(run_dir, tokens_per_step, max_steps)
     result.update(variant=variant, seed=seed, config=config_path)
     with open(result_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
+
+
+def run_all(args, runs, configs, splits, max_steps):
+    """Runs (seed, variant) pairs in order, args.jobs at a time; with --gpus each job slot has its GPU.
+    After a failed run the runs already going finish (each is resumable), then the sweep stops."""
+    if args.jobs == 1:
+        for seed, variant in runs:
+            run_one(args, variant, configs[variant][0], seed, splits, max_steps, args.gpus[0] if args.gpus else None)
+        return
+    free_slots = queue.Queue()
+    for slot in range(args.jobs):
+        free_slots.put(slot)
+
+    def job(seed, variant):
+        slot = free_slots.get()
+        try:
+            run_one(args, variant, configs[variant][0], seed, splits, max_steps, args.gpus[slot] if args.gpus else None)
+        finally:
+            free_slots.put(slot)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(job, seed, variant) for seed, variant in runs]
+        for future in futures:
+            try:
+                future.result()
+            except SystemExit:  # fail() in a job: its message is printed; stop starting new runs
+                for other in futures:
+                    other.cancel()
+                print("error: a run failed; waiting for the runs already going, then stopping", file=sys.stderr)
+                pool.shutdown(wait=True)
+                sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -470,7 +508,11 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, help="training length in steps (instead of --epochs)")
     p.add_argument("--val-every", type=int, help="steps between val evaluations (default: 20 per run)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: 10 per run)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for train_ssd (-th)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per run (-th; default all cores, divided among --jobs)")
+    p.add_argument("--jobs", type=int, help="runs at the same time (default 1, or one per --gpus entry)")
+    p.add_argument("--gpus", help="comma-separated GPU ids for train_ssdcu: job slot i runs on the i-th "
+                                  "(CUDA_VISIBLE_DEVICES)")
     p.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines (default 60)")
     p.add_argument("--extra", default="", help="more trainer flags, e.g. \"-C 0.5\"")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
@@ -492,6 +534,17 @@ def parse_args(argv):
         p.error("--batch, --seq-len and --steps must be positive")
     if args.progress_every <= 0:
         p.error("--progress-every must be positive")
+    if args.gpus is not None:
+        args.gpus = [g.strip() for g in args.gpus.split(",")]
+        if not all(g.isdigit() for g in args.gpus):
+            p.error("--gpus takes comma-separated GPU ids, e.g. 0,1,2,3")
+    args.jobs = args.jobs or (len(args.gpus) if args.gpus else 1)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.gpus and args.jobs > len(args.gpus):
+        p.error(f"--jobs {args.jobs} needs as many --gpus ids; {len(args.gpus)} given")
+    if args.threads == 0 and args.jobs > 1:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if not args.report_only and not (os.path.isfile(args.trainer) and os.access(args.trainer, os.X_OK)):
         p.error(f"--trainer {args.trainer}: not an executable file (build it with make)")
     return args
@@ -534,9 +587,9 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         with open(command_path, "w") as f:
             f.write(" ".join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), os.getcwd())] + sys.argv[1:]) + "\n")
-        for seed in seeds:  # seed-major: a stopped sweep has both variants of its finished seeds
-            for variant in ("mamba2", "ssd-mamba"):
-                run_one(args, variant, configs[variant][0], seed, splits, max_steps)
+        # seed-major: a stopped sweep has both variants of its finished seeds
+        runs = [(seed, variant) for seed in seeds for variant in ("mamba2", "ssd-mamba")]
+        run_all(args, runs, configs, splits, max_steps)
 
     results = []
     for path in sorted(glob.glob(os.path.join(args.out, "runs", "*", "result.json"))):

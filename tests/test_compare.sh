@@ -134,6 +134,30 @@ if [ $s -eq 0 ] && ! grep -q "^error\|problems\|warning" <<< "$check_sweep$(cat 
 else
     fail "compare_sweep" "exit $s: $check_sweep; $(tail -5 "$work/sweep.log")"
 fi
+# parallel runs (--jobs): the same numbers as the sequential sweep, whatever order the runs finish in
+python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" --raw "$work/raw" \
+    --out "$work/parallel" --seeds 3 --steps 30 --batch 4 --seq-len 32 --lr 3e-3 --val-every 10 --checkpoint-every 10 \
+    --threads 2 --jobs 2 > "$work/parallel.log" 2>&1; s=$?
+same=$(python3 -c "
+import json, sys
+key = lambda r: (r['variant'], r['seed'])
+a, b = (sorted(json.load(open(p))['runs'], key=key) for p in sys.argv[1:])
+same = len(a) == len(b) == 6 and all(x['eval'] == y['eval'] and x['val_curve'] == y['val_curve'] for x, y in zip(a, b))
+print('same' if same else 'differ: ' + str([(key(x), x['eval'], y['eval']) for x, y in zip(a, b) if x['eval'] != y['eval']])[:300])" \
+    "$work/sweep/results.json" "$work/parallel/results.json" 2>&1)
+if [ $s -eq 0 ] && [ "$same" = same ]; then
+    pass "compare_parallel_jobs" "--jobs 2: the 6 runs' evaluations and val curves equal the sequential sweep's"
+else
+    fail "compare_parallel_jobs" "exit $s, $same; $(tail -3 "$work/parallel.log")"
+fi
+out=$(python3 scripts/compare.py --gpus 0,x --trainer ./train_ssd 2>&1); s=$?
+out2=$(python3 scripts/compare.py --gpus 0,1 --jobs 3 --trainer ./train_ssd 2>&1); s2=$?
+if [ $s -ne 0 ] && grep -q "comma-separated GPU ids" <<< "$out" && [ $s2 -ne 0 ] && grep -q "needs as many --gpus ids" <<< "$out2"; then
+    pass "compare_gpus_refused" "bad --gpus lists refused"
+else
+    fail "compare_gpus_refused" "exit $s: $out / exit $s2: $out2"
+fi
+
 # progress lines while a run trains: a stand-in trainer prints two step lines 0.5 s apart (the sweep
 # then stops, as it writes no checkpoint)
 printf '#!/usr/bin/env bash\necho "step     1/30 | loss 7.100000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\necho "step     2/30 | loss 6.900000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\n' > "$work/slow_trainer"
