@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of train_ssd: config and flag errors, a short training run whose loss falls,
 # the main.log format, exact resume from a checkpoint, and fine-tuning from a model file.
-set -u
-cd "$(dirname "$0")/.."
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass() { echo "PASS $1: $2"; }
-fail() { echo "FAIL $1: $2"; }
+source "$(dirname "$0")/common.sh"
 
 # ---- config errors: each must exit non-zero with a message naming the field ----
 base='"d_model":32,"n_layer":1,"vocab_size":256,"pad_vocab_multiple":8,"d_state":8,"d_conv":4,"expand":2,"headdim":16,"ngroups":1,"chunk_size":16'
