@@ -311,10 +311,6 @@ def run_one(args, variant, config_path, seed, splits, max_steps, gpu=None):
 def run_all(args, runs, configs, splits, max_steps):
     """Runs (seed, variant) pairs in order, args.jobs at a time; with --gpus each job slot has its GPU.
     After a failed run the runs already going finish (each is resumable), then the sweep stops."""
-    if args.jobs == 1:
-        for seed, variant in runs:
-            run_one(args, variant, configs[variant][0], seed, splits, max_steps, args.gpus[0] if args.gpus else None)
-        return
     free_slots = queue.Queue()
     for slot in range(args.jobs):
         free_slots.put(slot)
@@ -334,7 +330,8 @@ def run_all(args, runs, configs, splits, max_steps):
             except SystemExit:  # fail() in a job: its message is printed; stop starting new runs
                 for other in futures:
                     other.cancel()
-                print("error: a run failed; waiting for the runs already going, then stopping", file=sys.stderr)
+                if args.jobs > 1:
+                    print("error: a run failed; waiting for the runs already going, then stopping", file=sys.stderr)
                 pool.shutdown(wait=True)
                 sys.exit(1)
 
