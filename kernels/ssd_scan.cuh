@@ -71,6 +71,7 @@ typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_p
 #define SSD_REDUCE_STEPS 32 /* steps per shared-memory stage of the chunk-state GEMM */
 #define SSD_REDUCE_THREADS 512
 #define SSD_REDUCE_WARPS (SSD_REDUCE_THREADS / 32)
+#define SSDM_TILE 64 /* steps per tile of the tensor-core path (ssd_scan_mma.cuh) */
 
 /* ------------------------------------------------------------------------------------------------
  * Workspace: what the forward keeps for the backward, then the backward's scratch.
@@ -83,8 +84,11 @@ typedef struct {
     float *ddelta;   /* [B][H][T] backward: d delta */
     float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1) */
     float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
-    float *dD_part;  /* [B][nchunks][H] backward: dD of each chunk block */
+    float *dD_part;  /* [B][nchunks][tiles][H] backward: dD of each chunk block (or of each of its 64-step
+                        tiles in the tensor-core path) */
     float *ddt_part; /* [B][H] backward: ddt_bias of each (batch, head) */
+    float *zc, *zb;  /* [B][H][T] backward, tensor-core path: C_t . dC_t and B_t . dB_t (this head's shares) */
+    float *din;      /* [B][H][T] backward, tensor-core path: x_t . (G_t B_t) */
 } SSDScanWorkspace;
 
 __host__ __device__ static inline int ssd_num_chunks(const SSDScanShape *s) { return (s->T + s->Q - 1) / s->Q; }
@@ -101,16 +105,19 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t st = blocks * s->P * s->N * sizeof(float);
     size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * sizeof(float);
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
-    size_t sizes[9] = {bht, bht, st, st, bht, bc, da, blocks * sizeof(float), (size_t)s->B * s->H * sizeof(float)};
-    float *ptrs[9];
+    size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
+    size_t sizes[12] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
+                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht};
+    float *ptrs[12];
     size_t offset = 0;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 12; i++) {
         ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
         offset += ssd_align(sizes[i]);
         if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
     }
     if (total) *total = offset;
-    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
+    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
+                           ptrs[6], ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11]};
     return ws;
 }
 
@@ -996,6 +1003,10 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
     cudaCheckLaunch();
 }
 
+#if !defined(ENABLE_FP32)
+#include "ssd_scan_mma.cuh"
+#endif
+
 #define SSD_DISPATCH_N(N, CALL)                      \
     switch (N) {                                     \
     case 16: CALL(16); break;                        \
@@ -1012,10 +1023,24 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
+    dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
+#if !defined(ENABLE_FP32)
+    if (ssdm_applies(s)) {
+#define SSDM_FWD_STATES(NN) \
+    ssdm_launch_states<NN>(s, ws.states, xBC, xBC, ws.delta, ws.dcum, A_log, SSD_REDUCE_STATES, stream)
+        SSD_DISPATCH_N(s->N, SSDM_FWD_STATES)
+#undef SSDM_FWD_STATES
+        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, state, ws.dcum, A_log, *s, 0);
+        cudaCheckLaunch();
+#define SSDM_FWD(NN) ssdm_launch_forward<NN>(s, y, xBC, &ws, A_log, D, stream)
+        SSD_DISPATCH_N(s->N, SSDM_FWD)
+#undef SSDM_FWD
+        return;
+    }
+#endif
 #define SSD_FWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.states, xBC, xBC, &ws, A_log, SSD_REDUCE_STATES, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_REDUCE)
 #undef SSD_FWD_REDUCE
-    dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
     ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, state, ws.dcum, A_log, *s, 0);
     cudaCheckLaunch();
 #define SSD_FWD_SCAN(NN) ssd_launch_forward_scan<NN>(s, y, xBC, &ws, A_log, D, stream)
@@ -1028,15 +1053,32 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
-#define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
-    SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
-#undef SSD_BWD_REDUCE
     dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
-    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
-    cudaCheckLaunch();
+    int dD_rows = s->B * ssd_num_chunks(s);
+#if !defined(ENABLE_FP32)
+    if (ssdm_applies(s)) {
+#define SSDM_BWD_STATES(NN) \
+    ssdm_launch_states<NN>(s, ws.dstates, dy, xBC, ws.delta, ws.dcum, A_log, SSD_REDUCE_DSTATES, stream)
+        SSD_DISPATCH_N(s->N, SSDM_BWD_STATES)
+#undef SSDM_BWD_STATES
+        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
+        cudaCheckLaunch();
+#define SSDM_BWD(NN) ssdm_launch_backward<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
+        SSD_DISPATCH_N(s->N, SSDM_BWD)
+#undef SSDM_BWD
+        dD_rows *= ssdm_tiles(s);
+    } else
+#endif
+    {
+#define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
+        SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
+#undef SSD_BWD_REDUCE
+        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
+        cudaCheckLaunch();
 #define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
-    SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
+        SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN
+    }
     ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws.ddt_part, ws.ddelta, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
     long nbc = (long)s->B * s->T * 2 * s->G * s->N;
@@ -1045,7 +1087,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
     int blocks = s->B * ssd_num_chunks(s);
     sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);
-    sum_rows_accumulate(dD, ws.dD_part, blocks, s->H, stream);
+    sum_rows_accumulate(dD, ws.dD_part, dD_rows, s->H, stream);
     sum_rows_accumulate(ddt_bias, ws.ddt_part, s->B, s->H, stream);
 }
 

@@ -1,0 +1,681 @@
+/*
+ * The chunk-parallel SSD scan for a scalar A on bf16 tensor cores (bf16 builds; included by
+ * ssd_scan.cuh, which holds the shared steps: delta and dc, state passing, the dt backward and the
+ * sums). Within a chunk, with dc_t the inclusive cumulative sum of delta, L[t][s] = exp(A (dc_t - dc_s))
+ * for s <= t (else 0, and always <= 1), S_in the state entering the chunk and G_out the gradient
+ * w.r.t. the state leaving it:
+ *   chunk states:  Z     = sum_t x_t^T (delta_t exp(A (dc_last - dc_t)) B_t)        (P x N, K = steps)
+ *   dstates:       dZ    = sum_t dy_t^T (exp(A dc_t) C_t)
+ *   forward:       y_t   = exp(A dc_t) S_in C_t + sum_{s<=t} (C_t.B_s) L[t][s] delta_s x_s + D x_t
+ *   backward dx:   gb_s  = exp(A (dc_last - dc_s)) G_out B_s + sum_{t>=s} (B_s.C_t) L[t][s] dy_t
+ *                  dx_s  = D dy_s + delta_s gb_s,          din_s = x_s . gb_s
+ *                  dB_s  = delta_s (exp(A (dc_last - dc_s)) x_s G_out + sum_{t>=s} (x_s.dy_t) L[t][s] C_t)
+ *   backward dC:   dC_t  = exp(A dc_t) dy_t S_in + sum_{s<=t} (dy_t.x_s) L[t][s] delta_s B_s
+ *   d delta:       z_t   = C_t.dC_t - B_t.dB_t (this head's shares), gs = <G_out, S_out>,
+ *                  r_t   = sum_{t'>=t in the chunk} z_t' + gs,   d delta_t = A r_t + din_t,
+ *                  dA_log += A (sum_t z_t dc_t + gs dc_last)
+ * Every product above is a GEMM over whole 64-step tiles: one block of 4 warps per (64-step tile,
+ * chunk, batch*head), each warp 16 rows, no sequential dependence inside a chunk. The inputs x, B, C,
+ * dy are bf16 already, so they enter the tensor cores exactly; every derived operand (states,
+ * the decayed matrices) is split into a bf16 value and a bf16 remainder and takes two MMAs, so a
+ * product carries ~16-bit operands (the sums of dA_log and dt_bias cancel, and single bf16
+ * roundings would leave them 2^-9 errors). A 16 x 16 accumulator tile feeds the next MMA's A
+ * operand from registers. Heads of width P <= 64 (zero-padded to 64 columns).
+ */
+#ifndef SSD_KERNELS_SSD_SCAN_MMA_CUH
+#define SSD_KERNELS_SSD_SCAN_MMA_CUH
+
+#define SSDM_THREADS 128
+#define SSDM_PAD 8 /* bf16 row padding: rows 16 bytes apart in bank phase, for ldmatrix */
+#define SSDM_LP (SSDM_TILE + SSDM_PAD)
+
+typedef __nv_bfloat16 ssdm_bf16;
+
+/* ---- fragment loads (ldmatrix), 16 x 16 tiles of bf16 shared-memory arrays with row stride ld ---- */
+__device__ __forceinline__ void ssdm_ldsm(uint32_t (&r)[4], const ssdm_bf16 *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ssdm_ldsm_t(uint32_t (&r)[4], const ssdm_bf16 *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+/* A operand (rows m0.., k0..) of an array stored [m][k] */
+__device__ __forceinline__ void ssdm_load_a(uint32_t (&a)[4], const ssdm_bf16 *s, int ld, int m0, int k0) {
+    int l = threadIdx.x & 31, mi = l >> 3, r = l & 7;
+    ssdm_ldsm(a, s + (m0 + r + 8 * (mi & 1)) * ld + k0 + 8 * (mi >> 1));
+}
+/* A operand (rows m0.., k0..) of an array stored [k][m] */
+__device__ __forceinline__ void ssdm_load_a_t(uint32_t (&a)[4], const ssdm_bf16 *s, int ld, int m0, int k0) {
+    int l = threadIdx.x & 31, mi = l >> 3, r = l & 7;
+    ssdm_ldsm_t(a, s + (k0 + r + 8 * (mi >> 1)) * ld + m0 + 8 * (mi & 1));
+}
+/* B operands of two n8 tiles (n0.., n0 + 8..; k0..) of an array stored [n][k]: b[0..1], b[2..3] */
+__device__ __forceinline__ void ssdm_load_b(uint32_t (&b)[4], const ssdm_bf16 *s, int ld, int n0, int k0) {
+    int l = threadIdx.x & 31, mi = l >> 3, r = l & 7;
+    ssdm_ldsm(b, s + (n0 + r + 8 * (mi >> 1)) * ld + k0 + 8 * (mi & 1));
+}
+/* the same of an array stored [k][n] */
+__device__ __forceinline__ void ssdm_load_b_t(uint32_t (&b)[4], const ssdm_bf16 *s, int ld, int n0, int k0) {
+    int l = threadIdx.x & 31, mi = l >> 3, r = l & 7;
+    ssdm_ldsm_t(b, s + (k0 + r + 8 * (mi & 1)) * ld + n0 + 8 * (mi >> 1));
+}
+
+/* acc[j0], acc[j0 + 1] (two n8 tiles) += a b */
+__device__ __forceinline__ void ssdm_mma2(float (*acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[4]) {
+    ssd_mma_bf16(acc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
+    ssd_mma_bf16(acc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
+}
+
+/* The A operands (value and remainder) of the 16 x 16 block formed by accumulator tiles c0, c1
+ * (columns k 0-7 and 8-15). */
+__device__ __forceinline__ void ssdm_split_a(uint32_t (&hi)[4], uint32_t (&lo)[4], const float (&c0)[4],
+                                             const float (&c1)[4]) {
+    SSDSplit v0 = ssd_split_bf16(c0[0], c0[1]), v1 = ssd_split_bf16(c0[2], c0[3]);
+    SSDSplit v2 = ssd_split_bf16(c1[0], c1[1]), v3 = ssd_split_bf16(c1[2], c1[3]);
+    hi[0] = v0.hi, hi[1] = v1.hi, hi[2] = v2.hi, hi[3] = v3.hi;
+    lo[0] = v0.lo, lo[1] = v1.lo, lo[2] = v2.lo, lo[3] = v3.lo;
+}
+
+/* acc[16 x 8 WIDTH] += (value + remainder of the 16 x 16 K-blocks of m) times the B operand of an array
+ * stored [k][n] (rows k0 + 16 kb): the product of a decayed accumulator with an exact bf16 input. */
+template <int KBLOCKS, int WIDTH>
+__device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const float (&m)[2 * KBLOCKS][4],
+                                               const ssdm_bf16 *s, int ld, int k0) {
+#pragma unroll
+    for (int kb = 0; kb < KBLOCKS; kb++) {
+        uint32_t hi[4], lo[4];
+        ssdm_split_a(hi, lo, m[2 * kb], m[2 * kb + 1]);
+#pragma unroll
+        for (int j = 0; j < WIDTH; j += 2) {
+            uint32_t b[4];
+            ssdm_load_b_t(b, s, ld, 8 * j, k0 + 16 * kb);
+            ssdm_mma2(acc + j, hi, b);
+            ssdm_mma2(acc + j, lo, b);
+        }
+    }
+}
+
+/* ---- tile loads into shared memory (rows past the chunk's end and columns past `cols` are zero) ---- */
+
+/* rows [row0, row0 + 64) of a bf16 matrix (row stride `stride`, first column `col`, `cols` of them, a
+ * multiple of 8) into dst [64][ld] with `width` columns (a multiple of 8) */
+__device__ __forceinline__ void ssdm_load_rows(ssdm_bf16 *dst, int ld, int width, const floatX *src, size_t stride,
+                                               int col, int cols, int nrows) {
+    int per_row = width / 8;
+    for (int i = threadIdx.x; i < SSDM_TILE * per_row; i += SSDM_THREADS) {
+        int r = i / per_row, c8 = 8 * (i % per_row);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < nrows && c8 < cols) v = *reinterpret_cast<const uint4 *>(src + r * stride + col + c8);
+        *reinterpret_cast<uint4 *>(dst + r * ld + c8) = v;
+    }
+}
+
+/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld] */
+template <int N_>
+__device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *src, int P) {
+    for (int i = threadIdx.x; i < SSDM_TILE * N_ / 4; i += SSDM_THREADS) {
+        int p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
+        float4 v = p < P ? *reinterpret_cast<const float4 *>(src + p * N_ + n) : make_float4(0.f, 0.f, 0.f, 0.f);
+        SSDSplit a = ssd_split_bf16(v.x, v.y), b = ssd_split_bf16(v.z, v.w);
+        *reinterpret_cast<uint2 *>(hi + p * ld + n) = make_uint2(a.hi, b.hi);
+        *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
+    }
+}
+
+/* dc and delta of the tile's steps into shared memory (rows past the end: dc of the last step, delta 0) */
+__device__ __forceinline__ void ssdm_load_steps(float *dc_s, float *dl_s, const float *dc, const float *dl,
+                                                int nrows, float dc_last) {
+    for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) {
+        dc_s[r] = r < nrows ? dc[r] : dc_last;
+        if (dl_s) dl_s[r] = r < nrows ? dl[r] : 0.0f;
+    }
+}
+
+/* Where a block is: tile, chunk, batch, head, group, and the chunk's first step and length. */
+struct SSDMPlace {
+    int tile, c, nc, bh, b, h, g, t0, len, row0, nrows;
+};
+__device__ __forceinline__ SSDMPlace ssdm_place(const SSDScanShape &s) {
+    SSDMPlace w;
+    w.tile = blockIdx.x;
+    w.c = blockIdx.y;
+    w.nc = gridDim.y;
+    w.bh = blockIdx.z;
+    w.b = w.bh / s.H;
+    w.h = w.bh % s.H;
+    w.g = w.h / (s.H / s.G);
+    w.t0 = w.c * s.Q;
+    w.len = min(s.Q, s.T - w.t0);
+    w.row0 = w.tile * SSDM_TILE;
+    w.nrows = min(SSDM_TILE, w.len - w.row0);
+    return w;
+}
+
+/* The thread's two accumulator rows within the warp's 16 (i = 0, 1 for tile elements 0-1 and 2-3). */
+__device__ __forceinline__ int ssdm_row(int i) { return 16 * (threadIdx.x >> 5) + ((threadIdx.x & 31) >> 2) + 8 * i; }
+__device__ __forceinline__ int ssdm_col(int j, int e) { return 8 * j + 2 * (threadIdx.x & 3) + e; }
+
+/* ------------------------------------------------------------------------------------------------
+ * Chunk states and dstates: out[p][n] = sum_t u_t[p] w_t v_t[n] over the chunk, u = x and
+ * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates).
+ * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
+ */
+template <int N_>
+__global__ void __launch_bounds__(SSDM_THREADS) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
+                                                                  const float *delta, const float *dcum,
+                                                                  const float *A_log, SSDScanShape s, int mode) {
+    constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
+    extern __shared__ __align__(16) unsigned char ssdm_smem[];
+    ssdm_bf16 *U = (ssdm_bf16 *)ssdm_smem, *Vhi = U + SSDM_TILE * SSDM_LP, *Vlo = Vhi + SSDM_TILE * LN;
+    SSDMPlace w = ssdm_place(s);
+    int warp = threadIdx.x >> 5;
+    const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
+    bool states = mode == SSD_REDUCE_STATES;
+    size_t u_stride = states ? s.conv_dim : (size_t)s.H * s.P;
+    int v_col = s.H * s.P + (states ? 0 : s.G * N_) + w.g * N_;
+    float acc[NT][4] = {};
+    for (int r0 = 0; r0 < w.len; r0 += SSDM_TILE) {
+        int nrows = min(SSDM_TILE, w.len - r0);
+        size_t row = (size_t)w.b * s.T + w.t0 + r0;
+        __syncthreads();
+        ssdm_load_rows(U, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
+        for (int i = threadIdx.x; i < SSDM_TILE * N_ / 4; i += SSDM_THREADS) {
+            int r = i / (N_ / 4), n = 4 * (i % (N_ / 4));
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+            if (r < nrows) {
+                float f = states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r])) : __expf(A * dc[r0 + r]);
+                const floatX *src = xBC + (row + r) * s.conv_dim + v_col + n;
+                uint2 raw = *reinterpret_cast<const uint2 *>(src);
+                float2 lo2 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
+                float2 hi2 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
+                v[0] = f * lo2.x, v[1] = f * lo2.y, v[2] = f * hi2.x, v[3] = f * hi2.y;
+            }
+            SSDSplit a = ssd_split_bf16(v[0], v[1]), b = ssd_split_bf16(v[2], v[3]);
+            *reinterpret_cast<uint2 *>(Vhi + r * LN + n) = make_uint2(a.hi, b.hi);
+            *reinterpret_cast<uint2 *>(Vlo + r * LN + n) = make_uint2(a.lo, b.lo);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kb = 0; kb < SSDM_TILE / 16; kb++) {
+            uint32_t a[4];
+            ssdm_load_a_t(a, U, SSDM_LP, 16 * warp, 16 * kb);
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                uint32_t b[4];
+                ssdm_load_b_t(b, Vhi, LN, 8 * j, 16 * kb);
+                ssdm_mma2(acc + j, a, b);
+                ssdm_load_b_t(b, Vlo, LN, 8 * j, 16 * kb);
+                ssdm_mma2(acc + j, a, b);
+            }
+        }
+    }
+    float *o = out + ((size_t)w.bh * w.nc + w.c) * s.P * N_;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int p = ssdm_row(i);
+        if (p < s.P)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                *reinterpret_cast<float2 *>(o + p * N_ + ssdm_col(j, 0)) = make_float2(acc[j][2 * i], acc[j][2 * i + 1]);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Forward: y for the tile's 64 steps t. Grid (tiles per chunk, nchunks, B*H).
+ */
+/* bf16 elements of the shared region that holds a split state first and two input tiles after */
+template <int N_>
+__host__ __device__ constexpr int ssdm_region(void) {
+    return 2 * SSDM_TILE * (N_ + SSDM_PAD) > SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP
+               ? 2 * SSDM_TILE * (N_ + SSDM_PAD)
+               : SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP;
+}
+
+template <int N_>
+static size_t ssdm_forward_smem(void) {
+    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_region<N_>()) + sizeof(float) * 2 * SSDM_TILE;
+}
+
+template <int N_>
+__global__ void __launch_bounds__(SSDM_THREADS) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *delta,
+                                                                   const float *dcum, const float *states,
+                                                                   const float *A_log, const float *D, SSDScanShape s) {
+    constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
+    constexpr int REGION = ssdm_region<N_>();
+    extern __shared__ __align__(16) unsigned char ssdm_smem[];
+    ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *region = Cs + SSDM_TILE * LN;
+    ssdm_bf16 *Shi = region, *Slo = region + SSDM_TILE * LN;      /* prologue: S_in */
+    ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;        /* then: the s tiles */
+    float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
+    SSDMPlace w = ssdm_place(s);
+    if (w.nrows <= 0) return;
+    int warp = threadIdx.x >> 5, P = s.P;
+    const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
+    size_t row = (size_t)w.b * s.T + w.t0;
+    int b_col = s.H * P + w.g * N_, c_col = s.H * P + s.G * N_ + w.g * N_;
+    ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
+    ssdm_load_state<N_>(Shi, Slo, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    float dct[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    __syncthreads();
+    /* state part: exp(A dc_t) (C_t . S_in[p]) */
+    uint32_t cf[KN][4];
+    float acc[8][4] = {};
+#pragma unroll
+    for (int kb = 0; kb < KN; kb++) {
+        ssdm_load_a(cf[kb], Cs, LN, 16 * warp, 16 * kb);
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) {
+            uint32_t b[4];
+            ssdm_load_b(b, Shi, LN, 8 * j, 16 * kb);
+            ssdm_mma2(acc + j, cf[kb], b);
+            ssdm_load_b(b, Slo, LN, 8 * j, 16 * kb);
+            ssdm_mma2(acc + j, cf[kb], b);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float e = __expf(A * dct[i]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j][2 * i] *= e, acc[j][2 * i + 1] *= e;
+    }
+    /* intra-chunk part, s tiles up to the diagonal one */
+    for (int st = 0; st <= w.tile; st++) {
+        int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
+        __syncthreads();
+        ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
+        ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
+        ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        __syncthreads();
+        float m[8][4] = {};
+#pragma unroll
+        for (int kb = 0; kb < KN; kb++)
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t b[4];
+                ssdm_load_b(b, Bs, LN, 8 * j, 16 * kb);
+                ssdm_mma2(m + j, cf[kb], b);
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
+                m[j][e] = s0 + sl <= t ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+            }
+        ssdm_mma_acc_t<4, 8>(acc, m, Xs, SSDM_LP, 0);
+    }
+    /* y = acc + D x_t; the last s tile loaded is this tile, so Xs holds x_t */
+    float Dh = D[w.h];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = ssdm_row(i);
+        if (r >= w.nrows) continue;
+        floatX *out = y + (row + w.row0 + r) * s.H * P + w.h * P;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int p = ssdm_col(j, 0);
+            if (p < P) {
+                float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Xs + r * SSDM_LP + p));
+                *reinterpret_cast<__nv_bfloat162 *>(out + p) =
+                    __floats2bfloat162_rn(acc[j][2 * i] + Dh * x.x, acc[j][2 * i + 1] + Dh * x.y);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward, dx and dB for the tile's 64 steps s (t tiles from the diagonal one to the chunk's end).
+ * Writes dx, this head's dB share (dBC index 0), zb_s = B_s . dB_s, din_s = x_s . gb_s and the
+ * block's dD partial. Grid (tiles per chunk, nchunks, B*H).
+ */
+template <int N_>
+static size_t ssdm_backward_smem(void) {
+    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP + ssdm_region<N_>()) +
+           sizeof(float) * 2 * SSDM_TILE;
+}
+
+/* a row's value summed over the 4 lanes (a quad) that hold the row's accumulator columns */
+__device__ __forceinline__ float ssdm_quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffff, v, 1);
+    return v + __shfl_xor_sync(0xffffffff, v, 2);
+}
+
+template <int N_>
+__global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
+    floatX *dxBC, float *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
+    const float *delta, const float *dcum, const float *dstates, const float *A_log, const float *D, SSDScanShape s) {
+    constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16, NT = N_ / 8;
+    constexpr int REGION = ssdm_region<N_>();
+    extern __shared__ __align__(16) unsigned char ssdm_smem[];
+    ssdm_bf16 *Bs = (ssdm_bf16 *)ssdm_smem, *Xs = Bs + SSDM_TILE * LN, *region = Xs + SSDM_TILE * SSDM_LP;
+    ssdm_bf16 *Ghi = region, *Glo = region + SSDM_TILE * LN; /* prologue: G_out */
+    ssdm_bf16 *Ct = region, *dYt = region + SSDM_TILE * LN;  /* then: the t tiles */
+    float *dc_t = (float *)(region + REGION);
+    SSDMPlace w = ssdm_place(s);
+    size_t dD_slot = (((size_t)w.b * w.nc + w.c) * gridDim.x + w.tile) * s.H + w.h;
+    if (w.nrows <= 0) { /* a tile past the end of a short last chunk */
+        if (threadIdx.x == 0) dD_part[dD_slot] = 0.0f;
+        return;
+    }
+    int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P;
+    const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
+    size_t row = (size_t)w.b * s.T + w.t0;
+    int b_col = HP + w.g * N_, c_col = HP + s.G * N_ + w.g * N_;
+    ssdm_load_rows(Bs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, b_col, N_, w.nrows);
+    ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, w.h * P, P, w.nrows);
+    ssdm_load_state<N_>(Ghi, Glo, LN, dstates + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    float dcs[2], dls[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        bool valid = ssdm_row(i) < w.nrows;
+        dcs[i] = valid ? dc[w.row0 + ssdm_row(i)] : dc_last;
+        dls[i] = valid ? dl[w.row0 + ssdm_row(i)] : 0.0f;
+    }
+    __syncthreads();
+    uint32_t xf[4][4];
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) ssdm_load_a(xf[kb], Xs, SSDM_LP, 16 * warp, 16 * kb);
+    /* state parts: gb = B_s G_out^T, dB = x_s G_out, both times exp(A (dc_last - dc_s)) */
+    float gb[8][4] = {}, dB[NT][4] = {};
+#pragma unroll
+    for (int kb = 0; kb < KN; kb++) {
+        uint32_t a[4];
+        ssdm_load_a(a, Bs, LN, 16 * warp, 16 * kb);
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) {
+            uint32_t b[4];
+            ssdm_load_b(b, Ghi, LN, 8 * j, 16 * kb);
+            ssdm_mma2(gb + j, a, b);
+            ssdm_load_b(b, Glo, LN, 8 * j, 16 * kb);
+            ssdm_mma2(gb + j, a, b);
+        }
+    }
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++)
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t b[4];
+            ssdm_load_b_t(b, Ghi, LN, 8 * j, 16 * kb);
+            ssdm_mma2(dB + j, xf[kb], b);
+            ssdm_load_b_t(b, Glo, LN, 8 * j, 16 * kb);
+            ssdm_mma2(dB + j, xf[kb], b);
+        }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float e = __expf(A * (dc_last - dcs[i]));
+#pragma unroll
+        for (int j = 0; j < 8; j++) gb[j][2 * i] *= e, gb[j][2 * i + 1] *= e;
+#pragma unroll
+        for (int j = 0; j < NT; j++) dB[j][2 * i] *= e, dB[j][2 * i + 1] *= e;
+    }
+    int ntiles = (w.len + SSDM_TILE - 1) / SSDM_TILE;
+    for (int tt = w.tile; tt < ntiles; tt++) {
+        int r0 = tt * SSDM_TILE, trows = min(SSDM_TILE, w.len - r0);
+        __syncthreads();
+        ssdm_load_rows(Ct, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, trows);
+        ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + r0) * HP, HP, w.h * P, P, trows);
+        ssdm_load_steps(dc_t, NULL, dc + r0, NULL, trows, dc_last);
+        __syncthreads();
+        /* gb += ((B_s . C_t) L[t][s]) dy_t */
+        float m[8][4] = {};
+#pragma unroll
+        for (int kb = 0; kb < KN; kb++) {
+            uint32_t a[4];
+            ssdm_load_a(a, Bs, LN, 16 * warp, 16 * kb);
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t b[4];
+                ssdm_load_b(b, Ct, LN, 8 * j, 16 * kb);
+                ssdm_mma2(m + j, a, b);
+            }
+        }
+        float decay[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int sg = w.row0 + ssdm_row(e >> 1), tl = ssdm_col(j, e & 1);
+                decay[j][e] = r0 + tl >= sg ? __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
+                m[j][e] *= decay[j][e];
+            }
+        ssdm_mma_acc_t<4, 8>(gb, m, dYt, SSDM_LP, 0);
+        /* dB += ((x_s . dy_t) L[t][s]) C_t */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) m[j][e] = 0.0f;
+#pragma unroll
+        for (int kb = 0; kb < 4; kb++)
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t b[4];
+                ssdm_load_b(b, dYt, SSDM_LP, 8 * j, 16 * kb);
+                ssdm_mma2(m + j, xf[kb], b);
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) m[j][e] *= decay[j][e];
+        ssdm_mma_acc_t<4, NT>(dB, m, Ct, LN, 0);
+    }
+    /* epilogue: dx, din, dD (x_s from Xs, dy_s from global), then dB and zb (B_s from Bs) */
+    float Dh = D[w.h], dD_acc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = ssdm_row(i);
+        bool valid = r < w.nrows;
+        size_t t_row = row + w.row0 + r;
+        float din_v = 0.0f, zb_v = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int p = ssdm_col(j, 0);
+            if (valid && p < P) {
+                float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Xs + r * SSDM_LP + p));
+                float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(dy + t_row * HP + w.h * P + p));
+                float gb0 = gb[j][2 * i], gb1 = gb[j][2 * i + 1];
+                *reinterpret_cast<__nv_bfloat162 *>(dxBC + t_row * s.conv_dim + w.h * P + p) =
+                    __floats2bfloat162_rn(Dh * g.x + dls[i] * gb0, Dh * g.y + dls[i] * gb1);
+                din_v += x.x * gb0 + x.y * gb1;
+                dD_acc += g.x * x.x + g.y * x.y;
+            }
+        }
+        float *dB_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int n = ssdm_col(j, 0);
+            float v0 = dls[i] * dB[j][2 * i], v1 = dls[i] * dB[j][2 * i + 1];
+            float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Bs + r * LN + n));
+            zb_v += bv.x * v0 + bv.y * v1;
+            if (valid) *reinterpret_cast<float2 *>(dB_out + n) = make_float2(v0, v1);
+        }
+        din_v = ssdm_quad_sum(din_v);
+        zb_v = ssdm_quad_sum(zb_v);
+        if (valid && (threadIdx.x & 3) == 0) {
+            size_t o = (size_t)w.bh * s.T + w.t0 + w.row0 + r;
+            din[o] = din_v;
+            zb[o] = zb_v;
+        }
+    }
+    dD_acc = block_reduce_sum(dD_acc);
+    if (threadIdx.x == 0) dD_part[dD_slot] = dD_acc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward, dC for the tile's 64 steps t (s tiles up to the diagonal one). Writes this head's dC
+ * share (dBC index 1) and zc_t = C_t . dC_t. Grid (tiles per chunk, nchunks, B*H).
+ */
+template <int N_>
+__global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dc_kernel(float *dBC, float *zc, const floatX *dy,
+                                                                       const floatX *xBC, const float *delta,
+                                                                       const float *dcum, const float *states,
+                                                                       const float *A_log, SSDScanShape s) {
+    constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
+    constexpr int REGION = ssdm_region<N_>();
+    extern __shared__ __align__(16) unsigned char ssdm_smem[];
+    ssdm_bf16 *dYt = (ssdm_bf16 *)ssdm_smem, *Cs = dYt + SSDM_TILE * SSDM_LP, *region = Cs + SSDM_TILE * LN;
+    ssdm_bf16 *Shi = region, *Slo = region + SSDM_TILE * LN; /* prologue: S_in */
+    ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;   /* then: the s tiles */
+    float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
+    SSDMPlace w = ssdm_place(s);
+    if (w.nrows <= 0) return;
+    int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P;
+    const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
+    size_t row = (size_t)w.b * s.T + w.t0;
+    int b_col = HP + w.g * N_, c_col = HP + s.G * N_ + w.g * N_;
+    ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + w.row0) * HP, HP, w.h * P, P, w.nrows);
+    ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
+    ssdm_load_state<N_>(Shi, Slo, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    float dct[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    __syncthreads();
+    uint32_t yf[4][4];
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) ssdm_load_a(yf[kb], dYt, SSDM_LP, 16 * warp, 16 * kb);
+    /* state part: exp(A dc_t) dy_t S_in */
+    float dC[NT][4] = {};
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++)
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t b[4];
+            ssdm_load_b_t(b, Shi, LN, 8 * j, 16 * kb);
+            ssdm_mma2(dC + j, yf[kb], b);
+            ssdm_load_b_t(b, Slo, LN, 8 * j, 16 * kb);
+            ssdm_mma2(dC + j, yf[kb], b);
+        }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float e = __expf(A * dct[i]);
+#pragma unroll
+        for (int j = 0; j < NT; j++) dC[j][2 * i] *= e, dC[j][2 * i + 1] *= e;
+    }
+    for (int st = 0; st <= w.tile; st++) {
+        int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
+        __syncthreads();
+        ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
+        ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
+        ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        __syncthreads();
+        /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
+        float m[8][4] = {};
+#pragma unroll
+        for (int kb = 0; kb < 4; kb++)
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t b[4];
+                ssdm_load_b(b, Xs, SSDM_LP, 8 * j, 16 * kb);
+                ssdm_mma2(m + j, yf[kb], b);
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
+                m[j][e] = s0 + sl <= t ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+            }
+        ssdm_mma_acc_t<4, NT>(dC, m, Bs, LN, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = ssdm_row(i);
+        bool valid = r < w.nrows;
+        size_t t_row = row + w.row0 + r;
+        float *dC_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_ + N_;
+        float zc_v = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int n = ssdm_col(j, 0);
+            float2 cv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Cs + r * LN + n));
+            zc_v += cv.x * dC[j][2 * i] + cv.y * dC[j][2 * i + 1];
+            if (valid) *reinterpret_cast<float2 *>(dC_out + n) = make_float2(dC[j][2 * i], dC[j][2 * i + 1]);
+        }
+        zc_v = ssdm_quad_sum(zc_v);
+        if (valid && (threadIdx.x & 3) == 0) zc[(size_t)w.bh * s.T + w.t0 + w.row0 + r] = zc_v;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * d delta and the chunk's dA_log partial from z = zc - zb, din and gs = <G_out, S_out> (S_out is the
+ * state entering the next chunk; the last chunk has G_out = 0). Grid (nchunks, B*H), blockDim >= Q.
+ */
+__global__ void ssdm_ddelta_kernel(float *ddelta, float *dA_part, const float *zc, const float *zb, const float *din,
+                                   const float *dcum, const float *states, const float *dstates, const float *A_log,
+                                   SSDScanShape s) {
+    int c = blockIdx.x, nc = gridDim.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
+    int t0 = c * s.Q, len = min(s.Q, s.T - t0);
+    size_t PN = (size_t)s.P * s.N;
+    float gs = 0.0f;
+    if (c + 1 < nc) {
+        const float *G = dstates + ((size_t)bh * nc + c) * PN, *S = states + ((size_t)bh * nc + c + 1) * PN;
+        for (size_t e = threadIdx.x; e < PN; e += blockDim.x) gs += G[e] * S[e];
+    }
+    gs = block_reduce_sum(gs);
+    size_t base = (size_t)bh * s.T + t0;
+    int i = threadIdx.x, t = len - 1 - i; /* thread i takes step t, so an inclusive scan sums t' >= t */
+    bool valid = i < len;
+    float z = valid ? zc[base + t] - zb[base + t] : 0.0f;
+    float r = ssd_block_inclusive_scan(z) + gs;
+    float A = -expf(A_log[h]);
+    if (valid) ddelta[base + t] = A * r + din[base + t];
+    float dA = block_reduce_sum(valid ? z * dcum[base + t] : 0.0f);
+    if (threadIdx.x == 0) dA_part[((size_t)b * nc + c) * s.H + h] = A * (dA + gs * dcum[base + len - 1]);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Launchers
+ */
+static bool ssdm_applies(const SSDScanShape *s) { return !s->diagonal && s->P <= SSDM_TILE; }
+static int ssdm_tiles(const SSDScanShape *s) { return (s->Q + SSDM_TILE - 1) / SSDM_TILE; }
+
+template <int N_>
+static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
+                               const float *delta, const float *dcum, const float *A_log, int mode,
+                               cudaStream_t stream) {
+    size_t smem = sizeof(ssdm_bf16) * (SSDM_TILE * SSDM_LP + 2 * SSDM_TILE * (N_ + SSDM_PAD));
+    ssd_set_smem(ssdm_states_kernel<N_>, smem);
+    dim3 grid(1, ssd_num_chunks(s), s->B * s->H);
+    ssdm_states_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, A_log, *s, mode);
+    cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
+                                const float *A_log, const float *D, cudaStream_t stream) {
+    size_t smem = ssdm_forward_smem<N_>();
+    ssd_set_smem(ssdm_forward_kernel<N_>, smem);
+    dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
+    ssdm_forward_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum, ws->states, A_log, D, *s);
+    cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
+                                 const SSDScanWorkspace *ws, const float *A_log, const float *D, cudaStream_t stream) {
+    dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssdm_backward_smem<N_>();
+    ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
+    ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
+                                                                     xBC, ws->delta, ws->dcum, ws->dstates, A_log, D,
+                                                                     *s);
+    cudaCheckLaunch();
+    ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
+    ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
+                                                                     ws->states, A_log, *s);
+    cudaCheckLaunch();
+    dim3 dgrid(ssd_num_chunks(s), s->B * s->H);
+    ssdm_ddelta_kernel<<<dgrid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws->ddelta, ws->dA_part, ws->zc, ws->zb, ws->din,
+                                                                       ws->dcum, ws->states, ws->dstates, A_log, *s);
+    cudaCheckLaunch();
+}
+
+#endif
