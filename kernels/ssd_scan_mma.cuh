@@ -98,30 +98,52 @@ __device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const flo
     }
 }
 
-/* ---- tile loads into shared memory (rows past the chunk's end and columns past `cols` are zero) ---- */
+/* ---- tile loads into shared memory (rows past the chunk's end and columns past `cols` are zero) ----
+ * Copies go through cp.async, so all of a tile's loads are in flight at once (plain loads followed by
+ * shared-memory stores would wait for each load in turn); ssdm_cp_wait completes them. */
+__device__ __forceinline__ void ssdm_cp16(void *dst, const void *src, bool valid) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void ssdm_cp4(void *dst, const void *src) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void ssdm_cp_wait(void) {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
 
-/* rows [row0, row0 + 64) of a bf16 matrix (row stride `stride`, first column `col`, `cols` of them, a
- * multiple of 8) into dst [64][ld] with `width` columns (a multiple of 8) */
+/* rows [0, 64) of a bf16 matrix (row stride `stride`, first column `col`, `cols` of them, a multiple
+ * of 8; rows from nrows on are zero) into dst [64][ld] with `width` columns (a multiple of 8) */
 __device__ __forceinline__ void ssdm_load_rows(ssdm_bf16 *dst, int ld, int width, const floatX *src, size_t stride,
                                                int col, int cols, int nrows) {
     int per_row = width / 8;
     for (int i = threadIdx.x; i < SSDM_TILE * per_row; i += SSDM_THREADS) {
         int r = i / per_row, c8 = 8 * (i % per_row);
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < nrows && c8 < cols) v = *reinterpret_cast<const uint4 *>(src + r * stride + col + c8);
-        *reinterpret_cast<uint4 *>(dst + r * ld + c8) = v;
+        bool valid = r < nrows && c8 < cols;
+        ssdm_cp16(dst + r * ld + c8, valid ? src + r * stride + col + c8 : src + col, valid);
     }
 }
 
-/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld] */
+/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld];
+ * 8 loads per thread in flight */
 template <int N_>
 __device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *src, int P) {
-    for (int i = threadIdx.x; i < SSDM_TILE * N_ / 4; i += SSDM_THREADS) {
-        int p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
-        float4 v = p < P ? *reinterpret_cast<const float4 *>(src + p * N_ + n) : make_float4(0.f, 0.f, 0.f, 0.f);
-        SSDSplit a = ssd_split_bf16(v.x, v.y), b = ssd_split_bf16(v.z, v.w);
-        *reinterpret_cast<uint2 *>(hi + p * ld + n) = make_uint2(a.hi, b.hi);
-        *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
+    constexpr int COUNT = SSDM_TILE * N_ / 4, BATCH = COUNT / SSDM_THREADS < 8 ? COUNT / SSDM_THREADS : 8;
+    for (int base = threadIdx.x; base < COUNT; base += BATCH * SSDM_THREADS) {
+        float4 v[BATCH];
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            int i = base + u * SSDM_THREADS, p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
+            v[u] = p < P ? *reinterpret_cast<const float4 *>(src + p * N_ + n) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            int i = base + u * SSDM_THREADS, p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
+            SSDSplit a = ssd_split_bf16(v[u].x, v[u].y), b = ssd_split_bf16(v[u].z, v[u].w);
+            *reinterpret_cast<uint2 *>(hi + p * ld + n) = make_uint2(a.hi, b.hi);
+            *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
+        }
     }
 }
 
@@ -129,8 +151,13 @@ __device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, in
 __device__ __forceinline__ void ssdm_load_steps(float *dc_s, float *dl_s, const float *dc, const float *dl,
                                                 int nrows, float dc_last) {
     for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) {
-        dc_s[r] = r < nrows ? dc[r] : dc_last;
-        if (dl_s) dl_s[r] = r < nrows ? dl[r] : 0.0f;
+        if (r < nrows) {
+            ssdm_cp4(dc_s + r, dc + r);
+            if (dl_s) ssdm_cp4(dl_s + r, dl + r);
+        } else {
+            dc_s[r] = dc_last;
+            if (dl_s) dl_s[r] = 0.0f;
+        }
     }
 }
 
@@ -164,12 +191,14 @@ __device__ __forceinline__ int ssdm_col(int j, int e) { return 8 * j + 2 * (thre
  * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
  */
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
+__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
                                                                   const float *delta, const float *dcum,
                                                                   const float *A_log, SSDScanShape s, int mode) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
-    ssdm_bf16 *U = (ssdm_bf16 *)ssdm_smem, *Vhi = U + SSDM_TILE * SSDM_LP, *Vlo = Vhi + SSDM_TILE * LN;
+    ssdm_bf16 *U = (ssdm_bf16 *)ssdm_smem, *V = U + SSDM_TILE * SSDM_LP;  /* inputs: x or dy, B or C */
+    ssdm_bf16 *Vhi = V + SSDM_TILE * LN, *Vlo = Vhi + SSDM_TILE * LN;      /* w v, split */
+    float *wf = (float *)(Vlo + SSDM_TILE * LN);                            /* w per step */
     SSDMPlace w = ssdm_place(s);
     int warp = threadIdx.x >> 5;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
@@ -183,18 +212,20 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_states_kernel(float *out, c
         size_t row = (size_t)w.b * s.T + w.t0 + r0;
         __syncthreads();
         ssdm_load_rows(U, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
+        ssdm_load_rows(V, LN, N_, xBC + row * s.conv_dim, s.conv_dim, v_col, N_, nrows);
+        for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
+            wf[r] = r >= nrows ? 0.0f
+                    : states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r]))
+                             : __expf(A * dc[r0 + r]);
+        ssdm_cp_wait();
+        __syncthreads();
         for (int i = threadIdx.x; i < SSDM_TILE * N_ / 4; i += SSDM_THREADS) {
             int r = i / (N_ / 4), n = 4 * (i % (N_ / 4));
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (r < nrows) {
-                float f = states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r])) : __expf(A * dc[r0 + r]);
-                const floatX *src = xBC + (row + r) * s.conv_dim + v_col + n;
-                uint2 raw = *reinterpret_cast<const uint2 *>(src);
-                float2 lo2 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
-                float2 hi2 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
-                v[0] = f * lo2.x, v[1] = f * lo2.y, v[2] = f * hi2.x, v[3] = f * hi2.y;
-            }
-            SSDSplit a = ssd_split_bf16(v[0], v[1]), b = ssd_split_bf16(v[2], v[3]);
+            uint2 raw = *reinterpret_cast<const uint2 *>(V + r * LN + n);
+            float2 v01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
+            float2 v23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
+            float f = wf[r];
+            SSDSplit a = ssd_split_bf16(f * v01.x, f * v01.y), b = ssd_split_bf16(f * v23.x, f * v23.y);
             *reinterpret_cast<uint2 *>(Vhi + r * LN + n) = make_uint2(a.hi, b.hi);
             *reinterpret_cast<uint2 *>(Vlo + r * LN + n) = make_uint2(a.lo, b.lo);
         }
@@ -241,7 +272,7 @@ static size_t ssdm_forward_smem(void) {
 }
 
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *delta,
+__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *delta,
                                                                    const float *dcum, const float *states,
                                                                    const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
@@ -263,6 +294,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_forward_kernel(floatX *y, c
     float dct[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    ssdm_cp_wait();
     __syncthreads();
     /* state part: exp(A dc_t) (C_t . S_in[p]) */
     uint32_t cf[KN][4];
@@ -292,6 +324,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_forward_kernel(floatX *y, c
         ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        ssdm_cp_wait();
         __syncthreads();
         float m[8][4] = {};
 #pragma unroll
@@ -347,6 +380,19 @@ __device__ __forceinline__ float ssdm_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
+/* m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)) for t >= s, else 0: rows s of the thread (dc in dcs), columns
+ * t of a tile starting `offset` steps after the block's first row (dc in dc_t) */
+__device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const float (&dcs)[2], float A,
+                                             int offset) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int tl = ssdm_col(j, e & 1);
+            m[j][e] = offset + tl >= ssdm_row(e >> 1) ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
+        }
+}
+
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     floatX *dxBC, float *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
@@ -379,6 +425,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         dcs[i] = valid ? dc[w.row0 + ssdm_row(i)] : dc_last;
         dls[i] = valid ? dl[w.row0 + ssdm_row(i)] : 0.0f;
     }
+    ssdm_cp_wait();
     __syncthreads();
     uint32_t xf[4][4];
 #pragma unroll
@@ -423,6 +470,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         ssdm_load_rows(Ct, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, trows);
         ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + r0) * HP, HP, w.h * P, P, trows);
         ssdm_load_steps(dc_t, NULL, dc + r0, NULL, trows, dc_last);
+        ssdm_cp_wait();
         __syncthreads();
         /* gb += ((B_s . C_t) L[t][s]) dy_t */
         float m[8][4] = {};
@@ -437,15 +485,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
                 ssdm_mma2(m + j, a, b);
             }
         }
-        float decay[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int sg = w.row0 + ssdm_row(e >> 1), tl = ssdm_col(j, e & 1);
-                decay[j][e] = r0 + tl >= sg ? __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
-                m[j][e] *= decay[j][e];
-            }
+        ssdm_decay_t(m, dc_t, dcs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, 8>(gb, m, dYt, SSDM_LP, 0);
         /* dB += ((x_s . dy_t) L[t][s]) C_t */
 #pragma unroll
@@ -460,10 +500,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
                 ssdm_load_b(b, dYt, SSDM_LP, 8 * j, 16 * kb);
                 ssdm_mma2(m + j, xf[kb], b);
             }
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) m[j][e] *= decay[j][e];
+        ssdm_decay_t(m, dc_t, dcs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, NT>(dB, m, Ct, LN, 0);
     }
     /* epilogue: dx, din, dD (x_s from Xs, dy_s from global), then dB and zb (B_s from Bs) */
@@ -513,7 +550,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
  * share (dBC index 1) and zc_t = C_t . dC_t. Grid (tiles per chunk, nchunks, B*H).
  */
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dc_kernel(float *dBC, float *zc, const floatX *dy,
+__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(float *dBC, float *zc, const floatX *dy,
                                                                        const floatX *xBC, const float *delta,
                                                                        const float *dcum, const float *states,
                                                                        const float *A_log, SSDScanShape s) {
@@ -537,6 +574,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dc_kernel(float *d
     float dct[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    ssdm_cp_wait();
     __syncthreads();
     uint32_t yf[4][4];
 #pragma unroll
@@ -565,6 +603,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dc_kernel(float *d
         ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        ssdm_cp_wait();
         __syncthreads();
         /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
         float m[8][4] = {};
@@ -641,7 +680,7 @@ template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                                const float *delta, const float *dcum, const float *A_log, int mode,
                                cudaStream_t stream) {
-    size_t smem = sizeof(ssdm_bf16) * (SSDM_TILE * SSDM_LP + 2 * SSDM_TILE * (N_ + SSDM_PAD));
+    size_t smem = sizeof(ssdm_bf16) * (SSDM_TILE * SSDM_LP + 3 * SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * SSDM_TILE;
     ssd_set_smem(ssdm_states_kernel<N_>, smem);
     dim3 grid(1, ssd_num_chunks(s), s->B * s->H);
     ssdm_states_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, A_log, *s, mode);
