@@ -82,7 +82,8 @@ typedef struct {
     float *states;   /* [B][H][nchunks][P][N] the state entering each chunk */
     float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks */
     float *ddelta;   /* [B][H][T] backward: d delta */
-    float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1) */
+    float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1);
+                        bf16 in the tensor-core path */
     float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
     float *dD_part;  /* [B][nchunks][tiles][H] backward: dD of each chunk block (or of each of its 64-step
                         tiles in the tensor-core path) */
@@ -935,15 +936,17 @@ __global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_part, const f
     if (threadIdx.x == 0) ddt_part[b * s.H + h] = sum;
 }
 
-/* dB, dC into their columns of dxBC: the per-head shares of a group summed in head order */
-__global__ void ssd_dBC_store_kernel(floatX *dxBC, const float *dBC, SSDScanShape s) {
+/* dB, dC into their columns of dxBC: the per-head shares of a group (fp32, or bf16 from the tensor-core
+ * path) summed in head order in fp32 */
+template <typename Share>
+__global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShape s) {
     size_t GN = (size_t)s.G * s.N, i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)s.B * s.T * 2 * GN) return;
     size_t r = i / (2 * GN), k = i % (2 * GN);
     int which = (int)(k / GN), g = (int)(k % GN) / s.N, n = (int)(k % GN) % s.N, heads = s.H / s.G;
-    const float *src = dBC + (r * s.H + (size_t)g * heads) * 2 * s.N + which * s.N + n;
+    const Share *src = dBC + (r * s.H + (size_t)g * heads) * 2 * s.N + which * s.N + n;
     float sum = 0.0f;
-    for (int j = 0; j < heads; j++) sum += src[(size_t)j * 2 * s.N];
+    for (int j = 0; j < heads; j++) sum += to_float(src[(size_t)j * 2 * s.N]);
     dxBC[r * s.conv_dim + s.H * s.P + k] = from_float<floatX>(sum);
 }
 
@@ -1055,6 +1058,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
     dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
     int dD_rows = s->B * ssd_num_chunks(s);
+    bool bf16_shares = false;
 #if !defined(ENABLE_FP32)
     if (ssdm_applies(s)) {
 #define SSDM_BWD_STATES(NN) \
@@ -1067,6 +1071,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
         SSD_DISPATCH_N(s->N, SSDM_BWD)
 #undef SSDM_BWD
         dD_rows *= ssdm_tiles(s);
+        bf16_shares = true;
     } else
 #endif
     {
@@ -1082,7 +1087,10 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws.ddt_part, ws.ddelta, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
     long nbc = (long)s->B * s->T * 2 * s->G * s->N;
-    ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, ws.dBC, *s);
+    if (bf16_shares)
+        ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const __nv_bfloat16 *)ws.dBC, *s);
+    else
+        ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const float *)ws.dBC, *s);
     cudaCheckLaunch();
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
     int blocks = s->B * ssd_num_chunks(s);

@@ -16,11 +16,14 @@
  *                  dA_log += A (sum_t z_t dc_t + gs dc_last)
  * Every product above is a GEMM over whole 64-step tiles: one block of 4 warps per (64-step tile,
  * chunk, batch*head), each warp 16 rows, no sequential dependence inside a chunk. The inputs x, B, C,
- * dy are bf16 already, so they enter the tensor cores exactly; every derived operand (states,
- * the decayed matrices) is split into a bf16 value and a bf16 remainder and takes two MMAs, so a
- * product carries ~16-bit operands (the sums of dA_log and dt_bias cancel, and single bf16
- * roundings would leave them 2^-9 errors). A 16 x 16 accumulator tile feeds the next MMA's A
- * operand from registers. Heads of width P <= 64 (zero-padded to 64 columns).
+ * dy are bf16 already, so they enter the tensor cores exactly. In every product the backward's sums
+ * depend on (chunk states, dstates, dx, dB, dC) the derived operand (a state, a decayed matrix) is
+ * split into a bf16 value and a bf16 remainder and takes two MMAs, ~16-bit operands: dA_log and
+ * dt_bias are sums over B*T steps that cancel, and single bf16 roundings there leave errors of 1e-2
+ * to 7 (measured on the test shapes). y, which nothing in the backward reads, takes the rounded value
+ * alone: its error stays at its own bf16 rounding (2e-3 .. 4e-3 against 1.5e-3 .. 3.3e-3 split). A 16
+ * x 16 accumulator tile feeds the next MMA's A operand from registers. Heads of width P <= 64
+ * (zero-padded to 64 columns).
  */
 #ifndef SSD_KERNELS_SSD_SCAN_MMA_CUH
 #define SSD_KERNELS_SSD_SCAN_MMA_CUH
@@ -79,9 +82,10 @@ __device__ __forceinline__ void ssdm_split_a(uint32_t (&hi)[4], uint32_t (&lo)[4
     lo[0] = v0.lo, lo[1] = v1.lo, lo[2] = v2.lo, lo[3] = v3.lo;
 }
 
-/* acc[16 x 8 WIDTH] += (value + remainder of the 16 x 16 K-blocks of m) times the B operand of an array
- * stored [k][n] (rows k0 + 16 kb): the product of a decayed accumulator with an exact bf16 input. */
-template <int KBLOCKS, int WIDTH>
+/* acc[16 x 8 WIDTH] += (value + remainder of the 16 x 16 K-blocks of m; the value only when !SPLIT) times
+ * the B operand of an array stored [k][n] (rows k0 + 16 kb): a decayed accumulator times an exact
+ * bf16 input. */
+template <int KBLOCKS, int WIDTH, bool SPLIT = true>
 __device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const float (&m)[2 * KBLOCKS][4],
                                                const ssdm_bf16 *s, int ld, int k0) {
 #pragma unroll
@@ -93,7 +97,7 @@ __device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const flo
             uint32_t b[4];
             ssdm_load_b_t(b, s, ld, 8 * j, k0 + 16 * kb);
             ssdm_mma2(acc + j, hi, b);
-            ssdm_mma2(acc + j, lo, b);
+            if (SPLIT) ssdm_mma2(acc + j, lo, b);
         }
     }
 }
@@ -125,8 +129,8 @@ __device__ __forceinline__ void ssdm_load_rows(ssdm_bf16 *dst, int ld, int width
     }
 }
 
-/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld];
- * 8 loads per thread in flight */
+/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld]
+ * (lo NULL: the rounded value only); 8 loads per thread in flight */
 template <int N_>
 __device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *src, int P) {
     constexpr int COUNT = SSDM_TILE * N_ / 4, BATCH = COUNT / SSDM_THREADS < 8 ? COUNT / SSDM_THREADS : 8;
@@ -142,7 +146,7 @@ __device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, in
             int i = base + u * SSDM_THREADS, p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
             SSDSplit a = ssd_split_bf16(v[u].x, v[u].y), b = ssd_split_bf16(v[u].z, v[u].w);
             *reinterpret_cast<uint2 *>(hi + p * ld + n) = make_uint2(a.hi, b.hi);
-            *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
+            if (lo) *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
         }
     }
 }
@@ -267,8 +271,8 @@ __host__ __device__ constexpr int ssdm_region(void) {
 }
 
 template <int N_>
-static size_t ssdm_forward_smem(void) {
-    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_region<N_>()) + sizeof(float) * 2 * SSDM_TILE;
+static size_t ssdm_forward_smem(void) { /* C_t, then S_in or the s tiles (B_s, x_s), then dc_s, delta_s */
+    return sizeof(ssdm_bf16) * (2 * SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP) + sizeof(float) * 2 * SSDM_TILE;
 }
 
 template <int N_>
@@ -276,11 +280,11 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
                                                                    const float *dcum, const float *states,
                                                                    const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
-    constexpr int REGION = ssdm_region<N_>();
+    constexpr int REGION = SSDM_TILE * LN + SSDM_TILE * SSDM_LP;
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *region = Cs + SSDM_TILE * LN;
-    ssdm_bf16 *Shi = region, *Slo = region + SSDM_TILE * LN;      /* prologue: S_in */
-    ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;        /* then: the s tiles */
+    ssdm_bf16 *Ss = region;                                    /* prologue: S_in */
+    ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;     /* then: the s tiles */
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
@@ -290,7 +294,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
     size_t row = (size_t)w.b * s.T + w.t0;
     int b_col = s.H * P + w.g * N_, c_col = s.H * P + s.G * N_ + w.g * N_;
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
-    ssdm_load_state<N_>(Shi, Slo, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    ssdm_load_state<N_>(Ss, NULL, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
     float dct[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
@@ -305,9 +309,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
             uint32_t b[4];
-            ssdm_load_b(b, Shi, LN, 8 * j, 16 * kb);
-            ssdm_mma2(acc + j, cf[kb], b);
-            ssdm_load_b(b, Slo, LN, 8 * j, 16 * kb);
+            ssdm_load_b(b, Ss, LN, 8 * j, 16 * kb);
             ssdm_mma2(acc + j, cf[kb], b);
         }
     }
@@ -342,7 +344,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
                 int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
                 m[j][e] = s0 + sl <= t ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
             }
-        ssdm_mma_acc_t<4, 8>(acc, m, Xs, SSDM_LP, 0);
+        ssdm_mma_acc_t<4, 8, false>(acc, m, Xs, SSDM_LP, 0);
     }
     /* y = acc + D x_t; the last s tile loaded is this tile, so Xs holds x_t */
     float Dh = D[w.h];
@@ -365,7 +367,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
 
 /* ------------------------------------------------------------------------------------------------
  * Backward, dx and dB for the tile's 64 steps s (t tiles from the diagonal one to the chunk's end).
- * Writes dx, this head's dB share (dBC index 0), zb_s = B_s . dB_s, din_s = x_s . gb_s and the
+ * Writes dx, this head's dB share (dBC index 0, bf16: it only feeds the bf16 dB), zb_s = B_s . dB_s, din_s = x_s . gb_s and the
  * block's dD partial. Grid (tiles per chunk, nchunks, B*H).
  */
 template <int N_>
@@ -395,7 +397,7 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
 
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
-    floatX *dxBC, float *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
+    floatX *dxBC, ssdm_bf16 *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
     const float *delta, const float *dcum, const float *dstates, const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
@@ -524,14 +526,14 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
                 dD_acc += g.x * x.x + g.y * x.y;
             }
         }
-        float *dB_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_;
+        ssdm_bf16 *dB_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_;
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             int n = ssdm_col(j, 0);
             float v0 = dls[i] * dB[j][2 * i], v1 = dls[i] * dB[j][2 * i + 1];
             float2 bv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Bs + r * LN + n));
             zb_v += bv.x * v0 + bv.y * v1;
-            if (valid) *reinterpret_cast<float2 *>(dB_out + n) = make_float2(v0, v1);
+            if (valid) *reinterpret_cast<__nv_bfloat162 *>(dB_out + n) = __floats2bfloat162_rn(v0, v1);
         }
         din_v = ssdm_quad_sum(din_v);
         zb_v = ssdm_quad_sum(zb_v);
@@ -547,10 +549,10 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
 
 /* ------------------------------------------------------------------------------------------------
  * Backward, dC for the tile's 64 steps t (s tiles up to the diagonal one). Writes this head's dC
- * share (dBC index 1) and zc_t = C_t . dC_t. Grid (tiles per chunk, nchunks, B*H).
+ * share (dBC index 1, bf16) and zc_t = C_t . dC_t. Grid (tiles per chunk, nchunks, B*H).
  */
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(float *dBC, float *zc, const floatX *dy,
+__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_bf16 *dBC, float *zc, const floatX *dy,
                                                                        const floatX *xBC, const float *delta,
                                                                        const float *dcum, const float *states,
                                                                        const float *A_log, SSDScanShape s) {
@@ -629,14 +631,15 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(float
         int r = ssdm_row(i);
         bool valid = r < w.nrows;
         size_t t_row = row + w.row0 + r;
-        float *dC_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_ + N_;
+        ssdm_bf16 *dC_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_ + N_;
         float zc_v = 0.0f;
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             int n = ssdm_col(j, 0);
             float2 cv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Cs + r * LN + n));
             zc_v += cv.x * dC[j][2 * i] + cv.y * dC[j][2 * i + 1];
-            if (valid) *reinterpret_cast<float2 *>(dC_out + n) = make_float2(dC[j][2 * i], dC[j][2 * i + 1]);
+            if (valid)
+                *reinterpret_cast<__nv_bfloat162 *>(dC_out + n) = __floats2bfloat162_rn(dC[j][2 * i], dC[j][2 * i + 1]);
         }
         zc_v = ssdm_quad_sum(zc_v);
         if (valid && (threadIdx.x & 3) == 0) zc[(size_t)w.bh * s.T + w.t0 + w.row0 + r] = zc_v;
@@ -703,12 +706,12 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floa
     dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
-    ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
+    ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
                                                                      xBC, ws->delta, ws->dcum, ws->dstates, A_log, D,
                                                                      *s);
     cudaCheckLaunch();
     ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
-    ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
+    ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>((ssdm_bf16 *)ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
                                                                      ws->states, A_log, *s);
     cudaCheckLaunch();
     dim3 dgrid(ssd_num_chunks(s), s->B * s->H);
