@@ -90,7 +90,19 @@ typedef struct {
     float *ddt_part; /* [B][H] backward: ddt_bias of each (batch, head) */
     float *zc, *zb;  /* [B][H][T] backward, tensor-core path: C_t . dC_t and B_t . dB_t (this head's shares) */
     float *din;      /* [B][H][T] backward, tensor-core path: x_t . (G_t B_t) */
+    float *cb;       /* [B][G][nchunks][QP][QP] tensor-core path, forward and backward: C_t . B_s per chunk
+                        (QP: Q rounded up to whole tiles) */
 } SSDScanWorkspace;
+
+/* The bf16 tensor-core path (ssd_scan_mma.cuh) takes scalar A and heads of width P <= 64; other shapes
+ * and the fp32 build run the sub-block kernels below. */
+static bool ssdm_applies(const SSDScanShape *s) {
+#if defined(ENABLE_FP32)
+    return false;
+#else
+    return !s->diagonal && s->P <= SSDM_TILE;
+#endif
+}
 
 __host__ __device__ static inline int ssd_num_chunks(const SSDScanShape *s) { return (s->T + s->Q - 1) / s->Q; }
 
@@ -107,18 +119,19 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * sizeof(float);
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
-    size_t sizes[12] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
-                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht};
-    float *ptrs[12];
+    size_t qp = tiles * SSDM_TILE, cb = ssdm_applies(s) ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
+    size_t sizes[13] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
+                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht, cb};
+    float *ptrs[13];
     size_t offset = 0;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 13; i++) {
         ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
         offset += ssd_align(sizes[i]);
         if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
     }
     if (total) *total = offset;
-    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
-                           ptrs[6], ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11]};
+    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
+                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12]};
     return ws;
 }
 

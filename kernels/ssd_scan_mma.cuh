@@ -260,6 +260,58 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_states_kernel(float *out
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * CB[t][s] = C_t . B_s of every chunk, per group (all its heads share it), for the 64 x 64 tiles with
+ * s tile <= t tile: exact, bf16 inputs with fp32 sums. Rows and columns past the chunk's end are zero.
+ * Grid (tiles * tiles, nchunks, B*G); cb [B*G][nchunks][QP][QP] with QP = tiles * 64.
+ */
+__host__ __device__ static inline int ssdm_cb_stride(const SSDScanShape *s) {
+    return (s->Q + SSDM_TILE - 1) / SSDM_TILE * SSDM_TILE;
+}
+
+template <int N_>
+__global__ void __launch_bounds__(SSDM_THREADS) ssdm_cb_kernel(float *cb, const floatX *xBC, SSDScanShape s) {
+    constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
+    extern __shared__ __align__(16) unsigned char ssdm_smem[];
+    ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *Bs = Cs + SSDM_TILE * LN;
+    int QP = ssdm_cb_stride(&s), tiles = QP / SSDM_TILE, tt = blockIdx.x / tiles, st = blockIdx.x % tiles;
+    int c = blockIdx.y, bg = blockIdx.z, b = bg / s.G, g = bg % s.G, warp = threadIdx.x >> 5;
+    int t0 = c * s.Q, len = min(s.Q, s.T - t0), r0 = tt * SSDM_TILE, s0 = st * SSDM_TILE;
+    if (st > tt || r0 >= len) return;
+    size_t row = (size_t)b * s.T + t0;
+    int b_col = s.H * s.P + g * N_, c_col = s.H * s.P + s.G * N_ + g * N_;
+    ssdm_load_rows(Cs, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, min(SSDM_TILE, len - r0));
+    ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, min(SSDM_TILE, len - s0));
+    ssdm_cp_wait();
+    __syncthreads();
+    float acc[8][4] = {};
+#pragma unroll
+    for (int kb = 0; kb < KN; kb++) {
+        uint32_t a[4];
+        ssdm_load_a(a, Cs, LN, 16 * warp, 16 * kb);
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) {
+            uint32_t bf[4];
+            ssdm_load_b(bf, Bs, LN, 8 * j, 16 * kb);
+            ssdm_mma2(acc + j, a, bf);
+        }
+    }
+    float *out = cb + ((size_t)bg * gridDim.y + c) * QP * QP + (size_t)r0 * QP + s0;
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            *reinterpret_cast<float2 *>(out + ssdm_row(i) * QP + ssdm_col(j, 0)) =
+                make_float2(acc[j][2 * i], acc[j][2 * i + 1]);
+}
+
+/* The chunk's CB of the block's group */
+__device__ __forceinline__ const float *ssdm_cb_chunk(const float *cb, const SSDScanShape &s, int b, int g, int c,
+                                                      int nc) {
+    int QP = ssdm_cb_stride(&s);
+    return cb + (((size_t)b * s.G + g) * nc + c) * QP * QP;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Forward: y for the tile's 64 steps t. Grid (tiles per chunk, nchunks, B*H).
  */
 /* bf16 elements of the shared region that holds a split state first and two input tiles after */
@@ -270,29 +322,35 @@ __host__ __device__ constexpr int ssdm_region(void) {
                : SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP;
 }
 
+/* shared memory of the forward: C_t, a region for S_in then x_s, then dc_s and delta_s */
 template <int N_>
-static size_t ssdm_forward_smem(void) { /* C_t, then S_in or the s tiles (B_s, x_s), then dc_s, delta_s */
-    return sizeof(ssdm_bf16) * (2 * SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP) + sizeof(float) * 2 * SSDM_TILE;
+__host__ __device__ constexpr int ssdm_forward_region(void) {
+    return SSDM_TILE * (N_ + SSDM_PAD > SSDM_LP ? N_ + SSDM_PAD : SSDM_LP);
+}
+template <int N_>
+static size_t ssdm_forward_smem(void) {
+    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_forward_region<N_>()) + sizeof(float) * 2 * SSDM_TILE;
 }
 
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *delta,
-                                                                   const float *dcum, const float *states,
-                                                                   const float *A_log, const float *D, SSDScanShape s) {
+__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
+                                                                   const float *delta, const float *dcum,
+                                                                   const float *states, const float *A_log,
+                                                                   const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
-    constexpr int REGION = SSDM_TILE * LN + SSDM_TILE * SSDM_LP;
+    constexpr int REGION = ssdm_forward_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *region = Cs + SSDM_TILE * LN;
-    ssdm_bf16 *Ss = region;                                    /* prologue: S_in */
-    ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;     /* then: the s tiles */
+    ssdm_bf16 *Ss = region, *Xs = region; /* S_in in the prologue, then the s tiles' x */
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
-    int warp = threadIdx.x >> 5, P = s.P;
+    int warp = threadIdx.x >> 5, P = s.P, QP = ssdm_cb_stride(&s);
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    const float *cbc = ssdm_cb_chunk(cb, s, w.b, w.g, w.c, w.nc);
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
     size_t row = (size_t)w.b * s.T + w.t0;
-    int b_col = s.H * P + w.g * N_, c_col = s.H * P + s.G * N_ + w.g * N_;
+    int c_col = s.H * P + s.G * N_ + w.g * N_;
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
     ssdm_load_state<N_>(Ss, NULL, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
     float dct[2];
@@ -301,16 +359,16 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
     ssdm_cp_wait();
     __syncthreads();
     /* state part: exp(A dc_t) (C_t . S_in[p]) */
-    uint32_t cf[KN][4];
     float acc[8][4] = {};
 #pragma unroll
     for (int kb = 0; kb < KN; kb++) {
-        ssdm_load_a(cf[kb], Cs, LN, 16 * warp, 16 * kb);
+        uint32_t a[4];
+        ssdm_load_a(a, Cs, LN, 16 * warp, 16 * kb);
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
             uint32_t b[4];
             ssdm_load_b(b, Ss, LN, 8 * j, 16 * kb);
-            ssdm_mma2(acc + j, cf[kb], b);
+            ssdm_mma2(acc + j, a, b);
         }
     }
 #pragma unroll
@@ -323,19 +381,17 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
     for (int st = 0; st <= w.tile; st++) {
         int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
         __syncthreads();
-        ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
         ssdm_cp_wait();
         __syncthreads();
-        float m[8][4] = {};
+        float m[8][4];
 #pragma unroll
-        for (int kb = 0; kb < KN; kb++)
+        for (int i = 0; i < 2; i++)
 #pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t b[4];
-                ssdm_load_b(b, Bs, LN, 8 * j, 16 * kb);
-                ssdm_mma2(m + j, cf[kb], b);
+            for (int j = 0; j < 8; j++) {
+                float2 v = __ldg(reinterpret_cast<const float2 *>(cbc + (w.row0 + ssdm_row(i)) * QP + s0 + ssdm_col(j, 0)));
+                m[j][2 * i] = v.x, m[j][2 * i + 1] = v.y;
             }
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -398,7 +454,7 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     floatX *dxBC, ssdm_bf16 *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
-    const float *delta, const float *dcum, const float *dstates, const float *A_log, const float *D, SSDScanShape s) {
+    const float *cb, const float *delta, const float *dcum, const float *dstates, const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
@@ -412,8 +468,9 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         if (threadIdx.x == 0) dD_part[dD_slot] = 0.0f;
         return;
     }
-    int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P;
+    int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P, QP = ssdm_cb_stride(&s);
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
+    const float *cbc = ssdm_cb_chunk(cb, s, w.b, w.g, w.c, w.nc);
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
     size_t row = (size_t)w.b * s.T + w.t0;
     int b_col = HP + w.g * N_, c_col = HP + s.G * N_ + w.g * N_;
@@ -475,18 +532,12 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         ssdm_cp_wait();
         __syncthreads();
         /* gb += ((B_s . C_t) L[t][s]) dy_t */
-        float m[8][4] = {};
+        float m[8][4];
 #pragma unroll
-        for (int kb = 0; kb < KN; kb++) {
-            uint32_t a[4];
-            ssdm_load_a(a, Bs, LN, 16 * warp, 16 * kb);
+        for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t b[4];
-                ssdm_load_b(b, Ct, LN, 8 * j, 16 * kb);
-                ssdm_mma2(m + j, a, b);
-            }
-        }
+            for (int e = 0; e < 4; e++)
+                m[j][e] = __ldg(cbc + (size_t)(r0 + ssdm_col(j, e & 1)) * QP + w.row0 + ssdm_row(e >> 1));
         ssdm_decay_t(m, dc_t, dcs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, 8>(gb, m, dYt, SSDM_LP, 0);
         /* dB += ((x_s . dy_t) L[t][s]) C_t */
@@ -676,7 +727,6 @@ __global__ void ssdm_ddelta_kernel(float *ddelta, float *dA_part, const float *z
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  */
-static bool ssdm_applies(const SSDScanShape *s) { return !s->diagonal && s->P <= SSDM_TILE; }
 static int ssdm_tiles(const SSDScanShape *s) { return (s->Q + SSDM_TILE - 1) / SSDM_TILE; }
 
 template <int N_>
@@ -691,23 +741,35 @@ static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *
 }
 
 template <int N_>
+static void ssdm_launch_cb(const SSDScanShape *s, float *cb, const floatX *xBC, cudaStream_t stream) {
+    size_t smem = sizeof(ssdm_bf16) * 2 * SSDM_TILE * (N_ + SSDM_PAD);
+    ssd_set_smem(ssdm_cb_kernel<N_>, smem);
+    dim3 grid(ssdm_tiles(s) * ssdm_tiles(s), ssd_num_chunks(s), s->B * s->G);
+    ssdm_cb_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(cb, xBC, *s);
+    cudaCheckLaunch();
+}
+
+template <int N_>
 static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
                                 const float *A_log, const float *D, cudaStream_t stream) {
+    ssdm_launch_cb<N_>(s, ws->cb, xBC, stream);
     size_t smem = ssdm_forward_smem<N_>();
     ssd_set_smem(ssdm_forward_kernel<N_>, smem);
     dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
-    ssdm_forward_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum, ws->states, A_log, D, *s);
+    ssdm_forward_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->cb, ws->delta, ws->dcum, ws->states, A_log,
+                                                                  D, *s);
     cudaCheckLaunch();
 }
 
 template <int N_>
 static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
                                  const SSDScanWorkspace *ws, const float *A_log, const float *D, cudaStream_t stream) {
+    ssdm_launch_cb<N_>(s, ws->cb, xBC, stream);
     dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
     ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
-                                                                     xBC, ws->delta, ws->dcum, ws->dstates, A_log, D,
+                                                                     xBC, ws->cb, ws->delta, ws->dcum, ws->dstates, A_log, D,
                                                                      *s);
     cudaCheckLaunch();
     ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
