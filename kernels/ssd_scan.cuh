@@ -386,43 +386,49 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
 }
 
 /* ------------------------------------------------------------------------------------------------
- * 3. Passing states between chunks, one thread per (b, h, p, n):
+ * 3. Passing states between chunks, one thread per 4 consecutive (p, n) of a (b, h):
  *    forward:  in[0] = 0 (or the carried state, which then becomes the state after the last chunk),
  *              in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
  *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]   (own -> out, in place)
- * The loads of a batch of chunks are issued before the dependent updates, to overlap their latency.
+ * The 16-byte loads of a batch of chunks are issued before the dependent updates, to overlap their
+ * latency.
  */
 #define SSD_PASS_BATCH 8
 
 __global__ void ssd_state_passing_kernel(float *states, float *carried, const float *dcum, const float *A_log,
                                          SSDScanShape s, int reverse) {
-    int PN = s.P * s.N, e = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, h = bh % s.H;
+    int PN = s.P * s.N, e = 4 * (blockIdx.x * blockDim.x + threadIdx.x), bh = blockIdx.y, h = bh % s.H;
     if (e >= PN) return;
-    float A = ssd_rate(A_log, h, e % s.N, s.N, s.diagonal);
+    float A[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) A[k] = ssd_rate(A_log, h, (e + k) % s.N, s.N, s.diagonal);
     int nc = ssd_num_chunks(&s);
     const float *dc = dcum + (size_t)bh * s.T;
-    float run = carried ? carried[(size_t)bh * PN + e] : 0.0f;
+    float4 run = carried ? *reinterpret_cast<const float4 *>(carried + (size_t)bh * PN + e) : make_float4(0.f, 0.f, 0.f, 0.f);
     for (int k0 = 0; k0 < nc; k0 += SSD_PASS_BATCH) {
-        float own[SSD_PASS_BATCH], decay[SSD_PASS_BATCH];
+        float4 own[SSD_PASS_BATCH];
+        float last[SSD_PASS_BATCH];
 #pragma unroll
         for (int i = 0; i < SSD_PASS_BATCH; i++) {
             int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
             if (k0 + i < nc) {
-                int len = min(s.Q, s.T - c * s.Q);
-                decay[i] = expf(A * dc[c * s.Q + len - 1]);
-                own[i] = states[((size_t)bh * nc + c) * PN + e];
+                last[i] = dc[c * s.Q + min(s.Q, s.T - c * s.Q) - 1];
+                own[i] = *reinterpret_cast<const float4 *>(states + ((size_t)bh * nc + c) * PN + e);
             }
         }
 #pragma unroll
         for (int i = 0; i < SSD_PASS_BATCH; i++) {
             int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
             if (k0 + i < nc) {
-                states[((size_t)bh * nc + c) * PN + e] = run;
-                run = decay[i] * run + own[i];
+                *reinterpret_cast<float4 *>(states + ((size_t)bh * nc + c) * PN + e) = run;
+                run.x = expf(A[0] * last[i]) * run.x + own[i].x;
+                run.y = expf(A[1] * last[i]) * run.y + own[i].y;
+                run.z = expf(A[2] * last[i]) * run.z + own[i].z;
+                run.w = expf(A[3] * last[i]) * run.w + own[i].w;
             }
         }
     }
-    if (carried) carried[(size_t)bh * PN + e] = run;
+    if (carried) *reinterpret_cast<float4 *>(carried + (size_t)bh * PN + e) = run;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1039,7 +1045,7 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
-    dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
+    dim3 pass_grid(ceil_div((long)s->P * s->N / 4, 256), s->B * s->H);
 #if !defined(ENABLE_FP32)
     if (ssdm_applies(s)) {
 #define SSDM_FWD_STATES(NN) \
@@ -1069,7 +1075,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
-    dim3 pass_grid(ceil_div((long)s->P * s->N, 256), s->B * s->H);
+    dim3 pass_grid(ceil_div((long)s->P * s->N / 4, 256), s->B * s->H);
     int dD_rows = s->B * ssd_num_chunks(s);
     bool bf16_shares = false;
 #if !defined(ENABLE_FP32)
