@@ -420,9 +420,9 @@ int main(int argc, char **argv) {
     run_case("diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true);
     run_case("scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true);
     /* more heads per group (8, 12, 3) for the sums of dB, dC over heads */
-    run_case("scalar_cluster8_groups", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15);
-    run_case("scalar_cluster4_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16);
-    run_case("scalar_cluster1_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17);
+    run_case("scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15);
+    run_case("scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16);
+    run_case("scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17);
     run_carry_case("scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12);
     run_carry_case("diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13);
     run_carry_case("diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14);
