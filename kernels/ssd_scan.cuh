@@ -4,6 +4,11 @@
  *     delta_t = softplus(dt_raw_t[h] + dt_bias[h]),   A = -exp(A_log)
  *     S_t = exp(delta_t A[h,:]) (.) S_{t-1} + delta_t x_t[h] B_t[g]^T,    y_t[h] = S_t C_t[g] + D[h] x_t[h]
  *
+ * Two implementations share this file's steps 1, 3 and 5 (delta and dc, state passing, the sums): for
+ * a scalar A with heads of width P <= 64, bf16 builds run the chunk-parallel tensor-core kernels of
+ * ssd_scan_mma.cuh (whole 64-step tiles); a diagonal A, wider heads and the FP32 build run the
+ * sub-block kernels below.
+ *
  * Chunked algorithm. With dc_t the cumulative sum of delta inside a chunk, every decay between two
  * steps s <= t of a chunk is exp(A[n] (dc_t - dc_s)) <= 1, so no factor can overflow.
  *   1. dt:         delta and dc for every step                              (one block per chunk)
