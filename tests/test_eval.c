@@ -42,6 +42,14 @@ static float *eval_params(const ModelConfig *c, uint64_t seed) {
     return p;
 }
 
+/* the fixture model (scalar or diagonal A) with eval_params' parameters */
+static void eval_model(Mamba *model, int diagonal, uint64_t seed) {
+    ModelConfig c = fixture_config(diagonal);
+    float *p = eval_params(&c, seed);
+    mamba_build(model, &c, p);
+    free(p);
+}
+
 static void write_shards(int vocab) {
     snprintf(test_dir, sizeof(test_dir), "/tmp/ssd_test_eval_%d", (int)getpid());
     if (mkdir(test_dir, 0755) != 0) {
@@ -110,11 +118,9 @@ static void check_windows(int vocab, int T) {
 
 /* carried windows == one forward per shard, token by token; total via mamba_evaluate_split too */
 static void check_carry(int diagonal, int T) {
-    ModelConfig c = fixture_config(diagonal);
-    float *p = eval_params(&c, 11 + diagonal);
     Mamba model;
-    mamba_build(&model, &c, p);
-    free(p);
+    eval_model(&model, diagonal, 11 + diagonal);
+    ModelConfig c = model.config;
     double long_total = 0, max_diff = 0, max_loss = 0;
     size_t count = 0;
     MambaInferenceState state;
@@ -163,11 +169,9 @@ static void check_carry(int diagonal, int T) {
 
 /* batched fresh windows == windows one by one */
 static void check_no_carry(int diagonal, int T) {
-    ModelConfig c = fixture_config(diagonal);
-    float *p = eval_params(&c, 21 + diagonal);
     Mamba model;
-    mamba_build(&model, &c, p);
-    free(p);
+    eval_model(&model, diagonal, 21 + diagonal);
+    ModelConfig c = model.config;
     EvalSplit split;
     eval_split_init(&split, pattern, T, c.vocab_size);
     double reference = 0;
