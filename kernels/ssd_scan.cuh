@@ -97,6 +97,8 @@ typedef struct {
     float *din;      /* [B][H][T] backward, tensor-core path: x_t . (G_t B_t) */
     float *cb;       /* [B][G][nchunks][QP][QP] tensor-core path, forward and backward: C_t . B_s per chunk
                         (QP: Q rounded up to whole tiles) */
+    float *gs_part;  /* [B][H][nchunks][warps] tensor-core path, backward: <G_out, S_out> of each chunk in
+                        per-warp partial sums of the reverse state passing */
 } SSDScanWorkspace;
 
 /* The bf16 tensor-core path (ssd_scan_mma.cuh) takes scalar A and heads of width P <= 64; other shapes
@@ -110,6 +112,11 @@ static bool ssdm_applies(const SSDScanShape *s) {
 }
 
 __host__ __device__ static inline int ssd_num_chunks(const SSDScanShape *s) { return (s->T + s->Q - 1) / s->Q; }
+
+/* the state passing: threads of 4 state elements, blocks of SSD_PASS_THREADS, per (batch, head) */
+#define SSD_PASS_THREADS 256
+static inline int ssd_pass_blocks(const SSDScanShape *s) { return (s->P * s->N / 4 + SSD_PASS_THREADS - 1) / SSD_PASS_THREADS; }
+static inline int ssd_pass_warps(const SSDScanShape *s) { return ssd_pass_blocks(s) * SSD_PASS_THREADS / 32; }
 
 /* dA_log entries per head: one per state (diagonal A) or one (scalar A) */
 static inline int ssd_num_rates(const SSDScanShape *s) { return s->diagonal ? s->N : 1; }
@@ -125,18 +132,19 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
     size_t qp = tiles * SSDM_TILE, cb = ssdm_applies(s) ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
-    size_t sizes[13] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
-                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht, cb};
-    float *ptrs[13];
+    size_t sizes[14] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
+                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht, cb,
+                        blocks * ssd_pass_warps(s) * sizeof(float)};
+    float *ptrs[14];
     size_t offset = 0;
-    for (int i = 0; i < 13; i++) {
+    for (int i = 0; i < 14; i++) {
         ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
         offset += ssd_align(sizes[i]);
         if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
     }
     if (total) *total = offset;
     SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
-                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12]};
+                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13]};
     return ws;
 }
 
@@ -395,37 +403,50 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
  *    forward:  in[0] = 0 (or the carried state, which then becomes the state after the last chunk),
  *              in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
  *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]   (own -> out, in place)
- * The 16-byte loads of a batch of chunks are issued before the dependent updates, to overlap their
- * latency.
+ * The backward can also give gs(c) = <out[c], S_in[c+1]> (the forward's states as `partner`), in
+ * per-warp partial sums gs_part[b][h][c][warp]. The 16-byte loads of a batch of chunks are issued
+ * before the dependent updates, to overlap their latency.
  */
 #define SSD_PASS_BATCH 8
 
-__global__ void ssd_state_passing_kernel(float *states, float *carried, const float *dcum, const float *A_log,
-                                         SSDScanShape s, int reverse) {
+__global__ void __launch_bounds__(SSD_PASS_THREADS) ssd_state_passing_kernel(float *states, float *carried,
+                                                                             const float *dcum, const float *A_log,
+                                                                             const float *partner, float *gs_part,
+                                                                             SSDScanShape s, int reverse) {
     int PN = s.P * s.N, e = 4 * (blockIdx.x * blockDim.x + threadIdx.x), bh = blockIdx.y, h = bh % s.H;
-    if (e >= PN) return;
+    bool active = e < PN; /* inactive threads stay for the warp sums of gs */
+    int warps = gridDim.x * (SSD_PASS_THREADS / 32), warp = blockIdx.x * (SSD_PASS_THREADS / 32) + threadIdx.x / 32;
     float A[4];
 #pragma unroll
     for (int k = 0; k < 4; k++) A[k] = ssd_rate(A_log, h, (e + k) % s.N, s.N, s.diagonal);
     int nc = ssd_num_chunks(&s);
     const float *dc = dcum + (size_t)bh * s.T;
-    float4 run = carried ? *reinterpret_cast<const float4 *>(carried + (size_t)bh * PN + e) : make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 run = carried && active ? *reinterpret_cast<const float4 *>(carried + (size_t)bh * PN + e) : zero;
     for (int k0 = 0; k0 < nc; k0 += SSD_PASS_BATCH) {
-        float4 own[SSD_PASS_BATCH];
+        float4 own[SSD_PASS_BATCH], next[SSD_PASS_BATCH];
         float last[SSD_PASS_BATCH];
 #pragma unroll
         for (int i = 0; i < SSD_PASS_BATCH; i++) {
             int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
             if (k0 + i < nc) {
                 last[i] = dc[c * s.Q + min(s.Q, s.T - c * s.Q) - 1];
-                own[i] = *reinterpret_cast<const float4 *>(states + ((size_t)bh * nc + c) * PN + e);
+                own[i] = active ? *reinterpret_cast<const float4 *>(states + ((size_t)bh * nc + c) * PN + e) : zero;
+                next[i] = partner && active && c + 1 < nc
+                              ? *reinterpret_cast<const float4 *>(partner + ((size_t)bh * nc + c + 1) * PN + e)
+                              : zero;
             }
         }
 #pragma unroll
         for (int i = 0; i < SSD_PASS_BATCH; i++) {
             int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
             if (k0 + i < nc) {
-                *reinterpret_cast<float4 *>(states + ((size_t)bh * nc + c) * PN + e) = run;
+                if (active) *reinterpret_cast<float4 *>(states + ((size_t)bh * nc + c) * PN + e) = run;
+                if (partner) {
+                    float g = warp_reduce_sum(run.x * next[i].x + run.y * next[i].y + run.z * next[i].z +
+                                              run.w * next[i].w);
+                    if ((threadIdx.x & 31) == 0) gs_part[((size_t)bh * nc + c) * warps + warp] = g;
+                }
                 run.x = expf(A[0] * last[i]) * run.x + own[i].x;
                 run.y = expf(A[1] * last[i]) * run.y + own[i].y;
                 run.z = expf(A[2] * last[i]) * run.z + own[i].z;
@@ -433,7 +454,7 @@ __global__ void ssd_state_passing_kernel(float *states, float *carried, const fl
             }
         }
     }
-    if (carried) *reinterpret_cast<float4 *>(carried + (size_t)bh * PN + e) = run;
+    if (carried && active) *reinterpret_cast<float4 *>(carried + (size_t)bh * PN + e) = run;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -961,17 +982,30 @@ __global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_part, const f
 }
 
 /* dB, dC into their columns of dxBC: the per-head shares of a group (fp32, or bf16 from the tensor-core
- * path) summed in head order in fp32 */
+ * path) summed in head order in fp32. A thread takes 8 consecutive n (16- or 32-byte accesses: P is a
+ * multiple of 16 and N of 8, so every such run is aligned). */
+template <typename T>
+struct alignas(8 * sizeof(T)) SSDPack8 {
+    T v[8];
+};
+
 template <typename Share>
 __global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShape s) {
-    size_t GN = (size_t)s.G * s.N, i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t GN = (size_t)s.G * s.N, i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= (size_t)s.B * s.T * 2 * GN) return;
     size_t r = i / (2 * GN), k = i % (2 * GN);
     int which = (int)(k / GN), g = (int)(k % GN) / s.N, n = (int)(k % GN) % s.N, heads = s.H / s.G;
     const Share *src = dBC + (r * s.H + (size_t)g * heads) * 2 * s.N + which * s.N + n;
-    float sum = 0.0f;
-    for (int j = 0; j < heads; j++) sum += to_float(src[(size_t)j * 2 * s.N]);
-    dxBC[r * s.conv_dim + s.H * s.P + k] = from_float<floatX>(sum);
+    float sum[8] = {};
+    for (int j = 0; j < heads; j++) {
+        SSDPack8<Share> v = *reinterpret_cast<const SSDPack8<Share> *>(src + (size_t)j * 2 * s.N);
+#pragma unroll
+        for (int e = 0; e < 8; e++) sum[e] += to_float(v.v[e]);
+    }
+    SSDPack8<floatX> out;
+#pragma unroll
+    for (int e = 0; e < 8; e++) out.v[e] = from_float<floatX>(sum[e]);
+    *reinterpret_cast<SSDPack8<floatX> *>(dxBC + r * s.conv_dim + s.H * s.P + k) = out;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -982,9 +1016,18 @@ static void ssd_set_smem(Kernel kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
+#if !defined(ENABLE_FP32)
+#include "ssd_scan_mma.cuh"
+#endif
+
+/* Each stage's launcher runs the tensor-core path where it applies (ssdm_applies), else its own kernels. */
+
 template <int N_>
 static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
                                     const float *A_log, const float *D, cudaStream_t stream) {
+#if !defined(ENABLE_FP32)
+    if (ssdm_applies(s)) return ssdm_launch_forward<N_>(s, y, xBC, ws, A_log, D, stream);
+#endif
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
     if (s->diagonal) {
@@ -1002,6 +1045,9 @@ static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floa
 template <int N_>
 static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                               const SSDScanWorkspace *ws, const float *A_log, int mode, cudaStream_t stream) {
+#if !defined(ENABLE_FP32)
+    if (ssdm_applies(s)) return ssdm_launch_states<N_>(s, out, u_src, xBC, ws->delta, ws->dcum, A_log, mode, stream);
+#endif
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_reduce_smem_bytes(s);
     ssd_set_smem(ssd_chunk_reduce_kernel<N_>, smem);
@@ -1014,6 +1060,9 @@ template <int N_>
 static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const floatX *dy,
                                      const floatX *xBC, const SSDScanWorkspace *ws, const float *A_log,
                                      const float *D, cudaStream_t stream) {
+#if !defined(ENABLE_FP32)
+    if (ssdm_applies(s)) return ssdm_launch_backward<N_>(s, dxBC, dy, xBC, ws, A_log, D, stream);
+#endif
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
     if (s->diagonal) {
@@ -1030,10 +1079,6 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
     cudaCheckLaunch();
 }
 
-#if !defined(ENABLE_FP32)
-#include "ssd_scan_mma.cuh"
-#endif
-
 #define SSD_DISPATCH_N(N, CALL)                      \
     switch (N) {                                     \
     case 16: CALL(16); break;                        \
@@ -1041,6 +1086,17 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
     case 64: CALL(64); break;                        \
     default: CALL(128); break;                       \
     }
+
+/* the state passing (forward or reverse) over states; the reverse pass of the tensor-core path also
+ * gives gs = <G_out, S_out> per chunk */
+static void ssd_launch_passing(const SSDScanShape *s, float *states, float *carried, const SSDScanWorkspace *ws,
+                               const float *A_log, int reverse, cudaStream_t stream) {
+    bool gs = reverse && ssdm_applies(s);
+    dim3 grid(ssd_pass_blocks(s), s->B * s->H);
+    ssd_state_passing_kernel<<<grid, SSD_PASS_THREADS, 0, stream>>>(states, carried, ws->dcum, A_log,
+                                                                    gs ? ws->states : NULL, ws->gs_part, *s, reverse);
+    cudaCheckLaunch();
+}
 
 /* state: NULL (each sequence starts from zero) or the carried [B][H][P][N] state, updated in place */
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
@@ -1050,26 +1106,10 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
-    dim3 pass_grid(ceil_div((long)s->P * s->N / 4, 256), s->B * s->H);
-#if !defined(ENABLE_FP32)
-    if (ssdm_applies(s)) {
-#define SSDM_FWD_STATES(NN) \
-    ssdm_launch_states<NN>(s, ws.states, xBC, xBC, ws.delta, ws.dcum, A_log, SSD_REDUCE_STATES, stream)
-        SSD_DISPATCH_N(s->N, SSDM_FWD_STATES)
-#undef SSDM_FWD_STATES
-        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, state, ws.dcum, A_log, *s, 0);
-        cudaCheckLaunch();
-#define SSDM_FWD(NN) ssdm_launch_forward<NN>(s, y, xBC, &ws, A_log, D, stream)
-        SSD_DISPATCH_N(s->N, SSDM_FWD)
-#undef SSDM_FWD
-        return;
-    }
-#endif
 #define SSD_FWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.states, xBC, xBC, &ws, A_log, SSD_REDUCE_STATES, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_REDUCE)
 #undef SSD_FWD_REDUCE
-    ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.states, state, ws.dcum, A_log, *s, 0);
-    cudaCheckLaunch();
+    ssd_launch_passing(s, ws.states, state, &ws, A_log, 0, stream);
 #define SSD_FWD_SCAN(NN) ssd_launch_forward_scan<NN>(s, y, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_SCAN)
 #undef SSD_FWD_SCAN
@@ -1080,46 +1120,26 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
-    dim3 pass_grid(ceil_div((long)s->P * s->N / 4, 256), s->B * s->H);
-    int dD_rows = s->B * ssd_num_chunks(s);
-    bool bf16_shares = false;
-#if !defined(ENABLE_FP32)
-    if (ssdm_applies(s)) {
-#define SSDM_BWD_STATES(NN) \
-    ssdm_launch_states<NN>(s, ws.dstates, dy, xBC, ws.delta, ws.dcum, A_log, SSD_REDUCE_DSTATES, stream)
-        SSD_DISPATCH_N(s->N, SSDM_BWD_STATES)
-#undef SSDM_BWD_STATES
-        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
-        cudaCheckLaunch();
-#define SSDM_BWD(NN) ssdm_launch_backward<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
-        SSD_DISPATCH_N(s->N, SSDM_BWD)
-#undef SSDM_BWD
-        dD_rows *= ssdm_tiles(s);
-        bf16_shares = true;
-    } else
-#endif
-    {
+    bool mma = ssdm_applies(s);
 #define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
-        SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
+    SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
-        ssd_state_passing_kernel<<<pass_grid, 256, 0, stream>>>(ws.dstates, NULL, ws.dcum, A_log, *s, 1);
-        cudaCheckLaunch();
+    ssd_launch_passing(s, ws.dstates, NULL, &ws, A_log, 1, stream);
 #define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
-        SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
+    SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN
-    }
     ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws.ddt_part, ws.ddelta, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
-    long nbc = (long)s->B * s->T * 2 * s->G * s->N;
-    if (bf16_shares)
+    long nbc = (long)s->B * s->T * 2 * s->G * s->N / 8;
+    if (mma) /* the tensor-core path keeps its shares in bf16 */
         ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const __nv_bfloat16 *)ws.dBC, *s);
     else
         ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const float *)ws.dBC, *s);
     cudaCheckLaunch();
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
-    int blocks = s->B * ssd_num_chunks(s);
+    int blocks = s->B * ssd_num_chunks(s), tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE;
     sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);
-    sum_rows_accumulate(dD, ws.dD_part, dD_rows, s->H, stream);
+    sum_rows_accumulate(dD, ws.dD_part, mma ? blocks * tiles : blocks, s->H, stream);
     sum_rows_accumulate(ddt_bias, ws.ddt_part, s->B, s->H, stream);
 }
 

@@ -165,6 +165,18 @@ __device__ __forceinline__ void ssdm_load_steps(float *dc_s, float *dl_s, const 
     }
 }
 
+/* a 64 x 64 fp32 tile of a chunk's CB (row stride QP) into dst [64][ld], with the tile's other loads
+ * (ssdm_cp_wait completes it) */
+__device__ __forceinline__ void ssdm_load_cb(float *dst, int ld, const float *src, int QP) {
+    for (int i = threadIdx.x; i < SSDM_TILE * SSDM_TILE / 4; i += SSDM_THREADS) {
+        int r = i / (SSDM_TILE / 4), c4 = 4 * (i % (SSDM_TILE / 4));
+        ssdm_cp16(dst + r * ld + c4, src + (size_t)r * QP + c4, true);
+    }
+}
+/* row stride of the CB tile in shared memory: rows 8 banks apart, so a warp's float2 reads of the
+ * accumulator layout are conflict free */
+#define SSDM_CB_LD 72
+
 /* Where a block is: tile, chunk, batch, head, group, and the chunk's first step and length. */
 struct SSDMPlace {
     int tile, c, nc, bh, b, h, g, t0, len, row0, nrows;
@@ -329,7 +341,8 @@ __host__ __device__ constexpr int ssdm_forward_region(void) {
 }
 template <int N_>
 static size_t ssdm_forward_smem(void) {
-    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_forward_region<N_>()) + sizeof(float) * 2 * SSDM_TILE;
+    return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_forward_region<N_>()) +
+           sizeof(float) * (2 * SSDM_TILE + SSDM_TILE * SSDM_CB_LD);
 }
 
 template <int N_>
@@ -342,7 +355,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *region = Cs + SSDM_TILE * LN;
     ssdm_bf16 *Ss = region, *Xs = region; /* S_in in the prologue, then the s tiles' x */
-    float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
+    float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE, *CBs = dl_s + SSDM_TILE;
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
     int warp = threadIdx.x >> 5, P = s.P, QP = ssdm_cb_stride(&s);
@@ -383,6 +396,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
         __syncthreads();
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        ssdm_load_cb(CBs, SSDM_CB_LD, cbc + (size_t)w.row0 * QP + s0, QP);
         ssdm_cp_wait();
         __syncthreads();
         float m[8][4];
@@ -390,7 +404,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
         for (int i = 0; i < 2; i++)
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                float2 v = __ldg(reinterpret_cast<const float2 *>(cbc + (w.row0 + ssdm_row(i)) * QP + s0 + ssdm_col(j, 0)));
+                float2 v = *reinterpret_cast<const float2 *>(CBs + ssdm_row(i) * SSDM_CB_LD + ssdm_col(j, 0));
                 m[j][2 * i] = v.x, m[j][2 * i + 1] = v.y;
             }
 #pragma unroll
@@ -699,19 +713,16 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
 
 /* ------------------------------------------------------------------------------------------------
  * d delta and the chunk's dA_log partial from z = zc - zb, din and gs = <G_out, S_out> (S_out is the
- * state entering the next chunk; the last chunk has G_out = 0). Grid (nchunks, B*H), blockDim >= Q.
+ * state entering the next chunk; the last chunk has G_out = 0), which the reverse state passing left in
+ * per-warp partials. Grid (nchunks, B*H), blockDim >= Q.
  */
 __global__ void ssdm_ddelta_kernel(float *ddelta, float *dA_part, const float *zc, const float *zb, const float *din,
-                                   const float *dcum, const float *states, const float *dstates, const float *A_log,
+                                   const float *dcum, const float *gs_part, int gs_parts, const float *A_log,
                                    SSDScanShape s) {
     int c = blockIdx.x, nc = gridDim.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
-    size_t PN = (size_t)s.P * s.N;
     float gs = 0.0f;
-    if (c + 1 < nc) {
-        const float *G = dstates + ((size_t)bh * nc + c) * PN, *S = states + ((size_t)bh * nc + c + 1) * PN;
-        for (size_t e = threadIdx.x; e < PN; e += blockDim.x) gs += G[e] * S[e];
-    }
+    for (int k = threadIdx.x; k < gs_parts; k += blockDim.x) gs += gs_part[((size_t)bh * nc + c) * gs_parts + k];
     gs = block_reduce_sum(gs);
     size_t base = (size_t)bh * s.T + t0;
     int i = threadIdx.x, t = len - 1 - i; /* thread i takes step t, so an inclusive scan sums t' >= t */
@@ -778,7 +789,8 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floa
     cudaCheckLaunch();
     dim3 dgrid(ssd_num_chunks(s), s->B * s->H);
     ssdm_ddelta_kernel<<<dgrid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws->ddelta, ws->dA_part, ws->zc, ws->zb, ws->din,
-                                                                       ws->dcum, ws->states, ws->dstates, A_log, *s);
+                                                                       ws->dcum, ws->gs_part, ssd_pass_warps(s), A_log,
+                                                                       *s);
     cudaCheckLaunch();
 }
 
