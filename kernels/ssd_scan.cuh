@@ -84,8 +84,11 @@ typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_p
 typedef struct {
     float *delta;    /* [B][H][T] softplus(dt_raw + dt_bias) */
     float *dcum;     /* [B][H][T] inclusive cumulative sum of delta within each chunk */
-    float *states;   /* [B][H][nchunks][P][N] the state entering each chunk */
-    float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks */
+    float *states;   /* [B][H][nchunks][P][N] the state entering each chunk; in the tensor-core path two
+                        bf16 planes per chunk instead, [2][P][N]: its value and remainder */
+    float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks; in
+                        the tensor-core path the chunks' own states (forward: each chunk's Z, backward: its
+                        dZ), which the state passing reads */
     float *ddelta;   /* [B][H][T] backward: d delta */
     float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1);
                         bf16 in the tensor-core path */
@@ -99,6 +102,8 @@ typedef struct {
                         (QP: Q rounded up to whole tiles) */
     float *gs_part;  /* [B][H][nchunks][warps] tensor-core path, backward: <G_out, S_out> of each chunk in
                         per-warp partial sums of the reverse state passing */
+    float *g_planes; /* [B][H][nchunks][2][P][N] bf16, tensor-core path, backward: dL/d(state leaving each
+                        chunk) as value and remainder planes */
 } SSDScanWorkspace;
 
 /* The bf16 tensor-core path (ssd_scan_mma.cuh) takes scalar A and heads of width P <= 64; other shapes
@@ -132,19 +137,19 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
     size_t qp = tiles * SSDM_TILE, cb = ssdm_applies(s) ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
-    size_t sizes[14] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
+    size_t sizes[15] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
                         (size_t)s->B * s->H * sizeof(float), bht, bht, bht, cb,
-                        blocks * ssd_pass_warps(s) * sizeof(float)};
-    float *ptrs[14];
+                        blocks * ssd_pass_warps(s) * sizeof(float), ssdm_applies(s) ? st : 0};
+    float *ptrs[15];
     size_t offset = 0;
-    for (int i = 0; i < 14; i++) {
+    for (int i = 0; i < 15; i++) {
         ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
         offset += ssd_align(sizes[i]);
         if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
     }
     if (total) *total = offset;
     SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
-                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13]};
+                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14]};
     return ws;
 }
 
@@ -237,7 +242,6 @@ struct SSDView {
 __device__ __forceinline__ int ssd_tile_row(int i) { return ((threadIdx.x & 31) >> 2) + 8 * (i >> 1); }
 __device__ __forceinline__ int ssd_tile_col(int i) { return 2 * (threadIdx.x & 3) + (i & 1); }
 
-#if !defined(ENABLE_FP32)
 /* Two fp32 values as a bf16x2 of their roundings (hi) and a bf16x2 of what the rounding left (lo):
  * hi + lo holds 16 significant bits of each value. */
 struct SSDSplit {
@@ -251,6 +255,7 @@ __device__ __forceinline__ SSDSplit ssd_split_bf16(float x0, float x1) {
     return v;
 }
 
+#if !defined(ENABLE_FP32)
 __device__ __forceinline__ void ssd_mma_bf16(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                              uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -401,18 +406,37 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
 /* ------------------------------------------------------------------------------------------------
  * 3. Passing states between chunks, one thread per 4 consecutive (p, n) of a (b, h):
  *    forward:  in[0] = 0 (or the carried state, which then becomes the state after the last chunk),
- *              in[c+1] = exp(A dc_last(c)) in[c] + own[c]     (own -> in, in place)
- *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]   (own -> out, in place)
- * The backward can also give gs(c) = <out[c], S_in[c+1]> (the forward's states as `partner`), in
- * per-warp partial sums gs_part[b][h][c][warp]. The 16-byte loads of a batch of chunks are issued
- * before the dependent updates, to overlap their latency.
+ *              in[c+1] = exp(A dc_last(c)) in[c] + own[c]
+ *    backward: out[nc-1] = 0,    out[c-1] = own[c] + exp(A dc_last(c)) out[c]
+ * own comes from `states`; in / out go back there in place (fp32), or, with `planes`, there as bf16
+ * value and remainder planes ([B][H][nchunks][2][P][N]: the tensor-core path loads them straight into
+ * shared memory). The backward can also give gs(c) = <out[c], in[c+1]> (the forward's planes as
+ * `partner`), in per-warp partial sums gs_part[b][h][c][warp]. The 16-byte loads of a batch of chunks
+ * are issued before the dependent updates, to overlap their latency.
  */
 #define SSD_PASS_BATCH 8
 
-__global__ void __launch_bounds__(SSD_PASS_THREADS) ssd_state_passing_kernel(float *states, float *carried,
-                                                                             const float *dcum, const float *A_log,
-                                                                             const float *partner, float *gs_part,
-                                                                             SSDScanShape s, int reverse) {
+/* 4 consecutive elements of a bf16 value + remainder plane pair (`plane` elements apart) */
+__device__ __forceinline__ float4 ssd_load_planes4(const __nv_bfloat16 *p, size_t plane) {
+    uint2 hi = *reinterpret_cast<const uint2 *>(p), lo = *reinterpret_cast<const uint2 *>(p + plane);
+    float2 h01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&hi.x));
+    float2 h23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&hi.y));
+    float2 l01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&lo.x));
+    float2 l23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&lo.y));
+    return make_float4(h01.x + l01.x, h01.y + l01.y, h23.x + l23.x, h23.y + l23.y);
+}
+__device__ __forceinline__ void ssd_store_planes4(__nv_bfloat16 *p, size_t plane, float4 v) {
+    SSDSplit a = ssd_split_bf16(v.x, v.y), b = ssd_split_bf16(v.z, v.w);
+    *reinterpret_cast<uint2 *>(p) = make_uint2(a.hi, b.hi);
+    *reinterpret_cast<uint2 *>(p + plane) = make_uint2(a.lo, b.lo);
+}
+
+__global__ void __launch_bounds__(SSD_PASS_THREADS) ssd_state_passing_kernel(float *states, __nv_bfloat16 *planes,
+                                                                             float *carried, const float *dcum,
+                                                                             const float *A_log,
+                                                                             const __nv_bfloat16 *partner,
+                                                                             float *gs_part, SSDScanShape s,
+                                                                             int reverse) {
     int PN = s.P * s.N, e = 4 * (blockIdx.x * blockDim.x + threadIdx.x), bh = blockIdx.y, h = bh % s.H;
     bool active = e < PN; /* inactive threads stay for the warp sums of gs */
     int warps = gridDim.x * (SSD_PASS_THREADS / 32), warp = blockIdx.x * (SSD_PASS_THREADS / 32) + threadIdx.x / 32;
@@ -433,7 +457,7 @@ __global__ void __launch_bounds__(SSD_PASS_THREADS) ssd_state_passing_kernel(flo
                 last[i] = dc[c * s.Q + min(s.Q, s.T - c * s.Q) - 1];
                 own[i] = active ? *reinterpret_cast<const float4 *>(states + ((size_t)bh * nc + c) * PN + e) : zero;
                 next[i] = partner && active && c + 1 < nc
-                              ? *reinterpret_cast<const float4 *>(partner + ((size_t)bh * nc + c + 1) * PN + e)
+                              ? ssd_load_planes4(partner + ((size_t)bh * nc + c + 1) * 2 * PN + e, PN)
                               : zero;
             }
         }
@@ -441,7 +465,8 @@ __global__ void __launch_bounds__(SSD_PASS_THREADS) ssd_state_passing_kernel(flo
         for (int i = 0; i < SSD_PASS_BATCH; i++) {
             int c = reverse ? nc - 1 - (k0 + i) : k0 + i;
             if (k0 + i < nc) {
-                if (active) *reinterpret_cast<float4 *>(states + ((size_t)bh * nc + c) * PN + e) = run;
+                if (active && planes) ssd_store_planes4(planes + ((size_t)bh * nc + c) * 2 * PN + e, PN, run);
+                else if (active) *reinterpret_cast<float4 *>(states + ((size_t)bh * nc + c) * PN + e) = run;
                 if (partner) {
                     float g = warp_reduce_sum(run.x * next[i].x + run.y * next[i].y + run.z * next[i].z +
                                               run.w * next[i].w);
@@ -1087,14 +1112,15 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
     default: CALL(128); break;                       \
     }
 
-/* the state passing (forward or reverse) over states; the reverse pass of the tensor-core path also
- * gives gs = <G_out, S_out> per chunk */
-static void ssd_launch_passing(const SSDScanShape *s, float *states, float *carried, const SSDScanWorkspace *ws,
-                               const float *A_log, int reverse, cudaStream_t stream) {
-    bool gs = reverse && ssdm_applies(s);
+/* the state passing (forward or reverse) of the chunks' own states in `own`: in place, or into the
+ * planes of the tensor-core path (which its reverse pass reads the forward's planes beside, for gs) */
+static void ssd_launch_passing(const SSDScanShape *s, float *own, float *planes, float *carried,
+                               const SSDScanWorkspace *ws, const float *A_log, int reverse, cudaStream_t stream) {
+    bool gs = reverse && planes;
     dim3 grid(ssd_pass_blocks(s), s->B * s->H);
-    ssd_state_passing_kernel<<<grid, SSD_PASS_THREADS, 0, stream>>>(states, carried, ws->dcum, A_log,
-                                                                    gs ? ws->states : NULL, ws->gs_part, *s, reverse);
+    ssd_state_passing_kernel<<<grid, SSD_PASS_THREADS, 0, stream>>>(
+        own, (__nv_bfloat16 *)planes, carried, ws->dcum, A_log, gs ? (const __nv_bfloat16 *)ws->states : NULL,
+        ws->gs_part, *s, reverse);
     cudaCheckLaunch();
 }
 
@@ -1106,10 +1132,14 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
-#define SSD_FWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.states, xBC, xBC, &ws, A_log, SSD_REDUCE_STATES, stream)
+    /* the tensor-core path's chunk states go to scratch (dstates: a later layer's saved part, or this
+     * layer's backward scratch, both free during this forward) and come back as planes in states */
+    bool mma = ssdm_applies(s);
+    float *own = mma ? ws.dstates : ws.states;
+#define SSD_FWD_REDUCE(NN) ssd_launch_reduce<NN>(s, own, xBC, xBC, &ws, A_log, SSD_REDUCE_STATES, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_REDUCE)
 #undef SSD_FWD_REDUCE
-    ssd_launch_passing(s, ws.states, state, &ws, A_log, 0, stream);
+    ssd_launch_passing(s, own, mma ? ws.states : NULL, state, &ws, A_log, 0, stream);
 #define SSD_FWD_SCAN(NN) ssd_launch_forward_scan<NN>(s, y, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_SCAN)
 #undef SSD_FWD_SCAN
@@ -1124,7 +1154,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
 #define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
-    ssd_launch_passing(s, ws.dstates, NULL, &ws, A_log, 1, stream);
+    ssd_launch_passing(s, ws.dstates, mma ? ws.g_planes : NULL, NULL, &ws, A_log, 1, stream);
 #define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN

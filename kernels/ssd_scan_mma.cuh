@@ -129,26 +129,14 @@ __device__ __forceinline__ void ssdm_load_rows(ssdm_bf16 *dst, int ld, int width
     }
 }
 
-/* an fp32 [P][N] state (rows p >= P zero, 64 rows) split into bf16 value hi and remainder lo, [64][ld]
- * (lo NULL: the rounded value only); 8 loads per thread in flight */
+/* a chunk's state as bf16 value and remainder planes ([2][P][N], from the state passing) into hi and lo
+ * [64][ld] (lo NULL: the value only); rows p >= P are zero */
 template <int N_>
-__device__ __forceinline__ void ssdm_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *src, int P) {
-    constexpr int COUNT = SSDM_TILE * N_ / 4, BATCH = COUNT / SSDM_THREADS < 8 ? COUNT / SSDM_THREADS : 8;
-    for (int base = threadIdx.x; base < COUNT; base += BATCH * SSDM_THREADS) {
-        float4 v[BATCH];
-#pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-            int i = base + u * SSDM_THREADS, p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
-            v[u] = p < P ? *reinterpret_cast<const float4 *>(src + p * N_ + n) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-            int i = base + u * SSDM_THREADS, p = i / (N_ / 4), n = 4 * (i % (N_ / 4));
-            SSDSplit a = ssd_split_bf16(v[u].x, v[u].y), b = ssd_split_bf16(v[u].z, v[u].w);
-            *reinterpret_cast<uint2 *>(hi + p * ld + n) = make_uint2(a.hi, b.hi);
-            if (lo) *reinterpret_cast<uint2 *>(lo + p * ld + n) = make_uint2(a.lo, b.lo);
-        }
-    }
+__device__ __forceinline__ void ssdm_load_planes(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *planes,
+                                                 size_t chunk, int P) {
+    const ssdm_bf16 *src = (const ssdm_bf16 *)planes + chunk * 2 * P * N_;
+    ssdm_load_rows(hi, ld, N_, src, N_, 0, N_, P);
+    if (lo) ssdm_load_rows(lo, ld, N_, src + (size_t)P * N_, N_, 0, N_, P);
 }
 
 /* dc and delta of the tile's steps into shared memory (rows past the end: dc of the last step, delta 0) */
@@ -348,7 +336,7 @@ static size_t ssdm_forward_smem(void) {
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
                                                                    const float *delta, const float *dcum,
-                                                                   const float *states, const float *A_log,
+                                                                   const float *s_planes, const float *A_log,
                                                                    const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
     constexpr int REGION = ssdm_forward_region<N_>();
@@ -365,7 +353,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y
     size_t row = (size_t)w.b * s.T + w.t0;
     int c_col = s.H * P + s.G * N_ + w.g * N_;
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
-    ssdm_load_state<N_>(Ss, NULL, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    ssdm_load_planes<N_>(Ss, NULL, LN, s_planes, (size_t)w.bh * w.nc + w.c, P);
     float dct[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
@@ -468,7 +456,8 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     floatX *dxBC, ssdm_bf16 *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
-    const float *cb, const float *delta, const float *dcum, const float *dstates, const float *A_log, const float *D, SSDScanShape s) {
+    const float *cb, const float *delta, const float *dcum, const float *g_planes, const float *A_log, const float *D,
+    SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
@@ -490,7 +479,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     int b_col = HP + w.g * N_, c_col = HP + s.G * N_ + w.g * N_;
     ssdm_load_rows(Bs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, b_col, N_, w.nrows);
     ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, w.h * P, P, w.nrows);
-    ssdm_load_state<N_>(Ghi, Glo, LN, dstates + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    ssdm_load_planes<N_>(Ghi, Glo, LN, g_planes, (size_t)w.bh * w.nc + w.c, P);
     float dcs[2], dls[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -619,7 +608,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
 template <int N_>
 __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_bf16 *dBC, float *zc, const floatX *dy,
                                                                        const floatX *xBC, const float *delta,
-                                                                       const float *dcum, const float *states,
+                                                                       const float *dcum, const float *s_planes,
                                                                        const float *A_log, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
@@ -637,7 +626,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     int b_col = HP + w.g * N_, c_col = HP + s.G * N_ + w.g * N_;
     ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + w.row0) * HP, HP, w.h * P, P, w.nrows);
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
-    ssdm_load_state<N_>(Shi, Slo, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P);
+    ssdm_load_planes<N_>(Shi, Slo, LN, s_planes, (size_t)w.bh * w.nc + w.c, P);
     float dct[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
@@ -780,7 +769,7 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floa
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
     ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
-                                                                     xBC, ws->cb, ws->delta, ws->dcum, ws->dstates, A_log, D,
+                                                                     xBC, ws->cb, ws->delta, ws->dcum, ws->g_planes, A_log, D,
                                                                      *s);
     cudaCheckLaunch();
     ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
