@@ -190,19 +190,20 @@ __device__ __forceinline__ int ssdm_row(int i) { return 16 * (threadIdx.x >> 5) 
 __device__ __forceinline__ int ssdm_col(int j, int e) { return 8 * j + 2 * (threadIdx.x & 3) + e; }
 
 /* ------------------------------------------------------------------------------------------------
- * Chunk states and dstates: out[p][n] = sum_t u_t[p] w_t v_t[n] over the chunk, u = x and
- * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates).
+ * Chunk states and dstates: out[p][n] = sum_t (w_t u_t[p]) v_t[n] over the chunk, u = x and
+ * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates). The weight goes
+ * on u (P columns, fewer than N) and w u is split; v enters exact.
  * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
  */
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
+__global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
                                                                   const float *delta, const float *dcum,
                                                                   const float *A_log, SSDScanShape s, int mode) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
-    ssdm_bf16 *U = (ssdm_bf16 *)ssdm_smem, *V = U + SSDM_TILE * SSDM_LP;  /* inputs: x or dy, B or C */
-    ssdm_bf16 *Vhi = V + SSDM_TILE * LN, *Vlo = Vhi + SSDM_TILE * LN;      /* w v, split */
-    float *wf = (float *)(Vlo + SSDM_TILE * LN);                            /* w per step */
+    ssdm_bf16 *Uhi = (ssdm_bf16 *)ssdm_smem, *Ulo = Uhi + SSDM_TILE * SSDM_LP; /* u, then w u split in place */
+    ssdm_bf16 *V = Ulo + SSDM_TILE * SSDM_LP;                                   /* B or C */
+    float *wf = (float *)(V + SSDM_TILE * LN);                                  /* w per step */
     SSDMPlace w = ssdm_place(s);
     int warp = threadIdx.x >> 5;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
@@ -215,7 +216,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_states_kernel(float *out
         int nrows = min(SSDM_TILE, w.len - r0);
         size_t row = (size_t)w.b * s.T + w.t0 + r0;
         __syncthreads();
-        ssdm_load_rows(U, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
+        ssdm_load_rows(Uhi, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
         ssdm_load_rows(V, LN, N_, xBC + row * s.conv_dim, s.conv_dim, v_col, N_, nrows);
         for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
             wf[r] = r >= nrows ? 0.0f
@@ -223,28 +224,28 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_states_kernel(float *out
                              : __expf(A * dc[r0 + r]);
         ssdm_cp_wait();
         __syncthreads();
-        for (int i = threadIdx.x; i < SSDM_TILE * N_ / 4; i += SSDM_THREADS) {
-            int r = i / (N_ / 4), n = 4 * (i % (N_ / 4));
-            uint2 raw = *reinterpret_cast<const uint2 *>(V + r * LN + n);
-            float2 v01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
-            float2 v23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
+        for (int i = threadIdx.x; i < SSDM_TILE * SSDM_TILE / 4; i += SSDM_THREADS) {
+            int r = i / (SSDM_TILE / 4), p = 4 * (i % (SSDM_TILE / 4));
+            uint2 raw = *reinterpret_cast<const uint2 *>(Uhi + r * SSDM_LP + p);
+            float2 u01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
+            float2 u23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
             float f = wf[r];
-            SSDSplit a = ssd_split_bf16(f * v01.x, f * v01.y), b = ssd_split_bf16(f * v23.x, f * v23.y);
-            *reinterpret_cast<uint2 *>(Vhi + r * LN + n) = make_uint2(a.hi, b.hi);
-            *reinterpret_cast<uint2 *>(Vlo + r * LN + n) = make_uint2(a.lo, b.lo);
+            SSDSplit a = ssd_split_bf16(f * u01.x, f * u01.y), b = ssd_split_bf16(f * u23.x, f * u23.y);
+            *reinterpret_cast<uint2 *>(Uhi + r * SSDM_LP + p) = make_uint2(a.hi, b.hi);
+            *reinterpret_cast<uint2 *>(Ulo + r * SSDM_LP + p) = make_uint2(a.lo, b.lo);
         }
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < SSDM_TILE / 16; kb++) {
-            uint32_t a[4];
-            ssdm_load_a_t(a, U, SSDM_LP, 16 * warp, 16 * kb);
+            uint32_t a_hi[4], a_lo[4];
+            ssdm_load_a_t(a_hi, Uhi, SSDM_LP, 16 * warp, 16 * kb);
+            ssdm_load_a_t(a_lo, Ulo, SSDM_LP, 16 * warp, 16 * kb);
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 uint32_t b[4];
-                ssdm_load_b_t(b, Vhi, LN, 8 * j, 16 * kb);
-                ssdm_mma2(acc + j, a, b);
-                ssdm_load_b_t(b, Vlo, LN, 8 * j, 16 * kb);
-                ssdm_mma2(acc + j, a, b);
+                ssdm_load_b_t(b, V, LN, 8 * j, 16 * kb);
+                ssdm_mma2(acc + j, a_hi, b);
+                ssdm_mma2(acc + j, a_lo, b);
             }
         }
     }
@@ -334,7 +335,7 @@ static size_t ssdm_forward_smem(void) {
 }
 
 template <int N_>
-__global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
+__global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
                                                                    const float *delta, const float *dcum,
                                                                    const float *s_planes, const float *A_log,
                                                                    const float *D, SSDScanShape s) {
@@ -632,21 +633,21 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
     ssdm_cp_wait();
     __syncthreads();
-    uint32_t yf[4][4];
-#pragma unroll
-    for (int kb = 0; kb < 4; kb++) ssdm_load_a(yf[kb], dYt, SSDM_LP, 16 * warp, 16 * kb);
-    /* state part: exp(A dc_t) dy_t S_in */
+    /* state part: exp(A dc_t) dy_t S_in (the dy_t fragments are reloaded where needed: registers are short) */
     float dC[NT][4] = {};
 #pragma unroll
-    for (int kb = 0; kb < 4; kb++)
+    for (int kb = 0; kb < 4; kb++) {
+        uint32_t a[4];
+        ssdm_load_a(a, dYt, SSDM_LP, 16 * warp, 16 * kb);
 #pragma unroll
         for (int j = 0; j < NT; j += 2) {
             uint32_t b[4];
             ssdm_load_b_t(b, Shi, LN, 8 * j, 16 * kb);
-            ssdm_mma2(dC + j, yf[kb], b);
+            ssdm_mma2(dC + j, a, b);
             ssdm_load_b_t(b, Slo, LN, 8 * j, 16 * kb);
-            ssdm_mma2(dC + j, yf[kb], b);
+            ssdm_mma2(dC + j, a, b);
         }
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         float e = __expf(A * dct[i]);
@@ -664,13 +665,16 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
         /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
         float m[8][4] = {};
 #pragma unroll
-        for (int kb = 0; kb < 4; kb++)
+        for (int kb = 0; kb < 4; kb++) {
+            uint32_t a[4];
+            ssdm_load_a(a, dYt, SSDM_LP, 16 * warp, 16 * kb);
 #pragma unroll
             for (int j = 0; j < 8; j += 2) {
                 uint32_t b[4];
                 ssdm_load_b(b, Xs, SSDM_LP, 8 * j, 16 * kb);
-                ssdm_mma2(m + j, yf[kb], b);
+                ssdm_mma2(m + j, a, b);
             }
+        }
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -733,7 +737,7 @@ template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                                const float *delta, const float *dcum, const float *A_log, int mode,
                                cudaStream_t stream) {
-    size_t smem = sizeof(ssdm_bf16) * (SSDM_TILE * SSDM_LP + 3 * SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * SSDM_TILE;
+    size_t smem = sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * SSDM_TILE;
     ssd_set_smem(ssdm_states_kernel<N_>, smem);
     dim3 grid(1, ssd_num_chunks(s), s->B * s->H);
     ssdm_states_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, A_log, *s, mode);
