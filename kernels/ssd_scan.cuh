@@ -95,11 +95,12 @@ typedef struct {
     float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
     float *dD_part;  /* [B][nchunks][tiles][H] backward: dD of each chunk block (or of each of its 64-step
                         tiles in the tensor-core path) */
-    float *ddt_part; /* [B][H] backward: ddt_bias of each (batch, head) */
+    float *ddt_part; /* [B][H] backward: ddt_bias of each (batch, head); [B][nchunks][H] in the tensor-core
+                        path, of each chunk */
     float *zc, *zb;  /* [B][H][T] backward, tensor-core path: C_t . dC_t and B_t . dB_t (this head's shares) */
     float *din;      /* [B][H][T] backward, tensor-core path: x_t . (G_t B_t) */
-    float *cb;       /* [B][G][nchunks][QP][QP] tensor-core path, forward and backward: C_t . B_s per chunk
-                        (QP: Q rounded up to whole tiles) */
+    float *cb;       /* [B][G][nchunks][QP][QP] tensor-core path: C_t . B_s per chunk (QP: Q rounded up to
+                        whole tiles), from the forward, kept for the backward */
     float *gs_part;  /* [B][H][nchunks][warps] tensor-core path, backward: <G_out, S_out> of each chunk in
                         per-warp partial sums of the reverse state passing */
     float *g_planes; /* [B][H][nchunks][2][P][N] bf16, tensor-core path, backward: dL/d(state leaving each
@@ -137,19 +138,33 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
     size_t qp = tiles * SSDM_TILE, cb = ssdm_applies(s) ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
-    size_t sizes[15] = {bht, bht, st, st, bht, bc, da, blocks * tiles * sizeof(float),
-                        (size_t)s->B * s->H * sizeof(float), bht, bht, bht, cb,
-                        blocks * ssd_pass_warps(s) * sizeof(float), ssdm_applies(s) ? st : 0};
-    float *ptrs[15];
+    SSDScanWorkspace ws;
+    /* what the forward writes for the backward first (delta, dcum, states, cb), then the scratch */
+    struct {
+        float **ptr;
+        size_t bytes;
+    } arrays[] = {{&ws.delta, bht},
+                  {&ws.dcum, bht},
+                  {&ws.states, st},
+                  {&ws.cb, cb},
+                  {&ws.dstates, st},
+                  {&ws.ddelta, bht},
+                  {&ws.dBC, bc},
+                  {&ws.dA_part, da},
+                  {&ws.dD_part, blocks * tiles * sizeof(float)},
+                  {&ws.ddt_part, blocks * sizeof(float)},
+                  {&ws.zc, bht},
+                  {&ws.zb, bht},
+                  {&ws.din, bht},
+                  {&ws.gs_part, blocks * ssd_pass_warps(s) * sizeof(float)},
+                  {&ws.g_planes, ssdm_applies(s) ? st : 0}};
     size_t offset = 0;
-    for (int i = 0; i < 15; i++) {
-        ptrs[i] = workspace ? (float *)((char *)workspace + offset) : NULL;
-        offset += ssd_align(sizes[i]);
-        if (i == 2 && saved) *saved = offset; /* delta, dcum, states: all the forward writes */
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
+        *arrays[i].ptr = workspace ? (float *)((char *)workspace + offset) : NULL;
+        offset += ssd_align(arrays[i].bytes);
+        if (arrays[i].ptr == &ws.cb && saved) *saved = offset;
     }
     if (total) *total = offset;
-    SSDScanWorkspace ws = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
-                           ptrs[7], ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14]};
     return ws;
 }
 
@@ -179,7 +194,7 @@ size_t ssd_scan_workspace_bytes(const SSDScanShape *s) {
 }
 
 /* The leading part of the workspace that the forward writes and the backward reads (delta, dcum,
- * states); the rest is the backward's scratch. A model can therefore give layer l the workspace at
+ * states, and C B^T in the tensor-core path); the rest is the backward's scratch. A model can therefore give layer l the workspace at
  * l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch then overlaps
  * only layers after l, whose backward has already run. */
 size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
@@ -1036,9 +1051,20 @@ __global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShap
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  */
+/* Raises a kernel's dynamic shared memory limit to `bytes` where it is lower: the host call costs more
+ * than the shorter kernels it would precede at every launch. (One process drives one GPU.) */
 template <typename Kernel>
 static void ssd_set_smem(Kernel kernel, size_t bytes) {
+    enum { SLOTS = 32 };
+    static const void *kernels[SLOTS];
+    static size_t limits[SLOTS];
+    static int count = 0;
+    int i = 0;
+    while (i < count && kernels[i] != (const void *)kernel) i++;
+    if (i < count && limits[i] >= bytes) return;
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (i == count && count < SLOTS) kernels[count++] = (const void *)kernel;
+    if (i < count) limits[i] = bytes;
 }
 
 #if !defined(ENABLE_FP32)
@@ -1082,11 +1108,12 @@ static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u
 }
 
 template <int N_>
-static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const floatX *dy,
-                                     const floatX *xBC, const SSDScanWorkspace *ws, const float *A_log,
-                                     const float *D, cudaStream_t stream) {
+static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, const floatX *dy,
+                                     const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
+                                     const SSDScanWorkspace *ws, const float *A_log, const float *D,
+                                     cudaStream_t stream) {
 #if !defined(ENABLE_FP32)
-    if (ssdm_applies(s)) return ssdm_launch_backward<N_>(s, dxBC, dy, xBC, ws, A_log, D, stream);
+    if (ssdm_applies(s)) return ssdm_launch_backward<N_>(s, dxBC, ddt_raw, dy, xBC, dt_raw, dt_bias, ws, A_log, D, stream);
 #endif
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
@@ -1101,6 +1128,8 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
             dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
             A_log, D, *s);
     }
+    cudaCheckLaunch();
+    ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws->ddt_part, ws->ddelta, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
 }
 
@@ -1155,11 +1184,9 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
     ssd_launch_passing(s, ws.dstates, mma ? ws.g_planes : NULL, NULL, &ws, A_log, 1, stream);
-#define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, dy, xBC, &ws, A_log, D, stream)
+#define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, ddt_raw, dy, xBC, dt_raw, dt_bias, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN
-    ssd_dt_backward_kernel<<<dim3(s->H, s->B), 256, 0, stream>>>(ddt_raw, ws.ddt_part, ws.ddelta, dt_raw, dt_bias, *s);
-    cudaCheckLaunch();
     long nbc = (long)s->B * s->T * 2 * s->G * s->N / 8;
     if (mma) /* the tensor-core path keeps its shares in bf16 */
         ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const __nv_bfloat16 *)ws.dBC, *s);
@@ -1170,7 +1197,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     int blocks = s->B * ssd_num_chunks(s), tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE;
     sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);
     sum_rows_accumulate(dD, ws.dD_part, mma ? blocks * tiles : blocks, s->H, stream);
-    sum_rows_accumulate(ddt_bias, ws.ddt_part, s->B, s->H, stream);
+    sum_rows_accumulate(ddt_bias, ws.ddt_part, mma ? blocks : s->B, s->H, stream);
 }
 
 #endif

@@ -705,13 +705,14 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
 }
 
 /* ------------------------------------------------------------------------------------------------
- * d delta and the chunk's dA_log partial from z = zc - zb, din and gs = <G_out, S_out> (S_out is the
- * state entering the next chunk; the last chunk has G_out = 0), which the reverse state passing left in
- * per-warp partials. Grid (nchunks, B*H), blockDim >= Q.
+ * d delta from z = zc - zb, din and gs = <G_out, S_out> (S_out is the state entering the next chunk; the
+ * last chunk has G_out = 0), which the reverse state passing left in per-warp partials; then the chunk's
+ * dA_log partial, and the dt backward: ddt_raw = d delta sigmoid(dt_raw + dt_bias) and the chunk's
+ * ddt_bias partial. Grid (nchunks, B*H), blockDim >= Q.
  */
-__global__ void ssdm_ddelta_kernel(float *ddelta, float *dA_part, const float *zc, const float *zb, const float *din,
-                                   const float *dcum, const float *gs_part, int gs_parts, const float *A_log,
-                                   SSDScanShape s) {
+__global__ void ssdm_ddelta_kernel(floatX *ddt_raw, float *ddt_part, float *dA_part, const float *zc, const float *zb,
+                                   const float *din, const float *dcum, const float *gs_part, int gs_parts,
+                                   const floatX *dt_raw, const float *dt_bias, const float *A_log, SSDScanShape s) {
     int c = blockIdx.x, nc = gridDim.x, bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
     float gs = 0.0f;
@@ -722,10 +723,19 @@ __global__ void ssdm_ddelta_kernel(float *ddelta, float *dA_part, const float *z
     bool valid = i < len;
     float z = valid ? zc[base + t] - zb[base + t] : 0.0f;
     float r = ssd_block_inclusive_scan(z) + gs;
-    float A = -expf(A_log[h]);
-    if (valid) ddelta[base + t] = A * r + din[base + t];
+    float A = -expf(A_log[h]), grad = 0.0f;
+    if (valid) {
+        size_t raw = ((size_t)b * s.T + t0 + t) * s.d_in_proj + h;
+        grad = (A * r + din[base + t]) / (1.0f + expf(-(to_float(dt_raw[raw]) + dt_bias[h])));
+        ddt_raw[raw] = from_float<floatX>(grad);
+    }
     float dA = block_reduce_sum(valid ? z * dcum[base + t] : 0.0f);
-    if (threadIdx.x == 0) dA_part[((size_t)b * nc + c) * s.H + h] = A * (dA + gs * dcum[base + len - 1]);
+    float ddt = block_reduce_sum(grad);
+    size_t part = ((size_t)b * nc + c) * s.H + h;
+    if (threadIdx.x == 0) {
+        dA_part[part] = A * (dA + gs * dcum[base + len - 1]);
+        ddt_part[part] = ddt;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -766,9 +776,9 @@ static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *
 }
 
 template <int N_>
-static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
+static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, const floatX *dy,
+                                 const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                                  const SSDScanWorkspace *ws, const float *A_log, const float *D, cudaStream_t stream) {
-    ssdm_launch_cb<N_>(s, ws->cb, xBC, stream);
     dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
@@ -781,9 +791,9 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, const floa
                                                                      ws->states, A_log, *s);
     cudaCheckLaunch();
     dim3 dgrid(ssd_num_chunks(s), s->B * s->H);
-    ssdm_ddelta_kernel<<<dgrid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws->ddelta, ws->dA_part, ws->zc, ws->zb, ws->din,
-                                                                       ws->dcum, ws->gs_part, ssd_pass_warps(s), A_log,
-                                                                       *s);
+    ssdm_ddelta_kernel<<<dgrid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ddt_raw, ws->ddt_part, ws->dA_part, ws->zc, ws->zb,
+                                                                       ws->din, ws->dcum, ws->gs_part, ssd_pass_warps(s),
+                                                                       dt_raw, dt_bias, A_log, *s);
     cudaCheckLaunch();
 }
 
