@@ -1067,9 +1067,61 @@ static void ssd_set_smem(Kernel kernel, size_t bytes) {
     if (i < count) limits[i] = bytes;
 }
 
+/* A second stream for the tensor-core path's stages that need nothing from the ones before them (C B^T
+ * beside the dt and chunk-state stages of the forward, dC beside dstates, the state passing and dx in
+ * the backward): forked from the caller's stream and joined back into it by events, so the caller sees
+ * one stream. Created on first use (one process drives one GPU). */
+typedef struct {
+    cudaStream_t stream;
+    cudaEvent_t fork, join;
+} SSDSide;
+
+static SSDSide *ssd_side(void) {
+    static SSDSide side;
+    static bool ready = false;
+    if (!ready) {
+        cudaCheck(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
+        cudaCheck(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
+        ready = true;
+    }
+    return &side;
+}
+
+/* the side stream, after all that `stream` holds so far */
+static cudaStream_t ssd_fork(cudaStream_t stream) {
+    SSDSide *side = ssd_side();
+    cudaCheck(cudaEventRecord(side->fork, stream));
+    cudaCheck(cudaStreamWaitEvent(side->stream, side->fork, 0));
+    return side->stream;
+}
+
+/* `stream` goes on once the side stream's work so far is done */
+static void ssd_join(cudaStream_t stream) {
+    SSDSide *side = ssd_side();
+    cudaCheck(cudaEventRecord(side->join, side->stream));
+    cudaCheck(cudaStreamWaitEvent(stream, side->join, 0));
+}
+
 #if !defined(ENABLE_FP32)
 #include "ssd_scan_mma.cuh"
 #endif
+
+/* The tensor-core path's side-stream stages (nothing in the fp32 build, which never forks) */
+template <int N_>
+static void ssd_launch_side_forward(const SSDScanShape *s, const floatX *xBC, const SSDScanWorkspace *ws,
+                                    cudaStream_t side) {
+#if !defined(ENABLE_FP32)
+    ssdm_launch_cb<N_>(s, ws->cb, xBC, side);
+#endif
+}
+template <int N_>
+static void ssd_launch_side_backward(const SSDScanShape *s, const floatX *dy, const floatX *xBC,
+                                     const SSDScanWorkspace *ws, const float *A_log, cudaStream_t side) {
+#if !defined(ENABLE_FP32)
+    ssdm_launch_dc<N_>(s, dy, xBC, ws, A_log, side);
+#endif
+}
 
 /* Each stage's launcher runs the tensor-core path where it applies (ssdm_applies), else its own kernels. */
 
@@ -1158,17 +1210,24 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
                       const float *A_log, const float *D, float *state, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
+    bool mma = ssdm_applies(s);
+    if (mma) {
+        cudaStream_t side = ssd_fork(stream);
+#define SSD_FWD_SIDE(NN) ssd_launch_side_forward<NN>(s, xBC, &ws, side)
+        SSD_DISPATCH_N(s->N, SSD_FWD_SIDE)
+#undef SSD_FWD_SIDE
+    }
     dim3 dt_grid(ssd_num_chunks(s), s->H, s->B);
     ssd_dt_forward_kernel<<<dt_grid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ws.delta, ws.dcum, dt_raw, dt_bias, *s);
     cudaCheckLaunch();
     /* the tensor-core path's chunk states go to scratch (dstates: a later layer's saved part, or this
      * layer's backward scratch, both free during this forward) and come back as planes in states */
-    bool mma = ssdm_applies(s);
     float *own = mma ? ws.dstates : ws.states;
 #define SSD_FWD_REDUCE(NN) ssd_launch_reduce<NN>(s, own, xBC, xBC, &ws, A_log, SSD_REDUCE_STATES, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_REDUCE)
 #undef SSD_FWD_REDUCE
     ssd_launch_passing(s, own, mma ? ws.states : NULL, state, &ws, A_log, 0, stream);
+    if (mma) ssd_join(stream);
 #define SSD_FWD_SCAN(NN) ssd_launch_forward_scan<NN>(s, y, xBC, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_FWD_SCAN)
 #undef SSD_FWD_SCAN
@@ -1180,6 +1239,12 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     ssd_scan_check_shape(s);
     SSDScanWorkspace ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
     bool mma = ssdm_applies(s);
+    if (mma) { /* joined before d delta (ssdm_launch_backward) */
+        cudaStream_t side = ssd_fork(stream);
+#define SSD_BWD_SIDE(NN) ssd_launch_side_backward<NN>(s, dy, xBC, &ws, A_log, side)
+        SSD_DISPATCH_N(s->N, SSD_BWD_SIDE)
+#undef SSD_BWD_SIDE
+    }
 #define SSD_BWD_REDUCE(NN) ssd_launch_reduce<NN>(s, ws.dstates, dy, xBC, &ws, A_log, SSD_REDUCE_DSTATES, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_REDUCE)
 #undef SSD_BWD_REDUCE
