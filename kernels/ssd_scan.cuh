@@ -1021,19 +1021,20 @@ __global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_part, const f
     if (threadIdx.x == 0) ddt_part[b * s.H + h] = sum;
 }
 
-/* dB, dC into their columns of dxBC: the per-head shares of a group (fp32, or bf16 from the tensor-core
- * path) summed in head order in fp32. A thread takes 8 consecutive n (16- or 32-byte accesses: P is a
- * multiple of 16 and N of 8, so every such run is aligned). */
+/* dB (which 0), dC (1) into their columns of dxBC: the per-head shares of a group (fp32, or bf16 from the
+ * tensor-core path) summed in head order in fp32; `count` kinds from which0 on. A thread takes 8
+ * consecutive n (16- or 32-byte accesses: P is a multiple of 16 and N of 8, so every such run is
+ * aligned). */
 template <typename T>
 struct alignas(8 * sizeof(T)) SSDPack8 {
     T v[8];
 };
 
 template <typename Share>
-__global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShape s) {
+__global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShape s, int which0, int count) {
     size_t GN = (size_t)s.G * s.N, i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
-    if (i >= (size_t)s.B * s.T * 2 * GN) return;
-    size_t r = i / (2 * GN), k = i % (2 * GN);
+    if (i >= (size_t)s.B * s.T * count * GN) return;
+    size_t r = i / (count * GN), k = i % (count * GN) + which0 * GN;
     int which = (int)(k / GN), g = (int)(k % GN) / s.N, n = (int)(k % GN) % s.N, heads = s.H / s.G;
     const Share *src = dBC + (r * s.H + (size_t)g * heads) * 2 * s.N + which * s.N + n;
     float sum[8] = {};
@@ -1046,6 +1047,14 @@ __global__ void ssd_dBC_store_kernel(floatX *dxBC, const Share *dBC, SSDScanShap
 #pragma unroll
     for (int e = 0; e < 8; e++) out.v[e] = from_float<floatX>(sum[e]);
     *reinterpret_cast<SSDPack8<floatX> *>(dxBC + r * s.conv_dim + s.H * s.P + k) = out;
+}
+
+template <typename Share>
+static void ssd_launch_dBC_store(const SSDScanShape *s, floatX *dxBC, const Share *dBC, int which0, int count,
+                                 cudaStream_t stream) {
+    long threads = (long)s->B * s->T * count * s->G * s->N / 8;
+    ssd_dBC_store_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dxBC, dBC, *s, which0, count);
+    cudaCheckLaunch();
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1068,8 +1077,8 @@ static void ssd_set_smem(Kernel kernel, size_t bytes) {
 }
 
 /* A second stream for the tensor-core path's stages that need nothing from the ones before them (C B^T
- * beside the dt and chunk-state stages of the forward, dC beside dstates, the state passing and dx in
- * the backward): forked from the caller's stream and joined back into it by events, so the caller sees
+ * beside the dt and chunk-state stages of the forward, dC and its sum over heads beside dstates, the
+ * state passing and dx in the backward): forked from the caller's stream and joined back into it by events, so the caller sees
  * one stream. Created on first use (one process drives one GPU). */
 typedef struct {
     cudaStream_t stream;
@@ -1116,10 +1125,10 @@ static void ssd_launch_side_forward(const SSDScanShape *s, const floatX *xBC, co
 #endif
 }
 template <int N_>
-static void ssd_launch_side_backward(const SSDScanShape *s, const floatX *dy, const floatX *xBC,
+static void ssd_launch_side_backward(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
                                      const SSDScanWorkspace *ws, const float *A_log, cudaStream_t side) {
 #if !defined(ENABLE_FP32)
-    ssdm_launch_dc<N_>(s, dy, xBC, ws, A_log, side);
+    ssdm_launch_dc<N_>(s, dxBC, dy, xBC, ws, A_log, side);
 #endif
 }
 
@@ -1241,7 +1250,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     bool mma = ssdm_applies(s);
     if (mma) { /* joined before d delta (ssdm_launch_backward) */
         cudaStream_t side = ssd_fork(stream);
-#define SSD_BWD_SIDE(NN) ssd_launch_side_backward<NN>(s, dy, xBC, &ws, A_log, side)
+#define SSD_BWD_SIDE(NN) ssd_launch_side_backward<NN>(s, dxBC, dy, xBC, &ws, A_log, side)
         SSD_DISPATCH_N(s->N, SSD_BWD_SIDE)
 #undef SSD_BWD_SIDE
     }
@@ -1252,12 +1261,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
 #define SSD_BWD_SCAN(NN) ssd_launch_backward_scan<NN>(s, dxBC, ddt_raw, dy, xBC, dt_raw, dt_bias, &ws, A_log, D, stream)
     SSD_DISPATCH_N(s->N, SSD_BWD_SCAN)
 #undef SSD_BWD_SCAN
-    long nbc = (long)s->B * s->T * 2 * s->G * s->N / 8;
-    if (mma) /* the tensor-core path keeps its shares in bf16 */
-        ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const __nv_bfloat16 *)ws.dBC, *s);
-    else
-        ssd_dBC_store_kernel<<<ceil_div(nbc, 256), 256, 0, stream>>>(dxBC, (const float *)ws.dBC, *s);
-    cudaCheckLaunch();
+    if (!mma) ssd_launch_dBC_store(s, dxBC, (const float *)ws.dBC, 0, 2, stream); /* the tensor-core path's own */
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
     int blocks = s->B * ssd_num_chunks(s), tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE;
     sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);

@@ -774,19 +774,20 @@ static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *
     cudaCheckLaunch();
 }
 
-/* dC (the side stream's part of the backward, ssd_launch_side_backward) */
+/* dC and its sum over heads into dxBC (the side stream's part of the backward, ssd_launch_side_backward) */
 template <int N_>
-static void ssdm_launch_dc(const SSDScanShape *s, const floatX *dy, const floatX *xBC, const SSDScanWorkspace *ws,
-                           const float *A_log, cudaStream_t stream) {
+static void ssdm_launch_dc(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
+                           const SSDScanWorkspace *ws, const float *A_log, cudaStream_t stream) {
     dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
     ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>((ssdm_bf16 *)ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
                                                                      ws->states, A_log, *s);
     cudaCheckLaunch();
+    ssd_launch_dBC_store(s, dxBC, (const ssdm_bf16 *)ws->dBC, 1, 1, stream);
 }
 
-/* dx (with dB), then, joined with the side stream's dC, d delta */
+/* dx (with dB and its sum over heads), then, joined with the side stream's dC, d delta */
 template <int N_>
 static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, const floatX *dy,
                                  const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
@@ -798,7 +799,8 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *dd
                                                                      xBC, ws->cb, ws->delta, ws->dcum, ws->g_planes, A_log, D,
                                                                      *s);
     cudaCheckLaunch();
-    ssd_join(stream); /* dC and zc, from the side stream */
+    ssd_launch_dBC_store(s, dxBC, (const ssdm_bf16 *)ws->dBC, 0, 1, stream);
+    ssd_join(stream); /* dC, its sum and zc, from the side stream */
     dim3 dgrid(ssd_num_chunks(s), s->B * s->H);
     ssdm_ddelta_kernel<<<dgrid, ceil_div(s->Q, 32) * 32, 0, stream>>>(ddt_raw, ws->ddt_part, ws->dA_part, ws->zc, ws->zb,
                                                                        ws->din, ws->dcum, ws->gs_part, ssd_pass_warps(s),
