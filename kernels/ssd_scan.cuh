@@ -1057,6 +1057,35 @@ static void ssd_launch_dBC_store(const SSDScanShape *s, floatX *dxBC, const Shar
     cudaCheckLaunch();
 }
 
+/* The parameter gradients (dA_log, dD, ddt_bias) in one launch: each output column summed over the rows
+ * of its per-block partials and added to the caller's. A warp takes 32 columns and every 8th row from
+ * its own (loads of consecutive columns); the warps' sums meet in shared memory in warp order, so every
+ * run gives the same bits. Blocks enumerate the 32-column groups of the three jobs in turn. */
+#define SSD_SUM_WARPS 8
+typedef struct {
+    float *out;
+    const float *part;
+    int rows, cols;
+} SSDSumJob;
+
+__global__ void ssd_param_grads_kernel(SSDSumJob a, SSDSumJob b, SSDSumJob c) {
+    __shared__ float partial[SSD_SUM_WARPS][32];
+    int group = blockIdx.x, ga = (a.cols + 31) / 32, gb = (b.cols + 31) / 32;
+    SSDSumJob job = group < ga ? a : group < ga + gb ? b : c;
+    int col0 = 32 * (group < ga ? group : group < ga + gb ? group - ga : group - ga - gb);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, col = col0 + lane;
+    float sum = 0.0f;
+    if (col < job.cols)
+        for (int r = warp; r < job.rows; r += SSD_SUM_WARPS) sum += job.part[(size_t)r * job.cols + col];
+    partial[warp][lane] = sum;
+    __syncthreads();
+    if (warp == 0 && col < job.cols) {
+        float total = 0.0f;
+        for (int w = 0; w < SSD_SUM_WARPS; w++) total += partial[w][lane];
+        job.out[col] += total;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  */
@@ -1264,9 +1293,13 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     if (!mma) ssd_launch_dBC_store(s, dxBC, (const float *)ws.dBC, 0, 2, stream); /* the tensor-core path's own */
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
     int blocks = s->B * ssd_num_chunks(s), tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE;
-    sum_rows_accumulate(dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s), stream);
-    sum_rows_accumulate(dD, ws.dD_part, mma ? blocks * tiles : blocks, s->H, stream);
-    sum_rows_accumulate(ddt_bias, ws.ddt_part, mma ? blocks : s->B, s->H, stream);
+    SSDSumJob jobs[3] = {{dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s)},
+                         {dD, ws.dD_part, mma ? blocks * tiles : blocks, s->H},
+                         {ddt_bias, ws.ddt_part, mma ? blocks : s->B, s->H}};
+    int groups = 0;
+    for (int i = 0; i < 3; i++) groups += ceil_div(jobs[i].cols, 32);
+    ssd_param_grads_kernel<<<groups, 32 * SSD_SUM_WARPS, 0, stream>>>(jobs[0], jobs[1], jobs[2]);
+    cudaCheckLaunch();
 }
 
 #endif
