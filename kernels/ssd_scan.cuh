@@ -54,10 +54,14 @@
  *
  * Deterministic: no atomics. Every sum runs in a fixed order (warp shuffles, then shared memory in
  * a fixed order), so two runs on the same inputs give bitwise-equal outputs and gradients. Each
- * head writes its own fp32 share of dB, dC to the workspace and the store kernel adds the heads of
- * a group in head order; each chunk block writes its dA_log, dD partial sums (and each (batch,
- * head) its ddt_bias sum), which one-thread-per-parameter kernels add in block order to the
+ * head writes its own share of dB, dC to the workspace (fp32; bf16 in the tensor-core path) and the
+ * store kernel adds the heads of a group in head order; each chunk block writes its dA_log, dD
+ * partial sums (and its ddt_bias sum), which ssd_param_grads_kernel adds in a fixed order to the
  * caller's gradients. d delta has one writer per step (the block of its chunk).
+ *
+ * Streams: the tensor-core path runs its stages that need nothing from the ones before them on a
+ * side stream forked from the caller's and joined back into it (ssd_fork, ssd_join), so to the
+ * caller the scan is one stream's work, with no host synchronisation.
  */
 #ifndef SSD_KERNELS_SSD_SCAN_CUH
 #define SSD_KERNELS_SSD_SCAN_CUH
