@@ -72,6 +72,31 @@ __device__ __forceinline__ void ssdm_mma2(float (*acc)[4], const uint32_t (&a)[4
     ssd_mma_bf16(acc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
 }
 
+/* acc[16 x 8 WIDTH] += the warp's 16 rows (16 (warp % 4)..) of a, stored [m][k], times the first
+ * 8 WIDTH rows of b, stored [n][k] ([k][n] when TRANS_B), over K = 16 KBLOCKS; with SPLIT, b is a bf16
+ * value plane and b_lo its remainder plane (two MMAs). */
+template <int KBLOCKS, int WIDTH, bool TRANS_B = false, bool SPLIT = false>
+__device__ __forceinline__ void ssdm_mma_rows(float (&acc)[WIDTH][4], const ssdm_bf16 *a_s, int lda, const ssdm_bf16 *b_s,
+                                              const ssdm_bf16 *b_lo, int ldb) {
+#pragma unroll
+    for (int kb = 0; kb < KBLOCKS; kb++) {
+        uint32_t a[4];
+        ssdm_load_a(a, a_s, lda, 16 * (threadIdx.x >> 5), 16 * kb);
+#pragma unroll
+        for (int j = 0; j < WIDTH; j += 2) {
+            uint32_t b[4];
+            if (TRANS_B) ssdm_load_b_t(b, b_s, ldb, 8 * j, 16 * kb);
+            else ssdm_load_b(b, b_s, ldb, 8 * j, 16 * kb);
+            ssdm_mma2(acc + j, a, b);
+            if (SPLIT) {
+                if (TRANS_B) ssdm_load_b_t(b, b_lo, ldb, 8 * j, 16 * kb);
+                else ssdm_load_b(b, b_lo, ldb, 8 * j, 16 * kb);
+                ssdm_mma2(acc + j, a, b);
+            }
+        }
+    }
+}
+
 /* The A operands (value and remainder) of the 16 x 16 block formed by accumulator tiles c0, c1
  * (columns k 0-7 and 8-15). */
 __device__ __forceinline__ void ssdm_split_a(uint32_t (&hi)[4], uint32_t (&lo)[4], const float (&c0)[4],
@@ -275,7 +300,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_cb_kernel(float *cb, const 
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *Bs = Cs + SSDM_TILE * LN;
     int QP = ssdm_cb_stride(&s), tiles = QP / SSDM_TILE, tt = blockIdx.x / tiles, st = blockIdx.x % tiles;
-    int c = blockIdx.y, bg = blockIdx.z, b = bg / s.G, g = bg % s.G, warp = threadIdx.x >> 5;
+    int c = blockIdx.y, bg = blockIdx.z, b = bg / s.G, g = bg % s.G;
     int t0 = c * s.Q, len = min(s.Q, s.T - t0), r0 = tt * SSDM_TILE, s0 = st * SSDM_TILE;
     if (st > tt || r0 >= len) return;
     size_t row = (size_t)b * s.T + t0;
@@ -285,17 +310,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_cb_kernel(float *cb, const 
     ssdm_cp_wait();
     __syncthreads();
     float acc[8][4] = {};
-#pragma unroll
-    for (int kb = 0; kb < KN; kb++) {
-        uint32_t a[4];
-        ssdm_load_a(a, Cs, LN, 16 * warp, 16 * kb);
-#pragma unroll
-        for (int j = 0; j < 8; j += 2) {
-            uint32_t bf[4];
-            ssdm_load_b(bf, Bs, LN, 8 * j, 16 * kb);
-            ssdm_mma2(acc + j, a, bf);
-        }
-    }
+    ssdm_mma_rows<KN, 8>(acc, Cs, LN, Bs, NULL, LN);
     float *out = cb + ((size_t)bg * gridDim.y + c) * QP * QP + (size_t)r0 * QP + s0;
 #pragma unroll
     for (int i = 0; i < 2; i++)
@@ -347,7 +362,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE, *CBs = dl_s + SSDM_TILE;
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
-    int warp = threadIdx.x >> 5, P = s.P, QP = ssdm_cb_stride(&s);
+    int P = s.P, QP = ssdm_cb_stride(&s);
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     const float *cbc = ssdm_cb_chunk(cb, s, w.b, w.g, w.c, w.nc);
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
@@ -362,17 +377,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
     __syncthreads();
     /* state part: exp(A dc_t) (C_t . S_in[p]) */
     float acc[8][4] = {};
-#pragma unroll
-    for (int kb = 0; kb < KN; kb++) {
-        uint32_t a[4];
-        ssdm_load_a(a, Cs, LN, 16 * warp, 16 * kb);
-#pragma unroll
-        for (int j = 0; j < 8; j += 2) {
-            uint32_t b[4];
-            ssdm_load_b(b, Ss, LN, 8 * j, 16 * kb);
-            ssdm_mma2(acc + j, a, b);
-        }
-    }
+    ssdm_mma_rows<KN, 8>(acc, Cs, LN, Ss, NULL, LN);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         float e = __expf(A * dct[i]);
@@ -495,19 +500,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     for (int kb = 0; kb < 4; kb++) ssdm_load_a(xf[kb], Xs, SSDM_LP, 16 * warp, 16 * kb);
     /* state parts: gb = B_s G_out^T, dB = x_s G_out, both times exp(A (dc_last - dc_s)) */
     float gb[8][4] = {}, dB[NT][4] = {};
-#pragma unroll
-    for (int kb = 0; kb < KN; kb++) {
-        uint32_t a[4];
-        ssdm_load_a(a, Bs, LN, 16 * warp, 16 * kb);
-#pragma unroll
-        for (int j = 0; j < 8; j += 2) {
-            uint32_t b[4];
-            ssdm_load_b(b, Ghi, LN, 8 * j, 16 * kb);
-            ssdm_mma2(gb + j, a, b);
-            ssdm_load_b(b, Glo, LN, 8 * j, 16 * kb);
-            ssdm_mma2(gb + j, a, b);
-        }
-    }
+    ssdm_mma_rows<KN, 8, false, true>(gb, Bs, LN, Ghi, Glo, LN);
 #pragma unroll
     for (int kb = 0; kb < 4; kb++)
 #pragma unroll
@@ -620,7 +613,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
-    int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P;
+    int P = s.P, HP = s.H * P;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
     size_t row = (size_t)w.b * s.T + w.t0;
@@ -635,19 +628,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     __syncthreads();
     /* state part: exp(A dc_t) dy_t S_in (the dy_t fragments are reloaded where needed: registers are short) */
     float dC[NT][4] = {};
-#pragma unroll
-    for (int kb = 0; kb < 4; kb++) {
-        uint32_t a[4];
-        ssdm_load_a(a, dYt, SSDM_LP, 16 * warp, 16 * kb);
-#pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-            uint32_t b[4];
-            ssdm_load_b_t(b, Shi, LN, 8 * j, 16 * kb);
-            ssdm_mma2(dC + j, a, b);
-            ssdm_load_b_t(b, Slo, LN, 8 * j, 16 * kb);
-            ssdm_mma2(dC + j, a, b);
-        }
-    }
+    ssdm_mma_rows<4, NT, true, true>(dC, dYt, SSDM_LP, Shi, Slo, LN);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         float e = __expf(A * dct[i]);
@@ -664,17 +645,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
         __syncthreads();
         /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
         float m[8][4] = {};
-#pragma unroll
-        for (int kb = 0; kb < 4; kb++) {
-            uint32_t a[4];
-            ssdm_load_a(a, dYt, SSDM_LP, 16 * warp, 16 * kb);
-#pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t b[4];
-                ssdm_load_b(b, Xs, SSDM_LP, 8 * j, 16 * kb);
-                ssdm_mma2(m + j, a, b);
-            }
-        }
+        ssdm_mma_rows<4, 8>(m, dYt, SSDM_LP, Xs, NULL, SSDM_LP);
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
