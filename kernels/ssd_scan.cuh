@@ -93,7 +93,7 @@ typedef struct {
     float *dstates;  /* [B][H][nchunks][P][N] backward: dL/d(state leaving each chunk) from later chunks; in
                         the tensor-core path the chunks' own states (forward: each chunk's Z, backward: its
                         dZ), which the state passing reads */
-    float *ddelta;   /* [B][H][T] backward: d delta */
+    float *ddelta;   /* [B][H][T] backward, sub-block path: d delta */
     float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1);
                         bf16 in the tensor-core path */
     float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
@@ -123,6 +123,9 @@ static bool ssdm_applies(const SSDScanShape *s) {
 
 __host__ __device__ static inline int ssd_num_chunks(const SSDScanShape *s) { return (s->T + s->Q - 1) / s->Q; }
 
+/* 64-step tiles per chunk (the tensor-core path's unit of work) */
+__host__ __device__ static inline int ssd_num_tiles(const SSDScanShape *s) { return (s->Q + SSDM_TILE - 1) / SSDM_TILE; }
+
 /* the state passing: threads of 4 state elements, blocks of SSD_PASS_THREADS, per (batch, head) */
 #define SSD_PASS_THREADS 256
 static inline int ssd_pass_blocks(const SSDScanShape *s) { return (s->P * s->N / 4 + SSD_PASS_THREADS - 1) / SSD_PASS_THREADS; }
@@ -140,8 +143,9 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t st = blocks * s->P * s->N * sizeof(float);
     size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * sizeof(float);
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
-    size_t tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE; /* the tensor-core path's dD partials: one per tile */
-    size_t qp = tiles * SSDM_TILE, cb = ssdm_applies(s) ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
+    bool mma = ssdm_applies(s);
+    size_t tiles = ssd_num_tiles(s); /* the tensor-core path's dD partials: one per tile */
+    size_t qp = tiles * SSDM_TILE, cb = mma ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
     SSDScanWorkspace ws;
     /* what the forward writes for the backward first (delta, dcum, states, cb), then the scratch */
     struct {
@@ -152,7 +156,7 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
                   {&ws.states, st},
                   {&ws.cb, cb},
                   {&ws.dstates, st},
-                  {&ws.ddelta, bht},
+                  {&ws.ddelta, mma ? 0 : bht}, /* the tensor-core path keeps d delta in registers */
                   {&ws.dBC, bc},
                   {&ws.dA_part, da},
                   {&ws.dD_part, blocks * tiles * sizeof(float)},
@@ -160,8 +164,8 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
                   {&ws.zc, bht},
                   {&ws.zb, bht},
                   {&ws.din, bht},
-                  {&ws.gs_part, blocks * ssd_pass_warps(s) * sizeof(float)},
-                  {&ws.g_planes, ssdm_applies(s) ? st : 0}};
+                  {&ws.gs_part, mma ? blocks * ssd_pass_warps(s) * sizeof(float) : 0},
+                  {&ws.g_planes, mma ? st : 0}};
     size_t offset = 0;
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         *arrays[i].ptr = workspace ? (float *)((char *)workspace + offset) : NULL;
@@ -708,7 +712,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
 #undef SSD_BWD_SCAN
     if (!mma) ssd_launch_dBC_store(s, dxBC, (const float *)ws.dBC, 0, 2, stream); /* the tensor-core path's own */
     /* the parameter gradients: fixed-order sums of the per-block partials, added to the caller's */
-    int blocks = s->B * ssd_num_chunks(s), tiles = (s->Q + SSDM_TILE - 1) / SSDM_TILE;
+    int blocks = s->B * ssd_num_chunks(s), tiles = ssd_num_tiles(s);
     SSDSumJob jobs[3] = {{dA_log, ws.dA_part, blocks, s->H * ssd_num_rates(s)},
                          {dD, ws.dD_part, mma ? blocks * tiles : blocks, s->H},
                          {ddt_bias, ws.ddt_part, mma ? blocks : s->B, s->H}};

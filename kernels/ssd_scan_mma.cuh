@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out
  * Grid (tiles * tiles, nchunks, B*G); cb [B*G][nchunks][QP][QP] with QP = tiles * 64.
  */
 __host__ __device__ static inline int ssdm_cb_stride(const SSDScanShape *s) {
-    return (s->Q + SSDM_TILE - 1) / SSDM_TILE * SSDM_TILE;
+    return ssd_num_tiles(s) * SSDM_TILE;
 }
 
 template <int N_>
@@ -712,7 +712,6 @@ __global__ void ssdm_ddelta_kernel(floatX *ddt_raw, float *ddt_part, float *dA_p
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  */
-static int ssdm_tiles(const SSDScanShape *s) { return (s->Q + SSDM_TILE - 1) / SSDM_TILE; }
 
 template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
@@ -729,7 +728,7 @@ template <int N_>
 static void ssdm_launch_cb(const SSDScanShape *s, float *cb, const floatX *xBC, cudaStream_t stream) {
     size_t smem = sizeof(ssdm_bf16) * 2 * SSDM_TILE * (N_ + SSDM_PAD);
     ssd_set_smem(ssdm_cb_kernel<N_>, smem);
-    dim3 grid(ssdm_tiles(s) * ssdm_tiles(s), ssd_num_chunks(s), s->B * s->G);
+    dim3 grid(ssd_num_tiles(s) * ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->G);
     ssdm_cb_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(cb, xBC, *s);
     cudaCheckLaunch();
 }
@@ -739,7 +738,7 @@ static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *
                                 const float *A_log, const float *D, cudaStream_t stream) {
     size_t smem = ssdm_forward_smem<N_>();
     ssd_set_smem(ssdm_forward_kernel<N_>, smem);
-    dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
+    dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
     ssdm_forward_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->cb, ws->delta, ws->dcum, ws->states, A_log,
                                                                   D, *s);
     cudaCheckLaunch();
@@ -749,7 +748,7 @@ static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *
 template <int N_>
 static void ssdm_launch_dc(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
                            const SSDScanWorkspace *ws, const float *A_log, cudaStream_t stream) {
-    dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
+    dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
     ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>((ssdm_bf16 *)ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
@@ -763,7 +762,7 @@ template <int N_>
 static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, const floatX *dy,
                                  const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                                  const SSDScanWorkspace *ws, const float *A_log, const float *D, cudaStream_t stream) {
-    dim3 grid(ssdm_tiles(s), ssd_num_chunks(s), s->B * s->H);
+    dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
     ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
     ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
