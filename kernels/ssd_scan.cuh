@@ -216,6 +216,8 @@ size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
  * Device helpers
  */
 __device__ __forceinline__ float ssd_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+/* d dt_raw from d delta, delta = softplus(dt_raw + dt_bias): d delta sigmoid(dt_raw + dt_bias) */
+__device__ __forceinline__ float ssd_softplus_grad(float d_delta, float v) { return d_delta / (1.0f + expf(-v)); }
 
 /* A[h, n] = -exp(A_log): one rate per head (scalar) or per head and state (diagonal) */
 __device__ __forceinline__ float ssd_rate(const float *A_log, int h, int n, int N, int diagonal) {
@@ -432,8 +434,7 @@ __global__ void ssd_dt_backward_kernel(floatX *ddt_raw, float *ddt_part, const f
     float sum = 0.0f;
     for (int t = threadIdx.x; t < s.T; t += blockDim.x) {
         size_t r = ((size_t)b * s.T + t) * s.d_in_proj + h;
-        float v = to_float(dt_raw[r]) + dt_bias[h];
-        float grad = ddelta[((size_t)b * s.H + h) * s.T + t] / (1.0f + expf(-v));
+        float grad = ssd_softplus_grad(ddelta[((size_t)b * s.H + h) * s.T + t], to_float(dt_raw[r]) + dt_bias[h]);
         ddt_raw[r] = from_float<floatX>(grad);
         sum += grad;
     }

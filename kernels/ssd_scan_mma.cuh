@@ -697,7 +697,7 @@ __global__ void ssdm_ddelta_kernel(floatX *ddt_raw, float *ddt_part, float *dA_p
     float A = -expf(A_log[h]), grad = 0.0f;
     if (valid) {
         size_t raw = ((size_t)b * s.T + t0 + t) * s.d_in_proj + h;
-        grad = (A * r + din[base + t]) / (1.0f + expf(-(to_float(dt_raw[raw]) + dt_bias[h])));
+        grad = ssd_softplus_grad(A * r + din[base + t], to_float(dt_raw[raw]) + dt_bias[h]);
         ddt_raw[raw] = from_float<floatX>(grad);
     }
     float dA = block_reduce_sum(valid ? z * dcum[base + t] : 0.0f);
