@@ -202,9 +202,10 @@ size_t ssd_scan_workspace_bytes(const SSDScanShape *s) {
 }
 
 /* The leading part of the workspace that the forward writes and the backward reads (delta, dcum,
- * states, and C B^T in the tensor-core path); the rest is the backward's scratch. A model can therefore give layer l the workspace at
- * l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch then overlaps
- * only layers after l, whose backward has already run. */
+ * states, and C B^T in the tensor-core path); the rest is scratch. A model can therefore give layer l
+ * the workspace at l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch
+ * then overlaps only later layers, whose backward has already run (or, during the forward, whose
+ * forward has not yet: the tensor-core path's forward uses scratch too). */
 size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
     ssd_scan_check_shape(s);
     size_t saved;
