@@ -5,23 +5,44 @@
 #   make test_gpu   build and run the GPU tests (needs a GPU)
 #   make bench      GPU benchmark (needs a GPU)
 #
+# Several ranks: train_ssd is built with MPI when mpicc exists (run it with mpirun -np W), and
+# train_ssdcu with NCCL. NCCL is looked for in NCCL_HOME (include/nccl.h, lib/libnccl.so.2), by default
+# the nvidia-nccl-cu13 Python wheel's folder, else the system's. NO_NCCL=1 builds a single-GPU
+# train_ssdcu without it; NO_MPI=1 a train_ssd without MPI.
+#
 # Host-side files (model/*.c except model/cpu_*.c, data/*.c) are shared by both trainers.
 # model/cpu_*.c hold the CPU compute; they are built in float (train_ssd) and in double
 # (build/f64, for the gradient checks and duality tests in tests/).
 
-CC ?= gcc
+MPICC := $(if $(NO_MPI),,$(shell command -v mpicc 2> /dev/null))
+CC := $(if $(MPICC),$(MPICC),$(if $(filter default,$(origin CC)),gcc,$(CC)))
 CFLAGS ?= -O3 -march=native
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -fopenmp -std=gnu11 -I.
-LDLIBS = -lcjson -lzstd -lm -fopenmp
+LDLIBS = -lcjson -lzstd -lm -fopenmp -lpthread
 NVCC ?= nvcc
 GPU_ARCH ?= -gencode arch=compute_90,code=sm_90
 PRECISION ?= BF16
 NVCC_FLAGS ?= -O3 --use_fast_math -std=c++17 $(GPU_ARCH) -I. -DENABLE_$(PRECISION)
-NVCC_LDLIBS = -lcublas -lcublasLt -lcjson -lzstd -Xcompiler -fopenmp -lgomp
+NVCC_LDLIBS = -lcublas -lcublasLt -lcjson -lzstd -Xcompiler -fopenmp -lgomp -lpthread
+NCCL_HOME ?= $(shell python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])' 2> /dev/null)
+ifeq ($(NO_NCCL),)
+ifneq ($(NCCL_HOME),)
+NVCC_FLAGS += -I$(NCCL_HOME)/include -DUSE_NCCL
+NVCC_LDLIBS += -L$(NCCL_HOME)/lib -l:libnccl.so.2 -Xlinker -rpath=$(NCCL_HOME)/lib
+else ifneq ($(wildcard /usr/include/nccl.h),)
+NVCC_FLAGS += -DUSE_NCCL
+NVCC_LDLIBS += -lnccl
+else
+$(warning NCCL not found (set NCCL_HOME, or pip install nvidia-nccl-cu13): train_ssdcu is built for one GPU)
+endif
+endif
 BUILD = build
 
 CPU_SRCS := $(wildcard model/cpu_*.c)
-HOST_SRCS := $(filter-out $(CPU_SRCS), $(wildcard model/*.c data/*.c))
+# the MPI collectives go into train_ssd only: train_ssdcu links the other host objects without MPI
+MPI_SRCS := model/comm_mpi.c
+HOST_SRCS := $(filter-out $(CPU_SRCS) $(MPI_SRCS), $(wildcard model/*.c data/*.c))
+MPI_OBJS := $(MPI_SRCS:%.c=$(BUILD)/host/%.o)
 HOST_OBJS := $(HOST_SRCS:%.c=$(BUILD)/host/%.o)
 F32_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f32/%.o)
 F64_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f64/%.o)
@@ -44,8 +65,12 @@ $(BUILD)/f64/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE -c $< -o $@
 
-train_ssd: train_ssd.c $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
-	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
+$(BUILD)/host/model/comm_mpi.o: model/comm_mpi.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(if $(MPICC),-DUSE_MPI) -c $< -o $@
+
+train_ssd: train_ssd.c $(HOST_OBJS) $(MPI_OBJS) $(F32_OBJS) $(HEADERS)
+	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(MPI_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/test.h tests/model_fixtures.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)

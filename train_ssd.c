@@ -1,40 +1,110 @@
 /*
- * train_ssd: the CPU reference trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A)
- * language models. Readable first; OpenMP for speed. Shares every host-side piece (config, CLI,
- * data, checkpoints, schedule, logging) with the CUDA trainer train_ssd.cu.
+ * train_ssd: the CPU reference trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A) language
+ * models. Readable first; OpenMP for speed. Shares every host-side piece (config, CLI, data,
+ * checkpoints, schedule, logging) and the training loop (model/train_loop.h) with the CUDA trainer
+ * train_ssd.cu; this file is the CPU compute behind the loop's TrainCompute.
  *
- * One optimizer step: grad_accum micro-batches of B x T tokens (forward, backward with the loss
- * scaled by 1/grad_accum), global-norm clipping, AdamW with the warmup + cosine learning rate.
- * Evaluation: the first -m batches of the val split, or (-m -1) every target of it exactly once, and
- * the test split (-ti) in full after training (model/eval_split.h); -x 0 only evaluates.
+ * Several ranks run over MPI (mpirun -np W ./train_ssd ...; built with mpicc), so every multi-rank
+ * behaviour of the loop is tested on CPUs: the gradients are summed over ranks with MPI_Allreduce, or
+ * with -z 1 (ZeRO-1) reduce-scattered so that each rank updates its shard of the parameters and AdamW
+ * moments, after which the parameters are all-gathered.
  */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/dataloader.h"
 #include "model/args.h"
+#include "model/comm_mpi.h"
 #include "model/cpu_model.h"
-#include "model/cpu_sample.h"
-#include "model/train_run.h"
+#include "model/launch.h"
+#include "model/train_loop.h"
 #include "model/utils.h"
 
-#define ADAM_BETA1 0.9f
-#define ADAM_BETA2 0.95f
-#define ADAM_EPS 1e-8f
+typedef char real_is_float[sizeof(real) == sizeof(float) ? 1 : -1]; /* the collectives move floats */
 
-static float evaluate(Mamba *model, DataLoader *loader, int max_batches) {
-    dataloader_reset(loader);
-    int batches = (int)dataloader_num_batches(loader);
-    if (max_batches >= 0 && max_batches < batches) batches = max_batches;
-    double total = 0;
-    for (int i = 0; i < batches; i++) {
-        dataloader_next_batch(loader);
-        mamba_forward(model, loader->inputs, loader->targets, (int)loader->B, (int)loader->T);
-        total += model->mean_loss;
+typedef struct {
+    Mamba model;
+    Comm *comm;
+    int zero;
+    size_t shard;       /* ZeRO-1: parameters per rank, ceil(n / world) */
+    float *padded;      /* ZeRO-1: world x shard floats, the buffer the collectives work in */
+    size_t lo, hi;      /* the parameters this rank updates */
+    int B, T;           /* of the training micro-batches */
+    double micro_loss;  /* of the last one (the backward does not keep it) */
+    MambaEvaluator evaluator;
+} CPUCompute;
+
+static void cpu_zero_grad(void *self) { mamba_zero_grad(&((CPUCompute *)self)->model); }
+
+static void cpu_train_micro(void *self, const int *inputs, const int *targets, float loss_scale, int last) {
+    CPUCompute *c = (CPUCompute *)self;
+    mamba_forward(&c->model, inputs, targets, c->B, c->T);
+    c->micro_loss = c->model.mean_loss;
+    mamba_backward(&c->model, loss_scale);
+}
+
+static double cpu_micro_loss(void *self) { return ((CPUCompute *)self)->micro_loss; }
+
+static float cpu_update(void *self, const AdamWSettings *h) {
+    CPUCompute *c = (CPUCompute *)self;
+    Mamba *model = &c->model;
+    size_t n = model->layout.total;
+    double norm_squared = 0.0;
+    if (c->zero) {
+        memcpy(c->padded, model->grads, n * sizeof(float));
+        c->comm->reduce_scatter(c->comm, c->padded, c->shard, NULL);
+        memcpy(model->grads + c->lo, c->padded + c->lo, (c->hi - c->lo) * sizeof(float));
+        for (size_t i = c->lo; i < c->hi; i++) norm_squared += (double)model->grads[i] * model->grads[i];
+        c->comm->sum_doubles(c->comm, &norm_squared, 1);
+    } else {
+        c->comm->all_reduce(c->comm, model->grads, n, NULL);
+        double norm = mamba_grad_norm(model);
+        norm_squared = norm * norm;
     }
-    return (float)(total / batches);
+    float norm = (float)sqrt(norm_squared);
+    float scale = h->grad_clip > 0 && norm > h->grad_clip ? h->grad_clip / norm : 1.0f;
+    mamba_update_range(model, c->lo, c->hi, h->lr, h->beta1, h->beta2, h->eps, h->weight_decay, scale, h->step);
+    if (c->zero) {
+        memcpy(c->padded + c->lo, model->params + c->lo, (c->hi - c->lo) * sizeof(float));
+        c->comm->all_gather(c->comm, c->padded, c->shard, NULL);
+        memcpy(model->params, c->padded, n * sizeof(float));
+    }
+    return norm;
+}
+
+static void cpu_get_params(void *self, float *out) { mamba_get_params(&((CPUCompute *)self)->model, out); }
+
+static void cpu_get_moments(void *self, size_t offset, size_t count, float *m, float *v) {
+    Mamba *model = &((CPUCompute *)self)->model;
+    memcpy(m, model->adam_m + offset, count * sizeof(float));
+    memcpy(v, model->adam_v + offset, count * sizeof(float));
+}
+
+static void cpu_set_moments(void *self, size_t offset, size_t count, const float *m, const float *v) {
+    Mamba *model = &((CPUCompute *)self)->model;
+    memcpy(model->adam_m + offset, m, count * sizeof(float));
+    memcpy(model->adam_v + offset, v, count * sizeof(float));
+}
+
+/* MPI when mpirun started this process, else one process on its own */
+static void comm_init(Comm *comm, int *argc, char ***argv) {
+    LaunchInfo info;
+    char err[512];
+    if (launch_info_from_env(&info, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    if (!strcmp(info.launcher, "openmpi")) {
+        if (comm_mpi_init(comm, argc, argv) != 0) exit(1);
+    } else if (info.world_size > 1) {
+        fprintf(stderr, "error: train_ssd runs several ranks under mpirun only (this is a %s launch of %d); "
+                        "for GPUs use train_ssdcu\n", info.launcher, info.world_size);
+        exit(1);
+    } else {
+        comm_single_init(comm);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -43,84 +113,39 @@ int main(int argc, char **argv) {
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssd");
     if (args.num_threads > 0) omp_set_num_threads(args.num_threads);
+    Comm comm;
+    comm_init(&comm, &argc, &argv);
 
     TrainRun run;
-    train_run_init(&run, &args);
+    train_run_init(&run, &args, &comm);
     printf("CPU threads: %d\n", omp_get_max_threads());
-    Mamba model;
-    mamba_build(&model, &run.config, run.params);
-    size_t n = model.layout.total;
-    if (run.resumed) {
-        mamba_update(&model, 0, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, 0, 0, 1); /* allocates the moments */
-        for (size_t i = 0; i < n; i++) {
-            model.params[i] = run.params[i];
-            model.adam_m[i] = run.resume_state.m[i];
-            model.adam_v[i] = run.resume_state.v[i];
-        }
+    CPUCompute c;
+    memset(&c, 0, sizeof(c));
+    c.comm = &comm;
+    c.zero = args.zero;
+    mamba_build(&c.model, &run.config, run.params);
+    size_t n = c.model.layout.total;
+    mamba_alloc_moments(&c.model);
+    c.lo = run.moments_offset;
+    c.hi = run.moments_offset + run.moments_count;
+    if (c.zero) {
+        c.shard = comm_shard_size(n, comm.world);
+        c.padded = (float *)callocCheck(c.shard * comm.world, sizeof(float));
     }
+    if (run.resumed) cpu_set_moments(&c, c.lo, c.hi - c.lo, run.resume_state.m, run.resume_state.v);
     train_run_release_params(&run);
+    c.B = args.B;
+    c.T = args.T;
 
-    float *snapshot = (float *)mallocCheck(sizeof(float) * n);
-    float *m = (float *)mallocCheck(sizeof(float) * n), *v = (float *)mallocCheck(sizeof(float) * n);
-    double train_seconds = 0;
-    long trained_tokens = 0;
-    for (int step = run.start_step; step <= run.max_steps; step++) {
-        int last_step = step == run.max_steps;
-        if (train_run_checkpoint_due(&run, step)) {
-            mamba_get_params(&model, snapshot);
-            for (size_t i = 0; i < n; i++) {
-                m[i] = (float)model.adam_m[i];
-                v[i] = (float)model.adam_v[i];
-            }
-            train_run_save_checkpoint(&run, step, snapshot, m, v, NULL);
-        }
-        if (train_run_val_due(&run, step)) {
-            float val_loss;
-            if (run.full_val) {
-                EvalResult r = mamba_evaluate_split(&model, &run.val_split, args.B, args.eval_carry);
-                val_loss = (float)(r.loss_sum / r.tokens);
-                if (last_step) eval_result_report("val", step, r, args.eval_carry, &run.logger);
-            } else {
-                val_loss = evaluate(&model, &run.val_loader, args.val_max_steps);
-            }
-            printf("val loss %.6f\n", val_loss);
-            logger_log_val(&run.logger, step, val_loss);
-        }
-        if (train_run_sample_due(&run, step))
-            sample_print(&model, &run.tokenizer, args.gen_T, args.temperature, args.top_k, &run.sample_rng);
-        if (last_step) break;
+    TrainCompute compute = {&c, c.lo, c.hi - c.lo, cpu_zero_grad, cpu_train_micro, cpu_micro_loss, cpu_update,
+                            mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params, cpu_get_moments,
+                            cpu_set_moments};
+    train_loop_run(&run, &compute);
 
-        double t0 = wall_seconds();
-        mamba_zero_grad(&model);
-        double loss = 0;
-        for (int micro = 0; micro < run.grad_accum; micro++) {
-            dataloader_next_batch(&run.train_loader);
-            mamba_forward(&model, run.train_loader.inputs, run.train_loader.targets, args.B, args.T);
-            loss += model.mean_loss / run.grad_accum;
-            mamba_backward(&model, (real)1 / run.grad_accum);
-        }
-        float grad_norm = (float)mamba_grad_norm(&model);
-        float clip_scale = args.grad_clip > 0 && grad_norm > args.grad_clip ? args.grad_clip / grad_norm : 1.0f;
-        float lr = schedule_lr(&run.schedule, step);
-        mamba_update(&model, lr, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, args.weight_decay, clip_scale, step + 1);
-        double dt = wall_seconds() - t0;
-        train_seconds += dt;
-        trained_tokens += run.total_batch;
-        printf("step %5d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, run.max_steps, loss,
-               grad_norm, lr, 1000 * dt, run.total_batch / dt);
-        logger_log_train(&run.logger, step, (float)loss, lr, grad_norm);
-    }
-    if (trained_tokens > 0)
-        printf("trained %ld tokens in %.1f s: %.0f tokens/s\n", trained_tokens, train_seconds, trained_tokens / train_seconds);
-    if (args.test_pattern) {
-        EvalResult r = mamba_evaluate_split(&model, &run.test_split, args.B, args.eval_carry);
-        eval_result_report("test", run.max_steps, r, args.eval_carry, &run.logger);
-    }
-
-    free(snapshot);
-    free(m);
-    free(v);
     train_run_free(&run);
-    mamba_free(&model);
+    mamba_evaluator_free(&c.evaluator);
+    free(c.padded);
+    mamba_free(&c.model);
+    comm.free(&comm);
     return 0;
 }

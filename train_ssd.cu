@@ -1,14 +1,24 @@
 /*
  * train_ssdcu: the CUDA trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A) language models.
  * Same model, configs, flags, data shards and checkpoint files as the CPU trainer train_ssd.c; the
- * model math is in model/cpu_model.h. One GPU; the step is laid out so that an all-reduce of the
- * fp32 gradient buffer can be slotted in between backward and the gradient norm.
+ * model math is in model/cpu_model.h; the training loop is model/train_loop.c, shared with the CPU
+ * trainer, and this file is the GPU compute behind its TrainCompute.
+ *
+ * Several GPUs: one process per GPU (torchrun, srun or mpirun; model/launch.h), NCCL collectives
+ * (kernels/comm_nccl.cuh). The gradients of the step's last micro-batch are all-reduced in one bucket
+ * per layer on a communication stream as soon as that layer's backward is done, overlapping the
+ * backward of the layers below; the norm, clipping and AdamW wait for the last bucket. With -z 1
+ * (ZeRO-1) the gradient buffer is reduce-scattered after the backward instead, each rank updates its
+ * shard of the parameters with its shard of the AdamW moments (the only ones it keeps), and the fp32
+ * master weights are all-gathered (the vector parameters are read from them in fp32, so they stay
+ * whole on every rank).
  *
  * Precision: parameters and activations in floatX (bf16 by default, fp32 with PRECISION=FP32);
  * fp32 for the residual stream, norm statistics, gradients, AdamW moments and master weights. The
  * vector parameters (norm weights, conv, dt_bias, A_log, D) are read as fp32 from the master
  * weights; only the matrices (wte, in_proj, out_proj) are read in floatX by the matmuls.
  */
+#include <algorithm>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,20 +28,21 @@
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
 #include "model/args.h"
-#include "model/checkpoint.h"
+#include "model/comm.h"
 #include "model/config.h"
-#include "model/cpu_sample.h"
-#include "model/train_run.h"
 #include "model/eval_split.h"
-#include "model/logger.h"
+#include "model/launch.h"
 #include "model/params.h"
-#include "model/rng.h"
-#include "model/schedule.h"
+#include "model/train_loop.h"
+#include "model/train_run.h"
 #include "model/utils.h"
 
 #include "kernels/adamw.cuh"
 #include "kernels/classifier.cuh"
 #include "kernels/common.cuh"
+#ifdef USE_NCCL
+#include "kernels/comm_nccl.cuh"
+#endif
 #include "kernels/conv1d.cuh"
 #include "kernels/encoder.cuh"
 #include "kernels/gated_norm.cuh"
@@ -71,10 +82,18 @@ typedef struct {
 typedef struct {
     ModelConfig config;
     ParamLayout layout;
+    /* the ranks: flat buffers are padded to world x shard elements (model/comm.h) */
+    Comm *comm;
+    int zero;                    /* ZeRO-1: this rank keeps and updates the moments of [lo, hi) only */
+    size_t shard, padded, lo, hi;/* lo, hi: the parameters this rank updates (all of them without ZeRO) */
+    cudaStream_t comm_stream;    /* the gradient buckets' all-reduces, beside the backward */
+    cudaEvent_t *bucket_ready;   /* [L + 1]: a layer's gradients are complete (then the head's) */
+    cudaEvent_t grads_reduced;
+    int reduce_in_backward;      /* set for the step's last micro-batch when the backward all-reduces */
     float *master;      /* fp32 master weights, flat (layout) */
     floatX *params;     /* floatX copy used by the forward (the master itself in the FP32 build) */
     float *grads;       /* fp32, flat */
-    float *adam_m, *adam_v;
+    float *adam_m, *adam_v;      /* [hi - lo]: the moments of the parameters this rank updates */
     float *master_t[NUM_PARAM_TENSORS];
     floatX *params_t[NUM_PARAM_TENSORS];
     float *grads_t[NUM_PARAM_TENSORS];
@@ -101,26 +120,48 @@ static void *device_alloc(size_t bytes, size_t *total) {
     return p;
 }
 
-/* Uploads fp32 params (layout.total) into a freshly built model. */
-void mamba_gpu_build(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream) {
+/* Uploads fp32 params (layout.total) into a freshly built model for the ranks of comm (NULL: one
+ * process); zero: ZeRO-1. */
+void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream,
+                           Comm *comm, int zero) {
+    static Comm single;
+    if (comm == NULL) {
+        comm_single_init(&single);
+        comm = &single;
+    }
     memset(m, 0, sizeof(*m));
     m->config = *config;
     m->stream = stream;
+    m->comm = comm;
+    m->zero = zero;
     conv1d_check_width(config->d_conv);
     param_layout_init(&m->layout, config);
     size_t n = m->layout.total, bytes = 0;
-    m->master = (float *)device_alloc(n * sizeof(float), &bytes);
-    m->grads = (float *)device_alloc(n * sizeof(float), &bytes);
-    m->adam_m = (float *)device_alloc(n * sizeof(float), &bytes);
-    m->adam_v = (float *)device_alloc(n * sizeof(float), &bytes);
-    cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
+    m->shard = comm_shard_size(n, comm->world);
+    m->padded = m->shard * comm->world;
+    m->lo = zero ? std::min(n, m->shard * comm->rank) : 0;
+    m->hi = zero ? std::min(n, m->lo + m->shard) : n;
+    size_t kept = m->hi - m->lo;
+    m->master = (float *)device_alloc(m->padded * sizeof(float), &bytes);
+    m->grads = (float *)device_alloc(m->padded * sizeof(float), &bytes);
+    m->adam_m = (float *)device_alloc(std::max(kept, (size_t)1) * sizeof(float), &bytes);
+    m->adam_v = (float *)device_alloc(std::max(kept, (size_t)1) * sizeof(float), &bytes);
+    cudaCheck(cudaMemset(m->adam_m, 0, kept * sizeof(float)));
+    cudaCheck(cudaMemset(m->adam_v, 0, kept * sizeof(float)));
+    cudaCheck(cudaMemset(m->grads, 0, m->padded * sizeof(float)));
+    cudaCheck(cudaMemset(m->master, 0, m->padded * sizeof(float)));
 #if defined(ENABLE_FP32)
     m->params = m->master;
 #else
     m->params = (floatX *)device_alloc(n * sizeof(floatX), &bytes);
 #endif
+    if (comm->world > 1) {
+        cudaCheck(cudaStreamCreateWithFlags(&m->comm_stream, cudaStreamNonBlocking));
+        m->bucket_ready = (cudaEvent_t *)mallocCheck((config->n_layer + 1) * sizeof(cudaEvent_t));
+        for (int l = 0; l <= config->n_layer; l++)
+            cudaCheck(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&m->grads_reduced, cudaEventDisableTiming));
+    }
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         m->master_t[t] = m->master + m->layout.offsets[t];
         m->params_t[t] = m->params + m->layout.offsets[t];
@@ -129,6 +170,10 @@ void mamba_gpu_build(MambaGPU *m, const ModelConfig *config, const float *params
     cudaCheck(cudaMalloc(&m->d_scalars, 2 * sizeof(float)));
     cudaCheck(cudaMalloc(&m->norm_scratch, NORM_BLOCKS * sizeof(float)));
     mamba_gpu_set_params(m, params);
+}
+
+void mamba_gpu_build(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream) {
+    mamba_gpu_build_ranks(m, config, params, stream, NULL, 0);
 }
 
 static void cast_to_floatX_kernel_launch(floatX *dst, const float *src, size_t n, cudaStream_t stream);
@@ -340,19 +385,66 @@ void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
     mean_loss(m->d_scalars, a->losses, N, st);
 }
 
+/* Waits for everything enqueued on the model's stream; over NCCL, watching the other ranks. */
+static void stream_wait(MambaGPU *m) {
+#ifdef USE_NCCL
+    if (!strcmp(m->comm->backend, "nccl")) {
+        comm_nccl_wait(m->comm, m->stream);
+        return;
+    }
+#endif
+    cudaCheck(cudaStreamSynchronize(m->stream));
+}
+
+/* One NCCL launch for a bucket's several all-reduces */
+static void group_start(Comm *comm) {
+#ifdef USE_NCCL
+    if (!strcmp(comm->backend, "nccl")) ncclCheck(comm, ncclGroupStart());
+#endif
+}
+
+static void group_end(Comm *comm) {
+#ifdef USE_NCCL
+    if (!strcmp(comm->backend, "nccl")) ncclCheck(comm, ncclGroupEnd());
+#endif
+}
+
 /* Waits for the forward and returns the mean loss of the batch. */
 float mamba_gpu_mean_loss(MambaGPU *m) {
     float loss;
     cudaCheck(cudaMemcpyAsync(&loss, m->d_scalars, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
+    stream_wait(m);
     return loss;
 }
 
 void mamba_gpu_zero_grad(MambaGPU *m) {
-    cudaCheck(cudaMemsetAsync(m->grads, 0, m->layout.total * sizeof(float), m->stream));
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
 }
 
-/* Accumulates the gradients of the last training forward (its dloss) into m->grads. */
+/* Bucket l < L: layer l's slices of the per-layer tensors, complete once its backward is done; bucket L:
+ * wte and norm_f, complete after the embedding's backward. Summed over ranks on the communication
+ * stream while the main stream goes on; grads_reduced marks the last bucket. */
+static void reduce_bucket(MambaGPU *m, int bucket) {
+    int L = m->config.n_layer;
+    cudaCheck(cudaEventRecord(m->bucket_ready[bucket], m->stream));
+    cudaCheck(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[bucket], 0));
+    group_start(m->comm);
+    if (bucket < L) {
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            if (m->layout.layer_sizes[t] == 0) continue;
+            m->comm->all_reduce(m->comm, m->grads_t[t] + param_layer_offset(&m->layout, t, bucket),
+                                m->layout.layer_sizes[t], m->comm_stream);
+        }
+    } else {
+        m->comm->all_reduce(m->comm, m->grads_t[P_WTE], m->layout.sizes[P_WTE], m->comm_stream);
+        m->comm->all_reduce(m->comm, m->grads_t[P_NORM_F], m->layout.sizes[P_NORM_F], m->comm_stream);
+        cudaCheck(cudaEventRecord(m->grads_reduced, m->comm_stream));
+    }
+    group_end(m->comm);
+}
+
+/* Accumulates the gradients of the last training forward (its dloss) into m->grads; with
+ * reduce_in_backward set, also sums them over the ranks, bucket by bucket (reduce_bucket). */
 void mamba_gpu_backward(MambaGPU *m) {
     const ModelConfig *c = &m->config;
     GPUActivations *a = &m->acts;
@@ -388,35 +480,71 @@ void mamba_gpu_backward(MambaGPU *m) {
         matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
         rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, a->residual + (size_t)l * N * D,
                          a->norm_rstd + (size_t)l * N, p.norm_w, N, D, st);
+        if (m->reduce_in_backward) reduce_bucket(m, l);
     }
     encoder_backward(m->grads_t[P_WTE], a->dres, buckets, buckets + N, buckets + 2 * N + 1, m->num_buckets, D, st);
+    if (m->reduce_in_backward) reduce_bucket(m, L);
 }
 
-/* Launches the global gradient norm; it stays on the device (read by the update and when printed). */
+/* The gradients summed over ranks (unless the backward did it), then the global gradient norm, which
+ * stays on the device (read by the update and when printed). With ZeRO-1 the gradient buffer is
+ * reduce-scattered and the norm is that of the rank's shard, its square summed over ranks. */
 void mamba_gpu_grad_norm(MambaGPU *m) {
-    global_norm(m->d_scalars + 1, m->norm_scratch, m->grads, m->layout.total, m->stream);
+    Comm *comm = m->comm;
+    if (comm->world > 1 && m->reduce_in_backward) {
+        cudaCheck(cudaStreamWaitEvent(m->stream, m->grads_reduced, 0));
+    } else if (comm->world > 1 && !m->zero) {
+        comm->all_reduce(comm, m->grads, m->layout.total, m->stream);
+    } else if (m->zero) {
+        comm->reduce_scatter(comm, m->grads, m->shard, m->stream);
+    }
+    m->reduce_in_backward = 0;
+    global_norm_squared(m->d_scalars + 1, m->norm_scratch, m->grads + m->lo, m->hi - m->lo, m->stream);
+    if (m->zero) comm->all_reduce(comm, m->d_scalars + 1, 1, m->stream);
+    sqrt_in_place(m->d_scalars + 1, m->stream);
 }
 
+/* Waits for the step and returns the gradient norm (watching the other ranks while it waits). */
 float mamba_gpu_read_grad_norm(MambaGPU *m) {
     float norm;
     cudaCheck(cudaMemcpyAsync(&norm, m->d_scalars + 1, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
+    stream_wait(m);
     return norm;
 }
 
-/* AdamW step h->step (1-based) with the clip scale from the gradient norm on the device. */
-void mamba_gpu_update(MambaGPU *m, const AdamWHyper *h) {
+/* AdamW step h->step (1-based) of the parameters [lo, hi) with the clip scale from the gradient norm on
+ * the device; with ZeRO-1 the master weights are then all-gathered and cast to floatX. */
+void mamba_gpu_update(MambaGPU *m, const AdamWSettings *h) {
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        size_t begin = std::max(m->lo, m->layout.offsets[t]);
+        size_t end = std::min(m->hi, m->layout.offsets[t] + m->layout.sizes[t]);
+        if (begin >= end) continue;
         float wd = param_has_weight_decay(t) ? h->weight_decay : 0.0f;
-        size_t off = m->layout.offsets[t];
-        adamw_update(m->master + off, m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
-                     m->layout.sizes[t], h, wd, m->d_scalars + 1, m->stream);
+        adamw_update(m->master + begin, m->params + begin, m->grads + begin, m->adam_m + (begin - m->lo),
+                     m->adam_v + (begin - m->lo), end - begin, h, wd, m->d_scalars + 1, m->stream);
+    }
+    if (m->zero && m->comm->world > 1) {
+        m->comm->all_gather(m->comm, m->master, m->shard, m->stream);
+        cast_to_floatX_kernel_launch(m->params, m->master, m->layout.total, m->stream);
     }
 }
 
 void mamba_gpu_get_params(MambaGPU *m, float *out) {
     cudaCheck(cudaStreamSynchronize(m->stream));
     cudaCheck(cudaMemcpy(out, m->master, m->layout.total * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+/* The moments of [offset, offset + count), inside [lo, hi). */
+void mamba_gpu_get_moments(MambaGPU *m, size_t offset, size_t count, float *adam_m, float *adam_v) {
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaMemcpy(adam_m, m->adam_m + (offset - m->lo), count * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(adam_v, m->adam_v + (offset - m->lo), count * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+void mamba_gpu_set_moments(MambaGPU *m, size_t offset, size_t count, const float *adam_m, const float *adam_v) {
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaMemcpy(m->adam_m + (offset - m->lo), adam_m, count * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->adam_v + (offset - m->lo), adam_v, count * sizeof(float), cudaMemcpyHostToDevice));
 }
 
 void mamba_gpu_free(MambaGPU *m) {
@@ -433,6 +561,12 @@ void mamba_gpu_free(MambaGPU *m) {
         cudaCheck(cudaEventDestroy(m->batch_copied));
     }
     free(m->h_count);
+    if (m->bucket_ready) {
+        for (int l = 0; l <= m->config.n_layer; l++) cudaCheck(cudaEventDestroy(m->bucket_ready[l]));
+        free(m->bucket_ready);
+        cudaCheck(cudaEventDestroy(m->grads_reduced));
+        cudaCheck(cudaStreamDestroy(m->comm_stream));
+    }
     memset(m, 0, sizeof(*m));
 }
 
@@ -441,92 +575,147 @@ void mamba_gpu_free(MambaGPU *m) {
  */
 #ifndef TESTING
 
-/* Mean loss over up to max_batches batches of the loader (from its start). */
-static float evaluate(MambaGPU *model, DataLoader *loader, int max_batches) {
-    dataloader_reset(loader);
-    int n = (int)dataloader_num_batches(loader);
-    if (max_batches >= 0 && max_batches < n) n = max_batches;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        dataloader_next_batch(loader);
-        mamba_gpu_set_batch(model, loader->inputs, loader->targets);
-        mamba_gpu_forward(model, 0.0f, NULL);
-        sum += mamba_gpu_mean_loss(model);
-    }
-    return n > 0 ? (float)(sum / n) : NAN;
+/* The GPU model behind the training loop's TrainCompute (model/train_loop.h). */
+typedef struct {
+    MambaGPU model;
+    int B, T;              /* of the training micro-batches: what the activations are sized for */
+    float *host_losses;    /* [B * T] */
+    GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
+    int first_update_done;
+} GPUCompute;
+
+static void gpu_zero_grad(void *self) { mamba_gpu_zero_grad(&((GPUCompute *)self)->model); }
+
+static void gpu_train_micro(void *self, const int *inputs, const int *targets, float loss_scale, int last) {
+    GPUCompute *c = (GPUCompute *)self;
+    MambaGPU *m = &c->model;
+    m->B = c->B;
+    m->T = c->T;
+    mamba_gpu_set_batch(m, inputs, targets);
+    mamba_gpu_forward(m, loss_scale / (float)(c->B * c->T), NULL);
+    m->reduce_in_backward = last && m->comm->world > 1 && !m->zero;
+    mamba_gpu_backward(m);
 }
 
-/* Adds the losses of the first lengths[r] positions of each row r < rows of the last forward, in
- * double and in order, as the CPU trainer's evaluation does. */
-static void add_row_losses(EvalResult *result, MambaGPU *m, float *host_losses, const int *lengths, int rows) {
-    cudaCheck(cudaMemcpyAsync(host_losses, m->acts.losses, (size_t)rows * m->T * sizeof(float), cudaMemcpyDeviceToHost,
+static double gpu_micro_loss(void *self) { return mamba_gpu_mean_loss(&((GPUCompute *)self)->model); }
+
+static float gpu_update(void *self, const AdamWSettings *h) {
+    GPUCompute *c = (GPUCompute *)self;
+    mamba_gpu_grad_norm(&c->model);
+    mamba_gpu_update(&c->model, h);
+    float norm = mamba_gpu_read_grad_norm(&c->model);
+    if (!c->first_update_done) {
+        c->first_update_done = 1;
+        size_t free_bytes, total_bytes;
+        cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+        printf("device memory in use after the first step: %.2f GiB of %.2f GiB\n",
+               (total_bytes - free_bytes) / 1073741824.0, total_bytes / 1073741824.0);
+    }
+    return norm;
+}
+
+/* The summed losses of the first B x T positions of the last forward, in double and in order. */
+static double sum_host_losses(GPUCompute *c, int n) {
+    MambaGPU *m = &c->model;
+    cudaCheck(cudaMemcpyAsync(c->host_losses, m->acts.losses, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost,
                               m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
-    for (int r = 0; r < rows; r++) {
-        for (int i = 0; i < lengths[r]; i++) result->loss_sum += host_losses[(size_t)r * m->T + i];
-        result->tokens += lengths[r];
-    }
+    stream_wait(m);
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += c->host_losses[i];
+    return total;
 }
 
-/* Full-split evaluation (-m -1, -ti, -x 0) over the same windows as the CPU trainer's
- * mamba_evaluate_split. Fresh state: B windows per forward, the positions past a short window padded
- * and not counted (causality keeps them from the counted ones). Carried state (-ec 1): one window
- * per forward (B = 1, T = its length), the state flowing from window to window within a stream. */
-static EvalResult mamba_gpu_evaluate_split(MambaGPU *m, EvalSplit *split, int carry) {
-    EvalResult result = {0, 0};
-    int B = m->B, T = m->T;
-    int *inputs = (int *)mallocCheck((size_t)B * T * sizeof(int)), *targets = (int *)mallocCheck((size_t)B * T * sizeof(int));
-    int *lengths = (int *)mallocCheck(B * sizeof(int));
-    float *host_losses = (float *)mallocCheck((size_t)B * T * sizeof(float));
-    eval_split_reset(split);
-    if (carry) {
-        GPUCarry state;
-        gpu_carry_alloc(&state, &m->config, 1);
-        m->B = 1;
-        while (eval_split_next(split)) {
-            if (split->starts_stream) gpu_carry_zero(&state, m->config.n_layer, m->stream);
-            m->T = split->length;
-            mamba_gpu_set_batch(m, split->inputs, split->targets);
-            mamba_gpu_forward(m, 0.0f, &state);
-            add_row_losses(&result, m, host_losses, &split->length, 1);
-        }
-        m->B = B;
-        m->T = T;
-        gpu_carry_free(&state);
-    } else {
-        int rows;
-        do {
-            for (rows = 0; rows < B && eval_split_next(split); rows++) {
-                lengths[rows] = split->length;
-                memcpy(inputs + (size_t)rows * T, split->inputs, split->length * sizeof(int));
-                memcpy(targets + (size_t)rows * T, split->targets, split->length * sizeof(int));
-                memset(inputs + (size_t)rows * T + split->length, 0, (T - split->length) * sizeof(int));
-                memset(targets + (size_t)rows * T + split->length, 0, (T - split->length) * sizeof(int));
-            }
-            if (rows == 0) break;
-            memset(inputs + (size_t)rows * T, 0, (size_t)(B - rows) * T * sizeof(int));
-            memset(targets + (size_t)rows * T, 0, (size_t)(B - rows) * T * sizeof(int));
-            mamba_gpu_set_batch(m, inputs, targets);
-            mamba_gpu_forward(m, 0.0f, NULL);
-            add_row_losses(&result, m, host_losses, lengths, rows);
-        } while (rows == B);
-    }
-    free(inputs);
-    free(targets);
-    free(lengths);
-    free(host_losses);
-    return result;
+static double gpu_eval_loss_sum(void *self, const int *inputs, const int *targets, int B, int T) {
+    GPUCompute *c = (GPUCompute *)self;
+    MambaGPU *m = &c->model;
+    m->B = B;
+    m->T = T;
+    mamba_gpu_set_batch(m, inputs, targets);
+    mamba_gpu_forward(m, 0.0f, NULL);
+    return sum_host_losses(c, B * T);
 }
 
-/* Samples on the CPU from a copy of the current weights: generation is one token at a time. */
-static void print_sample(MambaGPU *model, Tokenizer *tokenizer, const TrainArgs *args, uint64_t *rng) {
-    float *params = (float *)mallocCheck(model->layout.total * sizeof(float));
-    mamba_gpu_get_params(model, params);
-    Mamba cpu_model;
-    mamba_build(&cpu_model, &model->config, params);
-    sample_print(&cpu_model, tokenizer, args->gen_T, args->temperature, args->top_k, rng);
-    mamba_free(&cpu_model);
-    free(params);
+static double gpu_eval_loss_sum_carry(void *self, const int *inputs, const int *targets, int T, int reset) {
+    GPUCompute *c = (GPUCompute *)self;
+    MambaGPU *m = &c->model;
+    if (c->carry.conv == NULL) {
+        gpu_carry_alloc(&c->carry, &m->config, 1);
+        reset = 1;
+    }
+    if (reset) gpu_carry_zero(&c->carry, m->config.n_layer, m->stream);
+    m->B = 1;
+    m->T = T;
+    mamba_gpu_set_batch(m, inputs, targets);
+    mamba_gpu_forward(m, 0.0f, &c->carry);
+    return sum_host_losses(c, T);
+}
+
+static void gpu_get_params(void *self, float *out) { mamba_gpu_get_params(&((GPUCompute *)self)->model, out); }
+
+static void gpu_get_moments(void *self, size_t offset, size_t count, float *m, float *v) {
+    mamba_gpu_get_moments(&((GPUCompute *)self)->model, offset, count, m, v);
+}
+
+static void gpu_set_moments(void *self, size_t offset, size_t count, const float *m, const float *v) {
+    mamba_gpu_set_moments(&((GPUCompute *)self)->model, offset, count, m, v);
+}
+
+/* Through NCCL when a launcher started this process (torchrun, srun, mpirun), else on its own. */
+static void comm_init(Comm *comm, const TrainArgs *args) {
+    LaunchInfo info;
+    char err[512];
+    if (launch_info_from_env(&info, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    if (!strcmp(info.launcher, "none")) {
+        comm_single_init(comm);
+        return;
+    }
+#ifdef USE_NCCL
+    int devices = 0;
+    cudaCheck(cudaGetDeviceCount(&devices));
+    if (info.local_rank >= devices) {
+        fprintf(stderr, "error: rank %d has local rank %d but this node has %d GPU%s\n", info.rank, info.local_rank,
+                devices, devices == 1 ? "" : "s");
+        exit(1);
+    }
+    cudaCheck(cudaSetDevice(info.local_rank));
+    if (args->rendezvous_dir == NULL && (info.master_addr[0] == '\0' || info.master_port == 0)) {
+        fprintf(stderr, "error: rank %d of %d (%s) has no MASTER_ADDR/MASTER_PORT to meet at: set them, "
+                        "or give a shared directory with -rd\n", info.rank, info.world_size, info.launcher);
+        exit(1);
+    }
+    comm_nccl_init(comm, &info, args->rendezvous_dir, args->rank_timeout, args->collective_timeout);
+#else
+    if (info.world_size > 1) {
+        fprintf(stderr, "error: this train_ssdcu was built without NCCL (NO_NCCL or no NCCL found), so it runs "
+                        "on one GPU only; rebuild with NCCL_HOME set to run %d ranks\n", info.world_size);
+        exit(1);
+    }
+    comm_single_init(comm);
+#endif
+}
+
+/* With several ranks: the time of one all-reduce of the whole gradient buffer on its own (CUDA events,
+ * median of 5), the figure against which the benchmark measures how much of it the backward hides. */
+static void time_gradient_all_reduce(MambaGPU *m) {
+    if (m->comm->world == 1) return;
+    cudaEvent_t start, stop;
+    cudaCheck(cudaEventCreate(&start));
+    cudaCheck(cudaEventCreate(&stop));
+    float ms[5];
+    for (int i = 0; i < 5; i++) {
+        cudaCheck(cudaEventRecord(start, m->stream));
+        m->comm->all_reduce(m->comm, m->grads, m->layout.total, m->stream);
+        cudaCheck(cudaEventRecord(stop, m->stream));
+        stream_wait(m);
+        cudaCheck(cudaEventElapsedTime(&ms[i], start, stop));
+    }
+    std::sort(ms, ms + 5);
+    printf("all-reduce of the %zu gradients alone: %.3f ms (median of 5)\n", m->layout.total, ms[2]);
+    cudaCheck(cudaEventDestroy(start));
+    cudaCheck(cudaEventDestroy(stop));
 }
 
 int main(int argc, char **argv) {
@@ -534,10 +723,14 @@ int main(int argc, char **argv) {
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
+    Comm comm;
+    comm_init(&comm, &args);
 
-    int device = 0;
+    TrainRun run;
+    train_run_init(&run, &args, &comm);
+    int device;
     cudaDeviceProp prop;
-    cudaCheck(cudaSetDevice(device));
+    cudaCheck(cudaGetDevice(&device));
     cudaCheck(cudaGetDeviceProperties(&prop, device));
     printf("device: %s, %d SMs, %.1f GiB, compute %d.%d, precision %s\n", prop.name, prop.multiProcessorCount,
            prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor, PRECISION_NAME);
@@ -545,95 +738,31 @@ int main(int argc, char **argv) {
     cudaCheck(cudaStreamCreate(&stream));
     matmul_init();
 
-    TrainRun run;
-    train_run_init(&run, &args);
-    MambaGPU model;
-    mamba_gpu_build(&model, &run.config, run.params, stream);
-    size_t act_bytes = mamba_gpu_alloc_activations(&model, args.B, args.T);
+    GPUCompute c;
+    memset(&c, 0, sizeof(c));
+    c.B = args.B;
+    c.T = args.T;
+    mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
+    size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
     printf("activations %.2f GiB\n", act_bytes / 1073741824.0);
-    size_t n = model.layout.total;
-    if (run.resumed) {
-        cudaCheck(cudaMemcpy(model.adam_m, run.resume_state.m, n * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(model.adam_v, run.resume_state.v, n * sizeof(float), cudaMemcpyHostToDevice));
-    }
+    c.host_losses = (float *)mallocCheck((size_t)args.B * args.T * sizeof(float));
+    if (run.resumed) mamba_gpu_set_moments(&c.model, run.moments_offset, run.moments_count, run.resume_state.m,
+                                           run.resume_state.v);
     train_run_release_params(&run);
 
-    AdamWHyper hyper = {0.0f, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip, 0};
-    float dloss = 1.0f / (float)(run.total_batch);
-    float *params = (float *)mallocCheck(n * sizeof(float));
-    float *m = (float *)mallocCheck(n * sizeof(float)), *v = (float *)mallocCheck(n * sizeof(float));
-    double total_ms = 0.0;
-    int timed_steps = 0;
+    TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
+                            gpu_update, {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry}, gpu_get_params,
+                            gpu_get_moments, gpu_set_moments};
+    train_loop_run(&run, &compute);
+    time_gradient_all_reduce(&c.model);
 
-    for (int step = run.start_step; step <= run.max_steps; step++) {
-        int last = step == run.max_steps;
-        if (train_run_checkpoint_due(&run, step)) {
-            mamba_gpu_get_params(&model, params);
-            cudaCheck(cudaMemcpy(m, model.adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
-            cudaCheck(cudaMemcpy(v, model.adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
-            /* the model file holds the fp32 master weights, so they double as the state's master copy */
-            train_run_save_checkpoint(&run, step, params, m, v, params);
-        }
-        if (train_run_val_due(&run, step)) {
-            float val_loss;
-            if (run.full_val) {
-                EvalResult r = mamba_gpu_evaluate_split(&model, &run.val_split, args.eval_carry);
-                val_loss = (float)(r.loss_sum / r.tokens);
-                if (last) eval_result_report("val", step, r, args.eval_carry, &run.logger);
-            } else {
-                val_loss = evaluate(&model, &run.val_loader, args.val_max_steps);
-            }
-            printf("val loss %.6f\n", val_loss);
-            logger_log_val(&run.logger, step, val_loss);
-        }
-        if (train_run_sample_due(&run, step)) print_sample(&model, &run.tokenizer, &args, &run.sample_rng);
-        if (last) break;
-
-        double t0 = wall_seconds();
-        mamba_gpu_zero_grad(&model);
-        float loss = 0.0f;
-        for (int micro = 0; micro < run.grad_accum; micro++) {
-            dataloader_next_batch(&run.train_loader);
-            mamba_gpu_set_batch(&model, run.train_loader.inputs, run.train_loader.targets);
-            mamba_gpu_forward(&model, dloss, NULL);
-            mamba_gpu_backward(&model);
-            loss += mamba_gpu_mean_loss(&model) / run.grad_accum;
-        }
-        /* a multi-GPU build all-reduces model.grads here */
-        mamba_gpu_grad_norm(&model);
-        hyper.lr = schedule_lr(&run.schedule, step);
-        hyper.step = step + 1;
-        mamba_gpu_update(&model, &hyper);
-        float norm = mamba_gpu_read_grad_norm(&model);
-        double ms = (wall_seconds() - t0) * 1e3;
-        if (step == run.start_step) {
-            size_t free_bytes, total_bytes;
-            cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
-            printf("device memory in use after the first step: %.2f GiB of %.2f GiB\n",
-                   (total_bytes - free_bytes) / 1073741824.0, total_bytes / 1073741824.0);
-        } else { /* the first step pays for cuBLASLt's and the allocator's warm-up */
-            total_ms += ms;
-            timed_steps++;
-        }
-        printf("step %5d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, run.max_steps, loss,
-               norm, hyper.lr, ms, run.total_batch / (ms / 1e3));
-        logger_log_train(&run.logger, step, loss, hyper.lr, norm);
-    }
-    if (timed_steps > 0)
-        printf("average %.2f ms per step, %.0f tok/s\n", total_ms / timed_steps,
-               run.total_batch / (total_ms / timed_steps / 1e3));
-    if (args.test_pattern) {
-        EvalResult r = mamba_gpu_evaluate_split(&model, &run.test_split, args.eval_carry);
-        eval_result_report("test", run.max_steps, r, args.eval_carry, &run.logger);
-    }
-
-    free(params);
-    free(m);
-    free(v);
+    free(c.host_losses);
+    if (c.carry.conv) gpu_carry_free(&c.carry);
     train_run_free(&run);
-    mamba_gpu_free(&model);
+    mamba_gpu_free(&c.model);
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
+    comm.free(&comm);
     return 0;
 }
 #endif

@@ -15,9 +15,9 @@
 #include "model/utils.h"
 
 #define STATE_MAGIC 0x5353444c4f414452ULL /* "SSDLOADR" */
-#define STATE_VERSION 1
-#define STATE_WORDS 13
-#define STATE_CONFIG_WORDS 10 /* the leading words that must match the loader */
+#define STATE_VERSION 2
+#define STATE_WORDS 12
+#define STATE_CONFIG_WORDS 9 /* the leading words that must match the loader */
 #define VALIDATE_CHUNK_TOKENS ((size_t)1 << 20)
 
 static void data_error(const char *path, const char *fmt, ...) {
@@ -218,17 +218,20 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
-                            int shuffle, uint64_t seed, int vocab_size, size_t block_tokens) {
+void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                                  int micro_per_step, int shuffle, uint64_t seed, int vocab_size, size_t block_tokens) {
     memset(loader, 0, sizeof(*loader));
     if (B == 0 || T == 0) data_error(pattern, "batch shape B=%zu T=%zu: both must be positive", B, T);
     if (world < 1 || rank < 0 || rank >= world) data_error(pattern, "rank %d is not in [0, world=%d)", rank, world);
+    if (micro_per_step < 1) data_error(pattern, "micro-batches per step %d must be positive", micro_per_step);
     if (vocab_size <= 0) data_error(pattern, "vocab_size %d must be positive", vocab_size);
     if (block_tokens == 0) data_error(pattern, "block size must be positive");
     loader->B = B;
     loader->T = T;
     loader->rank = rank;
     loader->world = world;
+    loader->micro_per_step = micro_per_step;
+    loader->step_rows = (size_t)world * B * (size_t)micro_per_step;
     loader->shuffle = shuffle;
     loader->seed = seed;
     loader->vocab_size = vocab_size;
@@ -240,7 +243,7 @@ void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, s
     if (status != 0) data_error(pattern, "glob failed (status %d)", status);
     loader->num_shards = (int)found.gl_pathc;
     loader->shards = (Shard *)callocCheck(found.gl_pathc, sizeof(Shard));
-    size_t global_rows = (size_t)world * B;
+    size_t S = loader->step_rows;
     size_t max_token_bytes = 2;
     for (size_t i = 0; i < found.gl_pathc; i++) {
         Shard *shard = &loader->shards[i];
@@ -250,17 +253,17 @@ void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, s
         shard->is_zst = ends_with(path, ".zst");
         shard_validate(shard, vocab_size);
         shard->num_rows = (shard->ntok - 1) / T;
-        shard->num_batches = shard->num_rows / global_rows;
+        shard->num_batches = shard->num_rows / S * (size_t)micro_per_step;
         if (shard->num_batches == 0)
-            data_error(path, "too short for a batch: %zu tokens, but %d rank(s) x B=%zu x T=%zu need %zu + 1", shard->ntok,
-                       world, B, T, global_rows * T);
+            data_error(path, "too short for an optimizer step: %zu tokens, but %d rank(s) x B=%zu x %d micro-batch(es) "
+                       "x T=%zu need %zu + 1", shard->ntok, world, B, micro_per_step, T, S * T);
         if (shard->token_bytes > max_token_bytes) max_token_bytes = shard->token_bytes;
     }
     globfree(&found);
 
-    size_t global_tokens = global_rows * T;
-    loader->batches_per_block = block_tokens / global_tokens > 0 ? block_tokens / global_tokens : 1;
-    loader->block_rows = loader->batches_per_block * global_rows;
+    /* whole steps, so the blocks (and the shuffle within them) do not depend on how S is split */
+    size_t steps_per_block = block_tokens / (S * T) > 0 ? block_tokens / (S * T) : 1;
+    loader->block_rows = steps_per_block * S;
     loader->block_tokens = (unsigned char *)mallocCheck((loader->block_rows * T + 1) * max_token_bytes);
     loader->row_order = (size_t *)mallocCheck(loader->block_rows * sizeof(size_t));
     loader->shard_order = (int *)mallocCheck((size_t)loader->num_shards * sizeof(int));
@@ -271,9 +274,20 @@ void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, s
     dataloader_reset(loader);
 }
 
+void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                            int shuffle, uint64_t seed, int vocab_size, size_t block_tokens) {
+    dataloader_init_steps_blocks(loader, pattern, B, T, rank, world, 1, shuffle, seed, vocab_size, block_tokens);
+}
+
+void dataloader_init_steps(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                           int micro_per_step, int shuffle, uint64_t seed, int vocab_size) {
+    dataloader_init_steps_blocks(loader, pattern, B, T, rank, world, micro_per_step, shuffle, seed, vocab_size,
+                                 DATALOADER_BLOCK_TOKENS);
+}
+
 void dataloader_init(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                      int shuffle, uint64_t seed, int vocab_size) {
-    dataloader_init_blocks(loader, pattern, B, T, rank, world, shuffle, seed, vocab_size, DATALOADER_BLOCK_TOKENS);
+    dataloader_init_steps(loader, pattern, B, T, rank, world, 1, shuffle, seed, vocab_size);
 }
 
 void dataloader_reset(DataLoader *loader) {
@@ -336,10 +350,11 @@ void dataloader_next_batch(DataLoader *loader) {
         }
     }
     int s = loader->shard_order[loader->shard_pos];
-    size_t block = loader->batch_in_shard / loader->batches_per_block;
-    ensure_block(loader, s, block);
     size_t B = loader->B, T = loader->T;
-    size_t first = (loader->batch_in_shard % loader->batches_per_block) * loader->world * B + (size_t)loader->rank * B;
+    /* blocks are whole steps, so a global micro-batch never straddles two */
+    size_t row = loader->batch_in_shard * (size_t)loader->world * B;
+    ensure_block(loader, s, row / loader->block_rows);
+    size_t first = row % loader->block_rows + (size_t)loader->rank * B;
     int two_bytes = loader->shards[s].token_bytes == 2;
     for (size_t b = 0; b < B; b++) {
         size_t offset = loader->row_order[first + b] * T;
@@ -362,25 +377,24 @@ size_t dataloader_num_batches(const DataLoader *loader) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* state: uint64 words [magic, version, B, T, world, shuffle, seed, shards, tokens, block rows,
- *                      epoch, shard position, batch in shard] */
+/* state: uint64 words [magic, version, T, step rows, shuffle, seed, shards, tokens, block rows,
+ *                      epoch, shard position, rows consumed in the shard] */
 
 static void state_words(const DataLoader *loader, uint64_t *w) {
     uint64_t total_tokens = 0;
     for (int i = 0; i < loader->num_shards; i++) total_tokens += loader->shards[i].ntok;
     w[0] = STATE_MAGIC;
     w[1] = STATE_VERSION;
-    w[2] = loader->B;
-    w[3] = loader->T;
-    w[4] = (uint64_t)loader->world;
-    w[5] = (uint64_t)loader->shuffle;
-    w[6] = loader->seed;
-    w[7] = (uint64_t)loader->num_shards;
-    w[8] = total_tokens;
-    w[9] = loader->block_rows;
-    w[10] = loader->epoch;
-    w[11] = (uint64_t)loader->shard_pos;
-    w[12] = loader->batch_in_shard;
+    w[2] = loader->T;
+    w[3] = loader->step_rows;
+    w[4] = (uint64_t)loader->shuffle;
+    w[5] = loader->seed;
+    w[6] = (uint64_t)loader->num_shards;
+    w[7] = total_tokens;
+    w[8] = loader->block_rows;
+    w[9] = loader->epoch;
+    w[10] = (uint64_t)loader->shard_pos;
+    w[11] = loader->batch_in_shard * (size_t)loader->world * loader->B;
 }
 
 size_t dataloader_state_size(const DataLoader *loader) {
@@ -394,32 +408,51 @@ void dataloader_get_state(const DataLoader *loader, void *buf) {
     memcpy(buf, w, sizeof(w));
 }
 
-void dataloader_set_state(DataLoader *loader, const void *buf, size_t n) {
-    static const char *const field_names[STATE_CONFIG_WORDS] = {
-        "magic", "version", "B", "T", "world", "shuffle", "seed", "number of shards", "total tokens",
+/* exits unless the first n configuration words of a state equal this loader's */
+static void check_state_config(const DataLoader *loader, const uint64_t *saved, int n) {
+    static const char *const names[STATE_CONFIG_WORDS] = {
+        "magic", "version", "T", "rows per optimizer step", "shuffle", "seed", "number of shards", "total tokens",
         "block rows"};
+    static const char *const keep[STATE_CONFIG_WORDS] = {
+        "not a loader state", "a state written by another version of the loader", "keep T equal to resume",
+        "keep world x B x grad accum equal to resume", "keep the shuffle setting to resume",
+        "keep the seed to resume", "resume on the same shards", "resume on the same shards",
+        "keep the loader's block size to resume"};
+    uint64_t mine[STATE_WORDS];
+    state_words(loader, mine);
+    for (int i = 0; i < n; i++) {
+        if (saved[i] != mine[i])
+            data_error(loader->shards[0].path, "loader state does not fit: %s is %llu in the state but %llu in this "
+                       "loader: %s", names[i], (unsigned long long)saved[i], (unsigned long long)mine[i], keep[i]);
+    }
+}
+
+void dataloader_set_state(DataLoader *loader, const void *buf, size_t n) {
     const char *where = loader->shards[0].path;
+    uint64_t saved[STATE_WORDS] = {0};
+    memcpy(saved, buf, n < sizeof(saved) ? n : sizeof(saved));
+    /* magic and version first: a state of another version has another size */
+    if (n >= 2 * sizeof(uint64_t)) check_state_config(loader, saved, 2);
     if (n != dataloader_state_size(loader))
         data_error(where, "loader state of %zu bytes does not fit (expected %zu)", n, dataloader_state_size(loader));
-    uint64_t saved[STATE_WORDS], mine[STATE_WORDS];
-    memcpy(saved, buf, sizeof(saved));
-    state_words(loader, mine);
-    for (int i = 0; i < STATE_CONFIG_WORDS; i++) {
-        if (saved[i] != mine[i])
-            data_error(where, "loader state does not fit: %s is %llu in the state but %llu in this loader",
-                       field_names[i], (unsigned long long)saved[i], (unsigned long long)mine[i]);
-    }
-    uint64_t shard_pos = saved[11], batch = saved[12];
+    check_state_config(loader, saved, STATE_CONFIG_WORDS);
+    uint64_t shard_pos = saved[10], row = saved[11];
     if (shard_pos >= (uint64_t)loader->num_shards)
         data_error(where, "loader state does not fit: shard position %llu of %d shards", (unsigned long long)shard_pos,
                    loader->num_shards);
-    loader->epoch = saved[10];
+    loader->epoch = saved[9];
     loader->shard_pos = (int)shard_pos;
     set_shard_order(loader);
-    if (batch > loader->shards[loader->shard_order[shard_pos]].num_batches)
-        data_error(where, "loader state does not fit: batch %llu of a shard with %zu batches", (unsigned long long)batch,
-                   loader->shards[loader->shard_order[shard_pos]].num_batches);
-    loader->batch_in_shard = batch;
+    const Shard *shard = &loader->shards[loader->shard_order[shard_pos]];
+    size_t global_rows = (size_t)loader->world * loader->B;
+    size_t used_rows = shard->num_batches * global_rows;
+    if (row > used_rows)
+        data_error(where, "loader state does not fit: row %llu of a shard with %zu used rows", (unsigned long long)row,
+                   used_rows);
+    if (row % global_rows != 0)
+        data_error(where, "loader state does not fit: row %llu is not a multiple of this loader's world x B = %zu rows: "
+                   "resume from a state taken at an optimizer step boundary", (unsigned long long)row, global_rows);
+    loader->batch_in_shard = row / global_rows;
 }
 
 void dataloader_free(DataLoader *loader) {

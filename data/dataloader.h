@@ -7,15 +7,23 @@
  * zstd-compressed; it is read with streaming decompression and gives the same batches as the raw file.
  *
  * Samples: a shard of ntok tokens holds R = (ntok - 1) / T rows; row r is the window of T + 1 tokens
- * starting at r * T (consecutive rows share one token). The rows are taken in blocks of a bounded number
- * of tokens (the only part of a shard held in memory); a block is a whole number of global batches of
- * world * B rows, and global batch g of a block gives rank k its rows [g*world*B + k*B, ... + B). Unshuffled,
- * rows are in file order, so each rank's batch is one contiguous span of B*T+1 tokens (llm.c's layout);
- * shuffled, the shard order is permuted every epoch and the rows of each block are permuted, both from
- * the seed. Raw and zstd shards share this code path, so they give identical batches in both modes.
- * Rows that do not fill a last global batch of a shard (fewer than world*B) are skipped in that epoch.
- * Every rank sees the same shards and the same number of batches, and the ranks' rows are disjoint and
- * together cover every used row.
+ * starting at r * T (consecutive rows share one token).
+ *
+ * Steps: W ranks (world), each reading micro-batches of B rows, with micro_per_step micro-batches per
+ * optimizer step (gradient accumulation), consume S = W * B * micro_per_step rows per step. The row
+ * sequence (which rows, in which order, grouped into steps) depends only on S, T, shuffle, seed and the
+ * shards, never on how S splits into W * B * micro_per_step: micro-batch m of step s gives rank k the rows
+ * [s*S + m*W*B + k*B, ... + B) of that sequence, i.e. global micro-batches of W*B rows in order. So W=2
+ * with one micro-batch per step, W=1 with two and W=1 with 2B rows all train on the same rows per step.
+ * Within a shard, rows are taken in blocks (the only part of a shard held in memory) of a bounded number
+ * of tokens rounded down to a whole number of steps (a multiple of S rows, at least one step); only the
+ * shard's last block may be shorter. Unshuffled, rows are in file order, so each rank's micro-batch is one
+ * contiguous span of B*T+1 tokens (llm.c's layout); shuffled, the shard order is permuted every epoch and
+ * the rows of each block are permuted, both from the seed. Raw and zstd shards share this code path, so
+ * they give identical batches in both modes. A shard gives floor(R / S) steps; the rows that do not fill a
+ * last whole step (fewer than S) are left out in that epoch: unshuffled the shard's last rows, shuffled
+ * whichever rows the last block's permutation puts last. Every rank sees the same shards and the same
+ * number of micro-batches, and the ranks' rows are disjoint and together cover every used row.
  *
  * dataloader_init validates every shard completely (header, size, zstd integrity, every token < vocab_size)
  * and exits with a message naming the file on any problem.
@@ -33,7 +41,7 @@ extern "C" {
 
 #define SHARD_MAGIC 20240520
 #define SHARD_HEADER_INTS 256
-/* default block size in tokens (rounded to whole global batches, at least one) */
+/* default block size in tokens (rounded down to whole optimizer steps, at least one) */
 #define DATALOADER_BLOCK_TOKENS ((size_t)1 << 24)
 
 typedef struct {
@@ -43,7 +51,7 @@ typedef struct {
     size_t token_bytes;
     size_t ntok;
     size_t num_rows;      /* (ntok - 1) / T */
-    size_t num_batches;   /* global batches of world*B rows */
+    size_t num_batches;   /* micro-batches of world*B rows: floor(num_rows / step rows) * micro_per_step */
 } Shard;
 
 /* a sequential reader of one shard's token bytes (after the header), raw or zstd */
@@ -62,14 +70,16 @@ typedef struct {
     /* configuration */
     size_t B, T;
     int rank, world;
+    int micro_per_step;         /* micro-batches per optimizer step (gradient accumulation) */
+    size_t step_rows;           /* S = world * B * micro_per_step */
     int shuffle;
     uint64_t seed;
     int vocab_size;
-    size_t block_rows;          /* rows per block: a multiple of world*B */
-    size_t batches_per_block;
+    size_t block_rows;          /* rows per block: a multiple of step_rows that depends only on it and T */
     Shard *shards;              /* in sorted glob order */
     int num_shards;
-    /* position: the next batch is global batch batch_in_shard of shard_order[shard_pos] in epoch */
+    /* position: the next micro-batch is global micro-batch batch_in_shard (of world*B rows) of
+     * shard_order[shard_pos] in epoch */
     uint64_t epoch;
     int shard_pos;
     size_t batch_in_shard;
@@ -88,22 +98,34 @@ typedef struct {
     int *targets;               /* B*T */
 } DataLoader;
 
+/* one micro-batch per optimizer step: dataloader_init_steps with micro_per_step = 1 */
 void dataloader_init(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                      int shuffle, uint64_t seed, int vocab_size);
-/* the same with a chosen block size in tokens (tests use small blocks to cross block boundaries) */
+/* rank `rank` of `world`, micro_per_step micro-batches of B rows per optimizer step (see Steps above) */
+void dataloader_init_steps(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                           int micro_per_step, int shuffle, uint64_t seed, int vocab_size);
+/* the same with a chosen block size in tokens (tests use small blocks to cross block boundaries);
+ * dataloader_init_blocks has micro_per_step = 1 */
 void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                             int shuffle, uint64_t seed, int vocab_size, size_t block_tokens);
-/* fills inputs/targets with the next batch; after the last batch of an epoch it starts the next epoch */
+void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
+                                  int micro_per_step, int shuffle, uint64_t seed, int vocab_size, size_t block_tokens);
+/* fills inputs/targets with the next micro-batch; after the last one of an epoch it starts the next epoch */
 void dataloader_next_batch(DataLoader *loader);
-/* back to the first batch of epoch 0 */
+/* back to the first micro-batch of epoch 0 */
 void dataloader_reset(DataLoader *loader);
-/* batches in one epoch (the same on every rank) */
+/* micro-batches in one epoch (the same on every rank, a multiple of micro_per_step) */
 size_t dataloader_num_batches(const DataLoader *loader);
-/* the position state (epoch, shard, batch, plus the configuration it belongs to); it is the same on
- * every rank, so rank 0's state restores any rank */
+/* The position state: epoch, shard position and rows consumed in the shard (the same on every rank), plus
+ * the configuration the row sequence depends on: T, step rows S, shuffle, seed, shard count, total tokens
+ * and block rows; not world, B or micro_per_step. Any rank's state restores any rank of any loader with the
+ * same configuration, whatever its world x B x micro_per_step split of S, as long as the position lies on
+ * that loader's micro-batch grid (a multiple of its world*B rows): checkpoints store a state taken at an
+ * optimizer step boundary, which is on every split's grid. */
 size_t dataloader_state_size(const DataLoader *loader);
 void dataloader_get_state(const DataLoader *loader, void *buf);
-/* exits with a message if buf is not a state of a loader with this configuration and these shards */
+/* exits with a message naming the field that differs (and what to keep equal) if buf is not a state of a
+ * loader with this configuration and these shards, or if its position is off this loader's grid */
 void dataloader_set_state(DataLoader *loader, const void *buf, size_t n);
 void dataloader_free(DataLoader *loader);
 

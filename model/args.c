@@ -36,6 +36,10 @@ void args_defaults(TrainArgs *a) {
     a->seed = 1337;
     a->shuffle = 1;
     a->num_threads = 0;
+    a->zero = 0;
+    a->rendezvous_dir = NULL;
+    a->rank_timeout = 30.0f;
+    a->collective_timeout = 900.0f;
 }
 
 void args_print_help(const char *program) {
@@ -54,7 +58,8 @@ void args_print_help(const char *program) {
             "optimisation\n"
             "  -b <int>     micro-batch size B (default 4)\n"
             "  -t <int>     sequence length T (default 256)\n"
-            "  -d <int>     total batch size in tokens; a multiple of B*T (default B*T: no accumulation)\n"
+            "  -d <int>     total batch size in tokens over all ranks; a multiple of B*T*ranks\n"
+            "               (default B*T*ranks: no accumulation)\n"
             "  -x <int>     optimizer steps (default -1: one epoch; 0: evaluate -e and exit)\n"
             "  -l <float>   peak learning rate (default 1e-3)\n"
             "  -u <int>     linear warmup steps (default 0)\n"
@@ -76,6 +81,12 @@ void args_print_help(const char *program) {
             "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
             "  -nk <int>    keep only the last K checkpoints, 0 for all (default 0)\n"
             "  -nm <int>    also keep every M-th step's checkpoint (default 0)\n"
+            "several processes (one per GPU; launched by torchrun, srun or mpirun: README)\n"
+            "  -z <0|1>     ZeRO-1: each rank keeps and updates 1/W of the optimizer state (default 0)\n"
+            "  -rd <dir>    meet through a file in this shared directory instead of TCP at\n"
+            "               MASTER_ADDR:MASTER_PORT (default: TCP)\n"
+            "  -to <sec>    a rank silent this long counts as failed; the others exit (default 30)\n"
+            "  -tc <sec>    longest wait inside one collective before the run aborts (default 900)\n"
             "other\n"
             "  -th <int>    CPU threads (OpenMP; default all)\n"
             "  -h           this help\n",
@@ -157,6 +168,10 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
         else if (!strcmp(f, "R")) a->seed = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "sh")) a->shuffle = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "th")) a->num_threads = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "z")) a->zero = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "rd")) a->rendezvous_dir = v;
+        else if (!strcmp(f, "to")) a->rank_timeout = parse_float(program, flag, v, 1.0f);
+        else if (!strcmp(f, "tc")) a->collective_timeout = parse_float(program, flag, v, 1.0f);
         else {
             fprintf(stderr, "%s: unknown flag %s; see -h\n", program, flag);
             exit(1);
@@ -165,6 +180,7 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     if (a->final_lr_frac > 1.0f) die_bad_value(program, "-q", "(>1)", "a fraction in [0, 1]");
     if (a->resume > 1 || a->shuffle > 1) die_bad_value(program, a->resume > 1 ? "-y" : "-sh", ">1", "0 or 1");
     if (a->eval_carry > 1) die_bad_value(program, "-ec", ">1", "0 or 1");
+    if (a->zero > 1) die_bad_value(program, "-z", ">1", "0 or 1");
     if (a->resume && a->output_dir == NULL) {
         fprintf(stderr, "%s: -y 1 needs an output dir (-o) to resume from\n", program);
         exit(1);

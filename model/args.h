@@ -20,7 +20,7 @@ typedef struct {
     const char *tokenizer_path;  /* -tk tokenizer.bin for samples (default: beside the train shards) */
     int B;                       /* -b  micro-batch rows */
     int T;                       /* -t  sequence length */
-    long total_batch_size;       /* -d  tokens per optimizer step (-1: B*T*world) */
+    long total_batch_size;       /* -d  tokens per optimizer step over all ranks (-1: B*T*world) */
     int max_steps;               /* -x  optimizer steps (-1: one epoch of the train shards; 0: evaluate only) */
     float learning_rate;         /* -l */
     int warmup_steps;            /* -u */
@@ -41,6 +41,10 @@ typedef struct {
     int seed;                    /* -R  seed of init, data order and sampling */
     int shuffle;                 /* -sh 1: shuffle train shards and samples */
     int num_threads;             /* -th OpenMP threads (0: default) */
+    int zero;                    /* -z  1: ZeRO-1, each rank keeps and updates 1/W of the AdamW moments */
+    const char *rendezvous_dir;  /* -rd shared directory for the ranks' rendezvous instead of TCP (NULL: TCP) */
+    float rank_timeout;          /* -to seconds without a heartbeat after which a rank counts as failed */
+    float collective_timeout;    /* -tc seconds a collective may wait before the run is aborted */
 } TrainArgs;
 
 void args_defaults(TrainArgs *args);

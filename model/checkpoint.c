@@ -32,6 +32,8 @@
 #define DTYPE_FP32 0
 #define DTYPE_BF16 1
 #define STATE_FLAG_MASTER 1u
+/* Bounds a marker's world size, so that a corrupt one cannot ask for an absurd allocation. */
+#define MAX_WORLD_SIZE (1 << 20)
 
 /* Refuses configs whose parameter count would not fit the size arithmetic (only a corrupt or
  * hostile file gets here: config_parse accepts any positive sizes). */
@@ -370,11 +372,22 @@ void train_state_free(TrainState *state) {
     state->loader_state = NULL;
 }
 
-static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
-                                TrainState *state, char *err, size_t errlen) {
+/* What a state file's header says about the data part that follows it. */
+typedef struct {
+    uint8_t header[STATE_HEADER_BYTES]; /* as stored: a second open can check it is the same file */
+    long long data_start;               /* file offset of m[0] */
+    int has_master;
+    uint32_t data_crc;
+} StateFileInfo;
+
+/* Reads and checks a state file's header and JSON texts, leaving fp at the data part. Fills config,
+ * settings, info and the scalar fields of state (no buffers are allocated). */
+static int state_file_read_header(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
+                                  TrainState *state, StateFileInfo *info, char *err, size_t errlen) {
+    memset(state, 0, sizeof(*state));
     long long size = file_size_of(fp);
-    uint8_t header[STATE_HEADER_BYTES];
-    if (size < STATE_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
+    uint8_t *header = info->header;
+    if (size < STATE_HEADER_BYTES || read_exact(fp, header, STATE_HEADER_BYTES, path, "the header", err, errlen)) {
         snprintf(err, errlen, "%s: %lld bytes, too short for a state file header (%d bytes)", path, size,
                  STATE_HEADER_BYTES);
         return 1;
@@ -427,7 +440,6 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
     }
     ParamLayout layout;
     param_layout_init(&layout, config);
-    memset(state, 0, sizeof(*state));
     state->step = (long long)le_get_u64(header + 16);
     state->rng_state = le_get_u64(header + 24);
     state->run_id = le_get_u64(header + 32);
@@ -450,9 +462,11 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
                  (unsigned long long)offset, (unsigned long long)count, (unsigned long long)num_params);
         return 1;
     }
-    int has_master = (flags & STATE_FLAG_MASTER) != 0;
-    long long payload = (long long)count * 4 * (has_master ? 3 : 2);
-    long long expected = STATE_HEADER_BYTES + (long long)config_bytes + settings_bytes + payload;
+    info->has_master = (flags & STATE_FLAG_MASTER) != 0;
+    info->data_crc = le_get_u32(header + 88);
+    info->data_start = STATE_HEADER_BYTES + (long long)config_bytes + settings_bytes;
+    long long payload = (long long)count * 4 * (info->has_master ? 3 : 2);
+    long long expected = info->data_start + payload;
     if (loader_bytes > (uint64_t)size || size != expected + (long long)loader_bytes) {
         snprintf(err, errlen, "%s: file is %lld bytes but its header describes %lld bytes (truncated or trailing data)",
                  path, size, expected + (long long)(loader_bytes > (uint64_t)size ? 0 : loader_bytes));
@@ -461,18 +475,27 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
     state->shard_offset = offset;
     state->shard_count = count;
     state->loader_state_bytes = loader_bytes;
+    return 0;
+}
+
+static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
+                                TrainState *state, char *err, size_t errlen) {
+    StateFileInfo info;
+    if (state_file_read_header(fp, path, config, settings, state, &info, err, errlen)) return 1;
+    size_t count = state->shard_count, loader_bytes = state->loader_state_bytes;
     state->m = (float *)mallocCheck(count * sizeof(float));
     state->v = (float *)mallocCheck(count * sizeof(float));
-    state->master = has_master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
+    state->master = info.has_master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
     state->loader_state = loader_bytes ? mallocCheck(loader_bytes) : NULL;
     uint32_t crc = 0;
-    status = read_floats(fp, state->m, count, 0, &crc, path, "the first moments", err, errlen) ||
-             read_floats(fp, state->v, count, 0, &crc, path, "the second moments", err, errlen) ||
-             (has_master && read_floats(fp, state->master, count, 0, &crc, path, "the master weights", err, errlen)) ||
-             read_exact(fp, state->loader_state, loader_bytes, path, "the data loader state", err, errlen);
+    int status =
+        read_floats(fp, state->m, count, 0, &crc, path, "the first moments", err, errlen) ||
+        read_floats(fp, state->v, count, 0, &crc, path, "the second moments", err, errlen) ||
+        (info.has_master && read_floats(fp, state->master, count, 0, &crc, path, "the master weights", err, errlen)) ||
+        read_exact(fp, state->loader_state, loader_bytes, path, "the data loader state", err, errlen);
     if (status == 0) {
         crc = checkpoint_crc32(crc, state->loader_state, loader_bytes);
-        if (crc != le_get_u32(header + 88)) {
+        if (crc != info.data_crc) {
             snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
             status = 1;
         }
@@ -544,8 +567,11 @@ void checkpoint_save_state(const char *dir, const ModelConfig *config, const Tra
     state_file_write(path, config, settings, state);
 }
 
+static void remove_stale_states(const char *dir, long long step, int world_size);
+
 void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int world_size, uint32_t model_crc) {
     char path[4096], text[256];
+    remove_stale_states(dir, step, world_size);
     done_path(path, sizeof(path), dir, step);
     int n = snprintf(text, sizeof(text), "step %lld run_id %llu world_size %d model_crc %u\n", step,
                      (unsigned long long)run_id, world_size, model_crc);
@@ -566,21 +592,23 @@ void checkpoint_save(const char *dir, const ModelConfig *config, const float *pa
 /* Kinds of file in a checkpoint directory, recognised by name. */
 enum { CKPT_NONE, CKPT_MODEL, CKPT_STATE, CKPT_DONE };
 
-/* Parses a directory entry name; sets the step and whether it is a ".tmp" leftover. */
-static int checkpoint_name_kind(const char *name, long long *step, int *is_tmp) {
+/* Parses a directory entry name; sets the step, the rank (of a state file, else -1) and whether it is
+ * a ".tmp" leftover. */
+static int checkpoint_name_kind(const char *name, long long *step, int *rank, int *is_tmp) {
     const char *p;
     int kind;
     if (!strncmp(name, "model_", 6)) kind = CKPT_MODEL, p = name + 6;
     else if (!strncmp(name, "state_", 6)) kind = CKPT_STATE, p = name + 6;
     else if (!strncmp(name, "DONE_", 5)) kind = CKPT_DONE, p = name + 5;
     else return CKPT_NONE;
+    *rank = -1;
     char *end;
     if (*p < '0' || *p > '9') return CKPT_NONE;
     *step = strtoll(p, &end, 10);
     p = end;
     if (kind == CKPT_STATE) {
         if (*p != '_' || p[1] < '0' || p[1] > '9') return CKPT_NONE;
-        strtol(p + 1, &end, 10);
+        *rank = (int)strtol(p + 1, &end, 10);
         p = end;
     }
     if (kind != CKPT_DONE) {
@@ -609,8 +637,8 @@ static long long list_done_steps(const char *dir, long long **steps) {
     struct dirent *entry;
     while ((entry = readdir(d)) != NULL) {
         long long step;
-        int is_tmp;
-        if (checkpoint_name_kind(entry->d_name, &step, &is_tmp) != CKPT_DONE || is_tmp) continue;
+        int rank, is_tmp;
+        if (checkpoint_name_kind(entry->d_name, &step, &rank, &is_tmp) != CKPT_DONE || is_tmp) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             long long *grown = (long long *)realloc(*steps, (size_t)cap * sizeof(long long));
@@ -644,6 +672,25 @@ static void remove_file(const char *dir, const char *name) {
     }
 }
 
+/* Deletes state files of this step from ranks >= world_size: left by an unfinished earlier attempt at
+ * the step with more processes, they would otherwise outlive it beside a marker that ignores them. */
+static void remove_stale_states(const char *dir, long long step, int world_size) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "error: cannot read checkpoint directory '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        long long file_step;
+        int rank, is_tmp;
+        if (checkpoint_name_kind(entry->d_name, &file_step, &rank, &is_tmp) == CKPT_STATE && file_step == step &&
+            rank >= world_size)
+            remove_file(dir, entry->d_name);
+    }
+    closedir(d);
+}
+
 static int step_is_done(long long step, const long long *done, long long n) {
     return bsearch(&step, done, (size_t)n, sizeof(long long), compare_steps) != NULL;
 }
@@ -674,8 +721,8 @@ void checkpoint_prune(const char *dir, int keep_last, int keep_every) {
     struct dirent *entry;
     while ((entry = readdir(d)) != NULL) {
         long long step;
-        int is_tmp;
-        int kind = checkpoint_name_kind(entry->d_name, &step, &is_tmp);
+        int rank, is_tmp;
+        int kind = checkpoint_name_kind(entry->d_name, &step, &rank, &is_tmp);
         if (kind == CKPT_NONE || (kind == CKPT_DONE && !is_tmp)) continue;
         /* files of a step that is not (or no longer) a complete checkpoint, older than the newest one */
         if (step < newest && !step_is_done(step, done, kept)) remove_file(dir, entry->d_name);
@@ -685,12 +732,17 @@ void checkpoint_prune(const char *dir, int keep_last, int keep_every) {
     free(done);
 }
 
-int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expected_config,
-                        const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
-                        float **params, TrainState *state, char *err, size_t errlen) {
+void checkpoint_shard_range(size_t n, int world, int rank, size_t *offset, size_t *count) {
+    size_t shard = n / (size_t)world + (n % (size_t)world != 0);
+    size_t start = shard * (size_t)rank, end = start + shard;
+    *offset = start < n ? start : n;
+    *count = (end < n ? end : n) - *offset;
+}
+
+/* Reads DONE_<step>: the run id, world size and model CRC of the checkpoint. */
+static int read_marker(const char *dir, long long step, uint64_t *run_id, int *world_size, uint32_t *model_crc,
+                       char *err, size_t errlen) {
     char path[4096];
-    *params = NULL;
-    memset(state, 0, sizeof(*state));
     done_path(path, sizeof(path), dir, step);
     char *marker = read_text_file(path, NULL);
     if (marker == NULL) {
@@ -698,22 +750,27 @@ int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expe
         return 1;
     }
     long long marker_step;
-    unsigned long long run_id;
-    int marker_world, consumed = 0;
-    unsigned int model_crc;
-    int fields = sscanf(marker, "step %lld run_id %llu world_size %d model_crc %u\n%n", &marker_step, &run_id,
-                        &marker_world, &model_crc, &consumed);
-    int bad_marker = fields != 4 || marker[consumed] != '\0' || marker_step != step;
+    unsigned long long id;
+    unsigned int crc;
+    int consumed = 0;
+    int fields = sscanf(marker, "step %lld run_id %llu world_size %d model_crc %u\n%n", &marker_step, &id, world_size,
+                        &crc, &consumed);
+    int bad_marker = fields != 4 || marker[consumed] != '\0' || marker_step != step || *world_size < 1 ||
+                     *world_size > MAX_WORLD_SIZE;
     free(marker);
     if (bad_marker) {
         snprintf(err, errlen, "%s: malformed checkpoint marker", path);
         return 1;
     }
-    if (marker_world != world_size) {
-        snprintf(err, errlen, "%s: the checkpoint was written by %d processes, this run has %d; resume with the same "
-                 "number of processes", path, marker_world, world_size);
-        return 1;
-    }
+    *run_id = id;
+    *model_crc = crc;
+    return 0;
+}
+
+/* Reads model_<step>.bin and checks it is the marker's and, if expected_config, holds that config. */
+static int load_model(const char *dir, long long step, uint32_t model_crc, const ModelConfig *expected_config,
+                      ModelConfig *config, float **params, char *err, size_t errlen) {
+    char path[4096];
     model_path(path, sizeof(path), dir, step);
     uint32_t crc;
     if (model_file_try_read(path, config, params, &crc, err, errlen)) return 1;
@@ -727,23 +784,51 @@ int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expe
         *params = NULL;
         return 1;
     }
+    return 0;
+}
+
+/* Checks that the state file at path, read into state_config, stored and state, is rank `rank` of the
+ * checkpoint (config, run id, step, world size) and was written with the current settings. */
+static int check_state(const char *path, const ModelConfig *state_config, const TrainSettings *stored,
+                       const TrainState *state, const ModelConfig *config, const TrainSettings *settings,
+                       uint64_t run_id, long long step, int world_size, int rank, char *err, size_t errlen) {
+    char inner[512];
+    if (!config_equal(state_config, config)) snprintf(err, errlen, "%s: model config differs from the model file's", path);
+    else if (state->run_id != run_id) snprintf(err, errlen, "%s: belongs to another run (run id %llu, the checkpoint's is %llu)",
+                                               path, (unsigned long long)state->run_id, (unsigned long long)run_id);
+    else if (state->step != step) snprintf(err, errlen, "%s: holds step %lld, expected %lld", path, state->step, step);
+    else if (state->rank != rank || state->world_size != world_size)
+        snprintf(err, errlen, "%s: written by rank %d of %d, expected rank %d of %d", path, state->rank,
+                 state->world_size, rank, world_size);
+    else if (train_settings_compare(stored, settings, inner, sizeof(inner))) snprintf(err, errlen, "%s: %s", path, inner);
+    else return 0;
+    return 1;
+}
+
+int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expected_config,
+                        const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
+                        float **params, TrainState *state, char *err, size_t errlen) {
+    char path[4096];
+    *params = NULL;
+    memset(state, 0, sizeof(*state));
+    uint64_t run_id;
+    int marker_world;
+    uint32_t model_crc;
+    if (read_marker(dir, step, &run_id, &marker_world, &model_crc, err, errlen)) return 1;
+    if (marker_world != world_size) {
+        done_path(path, sizeof(path), dir, step);
+        snprintf(err, errlen, "%s: the checkpoint was written by %d processes, this run has %d; resume with the same "
+                 "number of processes", path, marker_world, world_size);
+        return 1;
+    }
+    if (load_model(dir, step, model_crc, expected_config, config, params, err, errlen)) return 1;
     ModelConfig state_config;
     TrainSettings stored;
     state_path(path, sizeof(path), dir, step, rank);
     int status = state_file_try_read(path, &state_config, &stored, state, err, errlen);
     if (status == 0) {
-        char inner[512];
-        status = 1;
-        if (!config_equal(&state_config, config)) snprintf(err, errlen, "%s: model config differs from the model file's", path);
-        else if (state->run_id != run_id) snprintf(err, errlen, "%s: belongs to another run (run id %llu, the checkpoint's is %llu)",
-                                                   path, (unsigned long long)state->run_id, run_id);
-        else if (state->step != step) snprintf(err, errlen, "%s: holds step %lld, expected %lld", path, state->step, step);
-        else if (state->rank != rank || state->world_size != world_size)
-            snprintf(err, errlen, "%s: written by rank %d of %d, this is rank %d of %d", path, state->rank,
-                     state->world_size, rank, world_size);
-        else if (train_settings_compare(&stored, settings, inner, sizeof(inner)))
-            snprintf(err, errlen, "%s: %s", path, inner);
-        else status = 0;
+        status = check_state(path, &state_config, &stored, state, config, settings, run_id, step, world_size, rank,
+                             err, errlen);
         if (status) train_state_free(state);
     }
     if (status) {
@@ -756,9 +841,216 @@ int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expe
 void checkpoint_load(const char *dir, long long step, const ModelConfig *expected_config,
                      const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
                      float **params, TrainState *state) {
-    char err[1024];
+    char err[8192]; /* room for a message around a path of up to 4096 bytes */
     if (checkpoint_try_load(dir, step, expected_config, settings, world_size, rank, config, params, state, err,
                             sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+}
+
+/* ---- loading with another world size ---- */
+
+/* A stored rank's state file as its header describes it (first pass of checkpoint_try_load_shard). */
+typedef struct {
+    TrainState state; /* scalar fields only */
+    StateFileInfo info;
+} StoredShard;
+
+static int compare_shard_offsets(const void *a, const void *b) {
+    const StoredShard *x = *(const StoredShard *const *)a, *y = *(const StoredShard *const *)b;
+    return (x->state.shard_offset > y->state.shard_offset) - (x->state.shard_offset < y->state.shard_offset);
+}
+
+/* Checks that the non-empty stored shards cover [0, n) without gap or overlap (empty ones may be anywhere). */
+static int check_tiling(const char *dir, long long step, const StoredShard *shards, int world, size_t n, char *err,
+                        size_t errlen) {
+    const StoredShard **sorted = (const StoredShard **)mallocCheck((size_t)world * sizeof(*sorted));
+    int used = 0;
+    for (int r = 0; r < world; r++)
+        if (shards[r].state.shard_count > 0) sorted[used++] = &shards[r];
+    qsort(sorted, (size_t)used, sizeof(*sorted), compare_shard_offsets);
+    size_t covered = 0;
+    int status = 0;
+    char path[4096];
+    for (int k = 0; k < used && status == 0; k++) {
+        const TrainState *s = &sorted[k]->state;
+        if (s->shard_offset != covered) {
+            state_path(path, sizeof(path), dir, step, s->rank);
+            snprintf(err, errlen, "%s: its shard [%zu, %zu) %s the stored shards do not tile the %zu parameters", path,
+                     s->shard_offset, s->shard_offset + s->shard_count,
+                     s->shard_offset < covered ? "overlaps the one before it:" : "leaves a gap before it:", n);
+            status = 1;
+        }
+        covered = s->shard_offset + s->shard_count;
+    }
+    if (status == 0 && covered != n) {
+        state_path(path, sizeof(path), dir, step, used ? sorted[used - 1]->state.rank : 0);
+        snprintf(err, errlen, "%s: the stored shards end at parameter %zu, not at %zu: they do not tile the parameters",
+                 path, covered, n);
+        status = 1;
+    }
+    free(sorted);
+    return status;
+}
+
+/* First pass: reads and checks the header of every stored rank's state file, and the tiling. */
+static int read_stored_shards(const char *dir, long long step, const ModelConfig *config,
+                              const TrainSettings *settings, uint64_t run_id, int world, StoredShard *shards,
+                              char *err, size_t errlen) {
+    char path[4096];
+    for (int r = 0; r < world; r++) {
+        state_path(path, sizeof(path), dir, step, r);
+        FILE *fp = fopen(path, "rb");
+        if (fp == NULL) {
+            snprintf(err, errlen, "cannot open state file '%s' (rank %d of the %d that wrote step %lld): %s", path, r,
+                     world, step, strerror(errno));
+            return 1;
+        }
+        ModelConfig state_config;
+        TrainSettings stored;
+        int status = state_file_read_header(fp, path, &state_config, &stored, &shards[r].state, &shards[r].info, err,
+                                            errlen) ||
+                     check_state(path, &state_config, &stored, &shards[r].state, config, settings, run_id, step, world,
+                                 r, err, errlen);
+        fclose(fp);
+        if (status) return 1;
+    }
+    ParamLayout layout;
+    param_layout_init(&layout, config);
+    return check_tiling(dir, step, shards, world, layout.total, err, errlen);
+}
+
+#define SHARD_CHUNK ((size_t)1 << 20) /* floats streamed at a time by read_section */
+
+/* Reads one section (m, v or master) of a stored shard holding parameters [offset, offset + count),
+ * chaining its CRC, and copies the part inside [want_offset, want_offset + want_count) to dst (NULL:
+ * nothing). Streams through buf so that memory stays bounded whatever the shard size. */
+static int read_section(FILE *fp, float *buf, size_t offset, size_t count, size_t want_offset, size_t want_count,
+                        float *dst, uint32_t *crc, const char *path, const char *what, char *err, size_t errlen) {
+    for (size_t start = 0; start < count; start += SHARD_CHUNK) {
+        size_t n = count - start < SHARD_CHUNK ? count - start : SHARD_CHUNK;
+        if (read_floats(fp, buf, n, 0, crc, path, what, err, errlen)) return 1;
+        size_t lo = offset + start, hi = lo + n;
+        if (lo < want_offset) lo = want_offset;
+        if (hi > want_offset + want_count) hi = want_offset + want_count;
+        if (dst != NULL && lo < hi) memcpy(dst + (lo - want_offset), buf + (lo - offset - start), (hi - lo) * sizeof(float));
+    }
+    return 0;
+}
+
+/* Second pass over one stored file: streams its whole data part (to check the CRC), copies the moments
+ * (and master, if out->master) that fall in out's shard, and keeps the loader state if keep_loader. */
+static int read_stored_data(const char *path, const StoredShard *s, float *buf, int keep_loader, TrainState *out,
+                            char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errlen, "cannot open state file '%s': %s", path, strerror(errno));
+        return 1;
+    }
+    uint8_t header[STATE_HEADER_BYTES];
+    int status = read_exact(fp, header, sizeof(header), path, "the header", err, errlen);
+    if (status == 0 && (memcmp(header, s->info.header, sizeof(header)) != 0 || fseeko(fp, s->info.data_start, SEEK_SET))) {
+        snprintf(err, errlen, "%s: changed while the checkpoint was being loaded", path);
+        status = 1;
+    }
+    size_t offset = s->state.shard_offset, count = s->state.shard_count, bytes = s->state.loader_state_bytes;
+    size_t want_offset = out->shard_offset, want_count = out->shard_count;
+    uint32_t crc = 0;
+    status = status ||
+             read_section(fp, buf, offset, count, want_offset, want_count, out->m, &crc, path, "the first moments", err,
+                          errlen) ||
+             read_section(fp, buf, offset, count, want_offset, want_count, out->v, &crc, path, "the second moments",
+                          err, errlen) ||
+             (s->info.has_master && read_section(fp, buf, offset, count, want_offset, want_count, out->master, &crc,
+                                                 path, "the master weights", err, errlen));
+    void *loader = bytes ? mallocCheck(bytes) : NULL;
+    status = status || read_exact(fp, loader, bytes, path, "the data loader state", err, errlen);
+    fclose(fp);
+    if (status == 0 && checkpoint_crc32(crc, loader, bytes) != s->info.data_crc) {
+        snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
+        status = 1;
+    }
+    if (status == 0 && keep_loader) {
+        out->loader_state = loader;
+        out->loader_state_bytes = bytes;
+    } else {
+        free(loader);
+    }
+    return status;
+}
+
+/* Second pass: fills out's buffers from the stored files that overlap its shard, and rank 0's. */
+static int assemble_shard(const char *dir, long long step, const StoredShard *shards, int world, TrainState *out,
+                          char *err, size_t errlen) {
+    int has_master = 1;
+    for (int r = 0; r < world; r++) has_master = has_master && shards[r].info.has_master;
+    size_t count = out->shard_count;
+    out->m = (float *)mallocCheck(count * sizeof(float));
+    out->v = (float *)mallocCheck(count * sizeof(float));
+    out->master = has_master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
+    float *buf = (float *)mallocCheck(SHARD_CHUNK * sizeof(float));
+    size_t want_end = out->shard_offset + count;
+    int status = 0;
+    char path[4096];
+    for (int r = 0; r < world && status == 0; r++) {
+        const TrainState *s = &shards[r].state;
+        int overlaps = s->shard_offset < want_end && out->shard_offset < s->shard_offset + s->shard_count;
+        if (!overlaps && r != 0) continue;
+        state_path(path, sizeof(path), dir, step, r);
+        status = read_stored_data(path, &shards[r], buf, r == 0, out, err, errlen);
+    }
+    free(buf);
+    return status;
+}
+
+int checkpoint_try_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
+                              const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
+                              float **params, TrainState *state, int *stored_world, char *err, size_t errlen) {
+    *params = NULL;
+    memset(state, 0, sizeof(*state));
+    uint64_t run_id;
+    int world;
+    uint32_t model_crc;
+    if (read_marker(dir, step, &run_id, &world, &model_crc, err, errlen)) return 1;
+    if (load_model(dir, step, model_crc, expected_config, config, params, err, errlen)) return 1;
+    ParamLayout layout;
+    param_layout_init(&layout, config);
+    int status = 0;
+    if (want_offset > layout.total || want_count > layout.total - want_offset) {
+        snprintf(err, errlen, "wanted optimizer shard [%zu, +%zu) lies outside the %zu parameters of the checkpoint "
+                 "at step %lld", want_offset, want_count, layout.total, step);
+        status = 1;
+    }
+    StoredShard *shards = (StoredShard *)mallocCheck((size_t)world * sizeof(StoredShard));
+    status = status || read_stored_shards(dir, step, config, settings, run_id, world, shards, err, errlen);
+    if (status == 0) {
+        state->step = step;
+        state->rng_state = shards[0].state.rng_state;
+        state->run_id = run_id;
+        state->world_size = world;
+        state->rank = 0;
+        state->shard_offset = want_offset;
+        state->shard_count = want_count;
+        status = assemble_shard(dir, step, shards, world, state, err, errlen);
+        if (status) train_state_free(state);
+    }
+    free(shards);
+    if (status) {
+        free(*params);
+        *params = NULL;
+    } else if (stored_world) {
+        *stored_world = world;
+    }
+    return status;
+}
+
+void checkpoint_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
+                           const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
+                           float **params, TrainState *state, int *stored_world) {
+    char err[8192]; /* room for a message around a path of up to 4096 bytes */
+    if (checkpoint_try_load_shard(dir, step, expected_config, settings, want_offset, want_count, config, params, state,
+                                  stored_world, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
         exit(1);
     }

@@ -50,6 +50,17 @@
  *                         one text line "step S run_id R world_size W model_crc C"
  * Only a step with its DONE marker counts as a checkpoint; loading checks that the model file's
  * CRC and every state file's run id, step, rank and world size agree with the marker.
+ *
+ * With data parallelism over W ranks, rank r holds the moments of checkpoint_shard_range(n, W, r):
+ * shards of ceil(n / W) parameters, the last non-empty one shorter, any after it empty (n < W, or
+ * e.g. n = 9, W = 4). A checkpoint written by W ranks loads on W' ranks (resharding):
+ * checkpoint_load_shard reads the marker's W state files, checks that their shards tile [0, n)
+ * exactly, and assembles any wanted range [offset, offset + count) from them, streaming each file
+ * it needs (those overlapping the range, and rank 0's, whose loader state and rng state every rank
+ * takes) once through its CRC; memory stays at the wanted range plus a 4 MiB buffer.
+ * Saving is the same for any W: each rank checkpoint_save_state, rank 0 checkpoint_save_model and,
+ * after all ranks have saved, checkpoint_mark_done (its world size is the one the files were written
+ * with, whatever a later run's is) and checkpoint_prune.
  */
 #ifndef SSD_MODEL_CHECKPOINT_H
 #define SSD_MODEL_CHECKPOINT_H
@@ -126,7 +137,10 @@ uint32_t checkpoint_save_model(const char *dir, long long step, const ModelConfi
 /* Every rank: writes state_<step>_<rank>.bin (step and rank from the state). */
 void checkpoint_save_state(const char *dir, const ModelConfig *config, const TrainSettings *settings,
                            const TrainState *state);
-/* Rank 0, after all ranks have saved: writes DONE_<step>, making the checkpoint count. */
+/* Rank 0, after all ranks have saved: writes DONE_<step>, making the checkpoint count. It cannot see
+ * whether the other ranks' files are complete (it trusts the caller's barrier; loading checks them);
+ * it only deletes state files of this step from ranks >= world_size, left by an unfinished earlier
+ * attempt at the step with more processes. */
 void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int world_size, uint32_t model_crc);
 /* One process: model, state and marker, then retention (see checkpoint_prune). */
 void checkpoint_save(const char *dir, const ModelConfig *config, const float *params, int bf16,
@@ -147,6 +161,26 @@ int checkpoint_try_load(const char *dir, long long step, const ModelConfig *expe
 void checkpoint_load(const char *dir, long long step, const ModelConfig *expected_config,
                      const TrainSettings *settings, int world_size, int rank, ModelConfig *config,
                      float **params, TrainState *state);
+/* Loads the checkpoint at step for a process that wants the moments (and master weights, if every
+ * stored state file has them) of parameters [want_offset, want_offset + want_count), whatever world
+ * size wrote it: the range is assembled from the stored state files (see CHECKPOINT DIRECTORY).
+ * Checks as checkpoint_try_load (marker, model CRC, config, and each stored file's run id, step,
+ * rank, world size and settings; B must be equal, the caller changes gradient accumulation when it
+ * has another number of processes) plus that the stored shards tile [0, n) exactly. Fills config,
+ * params, the number of processes that wrote the checkpoint in *stored_world (may be NULL) and the
+ * state: shard_offset/count = the wanted range; rng_state and the loader state are the stored rank
+ * 0's; world_size = *stored_world and rank = 0 describe where those came from, so the caller sets
+ * its own world size and rank before saving. Free with train_state_free. Non-zero with a message
+ * naming the file on any mismatch or corruption; checkpoint_load_shard prints it and exits. */
+int checkpoint_try_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
+                              const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
+                              float **params, TrainState *state, int *stored_world, char *err, size_t errlen);
+void checkpoint_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
+                           const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
+                           float **params, TrainState *state, int *stored_world);
+/* The shard of `rank` of `world` for n parameters: shards of ceil(n / world) parameters in rank order,
+ * clipped to [0, n): the last non-empty one may be shorter, any after it are empty (count 0, offset n). */
+void checkpoint_shard_range(size_t n, int world, int rank, size_t *offset, size_t *count);
 
 
 #ifdef __cplusplus

@@ -227,54 +227,41 @@ static double sum_losses(const Mamba *model) {
     return total;
 }
 
-EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry) {
-    EvalResult result = {0, 0};
-    int T = split->T;
-    eval_split_reset(split);
-    if (carry) {
-        MambaInferenceState state;
-        inference_state_init(&state, &model->config);
-        size_t conv_n = (size_t)model->config.n_layer * (model->config.d_conv - 1) * model->config.conv_dim;
-        size_t ssm_n = (size_t)model->config.n_layer * model->config.nheads * model->config.headdim * model->config.d_state;
-        while (eval_split_next(split)) {
-            if (split->starts_stream) {
-                memset(state.conv_state, 0, sizeof(real) * conv_n);
-                memset(state.ssm_state, 0, sizeof(real) * ssm_n);
-            }
-            mamba_forward_carry(model, split->inputs, split->targets, 1, split->length, &state);
-            result.loss_sum += sum_losses(model);
-            result.tokens += split->length;
-        }
-        inference_state_free(&state);
-        return result;
+static double evaluator_loss_sum(void *self, const int *inputs, const int *targets, int B, int T) {
+    MambaEvaluator *e = (MambaEvaluator *)self;
+    mamba_forward(e->model, inputs, targets, B, T);
+    return sum_losses(e->model);
+}
+
+static double evaluator_loss_sum_carry(void *self, const int *inputs, const int *targets, int T, int reset) {
+    MambaEvaluator *e = (MambaEvaluator *)self;
+    const ModelConfig *c = &e->model->config;
+    if (e->carry.conv_state == NULL) inference_state_init(&e->carry, c);
+    if (reset) {
+        memset(e->carry.conv_state, 0, sizeof(real) * c->n_layer * (c->d_conv - 1) * c->conv_dim);
+        memset(e->carry.ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
     }
-    /* full windows are gathered into batches of B rows; a shorter window (a shard's end) runs alone */
-    int *inputs = (int *)mallocCheck(sizeof(int) * B * T);
-    int *targets = (int *)mallocCheck(sizeof(int) * B * T);
-    int rows = 0;
-    for (;;) {
-        int more = eval_split_next(split);
-        int full = more && split->length == T;
-        if (full) {
-            memcpy(inputs + (size_t)rows * T, split->inputs, sizeof(int) * T);
-            memcpy(targets + (size_t)rows * T, split->targets, sizeof(int) * T);
-            rows++;
-        }
-        if (rows > 0 && (rows == B || !full)) {
-            mamba_forward(model, inputs, targets, rows, T);
-            result.loss_sum += sum_losses(model);
-            result.tokens += (size_t)rows * T;
-            rows = 0;
-        }
-        if (more && !full) {
-            mamba_forward(model, split->inputs, split->targets, 1, split->length);
-            result.loss_sum += sum_losses(model);
-            result.tokens += split->length;
-        }
-        if (!more) break;
-    }
-    free(inputs);
-    free(targets);
+    mamba_forward_carry(e->model, inputs, targets, 1, T, &e->carry);
+    return sum_losses(e->model);
+}
+
+EvalForward mamba_evaluator_init(MambaEvaluator *evaluator, Mamba *model) {
+    memset(evaluator, 0, sizeof(*evaluator));
+    evaluator->model = model;
+    EvalForward forward = {evaluator, evaluator_loss_sum, evaluator_loss_sum_carry};
+    return forward;
+}
+
+void mamba_evaluator_free(MambaEvaluator *evaluator) {
+    if (evaluator->carry.conv_state) inference_state_free(&evaluator->carry);
+    memset(evaluator, 0, sizeof(*evaluator));
+}
+
+EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry, Comm *comm) {
+    MambaEvaluator evaluator;
+    EvalForward forward = mamba_evaluator_init(&evaluator, model);
+    EvalResult result = eval_split_evaluate(split, B, carry, &forward, comm);
+    mamba_evaluator_free(&evaluator);
     return result;
 }
 
@@ -385,18 +372,25 @@ real mamba_grad_norm(const Mamba *model) {
     return (real)sqrt(ss);
 }
 
-void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale, int t) {
-    if (model->adam_m == NULL) {
-        model->adam_m = (real *)callocCheck(model->layout.total, sizeof(real));
-        model->adam_v = (real *)callocCheck(model->layout.total, sizeof(real));
-    }
+void mamba_alloc_moments(Mamba *model) {
+    if (model->adam_m != NULL) return;
+    model->adam_m = (real *)callocCheck(model->layout.total, sizeof(real));
+    model->adam_v = (real *)callocCheck(model->layout.total, sizeof(real));
+}
+
+void mamba_update_range(Mamba *model, size_t begin, size_t end, real lr, real beta1, real beta2, real eps,
+                        real weight_decay, real grad_scale, int t) {
+    mamba_alloc_moments(model);
     real bias1 = 1 - pow(beta1, (real)t), bias2 = 1 - pow(beta2, (real)t);
     for (int tensor = 0; tensor < NUM_PARAM_TENSORS; tensor++) {
-        size_t off = model->layout.offsets[tensor], n = model->layout.sizes[tensor];
+        size_t lo = model->layout.offsets[tensor], hi = lo + model->layout.sizes[tensor];
+        if (lo < begin) lo = begin;
+        if (hi > end) hi = end;
+        if (lo >= hi) continue;
         real wd = param_has_weight_decay(tensor) ? weight_decay : 0;
-        real *p = model->params + off, *g = model->grads + off, *m = model->adam_m + off, *v = model->adam_v + off;
+        real *p = model->params, *g = model->grads, *m = model->adam_m, *v = model->adam_v;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = lo; i < hi; i++) {
             real grad = g[i] * grad_scale;
             m[i] = beta1 * m[i] + (1 - beta1) * grad;
             v[i] = beta2 * v[i] + (1 - beta2) * grad * grad;
@@ -404,6 +398,10 @@ void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real 
             p[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * p[i]);
         }
     }
+}
+
+void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale, int t) {
+    mamba_update_range(model, 0, model->layout.total, lr, beta1, beta2, eps, weight_decay, grad_scale, t);
 }
 
 /* ------------------------------------------------------------------------------------------------

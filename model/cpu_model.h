@@ -75,6 +75,11 @@ real mamba_grad_norm(const Mamba *model);
 /* AdamW step t (1-based); weight decay on in_proj, out_proj, conv weights only. grad_scale
  * multiplies the gradients first (clipping). */
 void mamba_update(Mamba *model, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale, int t);
+/* The same for the parameters [begin, end) only (a ZeRO-1 shard). */
+void mamba_update_range(Mamba *model, size_t begin, size_t end, real lr, real beta1, real beta2, real eps,
+                        real weight_decay, real grad_scale, int t);
+/* Allocates the AdamW moments (zero) if they are not yet. */
+void mamba_alloc_moments(Mamba *model);
 void mamba_free(Mamba *model);
 
 /* Recurrent inference state for generation: one sequence. */
@@ -97,9 +102,18 @@ void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logit
  * mamba_forward. Per-token losses are in acts.losses. For evaluation: no backward after it. */
 void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, int B, int T,
                          MambaInferenceState *states);
-/* Cross-entropy summed over every target of the split (eval_split.h). carry 0: independent windows,
- * batched B at a time; carry 1: one stream, the state carried from window to window. */
-EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry);
+/* The model as the forward of an evaluation (eval_split.h); the carried state is allocated at its
+ * first use. */
+typedef struct {
+    Mamba *model;
+    MambaInferenceState carry;
+} MambaEvaluator;
+EvalForward mamba_evaluator_init(MambaEvaluator *evaluator, Mamba *model);
+void mamba_evaluator_free(MambaEvaluator *evaluator);
+/* Cross-entropy summed over every target of the split (eval_split_evaluate). carry 0: independent
+ * windows, batched B at a time; carry 1: one stream, the state carried from window to window.
+ * comm: the ranks sharing the work (NULL: this process alone). */
+EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry, Comm *comm);
 
 /* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */
 int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin);

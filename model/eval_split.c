@@ -61,6 +61,81 @@ void eval_split_free(EvalSplit *split) {
     memset(split, 0, sizeof(*split));
 }
 
+/* Sums of the forwards in split order: entry u is forward u's (loss sum, targets), zero on the ranks
+ * that did not run it, so summing over ranks and then over u in order repeats the one-rank sum. */
+typedef struct {
+    double *sums;  /* [2 * count]: loss sum, targets */
+    size_t count, capacity;
+} ForwardSums;
+
+static void forward_sums_add(ForwardSums *f, int mine, double loss_sum, double targets) {
+    if (f->count == f->capacity) {
+        f->capacity = f->capacity ? 2 * f->capacity : 256;
+        f->sums = (double *)realloc(f->sums, 2 * f->capacity * sizeof(double));
+        if (!f->sums) {
+            fprintf(stderr, "error: out of memory for %zu evaluation sums\n", f->capacity);
+            exit(1);
+        }
+    }
+    f->sums[2 * f->count] = mine ? loss_sum : 0.0;
+    f->sums[2 * f->count + 1] = mine ? targets : 0.0;
+    f->count++;
+}
+
+EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalForward *forward, Comm *comm) {
+    int rank = comm ? comm->rank : 0, world = comm ? comm->world : 1;
+    int T = split->T;
+    ForwardSums sums = {NULL, 0, 0};
+    eval_split_reset(split);
+    if (carry) {
+        long stream = -1;
+        while (eval_split_next(split)) {
+            stream += split->starts_stream;
+            int mine = stream % world == rank;
+            double loss = mine ? forward->loss_sum_carry(forward->self, split->inputs, split->targets, split->length,
+                                                         split->starts_stream)
+                               : 0.0;
+            forward_sums_add(&sums, mine, loss, split->length);
+        }
+    } else {
+        /* full windows are gathered into batches of B rows; a shorter window (a shard's end) runs alone */
+        int *inputs = (int *)mallocCheck(sizeof(int) * B * T);
+        int *targets = (int *)mallocCheck(sizeof(int) * B * T);
+        int rows = 0;
+        for (;;) {
+            int more = eval_split_next(split);
+            int full = more && split->length == T;
+            if (full) {
+                memcpy(inputs + (size_t)rows * T, split->inputs, sizeof(int) * T);
+                memcpy(targets + (size_t)rows * T, split->targets, sizeof(int) * T);
+                rows++;
+            }
+            if (rows > 0 && (rows == B || !full)) {
+                int mine = sums.count % world == (size_t)rank;
+                double loss = mine ? forward->loss_sum(forward->self, inputs, targets, rows, T) : 0.0;
+                forward_sums_add(&sums, mine, loss, (double)rows * T);
+                rows = 0;
+            }
+            if (more && !full) {
+                int mine = sums.count % world == (size_t)rank;
+                double loss = mine ? forward->loss_sum(forward->self, split->inputs, split->targets, 1, split->length) : 0.0;
+                forward_sums_add(&sums, mine, loss, split->length);
+            }
+            if (!more) break;
+        }
+        free(inputs);
+        free(targets);
+    }
+    if (world > 1) comm->sum_doubles(comm, sums.sums, (int)(2 * sums.count));
+    EvalResult result = {0, 0};
+    for (size_t u = 0; u < sums.count; u++) {
+        result.loss_sum += sums.sums[2 * u];
+        result.tokens += (size_t)sums.sums[2 * u + 1];
+    }
+    free(sums.sums);
+    return result;
+}
+
 void eval_result_report(const char *split_name, int step, EvalResult result, int carry, Logger *logger) {
     double mean = result.tokens > 0 ? result.loss_sum / (double)result.tokens : 0.0;
     printf("eval %s loss %.9f tokens %zu carry %d\n", split_name, mean, result.tokens, carry);

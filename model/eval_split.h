@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 
+#include "comm.h"
 #include "data/dataloader.h"
 #include "logger.h"
 
@@ -52,6 +53,23 @@ void eval_split_init(EvalSplit *split, const char *pattern, int T, int vocab_siz
 int eval_split_next(EvalSplit *split);
 void eval_split_reset(EvalSplit *split);
 void eval_split_free(EvalSplit *split);
+
+/* The forward passes an evaluation needs, from whichever compute runs them. Each returns the
+ * cross-entropy summed over every target of the batch, in double. */
+typedef struct {
+    void *self;
+    /* B independent windows of T tokens, each from a zero state */
+    double (*loss_sum)(void *self, const int *inputs, const int *targets, int B, int T);
+    /* one window of T tokens continuing the carried state (zeroed first when reset), which it updates */
+    double (*loss_sum_carry)(void *self, const int *inputs, const int *targets, int T, int reset);
+} EvalForward;
+
+/* Every target of the split once (the whole split, from its start). carry 0: full windows batched
+ * B at a time, a shard's short last window alone; carry 1: one stream per shard, B = 1.
+ * Over several ranks (comm, NULL for one process) each rank runs a share of the forwards (batches
+ * round robin; with carry, whole shards round robin) and the sums are combined so that every rank
+ * returns exactly the one-rank result: per-forward sums, added in the one-rank order. */
+EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalForward *forward, Comm *comm);
 
 /* Prints the stdout line and, when the logger has a file, the main.log line (formats above). */
 void eval_result_report(const char *split_name, int step, EvalResult result, int carry, Logger *logger);

@@ -18,30 +18,41 @@ static void load_starting_weights(TrainRun *run) {
     params_init(&run->config, run->params, (uint64_t)args->seed);
 }
 
+/* Tokens per step over all ranks (-d, default one micro-batch per rank) and the accumulation it needs. */
+static void plan_batch(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    int world = run->comm->world;
+    long unit = (long)args->B * args->T * world;
+    run->total_batch = args->total_batch_size > 0 ? args->total_batch_size : unit;
+    if (run->total_batch % unit != 0) {
+        long below = run->total_batch / unit * unit, above = below + unit;
+        char nearest[64];
+        if (below > 0) snprintf(nearest, sizeof(nearest), "values are %ld and %ld", below, above);
+        else snprintf(nearest, sizeof(nearest), "value is %ld", above);
+        fprintf(stderr, "error: total batch size -d %ld is not a multiple of B*T*ranks = %d*%d*%d = %ld; the nearest valid %s\n",
+                run->total_batch, args->B, args->T, world, unit, nearest);
+        exit(1);
+    }
+    run->grad_accum = (int)(run->total_batch / unit);
+}
+
 static void open_data(TrainRun *run) {
     const TrainArgs *args = run->args;
-    int vocab = run->config.vocab_size;
+    int vocab = run->config.vocab_size, rank = run->comm->rank, world = run->comm->world;
     run->train = args->max_steps != 0;
     if (run->train)
-        dataloader_init(&run->train_loader, args->train_pattern, args->B, args->T, 0, 1, args->shuffle,
-                        (uint64_t)args->seed, vocab);
+        dataloader_init_steps(&run->train_loader, args->train_pattern, args->B, args->T, rank, world, run->grad_accum,
+                              args->shuffle, (uint64_t)args->seed, vocab);
     run->use_val = args->val_every > 0 && args->val_pattern[0] != '\0';
     run->full_val = run->use_val && args->val_max_steps < 0;
     if (run->full_val) eval_split_init(&run->val_split, args->val_pattern, args->T, vocab);
-    else if (run->use_val) dataloader_init(&run->val_loader, args->val_pattern, args->B, args->T, 0, 1, 0, 0, vocab);
+    else if (run->use_val)
+        dataloader_init(&run->val_loader, args->val_pattern, args->B, args->T, rank, world, 0, 0, vocab);
     if (args->test_pattern) eval_split_init(&run->test_split, args->test_pattern, args->T, vocab);
 }
 
 static void plan_steps(TrainRun *run) {
     const TrainArgs *args = run->args;
-    long tokens_per_micro = (long)args->B * args->T;
-    run->total_batch = args->total_batch_size > 0 ? args->total_batch_size : tokens_per_micro;
-    if (run->total_batch % tokens_per_micro != 0) {
-        fprintf(stderr, "error: total batch size -d %ld is not a multiple of B*T = %ld\n", run->total_batch,
-                tokens_per_micro);
-        exit(1);
-    }
-    run->grad_accum = (int)(run->total_batch / tokens_per_micro);
     run->max_steps = args->max_steps;
     if (run->max_steps < 0) {
         run->max_steps = (int)(dataloader_num_batches(&run->train_loader) / run->grad_accum);
@@ -62,58 +73,88 @@ static void plan_steps(TrainRun *run) {
     snprintf(s->lr_schedule, sizeof(s->lr_schedule), "cosine");
 }
 
-/* The newest complete checkpoint in the output dir replaces the starting weights. */
+/* The newest complete checkpoint in the output dir replaces the starting weights; this rank takes the
+ * moments it keeps, whatever number of ranks wrote them. */
 static void resume_if_asked(TrainRun *run) {
     const TrainArgs *args = run->args;
+    Comm *comm = run->comm;
     run->start_step = 0;
     run->sample_rng = rng_seed((uint64_t)args->seed + 7);
     run->run_id = checkpoint_new_run_id();
+    comm->broadcast(comm, &run->run_id, sizeof(run->run_id));
     run->resumed = 0;
     memset(&run->resume_state, 0, sizeof(run->resume_state));
     if (!args->resume) return;
     long long latest = checkpoint_latest_step(args->output_dir);
+    /* every rank must take the same step (a DONE marker could appear while the ranks look) */
+    double step_of_rank0 = comm->rank == 0 ? (double)latest : 0.0;
+    comm->sum_doubles(comm, &step_of_rank0, 1);
+    latest = (long long)step_of_rank0;
     if (latest < 0) {
         printf("resume: no complete checkpoint in %s, starting fresh\n", args->output_dir);
         return;
     }
     ModelConfig stored;
     float *stored_params = NULL;
-    TrainState *state = &run->resume_state;
-    checkpoint_load(args->output_dir, latest, &run->config, &run->settings, 1, 0, &stored, &stored_params, state);
-    if (state->master) memcpy(stored_params, state->master, sizeof(float) * state->shard_count);
+    int stored_world = 0;
+    checkpoint_load_shard(args->output_dir, latest, &run->config, &run->settings, run->moments_offset,
+                          run->moments_count, &stored, &stored_params, &run->resume_state, &stored_world);
     free(run->params);
     run->params = stored_params;
     run->config = stored;
-    run->start_step = (int)state->step;
-    run->sample_rng = state->rng_state;
-    run->run_id = state->run_id;
-    if (run->train) dataloader_set_state(&run->train_loader, state->loader_state, state->loader_state_bytes);
+    run->start_step = (int)run->resume_state.step;
+    run->sample_rng = run->resume_state.rng_state;
+    run->run_id = run->resume_state.run_id;
+    if (run->train)
+        dataloader_set_state(&run->train_loader, run->resume_state.loader_state, run->resume_state.loader_state_bytes);
     run->resumed = 1;
-    printf("resumed from %s at step %d\n", args->output_dir, run->start_step);
+    printf("resumed from %s at step %d", args->output_dir, run->start_step);
+    if (stored_world != comm->world)
+        printf(" (written by %d rank%s, optimizer state resharded for %d)", stored_world, stored_world == 1 ? "" : "s",
+               comm->world);
+    printf("\n");
 }
 
-void train_run_init(TrainRun *run, const TrainArgs *args) {
+void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     memset(run, 0, sizeof(*run));
     run->args = args;
+    run->comm = comm;
+    /* one rank speaks for the run; errors (stderr) stay visible from every rank */
+    if (comm->rank != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "error: rank %d cannot silence its stdout\n", comm->rank);
+        exit(1);
+    }
     load_starting_weights(run);
+    ParamLayout layout;
+    param_layout_init(&layout, &run->config);
+    if (args->zero) {
+        size_t shard = comm_shard_size(layout.total, comm->world);
+        size_t begin = shard * (size_t)comm->rank;
+        run->moments_offset = begin < layout.total ? begin : layout.total;
+        run->moments_count = begin + shard < layout.total ? shard : layout.total - run->moments_offset;
+    } else {
+        run->moments_offset = 0;
+        run->moments_count = layout.total;
+    }
+    plan_batch(run);
     open_data(run);
     plan_steps(run);
     resume_if_asked(run);
+    if (comm->world > 1)
+        printf("ranks: %d (%s)%s\n", comm->world, comm->backend, args->zero ? ", ZeRO-1: optimizer state sharded" : "");
     config_print(&run->config);
-    ParamLayout layout;
-    param_layout_init(&layout, &run->config);
     printf("parameters: %zu (%zu with the padded vocab rows)\n", params_count_effective(&run->config), layout.total);
-    printf("B %d T %d | grad accum %d | tokens per step %ld | steps %d\n", args->B, args->T, run->grad_accum,
-           run->total_batch, run->max_steps);
+    printf("B %d T %d ranks %d | grad accum %d | tokens per step %ld | steps %d\n", args->B, args->T, comm->world,
+           run->grad_accum, run->total_batch, run->max_steps);
     if (run->train)
         printf("train batches per epoch %zu%s\n", dataloader_num_batches(&run->train_loader),
                run->use_val ? "" : " | no val loss (-v 0 or no -j)");
     else
         printf("evaluation only (-x 0)\n");
-    logger_init(&run->logger, args->output_dir, 0, run->resumed);
+    logger_init(&run->logger, args->output_dir, comm->rank, run->resumed);
     char tokenizer_path[4096];
     args_tokenizer_path(args, tokenizer_path, sizeof(tokenizer_path));
-    tokenizer_init(&run->tokenizer, tokenizer_path);
+    if (comm->rank == 0) tokenizer_init(&run->tokenizer, tokenizer_path);
 }
 
 void train_run_release_params(TrainRun *run) {
@@ -138,26 +179,37 @@ int train_run_sample_due(const TrainRun *run, int step) {
     return (a->sample_every > 0 && step % a->sample_every == 0 && step > run->start_step) || step == run->max_steps;
 }
 
-void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v,
-                               const float *master) {
+void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v) {
+    Comm *comm = run->comm;
+    const char *dir = run->args->output_dir;
     ParamLayout layout;
     param_layout_init(&layout, &run->config);
+    size_t offset, count;
+    checkpoint_shard_range(layout.total, comm->world, comm->rank, &offset, &count);
     size_t loader_bytes = dataloader_state_size(&run->train_loader);
     void *loader_state = mallocCheck(loader_bytes);
     dataloader_get_state(&run->train_loader, loader_state);
-    TrainState state = {.step = step, .rng_state = run->sample_rng, .run_id = run->run_id, .world_size = 1,
-                        .rank = 0, .shard_offset = 0, .shard_count = layout.total, .m = (float *)m, .v = (float *)v,
-                        .master = (float *)master, .loader_state = loader_state, .loader_state_bytes = loader_bytes};
-    checkpoint_save(run->args->output_dir, &run->config, params, 0, &run->settings, &state, run->args->keep_last,
-                    run->args->keep_every);
-    printf("checkpoint: step %d saved to %s\n", step, run->args->output_dir);
+    TrainState state = {.step = step, .rng_state = run->sample_rng, .run_id = run->run_id, .world_size = comm->world,
+                        .rank = comm->rank, .shard_offset = offset, .shard_count = count, .m = (float *)m,
+                        .v = (float *)v, .master = NULL, .loader_state = loader_state,
+                        .loader_state_bytes = loader_bytes};
+    uint32_t model_crc = 0;
+    if (comm->rank == 0) model_crc = checkpoint_save_model(dir, step, &run->config, params, 0);
+    checkpoint_save_state(dir, &run->config, &run->settings, &state);
+    /* the marker makes the checkpoint count: only once every rank's state file is in place */
+    comm->barrier(comm);
+    if (comm->rank == 0) {
+        checkpoint_mark_done(dir, step, run->run_id, comm->world, model_crc);
+        checkpoint_prune(dir, run->args->keep_last, run->args->keep_every);
+    }
+    printf("checkpoint: step %d saved to %s\n", step, dir);
     free(loader_state);
 }
 
 void train_run_free(TrainRun *run) {
     train_run_release_params(run);
     if (run->args->test_pattern) eval_split_free(&run->test_split);
-    tokenizer_free(&run->tokenizer);
+    if (run->comm->rank == 0) tokenizer_free(&run->tokenizer);
     logger_free(&run->logger);
     if (run->train) dataloader_free(&run->train_loader);
     if (run->full_val) eval_split_free(&run->val_split);

@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "checkpoint.h"
+#include "comm.h"
 #include "config.h"
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
@@ -25,6 +26,7 @@ extern "C" {
 
 typedef struct {
     const TrainArgs *args;
+    Comm *comm;                  /* the ranks of this run (a world of 1 for one process) */
     ModelConfig config;
     float *params;               /* starting weights (fp32); the trainer copies them, then train_run_release_params */
     int train;                   /* 0 with -x 0: evaluation only, no train data read */
@@ -32,29 +34,32 @@ typedef struct {
     int use_val, full_val;       /* val loss every -v steps; full_val: -m -1, the whole split */
     DataLoader val_loader;       /* -m k: the first k batches */
     EvalSplit val_split, test_split;
-    long total_batch;            /* tokens per optimizer step */
-    int grad_accum;              /* micro-batches per step */
+    long total_batch;            /* tokens per optimizer step, over all ranks */
+    int grad_accum;              /* micro-batches per step on each rank */
     int max_steps;
     LRSchedule schedule;
     TrainSettings settings;      /* what a resume must match */
     int start_step;
     uint64_t sample_rng;
     uint64_t run_id;
-    int resumed;                 /* 1: resume_state holds the AdamW moments (and master weights) */
+    int resumed;                 /* 1: resume_state holds the AdamW moments of [moments_offset, +moments_count) */
     TrainState resume_state;
+    size_t moments_offset, moments_count;  /* the moments this rank keeps: its shard with -z 1, else all */
     Logger logger;
     Tokenizer tokenizer;
 } TrainRun;
 
-void train_run_init(TrainRun *run, const TrainArgs *args);
+/* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. */
+void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm);
 void train_run_release_params(TrainRun *run);
 /* Whether step (optimizer steps done so far) is one where the loop checkpoints, evaluates, samples. */
 int train_run_checkpoint_due(const TrainRun *run, int step);
 int train_run_val_due(const TrainRun *run, int step);
 int train_run_sample_due(const TrainRun *run, int step);
-/* Saves model, optimizer state, data position and RNG after `step` steps (master may be NULL). */
-void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v,
-                               const float *master);
+/* Every rank, together: saves the checkpoint after `step` steps. Rank 0 writes the model file (params:
+ * all parameters; ignored elsewhere), each rank the state file of its checkpoint shard (m, v: the
+ * moments of checkpoint_shard_range of this rank), and rank 0 the DONE marker once all are written. */
+void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v);
 void train_run_free(TrainRun *run);
 
 #ifdef __cplusplus

@@ -1,8 +1,10 @@
 /*
  * Tests of model/checkpoint.c: CRC-32 and bf16 against bitwise references, model and state file
  * round trips, retention, refusal of mismatched checkpoints, a fuzz test of the readers over many
- * mutated files (none may crash; every accepted file must be self-consistent), and SIGKILLs of a
- * process in the middle of saving checkpoints (the newest complete one must always load).
+ * mutated files (none may crash; every accepted file must be self-consistent), resharding (a
+ * checkpoint of W ranks loaded by W' ranks, bit-exact, and refused when its shards are inconsistent),
+ * and SIGKILLs of a process in the middle of saving checkpoints (the newest complete one must always
+ * load).
  */
 #include "model/checkpoint.h"
 #include "model/params.h"
@@ -559,6 +561,304 @@ static void test_load_checks(void) {
     free(p);
 }
 
+/* ---- resharding: a checkpoint written by W ranks loaded by W' ranks ---- */
+
+/* 2329 parameters: odd, so the shards of 2 and 3 ranks differ in size. */
+static const char *ODD_JSON = "{\"name\":\"ck-odd\",\"d_model\":15,\"n_layer\":1,\"vocab_size\":37,\"pad_vocab_multiple\":1,"
+                              "\"d_state\":5,\"d_conv\":3,\"expand\":2,\"headdim\":10,\"ngroups\":1,\"chunk_size\":4}";
+
+/* The stored m (which 0), v (1) or master (2) of parameter i at step: a function of the global index,
+ * so that a range assembled from any shards can be checked against it. */
+static float shard_value(int which, long long step, size_t i) {
+    uint64_t rng = rng_seed((uint64_t)step * 1000003u + i * 3 + (uint64_t)which);
+    return (float)(int32_t)(uint32_t)rng_next(&rng) * 1e-9f;
+}
+
+static uint8_t loader_byte(long long step, int rank, size_t i) { return (uint8_t)(step * 7 + i + 13 * rank); }
+
+/* Rank `rank` of `world` at step, holding [offset, offset + count); rng and loader state differ by rank. */
+static TrainState make_shard_state(long long step, int rank, int world, size_t offset, size_t count, int master,
+                                   uint64_t run_id) {
+    TrainState st = {.step = step, .rng_state = 0xfeedULL + (uint64_t)step * 31 + (uint64_t)rank, .run_id = run_id,
+                     .world_size = world, .rank = rank, .shard_offset = offset, .shard_count = count};
+    st.m = (float *)mallocCheck(count * sizeof(float));
+    st.v = (float *)mallocCheck(count * sizeof(float));
+    st.master = master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
+    for (size_t k = 0; k < count; k++) {
+        st.m[k] = shard_value(0, step, offset + k);
+        st.v[k] = shard_value(1, step, offset + k);
+        if (master) st.master[k] = shard_value(2, step, offset + k);
+    }
+    st.loader_state_bytes = 40 + (size_t)rank;
+    st.loader_state = mallocCheck(st.loader_state_bytes);
+    for (size_t i = 0; i < st.loader_state_bytes; i++) ((uint8_t *)st.loader_state)[i] = loader_byte(step, rank, i);
+    return st;
+}
+
+/* Saves a complete checkpoint of `world` ranks as a data-parallel run does. ranges: offset/count pairs
+ * per rank, or NULL for checkpoint_shard_range. master: 0 none, 1 every rank, 2 every rank but rank 1. */
+static void save_sharded(const char *dir, const ModelConfig *c, const float *p, long long step, int world,
+                         const size_t *ranges, int master, uint64_t run_id) {
+    ParamLayout layout;
+    param_layout_init(&layout, c);
+    TrainSettings s = make_settings();
+    uint32_t crc = checkpoint_save_model(dir, step, c, p, 0);
+    for (int r = 0; r < world; r++) {
+        size_t offset, count;
+        if (ranges) offset = ranges[2 * r], count = ranges[2 * r + 1];
+        else checkpoint_shard_range(layout.total, world, r, &offset, &count);
+        TrainState st = make_shard_state(step, r, world, offset, count, master == 1 || (master == 2 && r != 1), run_id);
+        checkpoint_save_state(dir, c, &s, &st);
+        train_state_free(&st);
+    }
+    checkpoint_mark_done(dir, step, run_id, world, crc);
+}
+
+/* Whether a loaded state is the range [offset, offset + count) of a checkpoint of `world` ranks at step;
+ * says what differs in why. */
+static int shard_is(const TrainState *st, long long step, int world, size_t offset, size_t count, int master,
+                    uint64_t run_id, char *why, size_t whylen) {
+    snprintf(why, whylen, "ok");
+    if (st->step != step || st->run_id != run_id || st->world_size != world || st->rank != 0 ||
+        st->shard_offset != offset || st->shard_count != count || st->rng_state != 0xfeedULL + (uint64_t)step * 31) {
+        snprintf(why, whylen, "step/run/world/rank/range/rng wrong: %lld %d %d [%zu +%zu)", st->step, st->world_size,
+                 st->rank, st->shard_offset, st->shard_count);
+        return 0;
+    }
+    if ((st->master != NULL) != master) {
+        snprintf(why, whylen, "master %s, expected %s", st->master ? "present" : "absent", master ? "present" : "absent");
+        return 0;
+    }
+    for (size_t k = 0; k < count; k++) {
+        float m = shard_value(0, step, offset + k), v = shard_value(1, step, offset + k), w = shard_value(2, step, offset + k);
+        if (memcmp(&st->m[k], &m, 4) || memcmp(&st->v[k], &v, 4) || (master && memcmp(&st->master[k], &w, 4))) {
+            snprintf(why, whylen, "parameter %zu differs", offset + k);
+            return 0;
+        }
+    }
+    int loader_ok = st->loader_state_bytes == 40;
+    for (size_t i = 0; i < st->loader_state_bytes && loader_ok; i++)
+        loader_ok = ((const uint8_t *)st->loader_state)[i] == loader_byte(step, 0, i);
+    if (!loader_ok) snprintf(why, whylen, "loader state is not rank 0's (%zu bytes)", st->loader_state_bytes);
+    return loader_ok;
+}
+
+/* Loads every shard of new_world ranks (or only the listed ranks) from dir and checks each. */
+static void check_reshard(const char *label, const char *dir, const ModelConfig *c, const float *p, long long step,
+                          int world, int new_world, const int *ranks, int nranks, int master, uint64_t run_id) {
+    ParamLayout layout;
+    param_layout_init(&layout, c);
+    TrainSettings s = make_settings();
+    int ok = 1;
+    char why[1100] = "ok", err[1024], sizes[256] = "";
+    for (int k = 0; k < (ranks ? nranks : new_world) && ok; k++) {
+        int r = ranks ? ranks[k] : k;
+        size_t offset, count;
+        checkpoint_shard_range(layout.total, new_world, r, &offset, &count);
+        if (strlen(sizes) < 200) snprintf(sizes + strlen(sizes), sizeof(sizes) - strlen(sizes), "%s%zu", k ? "+" : "", count);
+        ModelConfig back;
+        float *q;
+        TrainState st;
+        int stored_world = 0;
+        if (checkpoint_try_load_shard(dir, step, c, &s, offset, count, &back, &q, &st, &stored_world, err, sizeof(err))) {
+            snprintf(why, sizeof(why), "rank %d: %s", r, err);
+            ok = 0;
+            continue;
+        }
+        ok = shard_is(&st, step, world, offset, count, master, run_id, why, sizeof(why)) && stored_world == world &&
+             memcmp(q, p, layout.total * sizeof(float)) == 0 && config_equal(&back, c);
+        free(q);
+        train_state_free(&st);
+    }
+    test_report(ok, "checkpoint_reshard", "%s: %d -> %d ranks (shards %s of %zu), master %s: %s", label, world, new_world,
+                sizes, layout.total, master ? "present" : "absent", why);
+}
+
+static void test_shard_range(void) {
+    int bad = 0, empties = 0;
+    for (size_t n = 0; n <= 40; n++) {
+        for (int world = 1; world <= 12; world++) {
+            size_t covered = 0, most = n / (size_t)world + (n % (size_t)world != 0);
+            for (int r = 0; r < world; r++) {
+                size_t offset, count;
+                checkpoint_shard_range(n, world, r, &offset, &count);
+                if (count > 0 ? offset != covered || count > most : offset > n) bad++;
+                if (count > 0 && count < most && covered + count != n) bad++; /* only the last may be short */
+                empties += count == 0;
+                covered += count;
+            }
+            if (covered != n) bad++;
+        }
+    }
+    size_t offset, count;
+    checkpoint_shard_range(3, 5, 4, &offset, &count);
+    test_report(bad == 0 && offset == 3 && count == 0, "checkpoint_shard_range", "n 0..40 x W 1..12: %d ranges that do "
+                "not tile [0, n) in rank order with ceil(n/W) each; %d empty shards (n < W and the like), rank 4 of 5 "
+                "for n = 3 is [%zu, +%zu)", bad, empties, offset, count);
+}
+
+static void test_reshard(void) {
+    ModelConfig c;
+    make_config(&c, ODD_JSON);
+    size_t n;
+    float *p = make_params(&c, 21, &n);
+    uint64_t run_id = 0x5eed;
+    char w2[512], w3[512], w2_plain[512], w2_mixed[512], w54[512];
+    snprintf(w2, sizeof(w2), "%s/reshard_w2", tmp_dir);
+    snprintf(w3, sizeof(w3), "%s/reshard_w3", tmp_dir);
+    snprintf(w2_plain, sizeof(w2_plain), "%s/reshard_w2_plain", tmp_dir);
+    snprintf(w2_mixed, sizeof(w2_mixed), "%s/reshard_w2_mixed", tmp_dir);
+    snprintf(w54, sizeof(w54), "%s/reshard_w54", tmp_dir);
+    save_sharded(w2, &c, p, 30, 2, NULL, 1, run_id);
+    save_sharded(w3, &c, p, 30, 3, NULL, 1, run_id);
+    save_sharded(w2_plain, &c, p, 30, 2, NULL, 0, run_id);
+    save_sharded(w2_mixed, &c, p, 30, 2, NULL, 2, run_id);
+    /* 54 ranks of ceil(2329 / 54) = 44 leave the last one empty */
+    save_sharded(w54, &c, p, 30, 54, NULL, 1, run_id);
+    check_reshard("full range", w2, &c, p, 30, 2, 1, NULL, 0, 1, run_id);
+    check_reshard("more ranks", w2, &c, p, 30, 2, 3, NULL, 0, 1, run_id);
+    check_reshard("same ranks", w2, &c, p, 30, 2, 2, NULL, 0, 1, run_id);
+    check_reshard("fewer ranks", w3, &c, p, 30, 3, 2, NULL, 0, 1, run_id);
+    check_reshard("no master", w2_plain, &c, p, 30, 2, 3, NULL, 0, 0, run_id);
+    check_reshard("master on rank 0 only", w2_mixed, &c, p, 30, 2, 1, NULL, 0, 0, run_id);
+    check_reshard("empty stored shard", w54, &c, p, 30, 54, 1, NULL, 0, 1, run_id);
+    check_reshard("empty stored shard", w54, &c, p, 30, 54, 5, NULL, 0, 1, run_id);
+    int tail[] = {0, (int)n - 1, (int)n, (int)n + 2};
+    check_reshard("n < W, empty wanted shards", w2, &c, p, 30, 2, (int)n + 3, tail, 4, 1, run_id);
+
+    /* the same world size gives exactly what checkpoint_try_load gives */
+    TrainSettings s = make_settings();
+    int same = 1;
+    char err[1024] = "";
+    for (int r = 0; r < 2; r++) {
+        ModelConfig back;
+        float *q1, *q2;
+        TrainState a, b;
+        int sa = checkpoint_try_load(w2, 30, &c, &s, 2, r, &back, &q1, &a, err, sizeof(err));
+        int sb = checkpoint_try_load_shard(w2, 30, &c, &s, a.shard_offset, a.shard_count, &back, &q2, &b, NULL, err,
+                                           sizeof(err));
+        size_t bytes = a.shard_count * sizeof(float);
+        same = same && sa == 0 && sb == 0 && b.shard_offset == a.shard_offset && b.shard_count == a.shard_count &&
+               !memcmp(a.m, b.m, bytes) && !memcmp(a.v, b.v, bytes) && !memcmp(a.master, b.master, bytes) &&
+               !memcmp(q1, q2, n * sizeof(float));
+        if (sa == 0) { free(q1); train_state_free(&a); }
+        if (sb == 0) { free(q2); train_state_free(&b); }
+    }
+    test_report(same, "checkpoint_reshard_same_world", "2 -> 2 ranks: moments, master and params bit-exact with "
+                "checkpoint_try_load %s", err);
+    free(p);
+}
+
+/* Runs checkpoint_try_load_shard for the full range and checks the refusal names `file` and says `expect`. */
+static void expect_shard_refusal(const char *what, const char *dir, const ModelConfig *c, size_t want_offset,
+                                 size_t want_count, const char *file, const char *expect) {
+    TrainSettings s = make_settings();
+    ModelConfig back;
+    float *q;
+    TrainState st;
+    char err[2048] = "";
+    int status = checkpoint_try_load_shard(dir, 30, c, &s, want_offset, want_count, &back, &q, &st, NULL, err,
+                                           sizeof(err));
+    if (status == 0) { free(q); train_state_free(&st); }
+    test_report(status != 0 && strstr(err, file) && strstr(err, expect), "checkpoint_reshard_refuses", "%s: %s", what,
+                status ? err : "accepted");
+}
+
+static void test_reshard_refusals(void) {
+    ModelConfig c;
+    make_config(&c, ODD_JSON);
+    size_t n;
+    float *p = make_params(&c, 22, &n);
+    char dir[512], other[512], file[700], name[64];
+    snprintf(name, sizeof(name), "state_%08d_%05d.bin", 30, 1);
+
+    snprintf(dir, sizeof(dir), "%s/refuse_missing", tmp_dir);
+    save_sharded(dir, &c, p, 30, 2, NULL, 1, 7);
+    snprintf(file, sizeof(file), "%s/%s", dir, name);
+    unlink(file);
+    expect_shard_refusal("missing state file of rank 1", dir, &c, 0, n, file, "cannot open");
+
+    snprintf(dir, sizeof(dir), "%s/refuse_run", tmp_dir);
+    snprintf(other, sizeof(other), "%s/refuse_run_other", tmp_dir);
+    save_sharded(dir, &c, p, 30, 2, NULL, 1, 7);
+    save_sharded(other, &c, p, 30, 2, NULL, 1, 8);
+    char other_file[700];
+    snprintf(file, sizeof(file), "%s/%s", dir, name);
+    snprintf(other_file, sizeof(other_file), "%s/%s", other, name);
+    size_t len;
+    uint8_t *bytes = slurp(other_file, &len);
+    spit(file, bytes, len);
+    expect_shard_refusal("state file of another run", dir, &c, 0, 1, file, "another run");
+
+    /* a flipped bit in rank 1's master weights: refused by a load that reads that file, not by one that does not */
+    snprintf(dir, sizeof(dir), "%s/refuse_crc", tmp_dir);
+    save_sharded(dir, &c, p, 30, 2, NULL, 1, 7);
+    snprintf(file, sizeof(file), "%s/%s", dir, name);
+    free(bytes);
+    bytes = slurp(file, &len);
+    bytes[len - 100] ^= 4;
+    spit(file, bytes, len);
+    expect_shard_refusal("corrupt master weights of rank 1", dir, &c, 0, n, file, "checksum mismatch");
+    TrainSettings s = make_settings();
+    ModelConfig back;
+    float *q;
+    TrainState st;
+    char err[1024] = "";
+    int status = checkpoint_try_load_shard(dir, 30, &c, &s, 0, 100, &back, &q, &st, NULL, err, sizeof(err));
+    if (status == 0) { free(q); train_state_free(&st); }
+    test_report(status == 0, "checkpoint_reshard_reads_only_overlap", "a range inside rank 0's shard loads although "
+                "rank 1's file is corrupt (that file is not read): %s", status ? err : "ok");
+
+    /* shards that do not tile [0, n): overlapping, with a gap, ending short */
+    size_t half = n / 2;
+    size_t overlap[] = {0, half + 1, half, n - half}, gap[] = {0, half, half + 1, n - half - 1},
+           short_end[] = {0, half, half, n - half - 1};
+    const size_t *layouts[] = {overlap, gap, short_end};
+    const char *labels[] = {"overlapping shards", "shards with a gap", "shards ending short"};
+    const char *expect[] = {"overlaps", "gap", "do not tile"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(dir, sizeof(dir), "%s/refuse_tiling_%d", tmp_dir, k);
+        save_sharded(dir, &c, p, 30, 2, layouts[k], 1, 7);
+        snprintf(file, sizeof(file), "%s/%s", dir, name);
+        expect_shard_refusal(labels[k], dir, &c, 0, n, file, expect[k]);
+    }
+    expect_shard_refusal("wanted range past the parameters", dir, &c, n - 1, 2, "parameters", "outside");
+    free(bytes);
+    free(p);
+}
+
+/* Saving step 40 with 2 ranks over an unfinished attempt with 3 removes the third rank's file; a
+ * checkpoint written by 2 ranks counts, prunes and loads the same as any other. */
+static void test_sharded_save(void) {
+    ModelConfig c;
+    make_config(&c, ODD_JSON);
+    size_t n;
+    float *p = make_params(&c, 23, &n);
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/sharded_save", tmp_dir);
+    TrainSettings s = make_settings();
+    for (int r = 0; r < 3; r++) {
+        size_t offset, count;
+        checkpoint_shard_range(n, 3, r, &offset, &count);
+        TrainState st = make_shard_state(40, r, 3, offset, count, 1, 9);
+        checkpoint_save_state(dir, &c, &s, &st); /* crashed before its marker */
+        train_state_free(&st);
+    }
+    save_sharded(dir, &c, p, 20, 2, NULL, 1, 9);
+    save_sharded(dir, &c, p, 30, 2, NULL, 1, 9);
+    save_sharded(dir, &c, p, 40, 2, NULL, 1, 9);
+    checkpoint_prune(dir, 1, 0);
+    int stale_gone = !file_exists(dir, "state_%08lld_00002.bin", 40) && file_exists(dir, "state_%08lld_00001.bin", 40);
+    int pruned = !file_exists(dir, "state_%08lld_00000.bin", 30) && !file_exists(dir, "state_%08lld_00001.bin", 20) &&
+                 !file_exists(dir, "model_%08lld.bin", 30) && count_files(dir) == 4;
+    long long latest = checkpoint_latest_step(dir);
+    test_report(stale_gone && pruned && latest == 40, "checkpoint_sharded_save", "the 3rd rank's state of an "
+                "unfinished attempt removed by the marker %s; -nk 1 leaves %d files (model, 2 states, marker); "
+                "latest %lld", stale_gone ? "yes" : "NO", count_files(dir), latest);
+    check_reshard("after prune", dir, &c, p, 40, 2, 1, NULL, 0, 1, 9);
+    free(p);
+}
+
 /* ---- crash safety: SIGKILL a process that keeps saving checkpoints ---- */
 
 static const char *CRASH_JSON = "{\"d_model\":64,\"n_layer\":2,\"vocab_size\":8000,\"pad_vocab_multiple\":16,"
@@ -668,6 +968,10 @@ int main(int argc, char **argv) {
     test_state_roundtrip();
     test_retention();
     test_load_checks();
+    test_shard_range();
+    test_reshard();
+    test_reshard_refusals();
+    test_sharded_save();
     test_crash_safety();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);

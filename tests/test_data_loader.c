@@ -5,9 +5,13 @@
  *   - raw v1, raw v2, zstd v1 and zstd v2 shards give identical batches, shuffled or not, across blocks,
  *     shards and epochs;
  *   - ranks partition the rows: no overlap, no gap, the same number of batches on every rank;
+ *   - the rows of each optimizer step depend only on the rows per step S = world x B x micro-batches, shuffled
+ *     or not: W=2, W=4 with B/2, W=1 with two micro-batches and W=1 with 2B rows read the same steps, and a
+ *     state saved by one of these splits resumes in another;
  *   - the shuffled order is reproducible from the seed and changes with the seed and the epoch;
  *   - get_state/set_state resume exactly, reset restarts;
- *   - every kind of bad input exits non-zero with a message naming the file (run in a child process).
+ *   - every kind of bad input, and a state of another configuration, exits non-zero with a message naming
+ *     the file (run in a child process).
  *
  * It is also the small driver the Python tests and the benchmark use:
  *   test_data_loader dump PATTERN B T RANK WORLD SHUFFLE SEED VOCAB NBATCHES  -> int32 inputs+targets on stdout
@@ -195,7 +199,7 @@ static void test_raw_vs_zstd(void) {
 
 /* shards whose tokens are their global positions, so a row's first token says where it came from */
 static void test_partition(void) {
-    const size_t lens[3] = {5003, 7777, 3001};
+    const size_t lens[3] = {5003, 7777, 3049}; /* 625, 972, 381 rows: tails of 1, 0, 3 rows after 6-row steps, 1, 0, 9 after 12 */
     size_t total = 0;
     for (int s = 0; s < 3; s++) {
         uint32_t *tok = (uint32_t *)malloc(lens[s] * sizeof(uint32_t));
@@ -208,12 +212,15 @@ static void test_partition(void) {
     }
     const size_t B = 2, T = 8;
     const int world = 3;
-    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+    for (int test = 0; test < 4; test++) {
+        int shuffle = test % 2, micro = 1 + test / 2;
+        size_t S = world * B * micro;
         unsigned char *seen = (unsigned char *)calloc(total, 1);
         size_t rows = 0, dup = 0, broken = 0, non_contiguous = 0, per_rank_batches[3];
         for (int rank = 0; rank < world; rank++) {
             DataLoader loader;
-            dataloader_init_blocks(&loader, test_path("part_*"), B, T, rank, world, shuffle, 9, (int)total, 4 * world * B * T);
+            dataloader_init_steps_blocks(&loader, test_path("part_*"), B, T, rank, world, micro, shuffle, 9, (int)total,
+                                         4 * world * B * T);
             per_rank_batches[rank] = dataloader_num_batches(&loader);
             for (size_t b = 0; b < per_rank_batches[rank]; b++) {
                 dataloader_next_batch(&loader);
@@ -228,10 +235,10 @@ static void test_partition(void) {
             }
             dataloader_free(&loader);
         }
-        /* expected rows: in each shard, floor(rows / (world*B)) * world*B rows of T+1 tokens at multiples of T */
+        /* expected rows: in each shard, floor(rows / S) * S rows of T+1 tokens at multiples of T */
         size_t expected = 0, misplaced = 0, gaps = 0, offset = 0;
         for (int s = 0; s < 3; s++) {
-            size_t shard_rows = (lens[s] - 1) / T, used = shard_rows / (world * B) * (world * B), used_here = 0;
+            size_t shard_rows = (lens[s] - 1) / T, used = shard_rows / S * S, used_here = 0;
             expected += used;
             for (size_t i = 0; i < lens[s]; i++) {
                 if (!seen[offset + i]) continue;
@@ -243,11 +250,12 @@ static void test_partition(void) {
             offset += lens[s];
         }
         int same = per_rank_batches[0] == per_rank_batches[1] && per_rank_batches[1] == per_rank_batches[2];
+        static const char *const names[4] = {"loader_rank_partition", "loader_rank_partition_shuffled",
+                                             "loader_rank_partition_accum2", "loader_rank_partition_accum2_shuffled"};
         test_report(same && rows == expected && dup == 0 && broken == 0 && misplaced == 0 && gaps == 0 && non_contiguous == 0,
-                    shuffle ? "loader_rank_partition_shuffled" : "loader_rank_partition",
-                    "%d ranks x %zu batches: %zu rows (expected %zu), %zu duplicated, %zu misplaced, %zu shards with a gap, "
+                    names[test], "%d ranks x %zu batches (%d per step): %zu rows (expected %zu), %zu duplicated, %zu misplaced, %zu shards with a gap, "
                     "%zu broken windows",
-                    world, per_rank_batches[0], rows, expected, dup, misplaced, gaps, broken);
+                    world, per_rank_batches[0], micro, rows, expected, dup, misplaced, gaps, broken);
         free(seen);
     }
 }
@@ -303,28 +311,216 @@ static void test_state(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* splits of an optimizer step: world x B x micro-batches per step */
+
+#define MAX_WORLD 4
+
+/* the loaders of all ranks of one split, read an optimizer step at a time */
+typedef struct {
+    DataLoader ranks[MAX_WORLD];
+    int world, micro;
+} StepRun;
+
+static void step_run_init(StepRun *run, size_t B, size_t T, int world, int micro, int shuffle) {
+    run->world = world;
+    run->micro = micro;
+    /* 3.5 steps of tokens, rounded down to 3 steps; the old rounding to global batches of world x B rows gave
+     * 3 steps for W=2 but 3.5 for W=1 with 2 micro-batches */
+    size_t S = (size_t)world * B * (size_t)micro;
+    for (int k = 0; k < world; k++)
+        dataloader_init_steps_blocks(&run->ranks[k], test_path("split_*"), B, T, k, world, micro, shuffle, 31, 50257,
+                                     7 * S * T / 2);
+}
+
+static size_t step_run_steps(const StepRun *run) { return dataloader_num_batches(&run->ranks[0]) / (size_t)run->micro; }
+
+/* the rows of the next n steps: in each step its micro-batches in order, in each micro-batch the ranks in order,
+ * and for each row its T inputs then its T targets */
+static int *step_run_collect(StepRun *run, size_t n) {
+    size_t B = run->ranks[0].B, T = run->ranks[0].T;
+    int *out = (int *)malloc(n * run->ranks[0].step_rows * 2 * T * sizeof(int)), *dst = out;
+    for (size_t s = 0; s < n; s++) {
+        for (int m = 0; m < run->micro; m++) {
+            for (int k = 0; k < run->world; k++) {
+                DataLoader *l = &run->ranks[k];
+                dataloader_next_batch(l);
+                for (size_t b = 0; b < B; b++) {
+                    memcpy(dst, l->inputs + b * T, T * sizeof(int));
+                    memcpy(dst + T, l->targets + b * T, T * sizeof(int));
+                    dst += 2 * T;
+                }
+            }
+        }
+    }
+    return out;
+}
+
+static void step_run_set_state(StepRun *run, const void *state, size_t size) {
+    for (int k = 0; k < run->world; k++) dataloader_set_state(&run->ranks[k], state, size);
+}
+
+static void step_run_free(StepRun *run) {
+    for (int k = 0; k < run->world; k++) dataloader_free(&run->ranks[k]);
+}
+
+/* shards whose row counts leave tails of 0, 1 or 2 rows after steps of 4 or 6 rows (T=8), raw and zstd */
+static void write_split_shards(void) {
+    const size_t lens[3] = {1011, 2517, 779};
+    for (int s = 0; s < 3; s++) {
+        uint32_t *tok = make_tokens(lens[s], 50257, 300 + s);
+        char name[64];
+        snprintf(name, sizeof(name), "split_%03d.bin%s", s, s == 1 ? ".zst" : "");
+        write_shard(name, tok, lens[s], 2, s == 1);
+        free(tok);
+    }
+}
+
+typedef struct { int world, micro; size_t B; } Split;
+
+/* the splits of S = 2B rows per step: {W=2, B}, {W=1, B, 2 micro-batches}, {W=1, 2B} and, for even B,
+ * {W=4, B/2} and {W=2, B/2, 2 micro-batches}; returns how many */
+static int splits_of(size_t B, Split *out) {
+    int n = 0;
+    out[n++] = (Split){2, 1, B};
+    out[n++] = (Split){1, 2, B};
+    out[n++] = (Split){1, 1, 2 * B};
+    if (B % 2 == 0) {
+        out[n++] = (Split){4, 1, B / 2};
+        out[n++] = (Split){2, 2, B / 2};
+    }
+    return n;
+}
+
+static void test_step_splits(void) {
+    const size_t T = 8, Bs[2] = {2, 3};
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        for (int bi = 0; bi < 2; bi++) {
+            size_t B = Bs[bi];
+            Split splits[5];
+            int num_splits = splits_of(B, splits);
+            int *ref = NULL;
+            size_t steps = 0, n = 0, bad_steps = 0, differ = 0;
+            for (int i = 0; i < num_splits; i++) {
+                StepRun run;
+                step_run_init(&run, splits[i].B, T, splits[i].world, splits[i].micro, shuffle);
+                if (i == 0) {
+                    steps = step_run_steps(&run);
+                    n = steps * 5 / 2;
+                }
+                bad_steps += step_run_steps(&run) != steps;
+                int *got = step_run_collect(&run, n);
+                if (i == 0) ref = got;
+                else {
+                    differ += !batches_equal(ref, got, n * 2 * B * 2 * T);
+                    free(got);
+                }
+                step_run_free(&run);
+            }
+            char name[64];
+            snprintf(name, sizeof(name), "loader_step_splits_B%zu%s", B, shuffle ? "_shuffled" : "");
+            test_report(bad_steps == 0 && differ == 0 && n > 0, name,
+                        "%d splits of %zu rows per step read the same %zu steps (2.5 epochs of %zu, blocks of 3 steps): "
+                        "%zu with another epoch length, %zu with other rows", num_splits, 2 * B, n, steps, bad_steps,
+                        differ);
+            free(ref);
+        }
+    }
+}
+
+/* saves a state after k steps of split `from` (rank 0's), and checks the next n steps of `from` equal those of a
+ * fresh loader of split `to` restored from it; also checks every rank of `from` gives the same state */
+static int resume_across(const Split *from, const Split *to, size_t T, int shuffle, size_t k, size_t *n_out) {
+    StepRun a, b;
+    step_run_init(&a, from->B, T, from->world, from->micro, shuffle);
+    size_t n = step_run_steps(&a) + 5;
+    free(step_run_collect(&a, k));
+    size_t size = dataloader_state_size(&a.ranks[0]);
+    unsigned char *state = (unsigned char *)malloc(size), *other = (unsigned char *)malloc(size);
+    dataloader_get_state(&a.ranks[0], state);
+    int same_on_ranks = 1;
+    for (int r = 1; r < a.world; r++) {
+        dataloader_get_state(&a.ranks[r], other);
+        same_on_ranks &= memcmp(state, other, size) == 0;
+    }
+    int *ref = step_run_collect(&a, n);
+    step_run_init(&b, to->B, T, to->world, to->micro, shuffle);
+    step_run_set_state(&b, state, size);
+    int *got = step_run_collect(&b, n);
+    int ok = same_on_ranks && batches_equal(ref, got, n * a.ranks[0].step_rows * 2 * T);
+    step_run_free(&a); step_run_free(&b);
+    free(ref); free(got); free(state); free(other);
+    *n_out = n;
+    return ok;
+}
+
+static void test_state_across_splits(void) {
+    const size_t T = 8, B = 2;
+    Split splits[5];
+    splits_of(B, splits);
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        StepRun probe;
+        step_run_init(&probe, B, T, 2, 1, shuffle);
+        size_t steps = step_run_steps(&probe);
+        step_run_free(&probe);
+        size_t n;
+        /* W=2 -> W=1 x 2 micro-batches 3 steps before the epoch end; and back from the middle of a shard */
+        int forward = resume_across(&splits[0], &splits[1], T, shuffle, steps - 3, &n);
+        int backward = resume_across(&splits[1], &splits[0], T, shuffle, steps / 2 + 1, &n);
+        int to_w4 = resume_across(&splits[1], &splits[3], T, shuffle, 5, &n);
+        test_report(forward && backward && to_w4, shuffle ? "loader_state_across_splits_shuffled" : "loader_state_across_splits",
+                    "a state of W=2 x B=%zu restores into W=1 x 2 micro-batches: %d, back: %d, into W=4 x B=%zu: %d "
+                    "(the next %zu steps, across an epoch end)", B, forward, backward, B / 2, to_w4, n);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* bad inputs: each case runs in a child process, which must exit non-zero with a message */
 
 typedef struct {
     const char *pattern;
     size_t B, T;
-    int rank, world, vocab;
-    int state_case;   /* 1: set_state with a wrong size, 2: with another B */
+    int rank, world, micro, vocab;
 } LoaderCase;
 
 static void run_loader_case(const LoaderCase *c) {
     DataLoader loader;
-    dataloader_init(&loader, c->pattern, c->B, c->T, c->rank, c->world, 1, 1, c->vocab);
-    if (c->state_case) {
-        DataLoader other;
-        dataloader_init(&other, c->pattern, c->B + 1, c->T, c->rank, c->world, 1, 1, c->vocab);
-        size_t size = dataloader_state_size(&other);
-        unsigned char *state = (unsigned char *)malloc(size);
-        dataloader_get_state(&other, state);
-        dataloader_set_state(&loader, state, c->state_case == 1 ? size - 8 : size);
-    }
+    dataloader_init_steps(&loader, c->pattern, c->B, c->T, c->rank, c->world, c->micro, 1, 1, c->vocab);
     for (size_t i = 0; i <= dataloader_num_batches(&loader); i++) dataloader_next_batch(&loader);
     dataloader_free(&loader);
+}
+
+/* a loader of rank 0 on good.bin (shuffled) */
+typedef struct {
+    size_t B, T;
+    int world, micro;
+    uint64_t seed;
+} LoaderShape;
+
+/* `saved` reads `batches` micro-batches and gives its state (`truncate` bytes short) to a fresh `restored` */
+typedef struct {
+    const char *pattern;
+    LoaderShape saved, restored;
+    size_t batches, truncate;
+} StateCase;
+
+static void shape_init(DataLoader *loader, const char *pattern, const LoaderShape *s) {
+    dataloader_init_steps(loader, pattern, s->B, s->T, 0, s->world, s->micro, 1, s->seed, 50257);
+}
+
+static void state_case_fn(const void *arg) {
+    const StateCase *c = (const StateCase *)arg;
+    DataLoader saved, restored;
+    shape_init(&saved, c->pattern, &c->saved);
+    for (size_t i = 0; i < c->batches; i++) dataloader_next_batch(&saved);
+    size_t size = dataloader_state_size(&saved);
+    unsigned char *state = (unsigned char *)malloc(size);
+    dataloader_get_state(&saved, state);
+    shape_init(&restored, c->pattern, &c->restored);
+    dataloader_set_state(&restored, state, size - c->truncate);
+    dataloader_next_batch(&restored);
+    free(state);
+    dataloader_free(&saved);
+    dataloader_free(&restored);
 }
 
 /* runs fn(arg) in a child; returns its exit status (-1 for a signal) and the first line of its stderr in msg */
@@ -355,11 +551,62 @@ static int run_child(void (*fn)(const void *), const void *arg, char *msg, size_
 
 static void loader_case_fn(const void *arg) { run_loader_case((const LoaderCase *)arg); }
 
-static void expect_refused(const char *name, const LoaderCase *c, const char *file, const char *keyword) {
+static void expect_child_refused(const char *name, void (*fn)(const void *), const void *arg, const char *file,
+                                 const char *keyword) {
     char msg[2048];
-    int status = run_child(loader_case_fn, c, msg, sizeof(msg));
+    int status = run_child(fn, arg, msg, sizeof(msg));
     int ok = status > 0 && strstr(msg, file) != NULL && strstr(msg, keyword) != NULL;
     test_report(ok, name, "exit %d, message: %s", status, msg);
+}
+
+static void expect_refused(const char *name, const LoaderCase *c, const char *file, const char *keyword) {
+    expect_child_refused(name, loader_case_fn, c, file, keyword);
+}
+
+/* a version-1 state (13 words) with this loader's magic */
+static void old_state_fn(const void *pattern) {
+    DataLoader loader;
+    dataloader_init(&loader, (const char *)pattern, 2, 16, 0, 1, 1, 1, 50257);
+    uint64_t old[13] = {0};
+    dataloader_get_state(&loader, old);
+    old[1] = 1;
+    dataloader_set_state(&loader, old, sizeof(old));
+}
+
+/* states of another configuration, or off this loader's micro-batch grid, are refused with what to keep equal */
+static void test_state_refused(const char *pattern) {
+    const LoaderShape base = {2, 16, 2, 1, 1};
+    /* the control: the same S split as W=1 x 2 micro-batches is accepted */
+    StateCase c = {pattern, base, {2, 16, 1, 2, 1}, 4, 0};
+    char msg[2048];
+    int status = run_child(state_case_fn, &c, msg, sizeof(msg));
+    test_report(status == 0, "accept_state_other_split", "a W=2 state restores into W=1 x 2 micro-batches: exit %d %s",
+                status, msg);
+    c.restored = base;
+    c.batches = 3;
+    c.truncate = 8;
+    expect_child_refused("refuse_state_wrong_size", state_case_fn, &c, "good.bin", "does not fit");
+    expect_child_refused("refuse_state_old_version", old_state_fn, pattern, "good.bin",
+                         "version is 1 in the state but 2 in this loader");
+    c.truncate = 0;
+    c.restored.world = 1;
+    expect_child_refused("refuse_state_other_step_rows", state_case_fn, &c, "good.bin",
+                         "rows per optimizer step is 4 in the state but 2 in this loader: keep world x B x grad accum "
+                         "equal to resume");
+    c.restored = base;
+    c.restored.T = 8;
+    expect_child_refused("refuse_state_other_T", state_case_fn, &c, "good.bin",
+                         "T is 16 in the state but 8 in this loader: keep T equal");
+    c.restored = base;
+    c.restored.seed = 2;
+    expect_child_refused("refuse_state_other_seed", state_case_fn, &c, "good.bin",
+                         "seed is 1 in the state but 2 in this loader: keep the seed");
+    /* W=1 x B=2 x 2 micro-batches, after one micro-batch (row 2), into W=1 x B=4: same S, off the 4-row grid */
+    c.saved = (LoaderShape){2, 16, 1, 2, 1};
+    c.restored = (LoaderShape){4, 16, 1, 1, 1};
+    c.batches = 1;
+    expect_child_refused("refuse_state_off_grid", state_case_fn, &c, "good.bin",
+                         "row 2 is not a multiple of this loader's world x B = 4 rows");
 }
 
 static void test_bad_inputs(void) {
@@ -368,7 +615,7 @@ static void test_bad_inputs(void) {
     size_t len, clen;
     unsigned char *good = shard_bytes(tok, N, 1, (int32_t)N, &len);
     unsigned char *comp = zstd_compress(good, len, &clen);
-    LoaderCase c = {NULL, 2, 16, 0, 1, 50257, 0};
+    LoaderCase c = {NULL, 2, 16, 0, 1, 1, 50257};
     const char *path;
 
     unsigned char *bad = (unsigned char *)malloc(len + 64);
@@ -454,17 +701,19 @@ static void test_bad_inputs(void) {
     c.world = 4;
     c.rank = 3;
     expect_refused("refuse_shard_too_short_for_ranks", &c, "good.bin", "too short");
+    c.world = 1;
+    c.rank = 0;
+    c.micro = 4;
+    expect_refused("refuse_shard_too_short_for_step", &c, "good.bin", "too short for an optimizer step");
+    c.micro = 1;
+    c.world = 4;
     c.rank = 4;
     expect_refused("refuse_rank_out_of_range", &c, "good.bin", "rank 4");
     c.B = 0;
     c.rank = 0;
     c.world = 1;
     expect_refused("refuse_zero_batch", &c, "good.bin", "B=0");
-    c.B = 2;
-    c.state_case = 1;
-    expect_refused("refuse_state_wrong_size", &c, "good.bin", "does not fit");
-    c.state_case = 2;
-    expect_refused("refuse_state_other_config", &c, "good.bin", "B is 3 in the state but 2");
+    test_state_refused(test_path("good.bin"));
 
     free(bad); free(cbad); free(good); free(comp); free(tok);
 }
@@ -601,6 +850,9 @@ int main(int argc, char **argv) {
     test_partition();
     test_shuffle();
     test_state();
+    write_split_shards();
+    test_step_splits();
+    test_state_across_splits();
     test_bad_inputs();
     test_tokenizer();
     remove_test_dir();

@@ -148,8 +148,8 @@ static void check_carry(int diagonal, int T) {
     inference_state_free(&state);
     EvalSplit split;
     eval_split_init(&split, pattern, T, c.vocab_size);
-    EvalResult carried = mamba_evaluate_split(&model, &split, 4, 1);
-    EvalResult fresh = mamba_evaluate_split(&model, &split, 4, 0);
+    EvalResult carried = mamba_evaluate_split(&model, &split, 4, 1, NULL);
+    EvalResult fresh = mamba_evaluate_split(&model, &split, 4, 0, NULL);
     size_t total_targets = split.total_targets;
     eval_split_free(&split);
     double total_diff = fabs(carried.loss_sum - long_total) / long_total;
@@ -186,7 +186,7 @@ static void check_no_carry(int diagonal, int T) {
     double worst = 0;
     int tokens_ok = 1;
     for (int k = 0; k < 4; k++) {
-        EvalResult r = mamba_evaluate_split(&model, &split, batch_sizes[k], 0);
+        EvalResult r = mamba_evaluate_split(&model, &split, batch_sizes[k], 0, NULL);
         double d = fabs(r.loss_sum - reference) / reference;
         worst = d > worst ? d : worst;
         tokens_ok &= r.tokens == count;

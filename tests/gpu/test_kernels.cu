@@ -379,7 +379,7 @@ static void test_norm_and_adamw(size_t n, float grad_clip) {
     norm = sqrt(norm);
     snprintf(name, sizeof(name), "global_norm n=%zu", n);
     check_close(name, download_float(d_norm, 1), &norm, 1, 1e-5);
-    AdamWHyper h = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, grad_clip, 7};
+    AdamWSettings h = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, grad_clip, 7};
     adamw_update(d_p, d_px, d_g, d_m, d_v, n, &h, h.weight_decay, d_norm, 0);
     double scale = (grad_clip > 0 && norm > grad_clip) ? grad_clip / norm : 1.0;
     double b1 = 0.9, b2 = 0.95, lr = 3e-3, wd = 0.1;

@@ -90,7 +90,7 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
 
     /* one AdamW step, clipped (clip below the norm), then the loss on the same batch */
     float clip = (float)(0.5 * cpu_norm), lr = 1e-2f, wd = 0.1f;
-    AdamWHyper h = {lr, 0.9f, 0.95f, 1e-8f, wd, clip, 1};
+    AdamWSettings h = {lr, 0.9f, 0.95f, 1e-8f, wd, clip, 1};
     mamba_gpu_update(&gpu, &h);
     mamba_update(&cpu, lr, 0.9, 0.95, 1e-8, wd, cpu_norm > clip ? clip / cpu_norm : 1.0, 1);
     mamba_forward(&cpu, inputs, targets, B, T);

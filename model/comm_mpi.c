@@ -1,0 +1,94 @@
+/*
+ * The MPI back end of model/comm.h, for the CPU trainer's ranks (mpirun -np W ./train_ssd ...).
+ * Built only into train_ssd, and only with USE_MPI (the Makefile sets it when mpicc exists);
+ * without it comm_mpi_init reports that this binary cannot join a multi-rank run.
+ * Buffers are host floats; MPI's sums over ranks give every rank the same bits.
+ */
+#include "comm_mpi.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef USE_MPI
+#include <mpi.h>
+
+static void mpi_check(int status, const char *what) {
+    if (status == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(status, msg, &len);
+    fprintf(stderr, "error: MPI %s failed: %s\n", what, msg);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+static void mpi_sum_doubles(Comm *comm, double *x, int n) {
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
+}
+
+static void mpi_broadcast(Comm *comm, void *bytes, size_t n) {
+    mpi_check(MPI_Bcast(bytes, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD), "Bcast");
+}
+
+static void mpi_barrier(Comm *comm) { mpi_check(MPI_Barrier(MPI_COMM_WORLD), "Barrier"); }
+
+/* MPI counts are int: long buffers go in pieces of at most 2^30 elements */
+#define MPI_PIECE ((size_t)1 << 30)
+
+static void mpi_all_reduce(Comm *comm, float *buf, size_t n, void *stream) {
+    for (size_t off = 0; off < n; off += MPI_PIECE) {
+        size_t count = n - off < MPI_PIECE ? n - off : MPI_PIECE;
+        mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
+    }
+}
+
+static void check_shard(size_t shard) {
+    if (shard > (size_t)0x7fffffff) {
+        fprintf(stderr, "error: MPI shard of %zu elements exceeds MPI's int count\n", shard);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
+static void mpi_reduce_scatter(Comm *comm, float *buf, size_t shard, void *stream) {
+    check_shard(shard);
+    float *mine = buf + (size_t)comm->rank * shard;
+    mpi_check(MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, (int)shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+              "Reduce_scatter_block");
+    /* MPI leaves the result at the start of buf; the shard belongs at this rank's offset */
+    if (mine != buf) memmove(mine, buf, shard * sizeof(float));
+}
+
+static void mpi_all_gather(Comm *comm, float *buf, size_t shard, void *stream) {
+    check_shard(shard);
+    mpi_check(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)shard, MPI_FLOAT, MPI_COMM_WORLD),
+              "Allgather");
+}
+
+static void mpi_free(Comm *comm) { MPI_Finalize(); }
+
+int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
+    memset(comm, 0, sizeof(*comm));
+    mpi_check(MPI_Init(argc, argv), "Init");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank), "Comm_rank");
+    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &comm->world), "Comm_size");
+    comm->backend = "mpi";
+    comm->sum_doubles = mpi_sum_doubles;
+    comm->broadcast = mpi_broadcast;
+    comm->barrier = mpi_barrier;
+    comm->all_reduce = mpi_all_reduce;
+    comm->reduce_scatter = mpi_reduce_scatter;
+    comm->all_gather = mpi_all_gather;
+    comm->free = mpi_free;
+    return 0;
+}
+
+#else
+
+int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
+    fprintf(stderr, "error: this train_ssd was built without MPI, so it cannot run as one of several ranks; "
+                    "install Open MPI (mpicc) and rebuild (make clean && make)\n");
+    return 1;
+}
+
+#endif

@@ -1,0 +1,10 @@
+/* The MPI back end of model/comm.h (CPU trainer only): rank and world from MPI_COMM_WORLD. */
+#ifndef SSD_MODEL_COMM_MPI_H
+#define SSD_MODEL_COMM_MPI_H
+
+#include "comm.h"
+
+/* Calls MPI_Init; non-zero (with a message) when the binary was built without MPI. */
+int comm_mpi_init(Comm *comm, int *argc, char ***argv);
+
+#endif

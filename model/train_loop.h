@@ -1,0 +1,66 @@
+/*
+ * The training loop, shared by train_ssd (CPU) and train_ssdcu (CUDA), over any number of ranks.
+ * The compute sits behind TrainCompute (a CPU model or a GPU model) and the collectives behind
+ * Comm (model/comm.h); the loop holds everything else: the step's gradient accumulation and
+ * learning rate, evaluation (the first -m val batches, or full splits), samples, checkpoints,
+ * main.log and the step lines.
+ *
+ * One optimizer step over W ranks with micro-batch B and grad_accum micro-batches each covers the
+ * total batch (-d) of W x grad_accum x B x T tokens: rank k's micro-batch m reads global micro-batch
+ * m's rows [k B, (k+1) B) (data/dataloader.h), so it is the step that one rank with W-fold more
+ * accumulation takes. The loss of each micro-batch is scaled by 1 / (grad_accum x W) and the
+ * gradients summed over ranks: the mean over the step's tokens.
+ */
+#ifndef SSD_MODEL_TRAIN_LOOP_H
+#define SSD_MODEL_TRAIN_LOOP_H
+
+#include <stddef.h>
+
+#include "eval_split.h"
+#include "train_run.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ADAM_BETA1 0.9f
+#define ADAM_BETA2 0.95f
+#define ADAM_EPS 1e-8f
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, grad_clip;
+    int step;  /* 1-based */
+} AdamWSettings;
+
+/* What the loop needs of a model on some device. Parameters are the flat fp32 layout of
+ * model/params.h; the AdamW moments a compute holds are either all of them or, with ZeRO-1, its
+ * rank's shard (model/comm.h), [moments_offset, moments_offset + moments_count). */
+typedef struct {
+    void *self;
+    size_t moments_offset, moments_count;
+    void (*zero_grad)(void *self);
+    /* forward and backward of one micro-batch of B x T tokens, the mean loss scaled by loss_scale,
+     * gradients accumulated; last: the step's last micro-batch (its backward may start the
+     * reduction over ranks) */
+    void (*train_micro)(void *self, const int *inputs, const int *targets, float loss_scale, int last);
+    /* the mean loss of the last micro-batch (waits for it) */
+    double (*micro_loss)(void *self);
+    /* the gradients summed over ranks, the global norm, clipping to h->grad_clip and AdamW; returns the
+     * norm before clipping */
+    float (*update)(void *self, const AdamWSettings *h);
+    EvalForward eval;
+    /* every parameter, fp32 */
+    void (*get_params)(void *self, float *out);
+    /* moments of [offset, offset + count), a range inside what this compute holds */
+    void (*get_moments)(void *self, size_t offset, size_t count, float *m, float *v);
+    void (*set_moments)(void *self, size_t offset, size_t count, const float *m, const float *v);
+} TrainCompute;
+
+/* Runs the steps of run from run->start_step to run->max_steps (evaluations, samples and
+ * checkpoints included), then the test split. */
+void train_loop_run(TrainRun *run, TrainCompute *compute);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
