@@ -24,7 +24,7 @@ GPU_ARCH ?= -gencode arch=compute_90,code=sm_90
 PRECISION ?= BF16
 NVCC_FLAGS ?= -O3 --use_fast_math -std=c++17 $(GPU_ARCH) -I. -DENABLE_$(PRECISION)
 NVCC_LDLIBS = -lcublas -lcublasLt -lcjson -lzstd -Xcompiler -fopenmp -lgomp -lpthread
-NCCL_HOME ?= $(shell python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])' 2> /dev/null)
+NCCL_HOME ?= $(shell python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2> /dev/null)
 ifeq ($(NO_NCCL),)
 ifneq ($(NCCL_HOME),)
 NVCC_FLAGS += -I$(NCCL_HOME)/include -DUSE_NCCL
@@ -109,7 +109,12 @@ $(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJ
 	@mkdir -p $(dir $@)
 	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
-test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd
+# the GPU training tests' data: Tiny Shakespeare in GPT-2 tokens, from ../shared/data
+GPU_TEST_DATA = datasets/tinyshakespeare/tokenizer.bin
+$(GPU_TEST_DATA):
+	python3 scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2
+
+test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd $(GPU_TEST_DATA)
 	@bash tests/run_tests.sh --scripts tests/gpu $(GPU_TEST_BINS)
 
 bench: train_ssdcu

@@ -903,7 +903,6 @@ struct LaunchWatchdog {
     struct pollfd *pfds;
     int *pfd_rank;
     /* files: dir/ssd_rdzv.<key>.alive.<rank> holds "alive <nonce> <count>" or "done ..." */
-    int file_mode;
     char dir[4096], key[130];
     char (*content)[64];
     uint64_t nonce, count;
@@ -944,10 +943,21 @@ static void report(LaunchWatchdog *wd, int rank, const char *reason) {
         memcpy(msg + 1, &be, 4);
         for (int r = 1; r < wd->world_size; r++) {
             if (wd->fds[r] < 0) continue;
-            /* drain what the peer sent: closing with unread bytes would reset the connection and
-             * could drop this message if the callback ends the process */
+            /* drain what the peer sent (closing with unread bytes would reset the connection and
+             * could drop this message if the callback ends the process), minding a goodbye */
             unsigned char sink[256];
-            while (recv(wd->fds[r], sink, sizeof(sink), MSG_DONTWAIT) > 0) {}
+            ssize_t n;
+            int bye = 0;
+            while ((n = recv(wd->fds[r], sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
+                wd->last_heard[r] = now_s();
+                bye |= memchr(sink, 'g', (size_t)n) != NULL;
+            }
+            if (bye) {
+                wd->watched[r] = 0;
+                close(wd->fds[r]);
+                wd->fds[r] = -1;
+                continue;
+            }
             /* best effort: the peer may be gone too */
             if (send(wd->fds[r], msg, sizeof(msg), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {}
         }
@@ -1166,7 +1176,6 @@ int launch_watchdog_start_file(LaunchWatchdog **out, const char *dir, const char
     if (info->world_size == 1) return 0;
     LaunchWatchdog *wd = watchdog_new(info->rank, info->world_size, timeout_s, on_failure, err, errlen);
     if (wd == NULL) return -1;
-    wd->file_mode = 1;
     snprintf(wd->dir, sizeof(wd->dir), "%s", dir);
     snprintf(wd->key, sizeof(wd->key), "%s", key);
     wd->content = calloc((size_t)info->world_size, sizeof(*wd->content));

@@ -140,8 +140,8 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     open_data(run);
     plan_steps(run);
     resume_if_asked(run);
-    if (comm->world > 1)
-        printf("ranks: %d (%s)%s\n", comm->world, comm->backend, args->zero ? ", ZeRO-1: optimizer state sharded" : "");
+    if (strcmp(comm->backend, "single") != 0)
+        printf("ranks %d (%s)%s\n", comm->world, comm->backend, args->zero ? ", ZeRO-1: optimizer state sharded" : "");
     config_print(&run->config);
     printf("parameters: %zu (%zu with the padded vocab rows)\n", params_count_effective(&run->config), layout.total);
     printf("B %d T %d ranks %d | grad accum %d | tokens per step %ld | steps %d\n", args->B, args->T, comm->world,

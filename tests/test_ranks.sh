@@ -6,7 +6,8 @@
 #    are expected to agree to rounding, measured exactly equal);
 #  - ZeRO-1 (-z 1) against the plain all-reduce (norm summed per shard: rounding only, 1e-5);
 #  - save at step 6 on 2 ranks; resume on 2 (bit-exact steps 7-12 and final model file), on 1
-#    (resharded optimizer state; 1e-5), and a ZeRO-1 checkpoint resumed without ZeRO on 3 ranks;
+#    (resharded optimizer state; 1e-5); ZeRO-1 shards of 2 ranks resumed by 1 plain rank; a resume
+#    with another total batch refused;
 #  - full-split evaluation on 2 ranks equals 1 rank exactly (per-forward sums added in one order);
 #  - only rank 0 prints and writes main.log and the model file; every rank writes its state file;
 #  - -d that does not divide into B*T*ranks is refused with the nearest valid values.
