@@ -54,12 +54,12 @@ static float cpu_update(void *self, const AdamWSettings *h) {
     double norm_squared = 0.0;
     if (c->zero) {
         memcpy(c->padded, model->grads, n * sizeof(float));
-        c->comm->reduce_scatter(c->comm, c->padded, c->shard, NULL);
+        c->comm->ops->reduce_scatter(c->comm, c->padded, c->shard, NULL);
         memcpy(model->grads + c->lo, c->padded + c->lo, (c->hi - c->lo) * sizeof(float));
         for (size_t i = c->lo; i < c->hi; i++) norm_squared += (double)model->grads[i] * model->grads[i];
-        c->comm->sum_doubles(c->comm, &norm_squared, 1);
+        c->comm->ops->sum_doubles(c->comm, &norm_squared, 1);
     } else {
-        c->comm->all_reduce(c->comm, model->grads, n, NULL);
+        c->comm->ops->all_reduce(c->comm, model->grads, n, NULL);
         double norm = mamba_grad_norm(model);
         norm_squared = norm * norm;
     }
@@ -68,7 +68,7 @@ static float cpu_update(void *self, const AdamWSettings *h) {
     mamba_update_range(model, c->lo, c->hi, h->lr, h->beta1, h->beta2, h->eps, h->weight_decay, scale, h->step);
     if (c->zero) {
         memcpy(c->padded + c->lo, model->params + c->lo, (c->hi - c->lo) * sizeof(float));
-        c->comm->all_gather(c->comm, c->padded, c->shard, NULL);
+        c->comm->ops->all_gather(c->comm, c->padded, c->shard, NULL);
         memcpy(model->params, c->padded, n * sizeof(float));
     }
     return norm;
@@ -91,11 +91,7 @@ static void cpu_set_moments(void *self, size_t offset, size_t count, const float
 /* MPI when mpirun started this process, else one process on its own */
 static void comm_init(Comm *comm, int *argc, char ***argv) {
     LaunchInfo info;
-    char err[512];
-    if (launch_info_from_env(&info, err, sizeof(err)) != 0) {
-        fprintf(stderr, "error: %s\n", err);
-        exit(1);
-    }
+    launch_info_from_env_or_exit(&info);
     if (!strcmp(info.launcher, "openmpi")) {
         if (comm_mpi_init(comm, argc, argv) != 0) exit(1);
     } else if (info.world_size > 1) {
@@ -146,6 +142,6 @@ int main(int argc, char **argv) {
     mamba_evaluator_free(&c.evaluator);
     free(c.padded);
     mamba_free(&c.model);
-    comm.free(&comm);
+    comm.ops->free(&comm);
     return 0;
 }

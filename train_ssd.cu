@@ -432,12 +432,12 @@ static void reduce_bucket(MambaGPU *m, int bucket) {
     if (bucket < L) {
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             if (m->layout.layer_sizes[t] == 0) continue;
-            m->comm->all_reduce(m->comm, m->grads_t[t] + param_layer_offset(&m->layout, t, bucket),
+            m->comm->ops->all_reduce(m->comm, m->grads_t[t] + param_layer_offset(&m->layout, t, bucket),
                                 m->layout.layer_sizes[t], m->comm_stream);
         }
     } else {
-        m->comm->all_reduce(m->comm, m->grads_t[P_WTE], m->layout.sizes[P_WTE], m->comm_stream);
-        m->comm->all_reduce(m->comm, m->grads_t[P_NORM_F], m->layout.sizes[P_NORM_F], m->comm_stream);
+        m->comm->ops->all_reduce(m->comm, m->grads_t[P_WTE], m->layout.sizes[P_WTE], m->comm_stream);
+        m->comm->ops->all_reduce(m->comm, m->grads_t[P_NORM_F], m->layout.sizes[P_NORM_F], m->comm_stream);
         cudaCheck(cudaEventRecord(m->grads_reduced, m->comm_stream));
     }
     group_end(m->comm);
@@ -494,13 +494,13 @@ void mamba_gpu_grad_norm(MambaGPU *m) {
     if (comm->world > 1 && m->reduce_in_backward) {
         cudaCheck(cudaStreamWaitEvent(m->stream, m->grads_reduced, 0));
     } else if (comm->world > 1 && !m->zero) {
-        comm->all_reduce(comm, m->grads, m->layout.total, m->stream);
+        comm->ops->all_reduce(comm, m->grads, m->layout.total, m->stream);
     } else if (m->zero) {
-        comm->reduce_scatter(comm, m->grads, m->shard, m->stream);
+        comm->ops->reduce_scatter(comm, m->grads, m->shard, m->stream);
     }
     m->reduce_in_backward = 0;
     global_norm_squared(m->d_scalars + 1, m->norm_scratch, m->grads + m->lo, m->hi - m->lo, m->stream);
-    if (m->zero) comm->all_reduce(comm, m->d_scalars + 1, 1, m->stream);
+    if (m->zero) comm->ops->all_reduce(comm, m->d_scalars + 1, 1, m->stream);
     sqrt_in_place(m->d_scalars + 1, m->stream);
 }
 
@@ -524,7 +524,7 @@ void mamba_gpu_update(MambaGPU *m, const AdamWSettings *h) {
                      m->adam_v + (begin - m->lo), end - begin, h, wd, m->d_scalars + 1, m->stream);
     }
     if (m->zero && m->comm->world > 1) {
-        m->comm->all_gather(m->comm, m->master, m->shard, m->stream);
+        m->comm->ops->all_gather(m->comm, m->master, m->shard, m->stream);
         cast_to_floatX_kernel_launch(m->params, m->master, m->layout.total, m->stream);
     }
 }
@@ -663,11 +663,7 @@ static void gpu_set_moments(void *self, size_t offset, size_t count, const float
 /* Through NCCL when a launcher started this process (torchrun, srun, mpirun), else on its own. */
 static void comm_init(Comm *comm, const TrainArgs *args) {
     LaunchInfo info;
-    char err[512];
-    if (launch_info_from_env(&info, err, sizeof(err)) != 0) {
-        fprintf(stderr, "error: %s\n", err);
-        exit(1);
-    }
+    launch_info_from_env_or_exit(&info);
     if (!strcmp(info.launcher, "none")) {
         comm_single_init(comm);
         return;
@@ -707,7 +703,7 @@ static void time_gradient_all_reduce(MambaGPU *m) {
     float ms[5];
     for (int i = 0; i < 5; i++) {
         cudaCheck(cudaEventRecord(start, m->stream));
-        m->comm->all_reduce(m->comm, m->grads, m->layout.total, m->stream);
+        m->comm->ops->all_reduce(m->comm, m->grads, m->layout.total, m->stream);
         cudaCheck(cudaEventRecord(stop, m->stream));
         stream_wait(m);
         cudaCheck(cudaEventElapsedTime(&ms[i], start, stop));
@@ -745,6 +741,11 @@ int main(int argc, char **argv) {
     mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
     size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
     printf("activations %.2f GiB\n", act_bytes / 1073741824.0);
+    double moments_gib = 2.0 * sizeof(float) * (c.model.hi - c.model.lo) / 1073741824.0;
+    double all_moments_gib = 2.0 * sizeof(float) * c.model.layout.total / 1073741824.0;
+    if (args.zero)
+        printf("ZeRO-1: AdamW moments %.2f GiB on this GPU instead of %.2f GiB (saves %.2f GiB)\n", moments_gib,
+               all_moments_gib, all_moments_gib - moments_gib);
     c.host_losses = (float *)mallocCheck((size_t)args.B * args.T * sizeof(float));
     if (run.resumed) mamba_gpu_set_moments(&c.model, run.moments_offset, run.moments_count, run.resume_state.m,
                                            run.resume_state.v);
@@ -762,7 +763,7 @@ int main(int argc, char **argv) {
     mamba_gpu_free(&c.model);
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
-    comm.free(&comm);
+    comm.ops->free(&comm);
     return 0;
 }
 #endif

@@ -5,10 +5,12 @@
  */
 #include "data/dataloader.h"
 
+#include <errno.h>
 #include <glob.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zstd.h>
 
 #include "model/rng.h"
@@ -18,7 +20,6 @@
 #define STATE_VERSION 2
 #define STATE_WORDS 12
 #define STATE_CONFIG_WORDS 9 /* the leading words that must match the loader */
-#define VALIDATE_CHUNK_TOKENS ((size_t)1 << 20)
 
 static void data_error(const char *path, const char *fmt, ...) {
     va_list args;
@@ -134,42 +135,82 @@ static void reader_start(ShardReader *r, const Shard *shard) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* shard validation: everything the loader will rely on, checked once before training starts */
+/* shard checks: headers and sizes of every shard at start-up (cost independent of the shard sizes), tokens
+ * as they are read */
 
-static void shard_validate(Shard *shard, int vocab_size) {
+/* refuses anything but a regular file before opening it: opening a named pipe would block, a device or a
+ * directory is never a shard */
+static void shard_check_regular(const char *path, off_t *size) {
+    struct stat st;
+    if (stat(path, &st) != 0) data_error(path, "cannot stat: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode)) {
+        const char *kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a named pipe"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket"
+                         : "not a regular file";
+        data_error(path, "is %s, not a regular file: a shard must be a regular file", kind);
+    }
+    *size = st.st_size;
+}
+
+/* a zstd shard's first frame declares its decompressed size (the zstd tool writes it); more than the header
+ * declares is refused now; less may be the first of several frames, and the true end is checked as the
+ * shard is read (shard_finish) */
+static void shard_check_zstd_frame(const Shard *shard, size_t expected_bytes) {
+    FILE *fp = fopenCheck(shard->path, "rb");
+    unsigned char head[18]; /* ZSTD_FRAMEHEADERSIZE_MAX, in the static-only API */
+    size_t got = fread(head, 1, sizeof(head), fp);
+    fcloseCheck(fp);
+    unsigned long long content = ZSTD_getFrameContentSize(head, got);
+    if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != ZSTD_CONTENTSIZE_ERROR && content > expected_bytes)
+        data_error(shard->path, "size does not match the header: the zstd frame holds %llu bytes, but %zu tokens of "
+                   "%zu bytes need %zu bytes", content, shard->ntok, shard->token_bytes, expected_bytes);
+}
+
+static void shard_check(Shard *shard) {
+    const char *path = shard->path;
+    off_t size;
+    shard_check_regular(path, &size);
     ShardReader r;
     reader_open(&r, shard);
     shard->ntok = reader_read_header(&r, &shard->version);
-    shard->token_bytes = shard->version == 1 ? 2 : 4;
-    const char *path = shard->path;
-    size_t expected_bytes = SHARD_HEADER_INTS * sizeof(int32_t) + shard->ntok * shard->token_bytes;
-    if (!shard->is_zst) {
-        if (fseek(r.fp, 0, SEEK_END) != 0) data_error(path, "seek failed");
-        long size = ftell(r.fp);
-        if (size < 0) data_error(path, "ftell failed");
-        if ((size_t)size != expected_bytes)
-            data_error(path, "size %ld bytes does not match the header: %zu tokens of %zu bytes need %zu bytes",
-                       size, shard->ntok, shard->token_bytes, expected_bytes);
-        if (fseek(r.fp, SHARD_HEADER_INTS * sizeof(int32_t), SEEK_SET) != 0) data_error(path, "seek failed");
-    }
-    unsigned char *chunk = (unsigned char *)mallocCheck(VALIDATE_CHUNK_TOKENS * shard->token_bytes);
-    size_t done = 0;
-    while (done < shard->ntok) {
-        size_t n = shard->ntok - done < VALIDATE_CHUNK_TOKENS ? shard->ntok - done : VALIDATE_CHUNK_TOKENS;
-        reader_read_tokens(&r, chunk, n);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t tok = shard->token_bytes == 2 ? ((const uint16_t *)chunk)[i] : ((const uint32_t *)chunk)[i];
-            if (tok >= (uint32_t)vocab_size)
-                data_error(path, "token %u at position %zu is out of range for vocab_size %d", tok, done + i,
-                           vocab_size);
-        }
-        done += n;
-    }
-    free(chunk);
-    unsigned char extra;
-    if (reader_read_bytes(&r, &extra, 1) != 0)
-        data_error(path, "size does not match the header: data continues after the declared %zu tokens", shard->ntok);
     reader_close(&r);
+    shard->token_bytes = shard->version == 1 ? 2 : 4;
+    size_t expected_bytes = SHARD_HEADER_INTS * sizeof(int32_t) + shard->ntok * shard->token_bytes;
+    if (shard->is_zst) {
+        shard_check_zstd_frame(shard, expected_bytes);
+    } else if ((size_t)size != expected_bytes) {
+        data_error(path, "size %lld bytes does not match the header: %zu tokens of %zu bytes need %zu bytes",
+                   (long long)size, shard->ntok, shard->token_bytes, expected_bytes);
+    }
+}
+
+/* checks n tokens read from the shard, the first at token position `first` */
+static void check_tokens(const Shard *shard, const unsigned char *tokens, size_t n, size_t first, int vocab_size) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t tok = shard->token_bytes == 2 ? ((const uint16_t *)tokens)[i] : ((const uint32_t *)tokens)[i];
+        if (tok >= (uint32_t)vocab_size)
+            data_error(shard->path, "token %u at position %zu is out of range for vocab_size %d%s", tok, first + i,
+                       vocab_size, shard->is_zst ? " (or the compressed data is corrupt)" : "");
+    }
+}
+
+/* reads the rest of the open shard (the rows no step uses) with the same checks, then confirms that the data
+ * ends where the header says: for zstd this also completes the frame, so its checksum is verified */
+static void shard_finish(ShardReader *r, int vocab_size) {
+    const Shard *shard = r->shard;
+    const size_t scratch_tokens = 1 << 16;
+    unsigned char *scratch = (unsigned char *)mallocCheck(scratch_tokens * shard->token_bytes);
+    while (r->token_pos < shard->ntok) {
+        size_t n = shard->ntok - r->token_pos < scratch_tokens ? shard->ntok - r->token_pos : scratch_tokens;
+        size_t first = r->token_pos;
+        reader_read_tokens(r, scratch, n);
+        check_tokens(shard, scratch, n, first, vocab_size);
+    }
+    free(scratch);
+    unsigned char extra;
+    if (reader_read_bytes(r, &extra, 1) != 0)
+        data_error(shard->path, "size does not match the header: data continues after the declared %zu tokens",
+                   shard->ntok);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -251,7 +292,7 @@ void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_
         shard->path = strdup(path);
         if (shard->path == NULL) data_error(path, "out of memory");
         shard->is_zst = ends_with(path, ".zst");
-        shard_validate(shard, vocab_size);
+        shard_check(shard);
         shard->num_rows = (shard->ntok - 1) / T;
         shard->num_batches = shard->num_rows / S * (size_t)micro_per_step;
         if (shard->num_batches == 0)
@@ -316,6 +357,7 @@ static void ensure_block(DataLoader *loader, int s, size_t block) {
             /* the next block in the stream: its first token is the previous block's last one */
             memmove(loader->block_tokens, loader->block_tokens + loader->block_num_rows * T * tb, tb);
             reader_read_tokens(r, loader->block_tokens + tb, num_rows * T);
+            check_tokens(shard, loader->block_tokens + tb, num_rows * T, start + 1, loader->vocab_size);
         } else {
             if (r->token_pos > start) {
                 reader_close(r);
@@ -323,7 +365,11 @@ static void ensure_block(DataLoader *loader, int s, size_t block) {
             }
             reader_skip_tokens(r, start - r->token_pos, loader->block_tokens, loader->block_rows * T + 1);
             reader_read_tokens(r, loader->block_tokens, num_rows * T + 1);
+            check_tokens(shard, loader->block_tokens, num_rows * T + 1, start, loader->vocab_size);
         }
+        /* the block with the shard's last used row: check the tail now, so every shard read is checked whole */
+        if (first_row + num_rows >= shard->num_rows / loader->step_rows * loader->step_rows)
+            shard_finish(r, loader->vocab_size);
         loader->loaded_block = (long)block;
         loader->block_num_rows = num_rows;
         loader->rows_ordered = 0;

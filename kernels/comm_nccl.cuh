@@ -126,6 +126,9 @@ static void nccl_free(Comm *comm) {
     free(impl);
 }
 
+static const CommOps nccl_ops = {nccl_sum_doubles, nccl_broadcast, nccl_barrier, nccl_all_reduce,
+                                 nccl_reduce_scatter, nccl_all_gather, nccl_free};
+
 /* The file rendezvous' key: what the launcher gives every rank of one job alike. */
 static const char *rendezvous_key(void) {
     const char *names[] = {"SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "MASTER_PORT"};
@@ -184,13 +187,7 @@ static void comm_nccl_init(Comm *comm, const LaunchInfo *info, const char *rende
         fprintf(stderr, "error: rank %d: ncclCommInitRank: %s\n", info->rank, ncclGetErrorString(init));
         exit(1);
     }
-    comm->sum_doubles = nccl_sum_doubles;
-    comm->broadcast = nccl_broadcast;
-    comm->barrier = nccl_barrier;
-    comm->all_reduce = nccl_all_reduce;
-    comm->reduce_scatter = nccl_reduce_scatter;
-    comm->all_gather = nccl_all_gather;
-    comm->free = nccl_free;
+    comm->ops = &nccl_ops;
 }
 
 #endif

@@ -277,10 +277,10 @@ static int train_settings_parse(TrainSettings *s, const char *json, char *err, s
 }
 
 int train_settings_compare(const TrainSettings *a, const TrainSettings *b, char *err, size_t errlen) {
-#define CHECK_INT(field)                                                                                           \
+#define CHECK_INT(field, hint)                                                                                     \
     if (a->field != b->field) {                                                                                    \
-        snprintf(err, errlen, "training setting '%s' differs: the checkpoint has %lld, this run has %lld", #field, \
-                 (long long)a->field, (long long)b->field);                                                        \
+        snprintf(err, errlen, "training setting '%s' differs: the checkpoint has %lld, this run has %lld%s", #field, \
+                 (long long)a->field, (long long)b->field, hint);                                                  \
         return 1;                                                                                                  \
     }
 #define CHECK_FLOAT(field)                                                                                       \
@@ -289,11 +289,14 @@ int train_settings_compare(const TrainSettings *a, const TrainSettings *b, char 
                  (double)a->field, (double)b->field);                                                            \
         return 1;                                                                                                \
     }
-    CHECK_INT(B)
-    CHECK_INT(T)
-    CHECK_INT(total_batch_size)
-    CHECK_INT(max_steps)
-    CHECK_INT(warmup_steps)
+    /* what a user who changed the number of ranks needs to hear */
+    const char *batch_hint = "; resume with the checkpoint's -b and -d: with another number of ranks the gradient "
+                             "accumulation adapts (-d must then be a multiple of B*T*ranks)";
+    CHECK_INT(B, batch_hint)
+    CHECK_INT(T, "")
+    CHECK_INT(total_batch_size, batch_hint)
+    CHECK_INT(max_steps, "")
+    CHECK_INT(warmup_steps, "")
     CHECK_FLOAT(learning_rate)
     CHECK_FLOAT(final_lr_frac)
     CHECK_FLOAT(weight_decay)
@@ -672,14 +675,20 @@ static void remove_file(const char *dir, const char *name) {
     }
 }
 
-/* Deletes state files of this step from ranks >= world_size: left by an unfinished earlier attempt at
- * the step with more processes, they would otherwise outlive it beside a marker that ignores them. */
-static void remove_stale_states(const char *dir, long long step, int world_size) {
+/* opendir that exits with a message naming the directory on failure */
+static DIR *open_checkpoint_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (d == NULL) {
         fprintf(stderr, "error: cannot read checkpoint directory '%s': %s\n", dir, strerror(errno));
         exit(1);
     }
+    return d;
+}
+
+/* Deletes state files of this step from ranks >= world_size: left by an unfinished earlier attempt at
+ * the step with more processes, they would otherwise outlive it beside a marker that ignores them. */
+static void remove_stale_states(const char *dir, long long step, int world_size) {
+    DIR *d = open_checkpoint_dir(dir);
     struct dirent *entry;
     while ((entry = readdir(d)) != NULL) {
         long long file_step;
@@ -713,11 +722,7 @@ void checkpoint_prune(const char *dir, int keep_last, int keep_every) {
         }
     }
     if (kept < n) fsync_dir(dir);
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "error: cannot read checkpoint directory '%s': %s\n", dir, strerror(errno));
-        exit(1);
-    }
+    DIR *d = open_checkpoint_dir(dir);
     struct dirent *entry;
     while ((entry = readdir(d)) != NULL) {
         long long step;

@@ -10,17 +10,14 @@ static void single_all_reduce(Comm *comm, float *buf, size_t n, void *stream) {}
 static void single_shards(Comm *comm, float *buf, size_t shard, void *stream) {}
 static void single_free(Comm *comm) {}
 
+static const CommOps single_ops = {single_sum_doubles, single_broadcast, single_barrier, single_all_reduce,
+                                   single_shards, single_shards, single_free};
+
 void comm_single_init(Comm *comm) {
     memset(comm, 0, sizeof(*comm));
     comm->world = 1;
     comm->backend = "single";
-    comm->sum_doubles = single_sum_doubles;
-    comm->broadcast = single_broadcast;
-    comm->barrier = single_barrier;
-    comm->all_reduce = single_all_reduce;
-    comm->reduce_scatter = single_shards;
-    comm->all_gather = single_shards;
-    comm->free = single_free;
+    comm->ops = &single_ops;
 }
 
 size_t comm_shard_size(size_t n, int world) { return (n + (size_t)world - 1) / (size_t)world; }

@@ -22,10 +22,7 @@ extern "C" {
 #endif
 
 typedef struct Comm Comm;
-struct Comm {
-    int rank, world, local_rank;
-    const char *backend;  /* "single", "mpi", "nccl" */
-    void *impl;
+typedef struct {
     /* host values: x[0..n) is replaced by its sum over ranks */
     void (*sum_doubles)(Comm *comm, double *x, int n);
     /* host bytes: rank 0's reach every rank */
@@ -38,6 +35,13 @@ struct Comm {
     /* buf holds world x shard elements; rank r's shard is copied to every rank */
     void (*all_gather)(Comm *comm, float *buf, size_t shard, void *stream);
     void (*free)(Comm *comm);
+} CommOps;
+
+struct Comm {
+    int rank, world, local_rank;
+    const char *backend;  /* "single", "mpi", "nccl" */
+    const CommOps *ops;
+    void *impl;
 };
 
 /* One process: rank 0 of a world of 1. */

@@ -66,6 +66,9 @@ static void mpi_all_gather(Comm *comm, float *buf, size_t shard, void *stream) {
 
 static void mpi_free(Comm *comm) { MPI_Finalize(); }
 
+static const CommOps mpi_ops = {mpi_sum_doubles, mpi_broadcast, mpi_barrier, mpi_all_reduce, mpi_reduce_scatter,
+                                mpi_all_gather, mpi_free};
+
 int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
     memset(comm, 0, sizeof(*comm));
     mpi_check(MPI_Init(argc, argv), "Init");
@@ -73,13 +76,7 @@ int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank), "Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &comm->world), "Comm_size");
     comm->backend = "mpi";
-    comm->sum_doubles = mpi_sum_doubles;
-    comm->broadcast = mpi_broadcast;
-    comm->barrier = mpi_barrier;
-    comm->all_reduce = mpi_all_reduce;
-    comm->reduce_scatter = mpi_reduce_scatter;
-    comm->all_gather = mpi_all_gather;
-    comm->free = mpi_free;
+    comm->ops = &mpi_ops;
     return 0;
 }
 

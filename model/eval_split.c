@@ -126,7 +126,7 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
         free(inputs);
         free(targets);
     }
-    if (world > 1) comm->sum_doubles(comm, sums.sums, (int)(2 * sums.count));
+    if (world > 1) comm->ops->sum_doubles(comm, sums.sums, (int)(2 * sums.count));
     EvalResult result = {0, 0};
     for (size_t u = 0; u < sums.count; u++) {
         result.loss_sum += sums.sums[2 * u];

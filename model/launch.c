@@ -284,6 +284,14 @@ int launch_info_from_env(LaunchInfo *info, char *err, size_t errlen) {
     return launch_info_parse(info, process_getenv, NULL, err, errlen);
 }
 
+void launch_info_from_env_or_exit(LaunchInfo *info) {
+    char err[512];
+    if (launch_info_from_env(info, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* sockets: non-blocking, every wait bounded by a deadline */
 

@@ -35,6 +35,8 @@ typedef const char *(*LaunchGetenv)(const char *name, void *ctx);
 int launch_info_parse(LaunchInfo *info, LaunchGetenv get, void *ctx, char *err, size_t errlen);
 /* launch_info_parse over the process environment */
 int launch_info_from_env(LaunchInfo *info, char *err, size_t errlen);
+/* launch_info_from_env that prints the message and exits on error (the trainers) */
+void launch_info_from_env_or_exit(LaunchInfo *info);
 
 /* The rendezvous's open sockets, kept for the TCP watchdog: rank 0 holds fds[r] for every peer r,
  * a peer holds fds[0]; -1 elsewhere. fds is NULL for a world of 1. */

@@ -25,7 +25,7 @@ static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batc
         sums[0] += compute->eval.loss_sum(compute->eval.self, loader->inputs, loader->targets, B, T);
         sums[1] += (double)B * T;
     }
-    run->comm->sum_doubles(run->comm, sums, 2);
+    run->comm->ops->sum_doubles(run->comm, sums, 2);
     return sums[1] > 0 ? (float)(sums[0] / sums[1]) : NAN;
 }
 
@@ -82,7 +82,7 @@ static double train_step(TrainRun *run, TrainCompute *compute, const AdamWSettin
         loss += compute->micro_loss(compute->self);
     }
     *grad_norm = compute->update(compute->self, h);
-    run->comm->sum_doubles(run->comm, &loss, 1);
+    run->comm->ops->sum_doubles(run->comm, &loss, 1);
     return loss / (accum * run->comm->world);
 }
 

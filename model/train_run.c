@@ -81,14 +81,14 @@ static void resume_if_asked(TrainRun *run) {
     run->start_step = 0;
     run->sample_rng = rng_seed((uint64_t)args->seed + 7);
     run->run_id = checkpoint_new_run_id();
-    comm->broadcast(comm, &run->run_id, sizeof(run->run_id));
+    comm->ops->broadcast(comm, &run->run_id, sizeof(run->run_id));
     run->resumed = 0;
     memset(&run->resume_state, 0, sizeof(run->resume_state));
     if (!args->resume) return;
     long long latest = checkpoint_latest_step(args->output_dir);
     /* every rank must take the same step (a DONE marker could appear while the ranks look) */
     double step_of_rank0 = comm->rank == 0 ? (double)latest : 0.0;
-    comm->sum_doubles(comm, &step_of_rank0, 1);
+    comm->ops->sum_doubles(comm, &step_of_rank0, 1);
     latest = (long long)step_of_rank0;
     if (latest < 0) {
         printf("resume: no complete checkpoint in %s, starting fresh\n", args->output_dir);
@@ -197,7 +197,7 @@ void train_run_save_checkpoint(TrainRun *run, int step, const float *params, con
     if (comm->rank == 0) model_crc = checkpoint_save_model(dir, step, &run->config, params, 0);
     checkpoint_save_state(dir, &run->config, &run->settings, &state);
     /* the marker makes the checkpoint count: only once every rank's state file is in place */
-    comm->barrier(comm);
+    comm->ops->barrier(comm);
     if (comm->rank == 0) {
         checkpoint_mark_done(dir, step, run->run_id, comm->world, model_crc);
         checkpoint_prune(dir, run->args->keep_last, run->args->keep_every);
