@@ -89,11 +89,11 @@ static void cpu_set_moments(void *self, size_t offset, size_t count, const float
 }
 
 /* MPI when mpirun started this process, else one process on its own */
-static void comm_init(Comm *comm, int *argc, char ***argv) {
+static void comm_init(Comm *comm, int *argc, char ***argv, double rank_timeout) {
     LaunchInfo info;
     launch_info_from_env_or_exit(&info);
     if (!strcmp(info.launcher, "openmpi")) {
-        if (comm_mpi_init(comm, argc, argv) != 0) exit(1);
+        if (comm_mpi_init(comm, argc, argv, &info, rank_timeout) != 0) exit(1);
     } else if (info.world_size > 1) {
         fprintf(stderr, "error: train_ssd runs several ranks under mpirun only (this is a %s launch of %d); "
                         "for GPUs use train_ssdcu\n", info.launcher, info.world_size);
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
     args_parse(&args, argc, argv, "train_ssd");
     if (args.num_threads > 0) omp_set_num_threads(args.num_threads);
     Comm comm;
-    comm_init(&comm, &argc, &argv);
+    comm_init(&comm, &argc, &argv, args.rank_timeout);
 
     TrainRun run;
     train_run_init(&run, &args, &comm);

@@ -25,8 +25,13 @@
  * whichever rows the last block's permutation puts last. Every rank sees the same shards and the same
  * number of micro-batches, and the ranks' rows are disjoint and together cover every used row.
  *
- * dataloader_init validates every shard completely (header, size, zstd integrity, every token < vocab_size)
- * and exits with a message naming the file on any problem.
+ * Checks, each exiting with a message naming the file: dataloader_init takes only regular files (a directory,
+ * named pipe or device matched by the pattern is refused before it is opened) and reads only each shard's
+ * header: magic, version, token count, the file size against it for raw shards and the first frame's declared
+ * size for zstd shards; so start-up does not depend on the shards' sizes. The tokens are checked as blocks are
+ * read (every token < vocab_size, with the shard and token position named), and when a shard's last used block
+ * is read, the rest of the shard is read too: the data must end where the header says, and for zstd the
+ * frames must be complete with valid checksums.
  */
 #ifndef SSD_DATA_DATALOADER_H
 #define SSD_DATA_DATALOADER_H

@@ -3,9 +3,14 @@
  * Built only into train_ssd, and only with USE_MPI (the Makefile sets it when mpicc exists);
  * without it comm_mpi_init reports that this binary cannot join a multi-rank run.
  * Buffers are host floats; MPI's sums over ranks give every rank the same bits.
+ *
+ * MPI itself does not notice a rank that hangs (a stopped process): the ranks also meet over TCP
+ * (model/launch.h; on one node 127.0.0.1 and a port from the job's id) and keep the links as a
+ * watchdog, so that a rank silent for -to seconds is named and the others exit.
  */
 #include "comm_mpi.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +69,36 @@ static void mpi_all_gather(Comm *comm, float *buf, size_t shard, void *stream) {
               "Allgather");
 }
 
-static void mpi_free(Comm *comm) { MPI_Finalize(); }
+static void mpi_free(Comm *comm) {
+    /* every rank reaches the end before any stops answering the watchdog */
+    mpi_barrier(comm);
+    launch_watchdog_stop((LaunchWatchdog *)comm->impl);
+    MPI_Finalize();
+}
 
 static const CommOps mpi_ops = {mpi_sum_doubles, mpi_broadcast, mpi_barrier, mpi_all_reduce, mpi_reduce_scatter,
                                 mpi_all_gather, mpi_free};
 
-int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
+/* The watchdog's links, when the launcher gave a master address to meet at. */
+static LaunchWatchdog *start_watchdog(const LaunchInfo *info, double rank_timeout) {
+    if (info->master_addr[0] == '\0' || info->master_port == 0) {
+        if (info->rank == 0)
+            fprintf(stderr, "warning: no MASTER_ADDR/MASTER_PORT: a hung rank will not be detected\n");
+        return NULL;
+    }
+    char err[512];
+    uint64_t token = 0;
+    LaunchLinks links;
+    LaunchWatchdog *watchdog = NULL;
+    if (rendezvous_tcp(info, &token, sizeof(token), 10 * rank_timeout, &links, err, sizeof(err)) != 0 ||
+        launch_watchdog_start_tcp(&watchdog, &links, rank_timeout, launch_failure_exit, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: rank %d: %s\n", info->rank, err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return watchdog;
+}
+
+int comm_mpi_init(Comm *comm, int *argc, char ***argv, const LaunchInfo *info, double rank_timeout) {
     memset(comm, 0, sizeof(*comm));
     mpi_check(MPI_Init(argc, argv), "Init");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -77,12 +106,13 @@ int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &comm->world), "Comm_size");
     comm->backend = "mpi";
     comm->ops = &mpi_ops;
+    comm->impl = start_watchdog(info, rank_timeout);
     return 0;
 }
 
 #else
 
-int comm_mpi_init(Comm *comm, int *argc, char ***argv) {
+int comm_mpi_init(Comm *comm, int *argc, char ***argv, const LaunchInfo *info, double rank_timeout) {
     fprintf(stderr, "error: this train_ssd was built without MPI, so it cannot run as one of several ranks; "
                     "install Open MPI (mpicc) and rebuild (make clean && make)\n");
     return 1;

@@ -10,7 +10,9 @@
 #    with another total batch refused;
 #  - full-split evaluation on 2 ranks equals 1 rank exactly (per-forward sums added in one order);
 #  - only rank 0 prints and writes main.log and the model file; every rank writes its state file;
-#  - -d that does not divide into B*T*ranks is refused with the nearest valid values.
+#  - -d that does not divide into B*T*ranks is refused with the nearest valid values;
+#  - a rank killed (SIGKILL) or stopped (SIGSTOP, a hang) mid-run: the run ends non-zero within 30 s,
+#    the stopped rank named by the watchdog (-to 3), and the last checkpoint loads.
 source "$(dirname "$0")/common.sh"
 
 if ! command -v mpirun > /dev/null; then
@@ -139,3 +141,34 @@ if [ $s -ne 0 ] && grep -q "nearest valid values are 512 and 1024" <<< "$out"; t
 else
     fail "total_batch_refused" "exit $s: $(tail -3 <<< "$out")"
 fi
+
+# ---- a rank killed, a rank stopped: the run ends and names it; the last checkpoint loads ----
+rank_pid() {  # the pid of train_ssd rank $2 of the run writing to $1
+    local p
+    for p in $(pgrep -f "train_ssd .*$1"); do
+        tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$p"
+    done
+}
+for signal in KILL STOP; do
+    rm -rf "$work/fail"
+    mpi 2 ./train_ssd "${common[@]}" -x 100000 -n 5 -to 3 -o "$work/fail" > "$work/fail.log" 2>&1 &
+    job=$!
+    for _ in $(seq 1 300); do [ -f "$work/fail/DONE_00000005" ] && break; sleep 0.1; done
+    victim=$(rank_pid "$work/fail" 1)
+    start=$SECONDS
+    [ -n "$victim" ] && kill -"$signal" "$victim"
+    for _ in $(seq 1 300); do kill -0 $job 2> /dev/null || break; sleep 0.1; done
+    took=$((SECONDS - start))
+    kill -9 $job "$victim" 2> /dev/null
+    wait $job; status=$?
+    latest=$(ls "$work/fail" | sed -n 's/^DONE_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tail -1)
+    model=$(printf '%s/fail/model_%08d.bin' "$work" "${latest:-0}")
+    named=1
+    [ "$signal" = STOP ] && ! grep -q "error: rank 1 failed" "$work/fail.log" && named=0
+    if [ -n "$victim" ] && [ $status -ne 0 ] && [ $took -le 30 ] && [ $named = 1 ] &&
+       ./train_ssd -e "$model" -x 0 -j "$work/data/*_val_*.bin" -v 1 -m 2 -b 4 -t 64 -g 0 -th 1 > /dev/null 2>&1; then
+        pass "rank_$signal" "run ended with status $status $took s after rank 1 got SIG$signal; $(grep -m1 -o 'error: rank 1 failed.*' "$work/fail.log" | cut -c1-80); checkpoint of step $latest loads"
+    else
+        fail "rank_$signal" "victim '$victim', status $status after $took s: $(tail -n 3 "$work/fail.log")"
+    fi
+done
