@@ -10,9 +10,12 @@
 # the nvidia-nccl-cu13 Python wheel's folder, else the system's. NO_NCCL=1 builds a single-GPU
 # train_ssdcu without it; NO_MPI=1 a train_ssd without MPI.
 #
-# Host-side files (model/*.c except model/cpu_*.c, data/*.c) are shared by both trainers.
-# model/cpu_*.c hold the CPU compute; they are built in float (train_ssd) and in double
-# (build/f64, for the gradient checks and duality tests in tests/).
+# Layout, each folder using only those below it: train/ (the training loop and its plumbing: flags,
+# schedule, logging, evaluation, checkpoints, ranks), model/ (config, parameters, the CPU model),
+# data/ (shards, loader, tokenizer), common/ (checked I/O, files, random numbers); kernels/ beside.
+# The host-side files (everything but model/cpu_*.c) are shared by both trainers. model/cpu_*.c hold
+# the CPU compute; they are built in float (train_ssd) and in double (build/f64, for the gradient
+# checks and duality tests in tests/).
 
 MPICC := $(if $(NO_MPI),,$(shell command -v mpicc 2> /dev/null))
 CC := $(if $(MPICC),$(MPICC),$(if $(filter default,$(origin CC)),gcc,$(CC)))
@@ -40,13 +43,13 @@ BUILD = build
 
 CPU_SRCS := $(wildcard model/cpu_*.c)
 # the MPI collectives go into train_ssd only: train_ssdcu links the other host objects without MPI
-MPI_SRCS := model/comm_mpi.c
-HOST_SRCS := $(filter-out $(CPU_SRCS) $(MPI_SRCS), $(wildcard model/*.c data/*.c))
+MPI_SRCS := train/comm_mpi.c
+HOST_SRCS := $(filter-out $(CPU_SRCS) $(MPI_SRCS), $(wildcard common/*.c data/*.c model/*.c train/*.c))
 MPI_OBJS := $(MPI_SRCS:%.c=$(BUILD)/host/%.o)
 HOST_OBJS := $(HOST_SRCS:%.c=$(BUILD)/host/%.o)
 F32_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f32/%.o)
 F64_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f64/%.o)
-HEADERS := $(wildcard model/*.h data/*.h)
+HEADERS := $(wildcard common/*.h data/*.h model/*.h train/*.h)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
@@ -65,7 +68,7 @@ $(BUILD)/f64/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE -c $< -o $@
 
-$(BUILD)/host/model/comm_mpi.o: model/comm_mpi.c $(HEADERS)
+$(BUILD)/host/train/comm_mpi.o: train/comm_mpi.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(MPICC),-DUSE_MPI) -c $< -o $@
 
@@ -84,7 +87,7 @@ test: train_ssd $(TEST_BINS) $(BUILD)/logits_main
 	@bash tests/run_tests.sh $(TEST_BINS)
 
 # ---- CUDA: train_ssdcu, GPU tests (both precisions), benchmark ----
-CU_HEADERS := $(wildcard kernels/*.cuh)
+CU_HEADERS := $(wildcard kernels/*.cuh train/*.cuh)
 NVCC_WARN = -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.cu)
 GPU_TEST_BINS := $(foreach p,BF16 FP32,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))

@@ -1,7 +1,7 @@
 /*
  * train_ssd: the CPU reference trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A) language
  * models. Readable first; OpenMP for speed. Shares every host-side piece (config, CLI, data,
- * checkpoints, schedule, logging) and the training loop (model/train_loop.h) with the CUDA trainer
+ * checkpoints, schedule, logging) and the training loop (train/train_loop.h) with the CUDA trainer
  * train_ssd.cu; this file is the CPU compute behind the loop's TrainCompute.
  *
  * Several ranks run over MPI (mpirun -np W ./train_ssd ...; built with mpicc), so every multi-rank
@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/args.h"
-#include "model/comm_mpi.h"
+#include "train/args.h"
+#include "train/comm_mpi.h"
 #include "model/cpu_model.h"
-#include "model/launch.h"
-#include "model/train_loop.h"
-#include "model/utils.h"
+#include "train/launch.h"
+#include "train/train_loop.h"
+#include "common/utils.h"
 
 typedef char real_is_float[sizeof(real) == sizeof(float) ? 1 : -1]; /* the collectives move floats */
 

@@ -1,11 +1,11 @@
 /*
  * train_ssdcu: the CUDA trainer for Mamba-2 (scalar A) and SSD-Mamba (diagonal A) language models.
  * Same model, configs, flags, data shards and checkpoint files as the CPU trainer train_ssd.c; the
- * model math is in model/cpu_model.h; the training loop is model/train_loop.c, shared with the CPU
+ * model math is in model/cpu_model.h; the training loop is train/train_loop.c, shared with the CPU
  * trainer, and this file is the GPU compute behind its TrainCompute.
  *
- * Several GPUs: one process per GPU (torchrun, srun or mpirun; model/launch.h), NCCL collectives
- * (kernels/comm_nccl.cuh). The gradients of the step's last micro-batch are all-reduced in one bucket
+ * Several GPUs: one process per GPU (torchrun, srun or mpirun; train/launch.h), NCCL collectives
+ * (train/comm_nccl.cuh). The gradients of the step's last micro-batch are all-reduced in one bucket
  * per layer on a communication stream as soon as that layer's backward is done, overlapping the
  * backward of the layers below; the norm, clipping and AdamW wait for the last bucket. With -z 1
  * (ZeRO-1) the gradient buffer is reduce-scattered after the backward instead, each rank updates its
@@ -27,21 +27,21 @@
 
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
-#include "model/args.h"
-#include "model/comm.h"
+#include "train/args.h"
+#include "train/comm.h"
 #include "model/config.h"
-#include "model/eval_split.h"
-#include "model/launch.h"
+#include "train/eval_split.h"
+#include "train/launch.h"
 #include "model/params.h"
-#include "model/train_loop.h"
-#include "model/train_run.h"
-#include "model/utils.h"
+#include "train/train_loop.h"
+#include "train/train_run.h"
+#include "common/utils.h"
 
 #include "kernels/adamw.cuh"
 #include "kernels/classifier.cuh"
 #include "kernels/common.cuh"
 #ifdef USE_NCCL
-#include "kernels/comm_nccl.cuh"
+#include "train/comm_nccl.cuh"
 #endif
 #include "kernels/conv1d.cuh"
 #include "kernels/encoder.cuh"
@@ -82,7 +82,7 @@ typedef struct {
 typedef struct {
     ModelConfig config;
     ParamLayout layout;
-    /* the ranks: flat buffers are padded to world x shard elements (model/comm.h) */
+    /* the ranks: flat buffers are padded to world x shard elements (train/comm.h) */
     Comm *comm;
     int zero;                    /* ZeRO-1: this rank keeps and updates the moments of [lo, hi) only */
     size_t shard, padded, lo, hi;/* lo, hi: the parameters this rank updates (all of them without ZeRO) */
@@ -575,7 +575,7 @@ void mamba_gpu_free(MambaGPU *m) {
  */
 #ifndef TESTING
 
-/* The GPU model behind the training loop's TrainCompute (model/train_loop.h). */
+/* The GPU model behind the training loop's TrainCompute (train/train_loop.h). */
 typedef struct {
     MambaGPU model;
     int B, T;              /* of the training micro-batches: what the activations are sized for */

@@ -11,7 +11,7 @@
 #define SSD_KERNELS_ADAMW_CUH
 
 #include "common.cuh"
-#include "model/train_loop.h" /* AdamWSettings */
+#include "train/train_loop.h" /* AdamWSettings */
 
 #define NORM_BLOCKS 512
 #define NORM_THREADS 512

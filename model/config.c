@@ -1,5 +1,5 @@
-#include "config.h"
-#include "utils.h"
+#include "model/config.h"
+#include "common/utils.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

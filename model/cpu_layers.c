@@ -2,8 +2,8 @@
  * CPU layers of the Mamba-2 block (see cpu_layers.h for the math of each), parallel over rows
  * with OpenMP. Matmuls run on register tiles (tile_product) with their sums chunked for the cache.
  */
-#include "cpu_layers.h"
-#include "utils.h"
+#include "model/cpu_layers.h"
+#include "common/utils.h"
 
 #include <tgmath.h>
 #include <string.h>

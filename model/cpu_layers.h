@@ -6,7 +6,7 @@
 #ifndef SSD_MODEL_CPU_LAYERS_H
 #define SSD_MODEL_CPU_LAYERS_H
 
-#include "real.h"
+#include "model/real.h"
 
 #include <tgmath.h> /* exp, log, sqrt at the precision of real */
 

@@ -3,10 +3,10 @@
  * keeps what the backward needs, the backward, AdamW, generation by the recurrence, and full-split
  * evaluation with or without the recurrent state carried across windows.
  */
-#include "cpu_model.h"
-#include "cpu_layers.h"
-#include "cpu_ssd.h"
-#include "utils.h"
+#include "model/cpu_model.h"
+#include "model/cpu_layers.h"
+#include "model/cpu_ssd.h"
+#include "common/utils.h"
 
 #include <string.h>
 #include <tgmath.h>

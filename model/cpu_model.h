@@ -19,10 +19,10 @@
 
 #include <stddef.h>
 
-#include "config.h"
-#include "eval_split.h"
-#include "params.h"
-#include "real.h"
+#include "model/config.h"
+#include "train/eval_split.h"
+#include "model/params.h"
+#include "model/real.h"
 
 #ifdef __cplusplus
 extern "C" {

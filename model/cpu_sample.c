@@ -1,6 +1,6 @@
-#include "cpu_sample.h"
-#include "rng.h"
-#include "utils.h"
+#include "model/cpu_sample.h"
+#include "common/rng.h"
+#include "common/utils.h"
 
 void sample_print(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperature, int top_k, uint64_t *rng) {
     const ModelConfig *c = &model->config;

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "cpu_model.h"
+#include "model/cpu_model.h"
 #include "data/tokenizer.h"
 
 #ifdef __cplusplus

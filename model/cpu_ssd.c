@@ -8,8 +8,8 @@
  * Heads run in parallel (OpenMP). B and C are shared by the heads of a group, so the backward
  * passes write their dB, dC into a buffer per head and add them up afterwards.
  */
-#include "cpu_ssd.h"
-#include "utils.h"
+#include "model/cpu_ssd.h"
+#include "common/utils.h"
 
 #include <tgmath.h>
 #include <string.h>

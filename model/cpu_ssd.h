@@ -19,7 +19,7 @@
 #ifndef SSD_MODEL_CPU_SSD_H
 #define SSD_MODEL_CPU_SSD_H
 
-#include "real.h"
+#include "model/real.h"
 
 typedef struct {
     int T;          /* time steps */

@@ -1,5 +1,5 @@
-#include "params.h"
-#include "rng.h"
+#include "model/params.h"
+#include "common/rng.h"
 
 #include <math.h>
 

@@ -11,7 +11,7 @@ mkdir -p "$bin" "$logs"
 NVCC=${NVCC:-nvcc}
 flags="-O3 --use_fast_math -std=c++17 -gencode arch=compute_90,code=sm_90 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -DSSD_DOUBLE"
 gcc -O2 -fopenmp -std=gnu11 -I. -DSSD_DOUBLE -c model/cpu_ssd.c -o $bin/cpu_ssd.o || exit 1
-gcc -O2 -std=gnu11 -I. -c model/utils.c -o $bin/utils.o || exit 1
+gcc -O2 -std=gnu11 -I. -c common/utils.c -o $bin/utils.o || exit 1
 status=0
 for p in FP32 BF16; do
     $NVCC $flags -Xptxas -v -DENABLE_$p tests/gpu/test_ssd_scan.cu $bin/cpu_ssd.o $bin/utils.o -Xcompiler -fopenmp \

@@ -1,5 +1,5 @@
-"""Reads and writes ssd.c model files with numpy: the same format as model/checkpoint.c
-(documented in model/checkpoint.h), the same parameter layout as model/params.h and the same
+"""Reads and writes ssd.c model files with numpy: the same format as train/checkpoint.c
+(documented in train/checkpoint.h), the same parameter layout as model/params.h and the same
 config checks as model/config.c."""
 import json
 import os

@@ -7,9 +7,9 @@
  * TOKENS.i32 holds B*T little-endian int32 token ids; OUT.f32 gets float32 logits [B, T, vocab_size]
  * (the padding columns >= vocab_size are left out).
  */
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/cpu_model.h"
-#include "model/utils.h"
+#include "common/utils.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
 
 #include "model/config.h"
 #include "model/params.h"
-#include "model/rng.h"
+#include "common/rng.h"
 
 static inline ModelConfig fixture_config(int diagonal) {
     char json[512];

@@ -1,15 +1,15 @@
 /*
- * Tests of model/checkpoint.c: CRC-32 and bf16 against bitwise references, model and state file
+ * Tests of train/checkpoint.c: CRC-32 and bf16 against bitwise references, model and state file
  * round trips, retention, refusal of mismatched checkpoints, a fuzz test of the readers over many
  * mutated files (none may crash; every accepted file must be self-consistent), resharding (a
  * checkpoint of W ranks loaded by W' ranks, bit-exact, and refused when its shards are inconsistent),
  * and SIGKILLs of a process in the middle of saving checkpoints (the newest complete one must always
  * load).
  */
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/params.h"
-#include "model/rng.h"
-#include "model/utils.h"
+#include "common/rng.h"
+#include "common/utils.h"
 #include "tests/test.h"
 
 #include <dirent.h>

@@ -23,8 +23,8 @@
  */
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
-#include "model/rng.h"
-#include "model/utils.h"
+#include "common/rng.h"
+#include "common/utils.h"
 #include "tests/test.h"
 
 #include <dirent.h>

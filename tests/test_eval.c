@@ -1,5 +1,5 @@
 /*
- * Full-split evaluation (model/eval_split.h, mamba_forward_carry, mamba_evaluate_split), in double,
+ * Full-split evaluation (train/eval_split.h, mamba_forward_carry, mamba_evaluate_split), in double,
  * on shards this program writes (random tokens, several shard lengths including one shorter than a
  * window), scalar and diagonal A:
  *   - the windows hand out every (input, target) pair of every shard exactly once, in order, never
@@ -13,9 +13,9 @@
  *   - mamba_backward refuses to run after a carried forward (child process).
  */
 #include "model/cpu_model.h"
-#include "model/eval_split.h"
-#include "model/rng.h"
-#include "model/utils.h"
+#include "train/eval_split.h"
+#include "common/rng.h"
+#include "common/utils.h"
 #include "tests/model_fixtures.h"
 #include "tests/test.h"
 

@@ -1,5 +1,5 @@
 /*
- * Multi-process launch (model/launch.h), with forked processes on 127.0.0.1 and in a temp dir:
+ * Multi-process launch (train/launch.h), with forked processes on 127.0.0.1 and in a temp dir:
  *   - launcher environments: torchrun, Slurm srun (hostlists, per-node counts, a batch script that
  *     is not a multi-rank world), Open MPI, none, their precedence, and bad values (the error names
  *     the variable);
@@ -11,7 +11,7 @@
  *     SIGSTOPped rank is named as hung, a clean launch_watchdog_stop reports nothing.
  * Timeouts are 2 s; waits are bounded generously, and every child is killed and reaped.
  */
-#include "model/launch.h"
+#include "train/launch.h"
 #include "tests/test.h"
 
 #include <arpa/inet.h>

@@ -16,7 +16,7 @@
 #include "model/cpu_layers.h"
 #include "model/cpu_model.h"
 #include "model/cpu_ssd.h"
-#include "model/rng.h"
+#include "common/rng.h"
 #include "tests/model_fixtures.h"
 #include "tests/test.h"
 

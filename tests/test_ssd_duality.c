@@ -5,7 +5,7 @@
  * that a chunked pass handing its final state to a second pass equals one pass over the whole.
  */
 #include "model/cpu_ssd.h"
-#include "model/rng.h"
+#include "common/rng.h"
 #include "tests/test.h"
 
 #include <stdlib.h>

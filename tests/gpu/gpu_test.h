@@ -9,8 +9,8 @@
 #include <stdlib.h>
 
 #include "kernels/common.cuh"
-#include "model/checkpoint.h"
-#include "model/rng.h"
+#include "train/checkpoint.h"
+#include "common/rng.h"
 #include "tests/test.h"
 
 #if defined(ENABLE_FP32)

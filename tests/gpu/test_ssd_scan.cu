@@ -27,7 +27,7 @@
 extern "C" {
 #include "model/cpu_ssd.h"
 }
-#include "model/rng.h"
+#include "common/rng.h"
 
 /* The parameter gradients dt_bias, A_log, D are sums over all B*T steps (and N states) of terms that
  * largely cancel; each term carries the fp32 rounding of the per-step gradients (about 3e-6 of their

@@ -3,8 +3,8 @@
  * atomic files (write "<path>.tmp", fsync, rename over <path>, fsync the directory), and reads
  * that name the file and the part being read when they come up short.
  */
-#include "fileio.h"
-#include "utils.h"
+#include "common/fileio.h"
+#include "common/utils.h"
 
 #include <errno.h>
 #include <fcntl.h>

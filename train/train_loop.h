@@ -1,7 +1,7 @@
 /*
  * The training loop, shared by train_ssd (CPU) and train_ssdcu (CUDA), over any number of ranks.
  * The compute sits behind TrainCompute (a CPU model or a GPU model) and the collectives behind
- * Comm (model/comm.h); the loop holds everything else: the step's gradient accumulation and
+ * Comm (train/comm.h); the loop holds everything else: the step's gradient accumulation and
  * learning rate, evaluation (the first -m val batches, or full splits), samples, checkpoints,
  * main.log and the step lines.
  *
@@ -11,13 +11,13 @@
  * accumulation takes. The loss of each micro-batch is scaled by 1 / (grad_accum x W) and the
  * gradients summed over ranks: the mean over the step's tokens.
  */
-#ifndef SSD_MODEL_TRAIN_LOOP_H
-#define SSD_MODEL_TRAIN_LOOP_H
+#ifndef SSD_TRAIN_TRAIN_LOOP_H
+#define SSD_TRAIN_TRAIN_LOOP_H
 
 #include <stddef.h>
 
-#include "eval_split.h"
-#include "train_run.h"
+#include "train/eval_split.h"
+#include "train/train_run.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,7 +34,7 @@ typedef struct {
 
 /* What the loop needs of a model on some device. Parameters are the flat fp32 layout of
  * model/params.h; the AdamW moments a compute holds are either all of them or, with ZeRO-1, its
- * rank's shard (model/comm.h), [moments_offset, moments_offset + moments_count). */
+ * rank's shard (train/comm.h), [moments_offset, moments_offset + moments_count). */
 typedef struct {
     void *self;
     size_t moments_offset, moments_count;

@@ -1,5 +1,5 @@
-/* The single-process back end of model/comm.h: a world of one, where every collective is the identity. */
-#include "comm.h"
+/* The single-process back end of train/comm.h: a world of one, where every collective is the identity. */
+#include "train/comm.h"
 
 #include <string.h>
 

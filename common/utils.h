@@ -2,8 +2,8 @@
  * Checked wrappers for host calls (llm.c style): each one prints the file, line and the failing
  * call's arguments, then exits with status 1.
  */
-#ifndef SSD_MODEL_UTILS_H
-#define SSD_MODEL_UTILS_H
+#ifndef SSD_COMMON_UTILS_H
+#define SSD_COMMON_UTILS_H
 
 #include <stdio.h>
 #include <stdlib.h>

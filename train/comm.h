@@ -1,8 +1,8 @@
 /*
  * Collectives between the ranks of a data-parallel run, behind one small interface with three back
- * ends: single (one process, every call a no-op), MPI (model/comm_mpi.c: the CPU trainer's ranks,
- * host buffers) and NCCL (kernels/comm_nccl.cuh: one process per GPU, device buffers on a stream).
- * The training loop (model/train_loop.c) calls only this; it does not know which back end runs.
+ * ends: single (one process, every call a no-op), MPI (train/comm_mpi.c: the CPU trainer's ranks,
+ * host buffers) and NCCL (train/comm_nccl.cuh: one process per GPU, device buffers on a stream).
+ * The training loop (train/train_loop.c) calls only this; it does not know which back end runs.
  *
  * Host values (losses, token counts, evaluation sums) go through sum_doubles and broadcast; the
  * gradient and parameter buffers of the compute go through all_reduce, reduce_scatter and
@@ -12,8 +12,8 @@
  * Sharding (ZeRO-1, and the optimizer-state files of checkpoints): a buffer of n elements is padded
  * to world x shard elements, shard = ceil(n / world); rank r owns [r x shard, (r+1) x shard).
  */
-#ifndef SSD_MODEL_COMM_H
-#define SSD_MODEL_COMM_H
+#ifndef SSD_TRAIN_COMM_H
+#define SSD_TRAIN_COMM_H
 
 #include <stddef.h>
 

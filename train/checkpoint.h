@@ -62,14 +62,14 @@
  * after all ranks have saved, checkpoint_mark_done (its world size is the one the files were written
  * with, whatever a later run's is) and checkpoint_prune.
  */
-#ifndef SSD_MODEL_CHECKPOINT_H
-#define SSD_MODEL_CHECKPOINT_H
+#ifndef SSD_TRAIN_CHECKPOINT_H
+#define SSD_TRAIN_CHECKPOINT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "fileio.h" /* checkpoint_crc32, float_to_bf16, bf16_to_float */
+#include "model/config.h"
+#include "common/fileio.h" /* checkpoint_crc32, float_to_bf16, bf16_to_float */
 
 #ifdef __cplusplus
 extern "C" {

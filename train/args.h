@@ -2,8 +2,8 @@
  * Command-line options shared by train_ssd (CPU) and train_ssdcu (CUDA). Letters follow llm.c's
  * train_gpt2.cu where the meaning is the same.
  */
-#ifndef SSD_MODEL_ARGS_H
-#define SSD_MODEL_ARGS_H
+#ifndef SSD_TRAIN_ARGS_H
+#define SSD_TRAIN_ARGS_H
 
 #include <stddef.h>
 

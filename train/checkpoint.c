@@ -3,10 +3,10 @@
  * through a temporary file + fsync + rename, and readers that validate every field and both
  * checksums and report what is wrong with which file instead of misreading it.
  */
-#include "checkpoint.h"
-#include "fileio.h"
-#include "params.h"
-#include "utils.h"
+#include "train/checkpoint.h"
+#include "common/fileio.h"
+#include "model/params.h"
+#include "common/utils.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -5,20 +5,20 @@
  * schedule, logging, the tokenizer for samples, and checkpoint saving. Only the compute differs
  * between the two trainers.
  */
-#ifndef SSD_MODEL_TRAIN_RUN_H
-#define SSD_MODEL_TRAIN_RUN_H
+#ifndef SSD_TRAIN_TRAIN_RUN_H
+#define SSD_TRAIN_TRAIN_RUN_H
 
 #include <stdint.h>
 
-#include "args.h"
-#include "checkpoint.h"
-#include "comm.h"
-#include "config.h"
+#include "train/args.h"
+#include "train/checkpoint.h"
+#include "train/comm.h"
+#include "model/config.h"
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
-#include "eval_split.h"
-#include "logger.h"
-#include "schedule.h"
+#include "train/eval_split.h"
+#include "train/logger.h"
+#include "train/schedule.h"
 
 #ifdef __cplusplus
 extern "C" {

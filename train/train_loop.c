@@ -2,9 +2,9 @@
  * The training loop shared by both trainers (see train_loop.h). Each iteration first does what is due
  * after `step` optimizer steps (checkpoint, val loss, sample), then trains one step.
  */
-#include "train_loop.h"
-#include "cpu_sample.h"
-#include "utils.h"
+#include "train/train_loop.h"
+#include "model/cpu_sample.h"
+#include "common/utils.h"
 
 #include <math.h>
 #include <stdio.h>

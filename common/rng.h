@@ -1,8 +1,8 @@
 /*
  * Seeded random numbers (xorshift64*): the same sequence on every machine and in both trainers.
  */
-#ifndef SSD_MODEL_RNG_H
-#define SSD_MODEL_RNG_H
+#ifndef SSD_COMMON_RNG_H
+#define SSD_COMMON_RNG_H
 
 #include <math.h>
 #include <stdint.h>

@@ -2,8 +2,8 @@
  * main.log in the output dir, llm.c's format: "s:<step> trl:<train loss>" and
  * "s:<step> tel:<val loss>" lines. Appends when resuming.
  */
-#ifndef SSD_MODEL_LOGGER_H
-#define SSD_MODEL_LOGGER_H
+#ifndef SSD_TRAIN_LOGGER_H
+#define SSD_TRAIN_LOGGER_H
 
 #include <stdio.h>
 

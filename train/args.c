@@ -1,4 +1,4 @@
-#include "args.h"
+#include "train/args.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -19,14 +19,14 @@
  * and in main.log:
  *   s:<step> eval:<split> loss:<mean> tokens:<targets> carry:<0|1>
  */
-#ifndef SSD_MODEL_EVAL_SPLIT_H
-#define SSD_MODEL_EVAL_SPLIT_H
+#ifndef SSD_TRAIN_EVAL_SPLIT_H
+#define SSD_TRAIN_EVAL_SPLIT_H
 
 #include <stddef.h>
 
-#include "comm.h"
+#include "train/comm.h"
 #include "data/dataloader.h"
-#include "logger.h"
+#include "train/logger.h"
 
 #ifdef __cplusplus
 extern "C" {

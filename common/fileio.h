@@ -1,8 +1,8 @@
 /*
- * Byte-level file I/O shared by the checkpoint formats (model/checkpoint.c).
+ * Byte-level file I/O shared by the checkpoint formats (train/checkpoint.c).
  */
-#ifndef SSD_MODEL_FILEIO_H
-#define SSD_MODEL_FILEIO_H
+#ifndef SSD_COMMON_FILEIO_H
+#define SSD_COMMON_FILEIO_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,8 @@
 /*
- * The NCCL back end of model/comm.h: one process per GPU, on one node or many.
+ * The NCCL back end of train/comm.h: one process per GPU, on one node or many.
  *
  * comm_nccl_init: rank 0 makes the NCCL unique id and hands it to the other ranks through the
- * rendezvous of model/launch.h (TCP at MASTER_ADDR:MASTER_PORT, or a file in a shared directory,
+ * rendezvous of train/launch.h (TCP at MASTER_ADDR:MASTER_PORT, or a file in a shared directory,
  * -rd), then every rank joins the communicator on its local rank's GPU. The rendezvous' links stay
  * open as a watchdog: a rank that dies or stops sending heartbeats for -to seconds is named by the
  * others, which exit non-zero.
@@ -13,17 +13,17 @@
  * together with NCCL's asynchronous error state and gives up after -tc seconds: on an NCCL error or a
  * timeout the communicator is aborted and the process exits with a message, so no rank waits forever.
  */
-#ifndef SSD_KERNELS_COMM_NCCL_CUH
-#define SSD_KERNELS_COMM_NCCL_CUH
+#ifndef SSD_TRAIN_COMM_NCCL_CUH
+#define SSD_TRAIN_COMM_NCCL_CUH
 
 #include <nccl.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "common.cuh"
-#include "model/comm.h"
-#include "model/launch.h"
-#include "model/utils.h"
+#include "kernels/common.cuh"
+#include "train/comm.h"
+#include "train/launch.h"
+#include "common/utils.h"
 
 typedef struct {
     ncclComm_t nccl;

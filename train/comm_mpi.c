@@ -1,14 +1,14 @@
 /*
- * The MPI back end of model/comm.h, for the CPU trainer's ranks (mpirun -np W ./train_ssd ...).
+ * The MPI back end of train/comm.h, for the CPU trainer's ranks (mpirun -np W ./train_ssd ...).
  * Built only into train_ssd, and only with USE_MPI (the Makefile sets it when mpicc exists);
  * without it comm_mpi_init reports that this binary cannot join a multi-rank run.
  * Buffers are host floats; MPI's sums over ranks give every rank the same bits.
  *
  * MPI itself does not notice a rank that hangs (a stopped process): the ranks also meet over TCP
- * (model/launch.h; on one node 127.0.0.1 and a port from the job's id) and keep the links as a
+ * (train/launch.h; on one node 127.0.0.1 and a port from the job's id) and keep the links as a
  * watchdog, so that a rank silent for -to seconds is named and the others exit.
  */
-#include "comm_mpi.h"
+#include "train/comm_mpi.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -2,8 +2,8 @@
  * Learning-rate schedule: linear warmup from lr/warmup to lr over `warmup` steps, then cosine
  * decay from lr to lr*final_frac at the last step.
  */
-#ifndef SSD_MODEL_SCHEDULE_H
-#define SSD_MODEL_SCHEDULE_H
+#ifndef SSD_TRAIN_SCHEDULE_H
+#define SSD_TRAIN_SCHEDULE_H
 
 #ifdef __cplusplus
 extern "C" {

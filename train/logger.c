@@ -1,5 +1,5 @@
-#include "logger.h"
-#include "utils.h"
+#include "train/logger.h"
+#include "common/utils.h"
 
 #include <errno.h>
 #include <string.h>

@@ -1,7 +1,7 @@
-#include "train_run.h"
-#include "params.h"
-#include "rng.h"
-#include "utils.h"
+#include "train/train_run.h"
+#include "model/params.h"
+#include "common/rng.h"
+#include "common/utils.h"
 
 #include <string.h>
 

@@ -2,8 +2,8 @@
  * Full-split evaluation windows (see eval_split.h): the shard loader read one (input, target) pair
  * at a time, grouped into windows of T pairs that stop at shard boundaries.
  */
-#include "eval_split.h"
-#include "utils.h"
+#include "train/eval_split.h"
+#include "common/utils.h"
 
 #include <string.h>
 

@@ -13,8 +13,8 @@
  *
  * Errors: functions return 0, or -1 with a message in err that names the variable, file or address.
  */
-#ifndef SSD_MODEL_LAUNCH_H
-#define SSD_MODEL_LAUNCH_H
+#ifndef SSD_TRAIN_LAUNCH_H
+#define SSD_TRAIN_LAUNCH_H
 
 #include <stddef.h>
 

@@ -26,7 +26,7 @@
  * byte. The watchdog then sends single bytes: 'h' heartbeat, 'g' goodbye, and (rank 0 to peers)
  * 'f' + a u32 rank: that rank failed.
  */
-#include "launch.h"
+#include "train/launch.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
