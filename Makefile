@@ -13,9 +13,8 @@
 # Layout, each folder using only those below it: train/ (the training loop and its plumbing: flags,
 # schedule, logging, evaluation, checkpoints, ranks), model/ (config, parameters, the CPU model),
 # data/ (shards, loader, tokenizer), common/ (checked I/O, files, random numbers); kernels/ beside.
-# The host-side files (everything but model/cpu_*.c) are shared by both trainers. model/cpu_*.c hold
-# the CPU compute; they are built in float (train_ssd) and in double (build/f64, for the gradient
-# checks and duality tests in tests/).
+# Host-side files are shared by both trainers; the CPU compute (model/cpu_*.c, train/cpu_*.c) is built
+# in float (train_ssd) and in double (build/f64, for the gradient checks and duality tests in tests/).
 
 MPICC := $(if $(NO_MPI),,$(shell command -v mpicc 2> /dev/null))
 CC := $(if $(MPICC),$(MPICC),$(if $(filter default,$(origin CC)),gcc,$(CC)))
@@ -41,7 +40,7 @@ endif
 endif
 BUILD = build
 
-CPU_SRCS := $(wildcard model/cpu_*.c)
+CPU_SRCS := $(wildcard model/cpu_*.c train/cpu_*.c)
 # the MPI collectives go into train_ssd only: train_ssdcu links the other host objects without MPI
 MPI_SRCS := train/comm_mpi.c
 HOST_SRCS := $(filter-out $(CPU_SRCS) $(MPI_SRCS), $(wildcard common/*.c data/*.c model/*.c train/*.c))

@@ -17,7 +17,7 @@
 
 #include "train/args.h"
 #include "train/comm_mpi.h"
-#include "model/cpu_model.h"
+#include "train/cpu_evaluator.h"
 #include "train/launch.h"
 #include "train/train_loop.h"
 #include "common/utils.h"

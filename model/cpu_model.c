@@ -221,50 +221,6 @@ void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, in
     forward_from(model, inputs, targets, B, T, states);
 }
 
-static double sum_losses(const Mamba *model) {
-    double total = 0;
-    for (int i = 0; i < model->B * model->T; i++) total += model->acts.losses[i];
-    return total;
-}
-
-static double evaluator_loss_sum(void *self, const int *inputs, const int *targets, int B, int T) {
-    MambaEvaluator *e = (MambaEvaluator *)self;
-    mamba_forward(e->model, inputs, targets, B, T);
-    return sum_losses(e->model);
-}
-
-static double evaluator_loss_sum_carry(void *self, const int *inputs, const int *targets, int T, int reset) {
-    MambaEvaluator *e = (MambaEvaluator *)self;
-    const ModelConfig *c = &e->model->config;
-    if (e->carry.conv_state == NULL) inference_state_init(&e->carry, c);
-    if (reset) {
-        memset(e->carry.conv_state, 0, sizeof(real) * c->n_layer * (c->d_conv - 1) * c->conv_dim);
-        memset(e->carry.ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
-    }
-    mamba_forward_carry(e->model, inputs, targets, 1, T, &e->carry);
-    return sum_losses(e->model);
-}
-
-EvalForward mamba_evaluator_init(MambaEvaluator *evaluator, Mamba *model) {
-    memset(evaluator, 0, sizeof(*evaluator));
-    evaluator->model = model;
-    EvalForward forward = {evaluator, evaluator_loss_sum, evaluator_loss_sum_carry};
-    return forward;
-}
-
-void mamba_evaluator_free(MambaEvaluator *evaluator) {
-    if (evaluator->carry.conv_state) inference_state_free(&evaluator->carry);
-    memset(evaluator, 0, sizeof(*evaluator));
-}
-
-EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry, Comm *comm) {
-    MambaEvaluator evaluator;
-    EvalForward forward = mamba_evaluator_init(&evaluator, model);
-    EvalResult result = eval_split_evaluate(split, B, carry, &forward, comm);
-    mamba_evaluator_free(&evaluator);
-    return result;
-}
-
 /* ------------------------------------------------------------------------------------------------
  * backward
  */
@@ -414,6 +370,11 @@ void inference_state_init(MambaInferenceState *state, const ModelConfig *c) {
     size_t per_token = 2 * (size_t)c->d_model + c->d_in_proj + 2 * (size_t)c->conv_dim + 2 * (size_t)c->d_inner +
                        c->ngroups + 1 + (size_t)c->nheads * c->a_per_head;
     state->scratch = (real *)mallocCheck(sizeof(real) * per_token);
+}
+
+void inference_state_reset(MambaInferenceState *state, const ModelConfig *c) {
+    memset(state->conv_state, 0, sizeof(real) * c->n_layer * (c->d_conv - 1) * c->conv_dim);
+    memset(state->ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
 }
 
 void inference_state_free(MambaInferenceState *state) {

@@ -20,7 +20,6 @@
 #include <stddef.h>
 
 #include "model/config.h"
-#include "train/eval_split.h"
 #include "model/params.h"
 #include "model/real.h"
 
@@ -90,6 +89,8 @@ typedef struct {
 } MambaInferenceState;
 
 void inference_state_init(MambaInferenceState *state, const ModelConfig *config);
+/* Zeroes the conv and SSM states: the start of a new sequence. */
+void inference_state_reset(MambaInferenceState *state, const ModelConfig *config);
 void inference_state_free(MambaInferenceState *state);
 /* Chunked forward over tokens[0..n) (one sequence); leaves the conv and SSM states for stepping
  * and writes the last position's logits (Vp entries). */
@@ -102,19 +103,6 @@ void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logit
  * mamba_forward. Per-token losses are in acts.losses. For evaluation: no backward after it. */
 void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, int B, int T,
                          MambaInferenceState *states);
-/* The model as the forward of an evaluation (eval_split.h); the carried state is allocated at its
- * first use. */
-typedef struct {
-    Mamba *model;
-    MambaInferenceState carry;
-} MambaEvaluator;
-EvalForward mamba_evaluator_init(MambaEvaluator *evaluator, Mamba *model);
-void mamba_evaluator_free(MambaEvaluator *evaluator);
-/* Cross-entropy summed over every target of the split (eval_split_evaluate). carry 0: independent
- * windows, batched B at a time; carry 1: one stream, the state carried from window to window.
- * comm: the ranks sharing the work (NULL: this process alone). */
-EvalResult mamba_evaluate_split(Mamba *model, EvalSplit *split, int B, int carry, Comm *comm);
-
 /* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */
 int sample_token(const real *logits, int vocab_size, float temperature, int top_k, float coin);
 

@@ -13,7 +13,7 @@
  *   - mamba_backward refuses to run after a carried forward (child process).
  */
 #include "model/cpu_model.h"
-#include "train/eval_split.h"
+#include "train/cpu_evaluator.h"
 #include "common/rng.h"
 #include "common/utils.h"
 #include "tests/model_fixtures.h"
