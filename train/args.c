@@ -25,6 +25,9 @@ void args_defaults(TrainArgs *a) {
     a->val_every = 20;
     a->val_max_steps = 20;
     a->eval_carry = 0;
+    a->task_path = NULL;
+    a->task_every = 0;
+    a->task_rows_path = NULL;
     a->sample_every = 0;
     a->gen_T = 64;
     a->temperature = 1.0f;
@@ -71,6 +74,9 @@ void args_print_help(const char *program) {
             "  -m <int>     val batches per evaluation, -1 for every target of the split once (default 20)\n"
             "  -ec <0|1>    full-split evaluation (-m -1, -ti) carries the recurrent state across\n"
             "               consecutive windows of T tokens: 1, or starts each window fresh: 0 (default 0)\n"
+            "  -ta <file>   downstream task to score zero-shot (scripts/prepare_task.py; default: none)\n"
+            "  -tv <int>    score the task every N steps, 0 for only after the last (default 0)\n"
+            "  -tp <file>   write every row's task score (item, ending, log-likelihood, greedy) to file\n"
             "  -s <int>     print a sample every N steps, 0 for never (default 0; one at the end)\n"
             "  -g <int>     tokens to generate per sample (default 64)\n"
             "  -st <float>  sampling temperature (default 1.0)\n"
@@ -157,6 +163,9 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
         else if (!strcmp(f, "v")) a->val_every = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "m")) a->val_max_steps = (int)parse_long(program, flag, v, -1);
         else if (!strcmp(f, "ec")) a->eval_carry = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "ta")) a->task_path = v;
+        else if (!strcmp(f, "tv")) a->task_every = (int)parse_long(program, flag, v, 0);
+        else if (!strcmp(f, "tp")) a->task_rows_path = v;
         else if (!strcmp(f, "s")) a->sample_every = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "g")) a->gen_T = (int)parse_long(program, flag, v, 0);
         else if (!strcmp(f, "st")) a->temperature = parse_float(program, flag, v, 0.0f);
@@ -187,6 +196,10 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     }
     if (a->max_steps == 0 && a->resume) {
         fprintf(stderr, "%s: -x 0 evaluates the model given by -e; it cannot resume (-y 1)\n", program);
+        exit(1);
+    }
+    if ((a->task_every > 0 || a->task_rows_path) && a->task_path == NULL) {
+        fprintf(stderr, "%s: %s needs a task file (-ta)\n", program, a->task_every > 0 ? "-tv" : "-tp");
         exit(1);
     }
     if (a->checkpoint_every > 0 && a->output_dir == NULL) {

@@ -54,14 +54,18 @@ int eval_split_next(EvalSplit *split);
 void eval_split_reset(EvalSplit *split);
 void eval_split_free(EvalSplit *split);
 
-/* The forward passes an evaluation needs, from whichever compute runs them. Each returns the
- * cross-entropy summed over every target of the batch, in double. */
+/* The forward passes an evaluation needs, from whichever compute runs them. The first two return
+ * the cross-entropy summed over every target of the batch, in double. */
 typedef struct {
     void *self;
     /* B independent windows of T tokens, each from a zero state */
     double (*loss_sum)(void *self, const int *inputs, const int *targets, int B, int T);
     /* one window of T tokens continuing the carried state (zeroed first when reset), which it updates */
     double (*loss_sum_carry)(void *self, const int *inputs, const int *targets, int T, int reset);
+    /* B independent windows of T tokens: each position's cross-entropy (losses[B * T]) and whether its
+     * target is a greedy choice, no logit above the target's (hits[B * T], 0 or 1); for tasks */
+    void (*token_scores)(void *self, const int *inputs, const int *targets, int B, int T, double *losses,
+                         unsigned char *hits);
 } EvalForward;
 
 /* Every target of the split once (the whole split, from its start). carry 0: full windows batched

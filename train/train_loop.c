@@ -43,6 +43,14 @@ static void validate(TrainRun *run, TrainCompute *compute, int step) {
     logger_log_val(&run->logger, step, val_loss);
 }
 
+static void score_task(TrainRun *run, TrainCompute *compute, int step) {
+    TaskResult result = task_evaluate(&run->task, &run->task_window, &compute->eval, run->comm);
+    task_result_report(&run->task, step, &result, &run->logger);
+    if (run->args->task_rows_path && run->comm->rank == 0)
+        task_result_write_rows(&run->task, &result, run->args->task_rows_path);
+    task_result_free(&result);
+}
+
 /* Rank 0 samples on the CPU from a copy of the weights: generation is one token at a time. */
 static void sample(TrainRun *run, TrainCompute *compute, float *params) {
     if (run->comm->rank != 0) return;
@@ -97,6 +105,7 @@ void train_loop_run(TrainRun *run, TrainCompute *compute) {
     for (int step = run->start_step; step <= run->max_steps; step++) {
         if (train_run_checkpoint_due(run, step)) save_checkpoint(run, compute, step, params);
         if (train_run_val_due(run, step)) validate(run, compute, step);
+        if (train_run_task_due(run, step)) score_task(run, compute, step);
         if (train_run_sample_due(run, step)) sample(run, compute, params);
         if (step == run->max_steps) break;
 

@@ -115,6 +115,35 @@ static void resume_if_asked(TrainRun *run) {
     printf("\n");
 }
 
+/* -ta: the task must be in the model's tokens, and its endings must fit the window T */
+static void open_task(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    run->use_task = args->task_path != NULL;
+    if (!run->use_task) return;
+    TaskSet *task = &run->task;
+    task_set_load(task, args->task_path);
+    const char *model_tokenizer = run->config.tokenizer;
+    if (task->tokenizer[0] && model_tokenizer[0] && strcmp(task->tokenizer, model_tokenizer) != 0) {
+        fprintf(stderr, "error: task %s was tokenized with %s but the model uses %s; prepare it again with "
+                        "scripts/prepare_task.py --tokenizer %s\n", args->task_path, task->tokenizer, model_tokenizer,
+                model_tokenizer);
+        exit(1);
+    }
+    if (task->vocab_size > run->config.vocab_size) {
+        fprintf(stderr, "error: task %s uses a vocabulary of %d tokens, the model has %d\n", args->task_path,
+                task->vocab_size, run->config.vocab_size);
+        exit(1);
+    }
+    char err[1024];
+    if (task_window_choose(task, args->B, args->T, run->config.chunk_size, &run->task_window, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    printf("task file %s: %d %s items, %d rows, longest %d tokens; %d windows of %d tokens per forward\n", task->name,
+           task->num_items, task->kind == TASK_MULTIPLE_CHOICE ? "multiple-choice" : "last-word", task->num_rows,
+           task->max_len, run->task_window.rows, run->task_window.len);
+}
+
 void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     memset(run, 0, sizeof(*run));
     run->args = args;
@@ -140,6 +169,7 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     open_data(run);
     plan_steps(run);
     resume_if_asked(run);
+    open_task(run);
     if (strcmp(comm->backend, "single") != 0)
         printf("ranks %d (%s)%s\n", comm->world, comm->backend, args->zero ? ", ZeRO-1: optimizer state sharded" : "");
     config_print(&run->config);
@@ -179,6 +209,11 @@ int train_run_sample_due(const TrainRun *run, int step) {
     return (a->sample_every > 0 && step % a->sample_every == 0 && step > run->start_step) || step == run->max_steps;
 }
 
+int train_run_task_due(const TrainRun *run, int step) {
+    int every = run->args->task_every;
+    return run->use_task && ((every > 0 && step % every == 0) || step == run->max_steps);
+}
+
 void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v) {
     Comm *comm = run->comm;
     const char *dir = run->args->output_dir;
@@ -209,6 +244,7 @@ void train_run_save_checkpoint(TrainRun *run, int step, const float *params, con
 void train_run_free(TrainRun *run) {
     train_run_release_params(run);
     if (run->args->test_pattern) eval_split_free(&run->test_split);
+    if (run->use_task) task_set_free(&run->task);
     if (run->comm->rank == 0) tokenizer_free(&run->tokenizer);
     logger_free(&run->logger);
     if (run->train) dataloader_free(&run->train_loader);
