@@ -1,8 +1,8 @@
 /*
  * Downstream task scoring (data/task.h, train/task_eval.h), in double:
- *  - each row's log-likelihood and greedy flag from task_evaluate, packed many rows to a forward,
- *    equal those of a separate forward over the row's own sequence (its last T + 1 tokens when it is
- *    longer than the window), for both kinds, scalar and diagonal A, several windows;
+ *  - each row's log-likelihood and greedy flag from task_evaluate, rows packed by length many to a
+ *    forward, equal those of a separate forward over the row's own sequence (its last T + 1 tokens
+ *    when it is longer than the window), for both kinds, scalar and diagonal A, several windows;
  *  - accuracy and perplexity follow from the rows by their definitions;
  *  - corrupt and hostile task files are refused with a message, nothing loaded.
  */
@@ -148,7 +148,7 @@ static void check_scores(const char *label, int diagonal, int kind, int B, int T
         for (int k = 0; k < item->num_choices; k++, r++) {
             double ll;
             int greedy;
-            reference_row(&model, item, k, window.len, &ll, &greedy);
+            reference_row(&model, item, k, T, &ll, &greedy);
             double diff = fabs(ll - result.row_ll[r]);
             if (!(diff <= worst)) worst = isnan(diff) ? INFINITY : diff > worst ? diff : worst;
             greedy_mismatch += greedy != result.row_greedy[r];
@@ -171,8 +171,8 @@ static void check_scores(const char *label, int diagonal, int kind, int B, int T
                      (kind == TASK_LAST_WORD ? fabs(exp(nll / task.num_items) - result.ppl) <= 1e-9 * result.ppl
                                              : fabs((double)correct_mean / task.num_items - result.acc_mean) < 1e-12);
     test_report(!refused && worst <= 1e-10 && greedy_mismatch == 0 && greedy_rows > 0 && summary_ok, "task_scores",
-                "%s: %d rows, %d per forward of %d tokens (B=%d T=%d): max |ll - own forward| %.2e (<= 1e-10), "
-                "%d greedy rows, %d mismatches, acc %.3f, %s %.4f", label, task.num_rows, window.rows, window.len, B, T,
+                "%s: %d rows, up to %d per forward (B=%d T=%d): max |ll - own forward| %.2e (<= 1e-10), "
+                "%d greedy rows, %d mismatches, acc %.3f, %s %.4f", label, task.num_rows, window.max_rows, B, T,
                 worst, greedy_rows, greedy_mismatch, result.acc, kind == TASK_LAST_WORD ? "ppl" : "acc_mean",
                 kind == TASK_LAST_WORD ? result.ppl : result.acc_mean);
     task_result_free(&result);

@@ -21,11 +21,9 @@ int task_window_choose(const TaskSet *task, int B, int T, int chunk_size, TaskWi
             }
         }
     }
-    int need = task->max_len - 1 < T ? task->max_len - 1 : T; /* inputs of the longest row */
-    int len = (need + chunk_size - 1) / chunk_size * chunk_size;
-    if (len > T) len = T;
-    window->len = len;
-    window->rows = (int)(((long long)B * T) / len);
+    window->T = T;
+    window->tokens = (long long)B * T;
+    window->max_rows = B * ((T + chunk_size - 1) / chunk_size);
     return 0;
 }
 
@@ -47,45 +45,67 @@ static int task_row_fill(const TaskItem *item, int choice, int len, int *inputs,
 }
 
 typedef struct {
-    int item, choice;
+    int item, choice, len; /* len: the row's inputs, at most T */
 } TaskRow;
+
+static int compare_row_lengths(const void *a, const void *b) {
+    const TaskRow *x = (const TaskRow *)a, *y = (const TaskRow *)b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    if (x->item != y->item) return x->item < y->item ? -1 : 1;
+    return x->choice < y->choice ? -1 : x->choice > y->choice;
+}
 
 TaskResult task_evaluate(const TaskSet *task, const TaskWindow *window, const EvalForward *forward, Comm *comm) {
     double t0 = wall_seconds();
     int rank = comm ? comm->rank : 0, world = comm ? comm->world : 1;
-    int num_rows = task->num_rows, len = window->len, per_forward = window->rows;
+    int num_rows = task->num_rows;
     TaskRow *rows = (TaskRow *)mallocCheck(sizeof(TaskRow) * num_rows);
+    int *row_index = (int *)mallocCheck(sizeof(int) * task->num_items); /* an item's first row */
     int r = 0;
-    for (int i = 0; i < task->num_items; i++)
-        for (int c = 0; c < task->items[i].num_choices; c++) rows[r++] = (TaskRow){i, c};
+    for (int i = 0; i < task->num_items; i++) {
+        row_index[i] = r;
+        for (int c = 0; c < task->items[i].num_choices; c++) {
+            int len = task->items[i].context_len + task->items[i].ending_lens[c] - 1;
+            rows[r++] = (TaskRow){i, c, len < window->T ? len : window->T};
+        }
+    }
+    /* rows of similar length share a forward, as wide as its longest row */
+    qsort(rows, num_rows, sizeof(TaskRow), compare_row_lengths);
     /* [0, num_rows): ll, [num_rows, 2 num_rows): greedy as 0/1, summed over ranks in one collective */
     double *scores = (double *)callocCheck(2 * (size_t)num_rows, sizeof(double));
-    int *inputs = (int *)mallocCheck(sizeof(int) * per_forward * len);
-    int *targets = (int *)mallocCheck(sizeof(int) * per_forward * len);
-    int *first = (int *)mallocCheck(sizeof(int) * per_forward);
-    double *losses = (double *)mallocCheck(sizeof(double) * per_forward * len);
-    unsigned char *hits = (unsigned char *)mallocCheck((size_t)per_forward * len);
-    for (int begin = 0, batch = 0; begin < num_rows; begin += per_forward, batch++) {
-        if (batch % world != rank) continue;
-        int count = num_rows - begin < per_forward ? num_rows - begin : per_forward;
-        for (int b = 0; b < count; b++) {
-            const TaskRow *row = &rows[begin + b];
-            first[b] = task_row_fill(&task->items[row->item], row->choice, len, inputs + (size_t)b * len,
-                                     targets + (size_t)b * len);
-        }
-        forward->token_scores(forward->self, inputs, targets, count, len, losses, hits);
-        for (int b = 0; b < count; b++) {
-            const TaskRow *row = &rows[begin + b];
-            int ending_len = task->items[row->item].ending_lens[row->choice];
-            double ll = 0.0;
-            int greedy = 1;
-            for (int j = first[b]; j < first[b] + ending_len; j++) {
-                ll -= losses[(size_t)b * len + j];
-                greedy &= hits[(size_t)b * len + j];
+    int *inputs = (int *)mallocCheck(sizeof(int) * window->tokens);
+    int *targets = (int *)mallocCheck(sizeof(int) * window->tokens);
+    int *first = (int *)mallocCheck(sizeof(int) * window->max_rows);
+    double *losses = (double *)mallocCheck(sizeof(double) * window->tokens);
+    unsigned char *hits = (unsigned char *)mallocCheck(window->tokens);
+    for (int begin = 0, batch = 0; begin < num_rows; batch++) {
+        int count = 1;
+        while (begin + count < num_rows && count < window->max_rows &&
+               (long long)(count + 1) * rows[begin + count].len <= window->tokens)
+            count++;
+        int len = rows[begin + count - 1].len;
+        if (batch % world == rank) {
+            for (int b = 0; b < count; b++) {
+                const TaskRow *row = &rows[begin + b];
+                first[b] = task_row_fill(&task->items[row->item], row->choice, len, inputs + (size_t)b * len,
+                                         targets + (size_t)b * len);
             }
-            scores[begin + b] = ll;
-            scores[num_rows + begin + b] = greedy;
+            forward->token_scores(forward->self, inputs, targets, count, len, losses, hits);
+            for (int b = 0; b < count; b++) {
+                const TaskRow *row = &rows[begin + b];
+                int ending_len = task->items[row->item].ending_lens[row->choice];
+                double ll = 0.0;
+                int greedy = 1;
+                for (int j = first[b]; j < first[b] + ending_len; j++) {
+                    ll -= losses[(size_t)b * len + j];
+                    greedy &= hits[(size_t)b * len + j];
+                }
+                int at = row_index[row->item] + row->choice;
+                scores[at] = ll;
+                scores[num_rows + at] = greedy;
+            }
         }
+        begin += count;
     }
     if (world > 1) comm->ops->sum_doubles(comm, scores, 2 * num_rows);
 
@@ -125,6 +145,7 @@ TaskResult task_evaluate(const TaskSet *task, const TaskWindow *window, const Ev
     result.ppl = task->kind == TASK_LAST_WORD ? exp(nll_sum / task->num_items) : NAN;
     result.seconds = wall_seconds() - t0;
     free(rows);
+    free(row_index);
     free(scores);
     free(inputs);
     free(targets);

@@ -8,9 +8,9 @@
  *   multiple choice: acc       the right ending has the largest ll (ties: the first wins);
  *                    acc_mean  the largest ll / ending length (the per-token mean);
  *   last word:       acc       the word is greedy; ppl = exp(mean over items of -ll).
- * Rows are packed into forwards of `rows` windows of `len` tokens, with len the longest row rounded
- * up to the SSD chunk and rows x len <= B x T (the training batch's tokens, which every compute's
- * buffers hold). Over several ranks the forwards are shared round robin and each row's score is
+ * Rows are sorted by length and packed into forwards of several windows, each forward as wide as its
+ * longest row, within the training batch's B x T tokens and B x ceil(T / chunk) SSD chunks (what
+ * every compute's buffers hold). Over several ranks the forwards are shared round robin and each row's score is
  * computed by one rank, then summed over ranks, so every rank gets exactly the one-rank figures.
  *
  * Result lines: stdout "task <name> | acc .. | acc_mean .. | <n> items | .. s" (last word: ppl in place
@@ -29,7 +29,9 @@ extern "C" {
 #endif
 
 typedef struct {
-    int rows, len;    /* windows per forward and tokens per window */
+    int T;              /* the longest window: a longer row keeps its last T + 1 tokens */
+    long long tokens;   /* a forward's B x T */
+    int max_rows;       /* windows per forward, at most B x ceil(T / chunk): the SSD workspace's chunks */
 } TaskWindow;
 
 typedef struct {
@@ -40,7 +42,7 @@ typedef struct {
     double seconds;
 } TaskResult;
 
-/* The window for a task on a compute whose buffers hold B x T tokens, its SSD chunk chunk_size.
+/* The windows for a task on a compute whose buffers hold B x T tokens, its SSD chunk chunk_size.
  * Non-zero with a message in err when an ending is longer than T. */
 int task_window_choose(const TaskSet *task, int B, int T, int chunk_size, TaskWindow *window, char *err,
                        size_t errlen);

@@ -139,9 +139,9 @@ static void open_task(TrainRun *run) {
         fprintf(stderr, "error: %s\n", err);
         exit(1);
     }
-    printf("task file %s: %d %s items, %d rows, longest %d tokens; %d windows of %d tokens per forward\n", task->name,
-           task->num_items, task->kind == TASK_MULTIPLE_CHOICE ? "multiple-choice" : "last-word", task->num_rows,
-           task->max_len, run->task_window.rows, run->task_window.len);
+    printf("task file %s: %d %s items, %d rows, longest %d tokens; rows packed by length, up to %d per forward\n",
+           task->name, task->num_items, task->kind == TASK_MULTIPLE_CHOICE ? "multiple-choice" : "last-word",
+           task->num_rows, task->max_len, run->task_window.max_rows);
 }
 
 void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {

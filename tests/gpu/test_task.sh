@@ -65,8 +65,8 @@ done
 in_loop=$(grep "^s:60 task:mc " "$work/run/main.log" | sed -E 's/.* acc:([0-9.]+) acc_mean:([0-9.]+).*/\1 \2/')
 standalone=$(grep -E '^task mc \|' "$work/mc_bf16.log" | sed -E 's/.*acc ([0-9.]+) \| acc_mean ([0-9.]+).*/\1 \2/')
 if [ -n "$in_loop" ] && awk -v a="$in_loop" -v b="$standalone" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    exit !((x[1] - y[1])^2 < 1e-8 && (x[2] - y[2])^2 < 1e-8 && x[1] > 0.5) }'; then
-    echo "PASS task_in_loop_gpu: step-60 score in main.log (acc, acc_mean: $in_loop) equals the saved model's standalone score; above chance (0.25)"
+    exit !((x[1] - y[1])^2 < 1e-8 && (x[2] - y[2])^2 < 1e-8 && x[2] > 0.4) }'; then
+    echo "PASS task_in_loop_gpu: step-60 score in main.log (acc, acc_mean: $in_loop) equals the saved model's standalone score; acc_mean above chance (0.25; acc, the sum, favours the shorter random endings)"
 else
     echo "FAIL task_in_loop_gpu: in loop '$in_loop', standalone '$standalone'"
 fi
