@@ -25,7 +25,7 @@ void args_defaults(TrainArgs *a) {
     a->val_every = 20;
     a->val_max_steps = 20;
     a->eval_carry = 0;
-    a->sample_every = 0;
+    a->sample_every = -1; /* not given: one sample at the end */
     a->gen_T = 64;
     a->temperature = 1.0f;
     a->top_k = 0;
@@ -50,7 +50,8 @@ void args_print_help(const char *program) {
             "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
             "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
             "  -ti <glob>   test shards, evaluated in full after training (default: none)\n"
-            "  -tk <file>   tokenizer.bin for decoding samples (default: beside the train shards)\n"
+            "  -tk <file>   tokenizer.bin for decoding samples; must be the model's (default: the model's own,\n"
+            "               found beside the model file or the data)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
             "model\n"
             "  -e <file>    JSON config (fresh init) or model file (fine-tune) (default configs/mamba2-tiny.json)\n"
@@ -71,13 +72,13 @@ void args_print_help(const char *program) {
             "  -m <int>     val batches per evaluation, -1 for every target of the split once (default 20)\n"
             "  -ec <0|1>    full-split evaluation (-m -1, -ti) carries the recurrent state across\n"
             "               consecutive windows of T tokens: 1, or starts each window fresh: 0 (default 0)\n"
-            "  -s <int>     print a sample every N steps, 0 for never (default 0; one at the end)\n"
+            "  -s <int>     print a sample every N steps and at the end, 0 for never (default: at the end only)\n"
             "  -g <int>     tokens to generate per sample (default 64)\n"
             "  -st <float>  sampling temperature (default 1.0)\n"
             "  -sk <int>    top-k sampling, 0 for the full distribution (default 0)\n"
             "output and checkpoints\n"
-            "  -o <dir>     output dir for main.log and checkpoints (default: none)\n"
-            "  -n <int>     checkpoint every N steps, 0 for never (default 0)\n"
+            "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none)\n"
+            "  -n <int>     checkpoint every N steps; with -o the last step is always saved (default 0: only it)\n"
             "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
             "  -nk <int>    keep only the last K checkpoints, 0 for all (default 0)\n"
             "  -nm <int>    also keep every M-th step's checkpoint (default 0)\n"
