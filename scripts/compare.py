@@ -407,8 +407,8 @@ def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tok
     print(f"{variant} seed {seed}: training {max_steps} steps{on_gpu} -> {run_dir}", flush=True)
     plan = RunPlan(max_steps, args.val_every, eval_tokens, sweep)
     label = f"{variant} seed {seed}"
-    train_s = run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, label,
-                         args.progress_every, env, lambda log: training_status(log, plan))
+    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, label, args.progress_every,
+               env, lambda log: training_status(log, plan))
     model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
     if not os.path.isfile(model_path):
         fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
@@ -421,10 +421,10 @@ def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tok
     with open(result_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
-    step_s = training_seconds(result)
-    print(f"{label}: done in {duration(train_s + carried_s)}: training steps {duration(step_s)}, evaluation and "
-          f"the rest {duration(train_s + carried_s - step_s)}", flush=True)
-    sweep.finished(train_s + carried_s, carried_s)
+    step_s, wall = training_seconds(result), result["wall_s"]  # over every attempt of a resumed run
+    print(f"{label}: done in {duration(wall)}: training steps {duration(step_s)}, evaluation and the rest "
+          f"{duration(max(0.0, wall - step_s))}", flush=True)
+    sweep.finished(wall, carried_s)
 
 
 def run_all(args, runs, configs, splits, max_steps, eval_tokens):

@@ -32,7 +32,10 @@ model=$(ls runs/quickstart/model_*.bin | tail -n 1)
 cat << EOF
 
 The model is saved in $model (with main.log and tokenizer.bin beside it). Next:
-  ./train_ssd -e $model -x 0 -v 0 -g 200 -sk 40      # another sample (-R for another seed)
-  python3 scripts/plot.py runs/quickstart                    # loss curves -> runs/quickstart/loss.png
-  ./train_ssd -e $model -o runs/more -x 150 -l 1e-3  # train it further (fine-tune from its weights)
+  # another sample (-R 2 for another seed)
+  ./train_ssd -e $model -x 0 -v 0 -g 200 -sk 40
+  # the loss curves -> runs/quickstart/loss.png
+  python3 scripts/plot.py runs/quickstart
+  # train it further: a new run from its weights
+  ./train_ssd -e $model -o runs/more -x 150 -l 1e-3
 EOF
