@@ -679,6 +679,18 @@ static void gpu_set_moments(void *self, size_t offset, size_t count, const float
     mamba_gpu_set_moments(&((GPUCompute *)self)->model, offset, count, m, v);
 }
 
+/* Before anything else touches CUDA: a machine without a usable GPU gets told what to run instead of a
+ * CUDA driver message. */
+static void require_gpu(void) {
+    int devices = 0;
+    cudaError_t err = cudaGetDeviceCount(&devices);
+    if (err == cudaSuccess && devices > 0) return;
+    fprintf(stderr, "error: train_ssdcu needs an NVIDIA GPU and its driver, and CUDA finds none (%s). On a machine "
+                    "without a GPU, train with ./train_ssd (make train_ssd): it takes the same flags, data and "
+                    "checkpoints\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
+    exit(1);
+}
+
 /* Through NCCL when a launcher started this process (torchrun, srun, mpirun), else on its own. */
 static void comm_init(Comm *comm, const TrainArgs *args) {
     LaunchInfo info;
@@ -738,6 +750,7 @@ int main(int argc, char **argv) {
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
+    require_gpu();
     Comm comm;
     comm_init(&comm, &args);
 

@@ -28,7 +28,7 @@ void args_defaults(TrainArgs *a) {
     a->task_path = NULL;
     a->task_every = 0;
     a->task_rows_path = NULL;
-    a->sample_every = 0;
+    a->sample_every = -1; /* not given: one sample at the end */
     a->gen_T = 64;
     a->temperature = 1.0f;
     a->top_k = 0;
@@ -53,7 +53,8 @@ void args_print_help(const char *program) {
             "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
             "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
             "  -ti <glob>   test shards, evaluated in full after training (default: none)\n"
-            "  -tk <file>   tokenizer.bin for decoding samples (default: beside the train shards)\n"
+            "  -tk <file>   tokenizer.bin for decoding samples; must be the model's (default: the model's own,\n"
+            "               found beside the model file or the data)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
             "model\n"
             "  -e <file>    JSON config (fresh init) or model file (fine-tune) (default configs/mamba2-tiny.json)\n"
@@ -77,13 +78,13 @@ void args_print_help(const char *program) {
             "  -ta <file>   downstream task to score zero-shot (scripts/prepare_task.py; default: none)\n"
             "  -tv <int>    score the task every N steps, 0 for only after the last (default 0)\n"
             "  -tp <file>   write every row's task score (item, ending, log-likelihood, greedy) to file\n"
-            "  -s <int>     print a sample every N steps, 0 for never (default 0; one at the end)\n"
+            "  -s <int>     print a sample every N steps and at the end, 0 for never (default: at the end only)\n"
             "  -g <int>     tokens to generate per sample (default 64)\n"
             "  -st <float>  sampling temperature (default 1.0)\n"
             "  -sk <int>    top-k sampling, 0 for the full distribution (default 0)\n"
             "output and checkpoints\n"
-            "  -o <dir>     output dir for main.log and checkpoints (default: none)\n"
-            "  -n <int>     checkpoint every N steps, 0 for never (default 0)\n"
+            "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none)\n"
+            "  -n <int>     checkpoint every N steps; with -o the last step is always saved (default 0: only it)\n"
             "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
             "  -nk <int>    keep only the last K checkpoints, 0 for all (default 0)\n"
             "  -nm <int>    also keep every M-th step's checkpoint (default 0)\n"

@@ -14,10 +14,12 @@
  *   carry 1: one stream, the state after window k is the initial state of window k+1, which equals
  *            one forward pass over the whole shard.
  *
- * Result lines (stdout, parsed by scripts/compare.py):
- *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1>
+ * Result lines (stdout, parsed by scripts/compare.py; ppl = exp(mean loss), per target):
+ *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1> ppl <perplexity>
  * and in main.log:
  *   s:<step> eval:<split> loss:<mean> tokens:<targets> carry:<0|1>
+ * While it runs, an evaluation with progress on prints every few seconds (rank 0's stdout):
+ *   evaluating <split>: <percent>% (<done>/<targets> targets) | <seconds> s | about <seconds> s left
  */
 #ifndef SSD_TRAIN_EVAL_SPLIT_H
 #define SSD_TRAIN_EVAL_SPLIT_H
@@ -40,6 +42,8 @@ typedef struct {
     int *inputs, *targets; /* the current window [T] */
     int length;            /* of the current window: T, or less at the end of a shard */
     int starts_stream;     /* 1 if the current window is the first of its shard */
+    const char *label;     /* name in the progress lines ("val", "test"); NULL: no progress lines */
+    double progress_every; /* seconds between progress lines */
 } EvalSplit;
 
 typedef struct {
@@ -51,6 +55,8 @@ typedef struct {
 void eval_split_init(EvalSplit *split, const char *pattern, int T, int vocab_size);
 /* Fills the next window; returns 0 (and leaves the window empty) once every target was handed out. */
 int eval_split_next(EvalSplit *split);
+/* Progress lines during eval_split_evaluate, one every `seconds` (0: after every forward). */
+void eval_split_show_progress(EvalSplit *split, const char *label, double seconds);
 void eval_split_reset(EvalSplit *split);
 void eval_split_free(EvalSplit *split);
 

@@ -19,6 +19,9 @@ void logger_init(Logger *logger, const char *output_dir, int rank, int resuming)
 void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm);
 void logger_log_val(Logger *logger, int step, float loss);
 void logger_free(Logger *logger);
+/* Before a run resumes at `step`: drops the lines of main.log in output_dir for steps >= step (the
+ * resumed run writes them again), so that every step has its lines once. Exits on an I/O error. */
+void logger_drop_from_step(const char *output_dir, int step);
 /* Creates the directory and its parents if they do not exist; exits on failure. */
 void make_dir_if_missing(const char *dir);
 

@@ -31,6 +31,7 @@ static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batc
 
 static void validate(TrainRun *run, TrainCompute *compute, int step) {
     const TrainArgs *args = run->args;
+    double t0 = wall_seconds();
     float val_loss;
     if (run->full_val) {
         EvalResult r = eval_split_evaluate(&run->val_split, args->B, args->eval_carry, &compute->eval, run->comm);
@@ -39,7 +40,7 @@ static void validate(TrainRun *run, TrainCompute *compute, int step) {
     } else {
         val_loss = evaluate_batches(run, compute, args->val_max_steps);
     }
-    printf("val loss %.6f\n", val_loss);
+    printf("val loss %.6f | ppl %.2f | %.2f s\n", val_loss, exp(val_loss), wall_seconds() - t0);
     logger_log_val(&run->logger, step, val_loss);
 }
 

@@ -50,7 +50,9 @@ typedef struct {
     TrainState resume_state;
     size_t moments_offset, moments_count;  /* the moments this rank keeps: its shard with -z 1, else all */
     Logger logger;
-    Tokenizer tokenizer;
+    int init_from_model_file;    /* 1: -e named a model file (fine-tune), 0: a JSON config (fresh weights) */
+    char model_tokenizer_path[4096]; /* a tokenizer.bin that matches the model ("" if none found); copied into -o */
+    Tokenizer tokenizer;         /* decodes samples (rank 0): the model's own, see train_run.c */
 } TrainRun;
 
 /* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. */
