@@ -32,6 +32,7 @@ Examples:
 import argparse
 import codecs
 import collections
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -124,25 +125,31 @@ class SplitPolicy:
 class Pipeline:
     def __init__(self, workers, files, text_field, tokenizer_spec):
         self.depth = 2 * workers + 2
-        context = multiprocessing.get_context("spawn")
-        self.pool = context.Pool(workers, initializer=worker_init, initargs=(files, text_field, tokenizer_spec))
+        self.pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                           initializer=worker_init,
+                                                           initargs=(files, text_field, tokenizer_spec))
 
     def results(self, items):
         """(ReadItem, Result or None) in input order."""
         pending = collections.deque()
         for item in items:
-            job = self.pool.apply_async(worker_task, (item.task,)) if item.task is not None else None
-            pending.append((item, job))
-            while pending and (len(pending) > self.depth or pending[0][1] is None or pending[0][1].ready()):
-                head, job = pending.popleft()
-                yield head, (job.get() if job is not None else None)
+            pending.append((item, self.pool.submit(worker_task, item.task) if item.task is not None else None))
+            while pending and (len(pending) > self.depth or pending[0][1] is None or pending[0][1].done()):
+                yield self._take(pending)
         while pending:
-            head, job = pending.popleft()
-            yield head, (job.get() if job is not None else None)
+            yield self._take(pending)
+
+    @staticmethod
+    def _take(pending):
+        item, job = pending.popleft()
+        try:
+            return item, (job.result() if job is not None else None)
+        except concurrent.futures.process.BrokenProcessPool:
+            raise PreproError("a worker process died (killed, or out of memory?); run the same command again to "
+                              "continue from the last complete shard") from None
 
     def close(self):
-        self.pool.terminate()
-        self.pool.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,14 +285,15 @@ class Run:
             if not self.done:
                 writer.reopen()
             self.resumed_tokens += writer.tokens
+        self.resumed_tokens += saved["reservoir_tokens"]
         if self.plan.reservoir and not self.done:
             entries = np.load(self.entries_path) if saved["reservoir_entries"] else None
             if entries is not None and len(entries) != saved["reservoir_entries"]:
                 raise PreproError(f"{self.entries_path} does not match {self.state_path}: remove them to start afresh")
             self.reservoir = ValReservoir(self.spill_path, *self.plan.reservoir, self.dtype, entries,
                                           saved["reservoir_tokens"])
-        return (f"resuming the unfinished preparation in {self.out}: {self.docs:,} documents, "
-                f"{self.resumed_tokens:,} tokens in shards are kept")
+        return (f"resuming the unfinished preparation in {self.out} at {self.docs:,} documents: "
+                f"{self.resumed_tokens:,} tokens are written already")
 
     def _remove_after(self, writer):
         """Shards and temporary files that the state does not know yet (written after it was saved)."""
@@ -634,6 +642,9 @@ def report(run, plan, tokenizer, workers, seconds):
         print(f"skipped: {run.problems.count:,} bad record(s) or file(s), {run.empty:,} empty document(s)"
               + (f"; the first: {run.problems.first}" if run.problems.first else ""), file=sys.stderr)
     new = getattr(run, "tokens_this_run", 0)
+    if run.resumed_tokens:
+        print(f"resumed: {run.resumed_tokens:,} tokens were written before, {new:,} tokenized in this run",
+              file=sys.stderr)
     print(f"total: {run.docs:,} documents, {total_tokens:,} tokens, {total_shards} shards, vocab "
           f"{tokenizer.vocab_size:,} ({tokenizer.kind}, eot {tokenizer.eot}), split: {plan.policy.describe()}, "
           f"{seconds:.1f} s, {new / max(seconds, 1e-9):,.0f} tokens/s on {workers} worker(s) -> {plan.out_dir}",

@@ -31,6 +31,8 @@ import json
 import os
 import re
 import signal
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -405,13 +407,21 @@ _worker = {}
 
 
 def worker_init(files, text_field, tokenizer_spec):
-    """Pool initializer: Ctrl-C is the main process's to handle; one tokenizer per worker (None: words only)."""
+    """Pool initializer: Ctrl-C is the main process's to handle, and a worker whose main process is gone (killed)
+    exits; one tokenizer per worker (None: words only)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the pool is the parallelism
     from prepro_tokenizers import make_tokenizer
     _worker["files"] = files
     _worker["field"] = text_field
     _worker["tokenizer"] = make_tokenizer(tokenizer_spec) if tokenizer_spec else None
+
+
+def _exit_with_parent(parent):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 # tokens (shard dtype) and lengths of the documents, or words (for each document its new_words()); the
