@@ -165,9 +165,9 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.shown = False
 
-    def update(self, docs, tokens, new_tokens, done_bytes, force=False):
+    def update(self, docs, tokens, new_tokens, done_bytes):
         now = time.time()
-        if not force and now - self.last < (0.5 if self.tty else 30):
+        if now - self.last < (0.5 if self.tty else 30):
             return
         self.last = now
         elapsed = max(now - self.start, 1e-9)
@@ -235,7 +235,8 @@ class Run:
         self.writers = {s: ShardWriter(self.out, self.name, s, self.dtype, args.shard_size, args.zstd)
                         for s in plan.policy.splits}
         self.reservoir = None
-        self.resumed_tokens = 0
+        self.resumed_tokens = 0  # tokens written by an earlier, interrupted run
+        self.tokens_this_run = 0
 
     # --- files of this name in the output directory ---
 
@@ -609,7 +610,6 @@ def encode(run, plan, tokenizer, workers):
     reader = Reader(plan.files, plan.text_docs, run.args.text_field)
     start_bytes = reader.sizes_before[run.position.file] if run.position.file < len(plan.files) else reader.sizes_before[-1]
     progress = Progress("tokens", reader.sizes_before[-1], start_bytes)
-    run.tokens_this_run = 0
     before = sum(w.tokens for w in run.writers.values())
     pipeline = Pipeline(workers, plan.files, run.args.text_field, tokenizer.spec())
     last_save = time.time()
@@ -641,13 +641,13 @@ def report(run, plan, tokenizer, workers, seconds):
     if run.problems.count or run.empty:
         print(f"skipped: {run.problems.count:,} bad record(s) or file(s), {run.empty:,} empty document(s)"
               + (f"; the first: {run.problems.first}" if run.problems.first else ""), file=sys.stderr)
-    new = getattr(run, "tokens_this_run", 0)
     if run.resumed_tokens:
-        print(f"resumed: {run.resumed_tokens:,} tokens were written before, {new:,} tokenized in this run",
-              file=sys.stderr)
+        print(f"resumed: {run.resumed_tokens:,} tokens were written before, {run.tokens_this_run:,} tokenized in "
+              "this run", file=sys.stderr)
     print(f"total: {run.docs:,} documents, {total_tokens:,} tokens, {total_shards} shards, vocab "
           f"{tokenizer.vocab_size:,} ({tokenizer.kind}, eot {tokenizer.eot}), split: {plan.policy.describe()}, "
-          f"{seconds:.1f} s, {new / max(seconds, 1e-9):,.0f} tokens/s on {workers} worker(s) -> {plan.out_dir}",
+          f"{seconds:.1f} s, {run.tokens_this_run / max(seconds, 1e-9):,.0f} tokens/s on {workers} worker(s) -> "
+          f"{plan.out_dir}",
           file=sys.stderr)
 
 
