@@ -172,7 +172,8 @@ def main():
             tokens = summary_tokens(err)
             print(f"scaling: {os.path.getsize(first) / 1e6:.0f} MB JSONL, {w} worker(s): {tokens:,} tokens in "
                   f"{seconds:.1f} s = {tokens / seconds / 1e6:.2f}M tokens/s; {cpu:.0f} CPU-s = "
-                  f"{tokens / cpu / 1e6:.2f}M tokens per CPU-second; peak {peak / 1e6:.0f} MB; "
+                  f"{tokens / cpu / 1e6:.2f}M tokens per CPU-second, {cpu / seconds:.2f} cores busy; peak "
+                  f"{peak / 1e6:.0f} MB; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
             shutil.rmtree(os.path.join(args.work, f"scale{w}"))
 
@@ -184,7 +185,8 @@ def main():
         shards = glob.glob(os.path.join(out, "*_train_*.bin"))
         print(f"prepare: {written / 1e9:.2f} GB, {tokens:,} GPT-2 tokens in {seconds:.0f} s = "
               f"{tokens / seconds / 1e6:.2f}M tokens/s on {args.workers} worker(s); {cpu:.0f} CPU-s = "
-              f"{tokens / cpu / 1e6:.2f}M tokens per CPU-second; {len(shards)} train shards; peak memory "
+              f"{tokens / cpu / 1e6:.2f}M tokens per CPU-second, {cpu / seconds:.2f} cores busy; "
+              f"{len(shards)} train shards; peak memory "
               f"{peak / 1e9:.2f} GB (all processes); load average {os.getloadavg()[0]:.1f}", flush=True)
         print("  " + next(l for l in err.splitlines() if l.startswith("total: ")), flush=True)
 
