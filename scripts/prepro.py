@@ -33,6 +33,7 @@ import argparse
 import codecs
 import collections
 import concurrent.futures
+import hashlib
 import json
 import multiprocessing
 import os
@@ -270,7 +271,7 @@ class Run:
         if saved["settings"] != self.settings:
             changed = next(k for k in self.settings if saved["settings"].get(k) != self.settings[k])
             self.remove_owned()
-            return f"the unfinished preparation in {self.out} had another {changed}: starting afresh"
+            return f"the unfinished preparation in {self.out} has other settings ({changed} differ): starting afresh"
         self.position = Position(*saved["position"])
         self.docs, self.chars, self.empty, self.done = saved["docs"], saved["chars"], saved["empty"], saved["done"]
         self.problems = Problems(self.plan.strict, saved["problems"], saved["first_problem"])
@@ -552,8 +553,9 @@ def settings_of(args, plan):
         path = args.tokenizer_path or DEFAULT_TOKENIZER_PATHS[args.tokenizer]
         names = ["encoder.json", "vocab.bpe"] if args.tokenizer == "gpt2" else ["tokenizer.json"]
         tok_files = [file_stamp(os.path.join(path, n)) for n in names] if os.path.isdir(path) else [file_stamp(path)]
-    return {
-        "recipe": args.recipe, "inputs": [file_stamp(f.path) + [f.fmt, f.compression, f.split] for f in plan.files],
+    inputs = json.dumps([file_stamp(f.path) + [f.fmt, f.compression, f.split] for f in plan.files])
+    return {  # the inputs as a digest: the state is rewritten at every shard, whatever the number of files
+        "recipe": args.recipe, "inputs": f"{len(plan.files)} files, sha256 {hashlib.sha256(inputs.encode()).hexdigest()}",
         "text_docs": plan.text_docs, "text_field": args.text_field, "tokenizer": args.tokenizer,
         "tokenizer_files": tok_files, "split": [plan.policy.mode, plan.policy.value], "seed": args.seed,
         "shard_size": args.shard_size, "zstd": args.zstd,
