@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "model/rng.h"
-#include "model/utils.h"
+#include "common/rng.h"
+#include "common/utils.h"
 
 #define STATE_MAGIC 0x5353444c4f414452ULL /* "SSDLOADR" */
 #define STATE_VERSION 2

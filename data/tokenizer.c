@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/utils.h"
+#include "common/utils.h"
 
 /* longer entries than this mean a corrupt file */
 #define TOKENIZER_MAX_TOKEN_BYTES (1u << 16)
