@@ -41,6 +41,12 @@ void logger_log_val(Logger *logger, int step, float loss) {
     fflush(logger->file);
 }
 
+void logger_log_skip(Logger *logger, int step, float loss, float grad_norm) {
+    if (logger->file == NULL) return;
+    fprintf(logger->file, "s:%d skip loss:%.4f norm:%.4f\n", step, loss, grad_norm);
+    fflush(logger->file);
+}
+
 void logger_free(Logger *logger) {
     if (logger->file) fcloseCheck(logger->file);
     logger->file = NULL;
