@@ -22,9 +22,11 @@ import math
 import os
 import queue
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -175,6 +177,36 @@ def last_step_line(log_path):
     return next((m for m in map(STEP_LINE.match, reversed(lines)) if m), None)
 
 
+TRAINERS = set()  # the trainer processes of this sweep that are running
+TRAINERS_LOCK = threading.Lock()
+STOP_SIGNALS = []  # the signals this sweep received
+
+
+def stop_trainers_on_signal():
+    """On SIGINT or SIGTERM the trainers this sweep started get SIGTERM: each finishes its step, writes a
+    checkpoint and exits (a later sweep resumes it); once they have, the sweep exits with 128 + the signal's
+    number. A second signal kills them at once. The trainers run in their own session (run_logged), so a
+    Ctrl-C in the terminal reaches them only through here, once, and no trainer starts after the signal."""
+    def handler(signum, frame):
+        with TRAINERS_LOCK:
+            STOP_SIGNALS.append(signum)
+            trainers = list(TRAINERS)
+        if len(STOP_SIGNALS) > 1:
+            for process in trainers:
+                process.kill()
+            os._exit(128 + signum)
+        print(f"{signal.Signals(signum).name}: stopping {len(trainers)} trainer(s) after their current step "
+              f"(they checkpoint; run the same command to resume)", file=sys.stderr, flush=True)
+        for process in trainers:
+            process.send_signal(signal.SIGTERM)
+        for process in trainers:
+            process.wait()
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
 def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
     """Runs cmd with its output in log_path; records the start time for the wall-time total. Every
     progress_every seconds prints the run's newest step, loss and an estimate of the time left."""
@@ -186,7 +218,11 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
     with open(log_path, "w") as log:
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with TRAINERS_LOCK:
+            if STOP_SIGNALS:
+                fail("stopped by a signal")
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            TRAINERS.add(process)
         first = None  # (time, step) of the first step line seen, for the rate
         while True:
             try:
@@ -202,6 +238,8 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
                 left = f", about {(total - step) / rate / 60:.0f} min left" if rate > 0 else ""
                 print(f"  {label}: step {step}/{total}, loss {float(m.group(3)):.4f}, "
                       f"{(now - start) / 60:.1f} min{left}", flush=True)
+    with TRAINERS_LOCK:
+        TRAINERS.discard(process)
     if status != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
@@ -586,6 +624,7 @@ def main(argv=None):
             f.write(" ".join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), os.getcwd())] + sys.argv[1:]) + "\n")
         # seed-major: a stopped sweep has both variants of its finished seeds
         runs = [(seed, variant) for seed in seeds for variant in ("mamba2", "ssd-mamba")]
+        stop_trainers_on_signal()
         run_all(args, runs, configs, splits, max_steps)
 
     results = []
