@@ -603,6 +603,7 @@ typedef struct {
     MambaGPU model;
     int B, T;              /* of the training micro-batches: what the activations are sized for */
     float *host_losses;    /* [B * T] */
+    unsigned char *hits;   /* [B * T] on the device, tasks only, allocated at their first use */
     GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
     int first_update_done;
 } GPUCompute;
@@ -677,6 +678,24 @@ static double gpu_eval_loss_sum_carry(void *self, const int *inputs, const int *
     return sum_host_losses(c, T);
 }
 
+static void gpu_eval_token_scores(void *self, const int *inputs, const int *targets, int B, int T, double *losses,
+                                  unsigned char *hits) {
+    GPUCompute *c = (GPUCompute *)self;
+    MambaGPU *m = &c->model;
+    if (c->hits == NULL) cudaCheck(cudaMalloc(&c->hits, (size_t)c->B * c->T));
+    m->B = B;
+    m->T = T;
+    mamba_gpu_set_batch(m, inputs, targets);
+    mamba_gpu_forward(m, 0.0f, NULL);
+    size_t n = (size_t)B * T;
+    greedy_hit(m->acts.logits, m->d_batch + n, c->hits, (int)n, m->config.vocab_size, m->config.padded_vocab,
+               m->stream);
+    cudaCheck(cudaMemcpyAsync(hits, c->hits, n, cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaMemcpyAsync(c->host_losses, m->acts.losses, n * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    stream_wait(m);
+    for (size_t i = 0; i < n; i++) losses[i] = c->host_losses[i];
+}
+
 static void gpu_get_params(void *self, float *out) { mamba_gpu_get_params(&((GPUCompute *)self)->model, out); }
 
 static void gpu_get_moments(void *self, size_t offset, size_t count, float *m, float *v) {
@@ -685,6 +704,18 @@ static void gpu_get_moments(void *self, size_t offset, size_t count, float *m, f
 
 static void gpu_set_moments(void *self, size_t offset, size_t count, const float *m, const float *v) {
     mamba_gpu_set_moments(&((GPUCompute *)self)->model, offset, count, m, v);
+}
+
+/* Before anything else touches CUDA: a machine without a usable GPU gets told what to run instead of a
+ * CUDA driver message. */
+static void require_gpu(void) {
+    int devices = 0;
+    cudaError_t err = cudaGetDeviceCount(&devices);
+    if (err == cudaSuccess && devices > 0) return;
+    fprintf(stderr, "error: train_ssdcu needs an NVIDIA GPU and its driver, and CUDA finds none (%s). On a machine "
+                    "without a GPU, train with ./train_ssd (make train_ssd): it takes the same flags, data and "
+                    "checkpoints\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
+    exit(1);
 }
 
 /* Through NCCL when a launcher started this process (torchrun, srun, mpirun), else on its own. */
@@ -747,6 +778,7 @@ int main(int argc, char **argv) {
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
+    require_gpu();
     Comm comm;
     comm_init(&comm, &args);
 
@@ -788,14 +820,15 @@ int main(int argc, char **argv) {
                                            run.resume_state.v);
     train_run_release_params(&run);
 
+    EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
-                            gpu_grad_norm, gpu_update, {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry},
-                            gpu_get_params, gpu_get_moments, gpu_set_moments};
+                            gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments};
     int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 
     free(c.host_losses);
     if (c.carry.conv) gpu_carry_free(&c.carry);
+    if (c.hits) cudaCheck(cudaFree(c.hits));
     train_run_free(&run);
     mamba_gpu_free(&c.model);
     matmul_free();

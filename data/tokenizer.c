@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/fileio.h" /* checkpoint_crc32 */
 #include "common/utils.h"
 
 /* longer entries than this mean a corrupt file */
@@ -54,6 +55,8 @@ void tokenizer_init(Tokenizer *t, const char *path) {
         t->tokens[i] = (char *)mallocCheck(len + 1);
         if (fread(t->tokens[i], 1, len, fp) != len) tokenizer_error(path, "truncated: missing the bytes of token", i);
         t->tokens[i][len] = '\0';
+        t->table_crc = checkpoint_crc32(t->table_crc, &len, sizeof(len));
+        t->table_crc = checkpoint_crc32(t->table_crc, t->tokens[i], len);
     }
     if (fgetc(fp) != EOF) tokenizer_error(path, "data continues after the last token; vocab_size is", t->vocab_size);
     fclose(fp);
@@ -74,4 +77,55 @@ void tokenizer_free(Tokenizer *t) {
         free(t->tokens);
     }
     memset(t, 0, sizeof(*t));
+}
+
+static const char *KIND_NAMES[] = {"bytes", "gpt2", "gpt-neox-20b", "word"};
+
+void tokenizer_name(const Tokenizer *t, char *out, size_t n) {
+    if (!t->loaded) snprintf(out, n, "%s", "");
+    else if (t->kind == TOKENIZER_WORD) snprintf(out, n, "word-%08x", (unsigned)t->table_crc);
+    else snprintf(out, n, "%s", KIND_NAMES[t->kind]);
+}
+
+int tokenizer_note_kind(const char *note) {
+    if (note == NULL || note[0] == '\0') return -1;
+    if (strstr(note, "neox")) return TOKENIZER_NEOX;
+    if (strstr(note, "gpt2")) return TOKENIZER_GPT2;
+    if (!strcmp(note, "bytes") || !strcmp(note, "byte")) return TOKENIZER_BYTES;
+    if (strstr(note, "word")) return TOKENIZER_WORD;
+    return -1;
+}
+
+/* "word-" followed by exactly 8 hex digits: the table's CRC (1, *crc set), else 0 */
+static int note_word_crc(const char *note, uint32_t *crc) {
+    if (strncmp(note, "word-", 5) != 0 || strlen(note) != 13) return 0;
+    for (int i = 5; i < 13; i++)
+        if (!strchr("0123456789abcdefABCDEF", note[i])) return 0;
+    *crc = (uint32_t)strtoul(note + 5, NULL, 16);
+    return 1;
+}
+
+TokenizerMatch tokenizer_match_note(const Tokenizer *t, const char *note, int model_vocab, char *why, size_t n) {
+    char name[32];
+    tokenizer_name(t, name, sizeof(name));
+    if (why && n) why[0] = '\0';
+    if (t->vocab_size > model_vocab) {
+        snprintf(why, n, "it has %d token ids and the model only %d", t->vocab_size, model_vocab);
+        return TOKENIZER_MISMATCH;
+    }
+    int kind = tokenizer_note_kind(note);
+    if (kind < 0) return TOKENIZER_UNCHECKED;
+    if (kind != t->kind) {
+        snprintf(why, n, "it is '%s', the model's is '%s'", name, note);
+        return TOKENIZER_MISMATCH;
+    }
+    if (kind == TOKENIZER_WORD) {
+        uint32_t crc;
+        if (note_word_crc(note, &crc) ? crc != t->table_crc : t->vocab_size != model_vocab) {
+            snprintf(why, n, "it is the word vocabulary '%s' of %d words, the model's is '%s' of %d", name, t->vocab_size,
+                     note, model_vocab);
+            return TOKENIZER_MISMATCH;
+        }
+    }
+    return TOKENIZER_MATCH;
 }

@@ -27,6 +27,7 @@ typedef struct {
     int vocab_size;
     int eot_id;
     int kind;
+    uint32_t table_crc;  /* CRC-32 of the token table (every length and its bytes, in id order) */
     char **tokens;       /* vocab_size NUL-terminated byte strings */
     char unknown[32];    /* "<id>" text for ids without an entry */
 } Tokenizer;
@@ -38,6 +39,20 @@ const char *tokenizer_decode(Tokenizer *t, uint32_t token_id);
 /* the end-of-text id, or -1 */
 int tokenizer_eot(const Tokenizer *t);
 void tokenizer_free(Tokenizer *t);
+
+/* Which tokenizer made a model's token ids. A model records it as a short note in its config
+ * ("tokenizer", model/config.h): the trainers write tokenizer_name() of the data's tokenizer.bin, and
+ * scripts/hf_import.py writes e.g. "gpt-neox-20b". tokenizer_name: "bytes", "gpt2", "gpt-neox-20b", or
+ * "word-<crc32 of the token table, 8 hex digits>" (a word vocabulary belongs to its corpus). */
+void tokenizer_name(const Tokenizer *t, char *out, size_t n);
+/* The kind a note names (TOKENIZER_*), or -1 when the note is empty or names no kind known here. */
+int tokenizer_note_kind(const char *note);
+typedef enum { TOKENIZER_MATCH = 0, TOKENIZER_MISMATCH = 1, TOKENIZER_UNCHECKED = 2 } TokenizerMatch;
+/* Whether a loaded tokenizer is the one a model's note names (model_vocab: the model's vocab_size).
+ * MISMATCH: another kind; a word vocabulary with another table (notes "word-<crc>") or, for other word
+ * notes such as "wikitext2-word", another size than the model's; or more ids than the model has.
+ * UNCHECKED: an empty note, or one that names no known kind. On MISMATCH, why says what differs. */
+TokenizerMatch tokenizer_match_note(const Tokenizer *t, const char *note, int model_vocab, char *why, size_t n);
 
 #ifdef __cplusplus
 }

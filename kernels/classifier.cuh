@@ -5,6 +5,8 @@
  *   dl_v = (exp(l_v - m) / s - [v == target]) * dloss      (0 in the padding columns)
  * The gradient overwrites the logits in place, so no fp32 copy of the logits ever exists.
  * With dloss == 0 only the losses are computed (evaluation).
+ * greedy_hit (tasks, on logits that an evaluation left intact): hit = 1 if no l_v (v < V) exceeds
+ * l_target, i.e. the target is a greedy choice.
  */
 #ifndef SSD_KERNELS_CLASSIFIER_CUH
 #define SSD_KERNELS_CLASSIFIER_CUH
@@ -58,6 +60,26 @@ __global__ void mean_loss_kernel(float *mean, const float *losses, int N) {
     for (int i = threadIdx.x; i < N; i += blockDim.x) sum += losses[i];
     sum = block_reduce_sum(sum);
     if (threadIdx.x == 0) *mean = sum / N;
+}
+
+__global__ void greedy_hit_kernel(const floatX *logits, const int *targets, unsigned char *hits, int V, int Vp) {
+    __shared__ int any_above;
+    int row = blockIdx.x;
+    const floatX *l = logits + (size_t)row * Vp;
+    float target = to_float(l[targets[row]]);
+    if (threadIdx.x == 0) any_above = 0;
+    __syncthreads();
+    int above = 0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) above |= to_float(l[v]) > target;
+    if (above) any_above = 1;
+    __syncthreads();
+    if (threadIdx.x == 0) hits[row] = !any_above;
+}
+
+static inline void greedy_hit(const floatX *logits, const int *targets, unsigned char *hits, int N, int V, int Vp,
+                              cudaStream_t stream) {
+    greedy_hit_kernel<<<N, 256, 0, stream>>>(logits, targets, hits, V, Vp);
+    cudaCheckLaunch();
 }
 
 static inline void fused_classifier(floatX *logits, float *losses, const int *targets, float dloss, int N, int V, int Vp,

@@ -2,6 +2,13 @@
 #include "common/rng.h"
 #include "common/utils.h"
 
+const char *sample_text(Tokenizer *tokenizer, int token) {
+    /* a BPE end-of-text token ends a document: a blank line, not its literal "<|endoftext|>" (a word-level
+     * <eos> is already a newline) */
+    if (tokenizer->loaded && token == tokenizer_eot(tokenizer) && tokenizer->kind != TOKENIZER_WORD) return "\n\n";
+    return tokenizer_decode(tokenizer, (uint32_t)token);
+}
+
 void sample_print(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperature, int top_k, uint64_t *rng) {
     const ModelConfig *c = &model->config;
     int start = tokenizer_eot(tokenizer);
@@ -13,7 +20,7 @@ void sample_print(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperatu
     printf("generating:\n---\n");
     for (int t = 0; t < gen_T; t++) {
         int next = sample_token(logits, c->vocab_size, temperature, top_k, (float)rng_uniform(rng));
-        printf("%s", tokenizer_decode(tokenizer, (uint32_t)next));
+        printf("%s", sample_text(tokenizer, next));
         fflush(stdout);
         mamba_step(model, next, &state, logits);
     }

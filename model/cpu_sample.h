@@ -15,6 +15,8 @@
 extern "C" {
 #endif
 
+/* The text a sample prints for one token: its bytes, or a blank line for a BPE end-of-text token. */
+const char *sample_text(Tokenizer *tokenizer, int token);
 void sample_print(Mamba *model, Tokenizer *tokenizer, int gen_T, float temperature, int top_k, uint64_t *rng);
 
 #ifdef __cplusplus

@@ -6,11 +6,12 @@ several seeds with the same data order per seed, evaluates every target of the v
 perplexities, mean and spread over seeds, parameter counts, tokens/s, wall time) and val_loss.png.
 
 A sweep resumes where it stopped: a run with result.json is skipped, any other run restarts from its
-newest checkpoint (the trainer's -y 1). README.md ("Comparing SSD-Mamba ...") gives the settings and
-conventions. The default output dir is results/wikitext2/<preset> (its runs/ subdir is not tracked by git).
+newest checkpoint (the trainer's -y 1). docs/compare.md gives the presets, settings and conventions.
+The default output dir is runs/compare/<preset> (runs/ is not tracked by git); the committed sweeps are
+in results/wikitext2/<preset> (--out results/wikitext2/<preset> to remake one).
 
 Examples:
-  python3 scripts/compare.py --preset paper                       # CPU trainer, 5 seeds
+  python3 scripts/compare.py --preset quick                       # CPU trainer, 3 seeds, a few minutes
   python3 scripts/compare.py --preset gpt2-medium --trainer ./train_ssdcu
   python3 scripts/compare.py --preset paper --report-only         # rebuild the report from finished runs
 """
@@ -42,22 +43,30 @@ VARIANT_NAMES = {"scalar": "mamba2", "diagonal": "ssd-mamba"}
 
 # Training settings per preset; every one can be overridden on the command line.
 PRESETS = {
+    # a first try on the CPU trainer: the paper's small models, 100 steps of 1,024 tokens (5% of an epoch),
+    # the first 10,000 targets of val and test; a few minutes for the 6 runs on 2 cores
+    "quick": dict(configs=["configs/wikitext2-word-small-mamba2.json", "configs/wikitext2-word-small-ssd.json"],
+                  tokenizer="word", data="datasets/wikitext2_word", batch=8, seq_len=128, lr=3e-3, warmup=10,
+                  final_lr_frac=0.1, weight_decay=0.01, steps=100, val_every=25, eval_tokens=10000, seeds=3),
     # the paper's small experiment: word level, d_model 64, d_state 16, 2 layers, T 128, B 64, AdamW 1e-3,
     # 10 epochs; a constant learning rate (-q 1) as the paper names no schedule
     "paper": dict(configs=["configs/wikitext2-word-small-mamba2.json", "configs/wikitext2-word-small-ssd.json"],
                   tokenizer="word", data="datasets/wikitext2_word", batch=64, seq_len=128, lr=1e-3, warmup=0,
-                  final_lr_frac=1.0, weight_decay=0.01, epochs=10),
+                  final_lr_frac=1.0, weight_decay=0.01, epochs=10, seeds=5),
     # realistic settings: ~30M (word) and ~39M (GPT-2 BPE) parameters, T 512, warmup + cosine, on the GPU
     "word-medium": dict(configs=["configs/wikitext2-word-medium-mamba2.json", "configs/wikitext2-word-medium-ssd.json"],
                         tokenizer="word", data="datasets/wikitext2_word", batch=16, seq_len=512, lr=6e-4, warmup=100,
-                        final_lr_frac=0.1, weight_decay=0.1, epochs=4),
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=4, seeds=3),
     "gpt2-medium": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
                         tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=512, lr=6e-4, warmup=100,
-                        final_lr_frac=0.1, weight_decay=0.1, epochs=4),
+                        final_lr_frac=0.1, weight_decay=0.1, epochs=4, seeds=3),
 }
 
 STEP_LINE = re.compile(r"^step\s+(\d+)/(\d+) \| loss (\S+) .*\| ([\d.]+) ms \| \d+ tok/s$")
-EVAL_LINE = re.compile(r"^eval (val|test) loss (\S+) tokens (\d+) carry ([01])$")
+EVAL_LINE = re.compile(r"^eval (val|test) loss (\S+) tokens (\d+) carry ([01])( ppl \S+)?$")
+VAL_SECONDS_LINE = re.compile(r"^val loss \S+ \| ppl \S+ \| ([\d.]+) s$")
+EVAL_PROGRESS_LINE = re.compile(r"^evaluating (val|test): (\d+)% \((\d+)/(\d+) targets\) \| ([\d.]+) s \| "
+                                r"about ([\d.]+) s left$")
 PARAMS_LINE = re.compile(r"^parameters: (\d+) \((\d+) with the padded vocab rows\)$")
 DEVICE_LINE = re.compile(r"^device: ([^,]+),")
 VAL_LOG_LINE = re.compile(r"^s:(\d+) tel:(\S+)$")
@@ -168,13 +177,13 @@ def steps_per_epoch(train_shards, batch, seq_len):
     return sum(((shard_tokens(p) - 1) // seq_len) // batch for p in train_shards)
 
 
-def last_step_line(log_path):
-    """The newest step line of a trainer log (read from its last 8 KB), or None."""
-    with open(log_path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 8192))
-        lines = f.read().decode(errors="replace").splitlines()
-    return next((m for m in map(STEP_LINE.match, reversed(lines)) if m), None)
+def duration(seconds):
+    """A time for progress lines: seconds, minutes or hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 TRAINERS = set()  # the trainer processes of this sweep that are running
@@ -207,9 +216,88 @@ def stop_trainers_on_signal():
         signal.signal(signum, handler)
 
 
-def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
+class RunPlan:
+    """What one run will do, for its time estimates: steps, evaluations and the sizes of the eval splits."""
+
+    def __init__(self, max_steps, val_every, eval_tokens, sweep):
+        self.max_steps, self.val_every, self.eval_tokens, self.sweep = max_steps, val_every, eval_tokens, sweep
+
+    def evals_after(self, step):
+        """Val evaluations still due after `step` steps (the trainer's -v: every val_every steps and the last)."""
+        return sum(1 for s in range(step + 1, self.max_steps + 1) if s % self.val_every == 0 or s == self.max_steps)
+
+
+def read_log_state(log_path):
+    """What a trainer log shows so far: its step lines, the seconds of its val evaluations and the newest
+    progress line of an evaluation under way (None once a later line follows it)."""
+    steps, val_seconds, progress = [], [], None
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = STEP_LINE.match(line)
+            if m:
+                steps.append((int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4))))
+                progress = None
+                continue
+            m = VAL_SECONDS_LINE.match(line)
+            if m:
+                val_seconds.append(float(m.group(1)))
+                progress = None
+                continue
+            m = EVAL_PROGRESS_LINE.match(line)
+            if m:
+                progress = m
+            elif EVAL_LINE.match(line):
+                progress = None
+    return steps, val_seconds, progress
+
+
+def training_status(log_path, plan):
+    """A progress line for a training process: its step and loss, and the time left in the run, training
+    (mean step time) plus evaluation (the val evaluations still due at the measured time of one, the test
+    split and the carried-state evaluation afterwards)."""
+    steps, val_seconds, progress = read_log_state(log_path)
+    parts = []
+    if steps:
+        step, total, loss, _ = steps[-1]
+        parts.append(f"step {step}/{total}, loss {loss:.4f}")
+    if progress:
+        parts.append(f"evaluating {progress.group(1)} {progress.group(2)}%")
+    if not parts:
+        return None
+    step = steps[-1][0] if steps else 0
+    timed = [ms for _, _, _, ms in steps[1:]] or [ms for _, _, _, ms in steps]  # the first step warms up
+    train_left = (plan.max_steps - step) * (sum(timed) / len(timed) / 1000) if timed else None
+    eval_left = None
+    if val_seconds or progress:
+        val_s = statistics.mean(val_seconds) if val_seconds else float(progress.group(5)) + float(progress.group(6))
+        test_s = val_s * plan.eval_tokens["test"] / plan.eval_tokens["val"]
+        carried = plan.sweep.carried_seconds() or val_s + test_s
+        eval_left = plan.evals_after(step) * val_s + test_s + carried + (float(progress.group(6)) if progress else 0.0)
+    if train_left is not None and eval_left is not None:
+        parts.append(f"about {duration(train_left + eval_left)} left in this run (training {duration(train_left)}, "
+                     f"evaluation {duration(eval_left)})")
+    elif train_left is not None:
+        parts.append(f"about {duration(train_left)} of training left, plus evaluation")
+    return ", ".join(parts)
+
+
+def evaluation_status(log_path, plan):
+    """A progress line for the carried-state evaluation process (val, then test)."""
+    _, _, progress = read_log_state(log_path)
+    if progress is None:
+        return None
+    split, left = progress.group(1), float(progress.group(6))
+    if split == "val":
+        rate = float(progress.group(5)) / max(1, int(progress.group(3)))
+        left += rate * plan.eval_tokens["test"]
+    return f"evaluating {split} {progress.group(2)}%, about {duration(left)} left in this run"
+
+
+def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None, status=None):
     """Runs cmd with its output in log_path; records the start time for the wall-time total. Every
-    progress_every seconds prints the run's newest step, loss and an estimate of the time left."""
+    progress_every seconds prints status(log_path) (the run's progress and the time left), if any.
+    Returns the seconds it ran."""
     attempts = json.load(open(attempts_path)) if os.path.exists(attempts_path) else []
     attempts.append({"log": os.path.basename(log_path), "start": time.time()})
     with open(attempts_path, "w") as f:
@@ -223,27 +311,49 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None):
                 fail("stopped by a signal")
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             TRAINERS.add(process)
-        first = None  # (time, step) of the first step line seen, for the rate
         while True:
             try:
-                status = process.wait(timeout=progress_every)
+                code = process.wait(timeout=progress_every)
                 break
             except subprocess.TimeoutExpired:
-                m = last_step_line(log_path)
-                if not m:
-                    continue
-                step, total, now = int(m.group(1)), int(m.group(2)), time.time()
-                first = first or (now, step)
-                rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
-                left = f", about {(total - step) / rate / 60:.0f} min left" if rate > 0 else ""
-                print(f"  {label}: step {step}/{total}, loss {float(m.group(3)):.4f}, "
-                      f"{(now - start) / 60:.1f} min{left}", flush=True)
+                line = status(log_path) if status else None
+                if line:
+                    print(f"  {label}: {line} ({duration(time.time() - start)} so far)", flush=True)
     with TRAINERS_LOCK:
         TRAINERS.discard(process)
-    if status != 0:
+    if code != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
-        fail(f"{cmd[0]} exited with status {status}; {log_path} ends with:\n{tail}")
+        fail(f"{cmd[0]} exited with status {code}; {log_path} ends with:\n{tail}")
+    return time.time() - start
+
+
+class Sweep:
+    """The sweep's progress over its runs, for the time-left lines."""
+
+    def __init__(self, total_runs, jobs):
+        self.total, self.jobs, self.done, self.run_seconds, self.carried = total_runs, jobs, 0, [], []
+        self.start = time.time()
+        self.lock = threading.Lock()
+
+    def carried_seconds(self):
+        with self.lock:
+            return statistics.mean(self.carried) if self.carried else None
+
+    def finished(self, seconds=None, carried=None):
+        """Records a run (seconds None: skipped, already done) and prints where the sweep stands."""
+        with self.lock:
+            self.done += 1
+            if seconds is not None:
+                self.run_seconds.append(seconds)
+                self.carried.append(carried)
+            left = ""
+            if self.run_seconds and self.done < self.total:
+                runs_left = self.total - self.done
+                left = (f", about {duration(statistics.mean(self.run_seconds) * runs_left / min(self.jobs, runs_left))}"
+                        f" left")
+            print(f"sweep: {self.done} of {self.total} runs done ({duration(time.time() - self.start)}){left}",
+                  flush=True)
 
 
 def parse_evals(log_path):
@@ -302,7 +412,7 @@ def summarise_run(run_dir, tokens_per_step, final_step):
     }
 
 
-def run_one(args, variant, config_path, seed, splits, max_steps, gpu=None):
+def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tokens, gpu=None):
     """Trains and evaluates one run (skipped if finished); gpu: its CUDA_VISIBLE_DEVICES, or None."""
     run_dir = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
     result_path = os.path.join(run_dir, "result.json")
@@ -313,6 +423,7 @@ def run_one(args, variant, config_path, seed, splits, max_steps, gpu=None):
             fail(f"{result_path}: a finished run of {done_steps} steps, but these settings make {max_steps}: "
                  f"{args.out} holds another sweep; give another --out or remove it")
         print(f"{variant} seed {seed}: done, skipped", flush=True)
+        sweep.finished()
         return
     os.makedirs(run_dir, exist_ok=True)
     attempts_path = os.path.join(run_dir, "attempts.json")
@@ -331,32 +442,41 @@ def run_one(args, variant, config_path, seed, splits, max_steps, gpu=None):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
     on_gpu = f" on GPU {gpu}" if gpu is not None else ""
     print(f"{variant} seed {seed}: training {max_steps} steps{on_gpu} -> {run_dir}", flush=True)
-    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, f"{variant} seed {seed}",
-               args.progress_every, env)
+    plan = RunPlan(max_steps, args.val_every, eval_tokens, sweep)
+    label = f"{variant} seed {seed}"
+    run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, label, args.progress_every,
+               env, lambda log: training_status(log, plan))
     model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
     if not os.path.isfile(model_path):
         fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
     eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
-    run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
-               f"{variant} seed {seed} (carried-state evaluation)", args.progress_every, env)
+    carried_s = run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
+                           f"{label} (carried-state evaluation)", args.progress_every, env,
+                           lambda log: evaluation_status(log, plan))
     result = summarise_run(run_dir, tokens_per_step, max_steps)
-    result.update(variant=variant, seed=seed, config=config_path)
+    result.update(variant=variant, seed=seed, config=shown(config_path))
     with open(result_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
+    step_s, wall = training_seconds(result), result["wall_s"]  # over every attempt of a resumed run
+    print(f"{label}: done in {duration(wall)}: training steps {duration(step_s)}, evaluation and the rest "
+          f"{duration(max(0.0, wall - step_s))}", flush=True)
+    sweep.finished(wall, carried_s)
 
 
-def run_all(args, runs, configs, splits, max_steps):
+def run_all(args, runs, configs, splits, max_steps, eval_tokens):
     """Runs (seed, variant) pairs in order, args.jobs at a time; with --gpus each job slot has its GPU.
     After a failed run the runs already going finish (each is resumable), then the sweep stops."""
     free_slots = queue.Queue()
     for slot in range(args.jobs):
         free_slots.put(slot)
+    sweep = Sweep(len(runs), args.jobs)
 
     def job(seed, variant):
         slot = free_slots.get()
         try:
-            run_one(args, variant, configs[variant][0], seed, splits, max_steps, args.gpus[slot] if args.gpus else None)
+            run_one(args, variant, configs[variant][0], seed, splits, max_steps, sweep, eval_tokens,
+                    args.gpus[slot] if args.gpus else None)
         finally:
             free_slots.put(slot)
 
@@ -386,6 +506,16 @@ def mean_spread(values, fmt, signed=False):
     return f"{f.format(statistics.mean(values))} ± {fmt.format(std)} [{f.format(min(values))}, {f.format(max(values))}]"
 
 
+def training_seconds(result):
+    """Seconds of a run's training steps (from the step times; evaluation excluded)."""
+    return result["train_tokens"] / result["tokens_per_s"] if result.get("tokens_per_s") else 0.0
+
+
+def trainer_shown(path):
+    rel = shown(path)
+    return rel if os.path.isabs(rel) else "./" + rel
+
+
 def ppl(result, split, carry):
     """Perplexity per target: exp(mean cross-entropy)."""
     return math.exp(result["eval"][f"{split}_carry{carry}"]["loss"])
@@ -411,13 +541,16 @@ def write_report(args, results, meta):
     lines += [f"- data: `{os.path.relpath(args.data, REPO)}` ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}); "
               f"train {meta['train_tokens']:,} tokens",
               f"- models: {', '.join(f'{v} `{p}`' for v, p in meta['configs'].items())}",
-              f"- trainer: `{args.trainer}` on {', '.join(devices)}; B {args.batch}, T {args.seq_len}, {meta['max_steps']} steps "
+              f"- trainer: `{trainer_shown(args.trainer)}` on {', '.join(devices)}; B {args.batch}, T {args.seq_len}, {meta['max_steps']} steps "
               f"({meta['epochs']:.2f} epochs, {meta['max_steps'] * args.batch * args.seq_len:,} tokens), AdamW lr "
               f"{args.lr:g} ({schedule}), weight decay {args.weight_decay:g}",
               f"- seeds: {', '.join(str(s) for s in meta['seeds'])} (a seed fixes the data order, identical for "
               f"both variants, and the initialisation)",
-              f"- evaluation: every target of the val ({meta['eval_tokens']['val']:,}) and test "
-              f"({meta['eval_tokens']['test']:,}) splits in windows of T = {args.seq_len}; \"fresh\": each window "
+              f"- evaluation: {'the first ' if args.eval_tokens else 'every '}"
+              f"{'targets' if args.eval_tokens else 'target'} of the val ({meta['eval_tokens']['val']:,}) and test "
+              f"({meta['eval_tokens']['test']:,}) splits"
+              f"{' (--eval-tokens: a quick estimate, not comparable with whole-split numbers)' if args.eval_tokens else ''}"
+              f" in windows of T = {args.seq_len}; \"fresh\": each window "
               f"starts from a zero state, \"carried\": the state flows from window to window"]
     if words:
         lines.append(f"- words (whitespace tokens + one <eos> per line of the raw text): val {words['val']:,}, "
@@ -428,7 +561,7 @@ def write_report(args, results, meta):
               f"test ppl {unit} (carried)"]
     if not word_level and words:
         header += ["test ppl per word", "test ppl per word (carried)"]
-    header += ["best val loss", "at tokens", "train tokens/s", "wall time per run"]
+    header += ["best val loss", "at tokens", "train tokens/s", "wall time per run", "of it training steps"]
     lines += ["## Mean ± std over seeds [min, max]", "", "| " + " | ".join(header) + " |",
               "|" + "---|" * len(header)]
     for v in variants:
@@ -442,7 +575,8 @@ def write_report(args, results, meta):
         best = [min(r["val_curve"], key=lambda point: point[1]) for r in rs if r["val_curve"]]
         row += [mean_spread([loss for _, loss in best], "{:.4f}"), mean_spread([tokens / 1e6 for tokens, _ in best], "{:.1f}M"),
                 mean_spread([r["tokens_per_s"] for r in rs if r["tokens_per_s"]], "{:,.0f}"),
-                mean_spread([r["wall_s"] for r in rs], "{:.1f}") + " s"]
+                mean_spread([r["wall_s"] for r in rs], "{:.1f}") + " s",
+                mean_spread([100 * training_seconds(r) / r["wall_s"] for r in rs if r["wall_s"]], "{:.0f}") + " %"]
         lines.append("| " + " | ".join(row) + " |")
     paired = [(a, b) for a in by_variant.get("mamba2", []) for b in by_variant.get("ssd-mamba", [])
               if a["seed"] == b["seed"]]
@@ -466,9 +600,11 @@ def write_report(args, results, meta):
               ("Word level: one target per word and per line's <eos>; the split's first token (the <eos> of its "
                "blank first line) is context only. " if word_level else
                "Per word: exp(total cross-entropy over the split's BPE targets / number of words). ") +
-              "Tokens/s counts training steps only; wall time includes evaluation. \"Best val loss\" is the lowest "
-              "full-split val loss seen during training (fresh state), \"at tokens\" where it was. See README.md, "
-              "\"Comparing SSD-Mamba (diagonal A) with Mamba-2 (scalar A) on WikiText-2\".", ""]
+              "Tokens/s counts training steps only; wall time includes evaluation, and \"of it training steps\" is "
+              "the share of the wall time spent in training steps (the rest: evaluations, checkpoints, start-up). "
+              "\"Best val loss\" is the lowest "
+              "full-split val loss seen during training (fresh state), \"at tokens\" where it was. See "
+              "docs/compare.md.", ""]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -524,10 +660,14 @@ def plot_curves(args, results):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Compare SSD-Mamba (diagonal A) with Mamba-2 (scalar A) on WikiText-2.")
-    p.add_argument("--preset", choices=list(PRESETS), default="paper")
-    p.add_argument("--trainer", default="./train_ssd", help="./train_ssd (CPU) or ./train_ssdcu (CUDA)")
-    p.add_argument("--out", help="sweep directory (default results/wikitext2/<preset>)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per variant, at least 3 (default 5)")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper",
+                   help="quick (CPU, minutes), paper, word-medium, gpt2-medium (default paper)")
+    p.add_argument("--trainer", default=os.path.join(REPO, "train_ssd"),
+                   help="./train_ssd (CPU, the default) or ./train_ssdcu (CUDA)")
+    p.add_argument("--out", help="sweep directory (default runs/compare/<preset>; the committed sweeps are in "
+                                 "results/wikitext2/<preset>)")
+    p.add_argument("--seeds", type=int, help="seeds per variant, at least 3 (default: the preset's, 5 for paper, "
+                                             "else 3)")
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--configs", nargs=2, metavar=("A.json", "B.json"), help="the scalar and the diagonal config")
     p.add_argument("--data", help="prepared dataset dir (*_{train,val,test}_*.bin and tokenizer.bin)")
@@ -542,6 +682,8 @@ def parse_args(argv):
     p.add_argument("--epochs", type=float, help="training length in epochs of the train split")
     p.add_argument("--steps", type=int, help="training length in steps (instead of --epochs)")
     p.add_argument("--val-every", type=int, help="steps between val evaluations (default: 20 per run)")
+    p.add_argument("--eval-tokens", type=int, help="evaluate only the first N targets of the val and test splits "
+                                                   "(default: all of them; quick: 10000)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: 10 per run)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads per run (-th; default all cores, divided among --jobs)")
@@ -553,16 +695,26 @@ def parse_args(argv):
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
-    args.configs = args.configs or preset["configs"]
+    # the preset's files are the repository's; paths given here are taken from the current directory
+    args.configs = [os.path.abspath(c) for c in args.configs] if args.configs else \
+        [os.path.join(REPO, c) for c in preset["configs"]]
     if args.data is None:
         args.data = os.path.join(REPO, preset["data"])
         args.tokenizer = args.tokenizer or preset["tokenizer"]
-    for key in ("batch", "seq_len", "lr", "warmup", "final_lr_frac", "weight_decay"):
+    else:
+        args.data = os.path.abspath(args.data)
+    for key in ("batch", "seq_len", "lr", "warmup", "final_lr_frac", "weight_decay", "seeds"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     if args.epochs is None and args.steps is None:
-        args.epochs = preset["epochs"]
-    args.out = args.out or os.path.join(REPO, "results", "wikitext2", args.preset)
+        args.epochs, args.steps = preset.get("epochs"), preset.get("steps")
+    if args.val_every is None:
+        args.val_every = preset.get("val_every")
+    if args.eval_tokens is None:
+        args.eval_tokens = preset.get("eval_tokens")
+    args.out = os.path.abspath(args.out) if args.out else os.path.join(REPO, "runs", "compare", args.preset)
+    if args.eval_tokens is not None and args.eval_tokens < 1:
+        p.error("--eval-tokens must be positive")
     if args.seeds < 3:
         p.error("--seeds must be at least 3: the report gives a spread over seeds")
     if args.batch < 1 or args.seq_len < 1 or (args.steps is not None and args.steps < 1):
@@ -582,7 +734,47 @@ def parse_args(argv):
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if not args.report_only and not (os.path.isfile(args.trainer) and os.access(args.trainer, os.X_OK)):
         p.error(f"--trainer {args.trainer}: not an executable file (build it with make)")
+    args.trainer = os.path.abspath(args.trainer)
     return args
+
+
+def shown(path):
+    """A path as the report and results.json show it: relative to the repository when inside it."""
+    rel = os.path.relpath(path, REPO)
+    return path if rel.startswith("..") else rel
+
+
+def limit_eval_splits(args, splits, eval_tokens):
+    """--eval-tokens N: the val and test splits cut to their first N targets (N + 1 tokens, from the sorted
+    shards, as one raw shard) in <out>/runs/eval_data, for quick sweeps."""
+    directory = os.path.join(args.out, "runs", "eval_data")
+    os.makedirs(directory, exist_ok=True)
+    for split in ("val", "test"):
+        tokens, need = [], args.eval_tokens + 1
+        for path in sorted(glob.glob(splits[split])):
+            if path.endswith(".zst"):
+                data = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout
+            else:
+                with open(path, "rb") as f:
+                    data = f.read()
+            header = np.frombuffer(data[:1024], dtype="<i4")
+            tokens.append(np.frombuffer(data[1024:], dtype="<u2" if header[1] == 1 else "<u4")[:need])
+            need -= len(tokens[-1])
+            if need <= 0:
+                break
+        tokens = np.concatenate(tokens)
+        header = np.zeros(256, dtype="<i4")
+        header[:3] = [SHARD_MAGIC, 2, len(tokens)]
+        out = os.path.join(directory, f"first{args.eval_tokens}_{split}_000000.bin")
+        with open(out + ".tmp", "wb") as f:
+            f.write(header.tobytes() + tokens.astype("<u4").tobytes())
+        os.replace(out + ".tmp", out)
+        splits[split] = os.path.join(directory, f"first{args.eval_tokens}_{split}_*.bin")
+        eval_tokens[split] = len(tokens) - 1
+    with open(os.path.join(args.data, "tokenizer.bin"), "rb") as f:  # beside the shards, as prepro.py leaves it
+        tokenizer = f.read()
+    with open(os.path.join(directory, "tokenizer.bin"), "wb") as f:
+        f.write(tokenizer)
 
 
 def main(argv=None):
@@ -604,8 +796,12 @@ def main(argv=None):
     max_steps = args.steps if args.steps is not None else max(1, round(args.epochs * per_epoch))
     args.val_every = args.val_every or max(1, max_steps // 20)
     args.checkpoint_every = args.checkpoint_every or max(1, max_steps // 10)
+    if args.eval_tokens:
+        limit_eval_splits(args, splits, eval_tokens)
     words = None
-    if all(os.path.isfile(os.path.join(args.raw, f)) for f in RAW_SPLIT_FILES.values()):
+    if args.eval_tokens:
+        pass  # the raw text's word counts are those of the whole splits
+    elif all(os.path.isfile(os.path.join(args.raw, f)) for f in RAW_SPLIT_FILES.values()):
         words = {s: count_words(os.path.join(args.raw, f)) for s, f in RAW_SPLIT_FILES.items()}
         if info["kind"] == "word":
             for s in RAW_SPLIT_FILES:  # a word-level split predicts every word but its first
@@ -625,7 +821,7 @@ def main(argv=None):
         # seed-major: a stopped sweep has both variants of its finished seeds
         runs = [(seed, variant) for seed in seeds for variant in ("mamba2", "ssd-mamba")]
         stop_trainers_on_signal()
-        run_all(args, runs, configs, splits, max_steps)
+        run_all(args, runs, configs, splits, max_steps, eval_tokens)
 
     results = []
     for path in sorted(glob.glob(os.path.join(args.out, "runs", "*", "result.json"))):
@@ -637,7 +833,7 @@ def main(argv=None):
         fail(f"no finished runs in {args.out}/runs for these settings")
     meta = {"tokenizer": info["kind"], "vocab_size": info["vocab_size"], "max_steps": max_steps,
             "epochs": max_steps / per_epoch, "seeds": sorted({r["seed"] for r in results}),
-            "eval_tokens": eval_tokens, "words": words, "configs": {v: c[0] for v, c in configs.items()},
+            "eval_tokens": eval_tokens, "words": words, "configs": {v: shown(c[0]) for v, c in configs.items()},
             "train_tokens": sum(shard_tokens(s) for s in glob.glob(splits["train"]))}
     if os.path.isfile(command_path):
         with open(command_path) as f:

@@ -2,7 +2,7 @@
 """Converts an ssd.c model file into a Hugging Face transformers Mamba2ForCausalLM checkpoint
 (config.json + model.safetensors, fp32) that Mamba2ForCausalLM.from_pretrained(DIR) loads.
 
-    python scripts/hf_export.py --in model.bin --out DIR [--allow-diagonal]
+    python3 scripts/hf_export.py --in model.bin --out DIR [--allow-diagonal]
 
 transformers has no diagonal-A Mamba2: a diagonal (SSD-Mamba) model is refused unless
 --allow-diagonal is given, which writes the same layout with A_log of shape [heads, d_state]

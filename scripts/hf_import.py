@@ -2,7 +2,7 @@
 """Converts a Hugging Face Mamba-2 checkpoint (mamba_ssm or transformers layout: config.json +
 model.safetensors, sharded safetensors, or pytorch_model.bin) into an ssd.c model file.
 
-    python scripts/hf_import.py --in DIR --out model.bin [--bf16] [--tokenizer NAME]
+    python3 scripts/hf_import.py --in DIR --out model.bin [--bf16] [--tokenizer NAME]
 """
 import argparse
 import os

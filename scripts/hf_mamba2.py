@@ -318,5 +318,10 @@ def export_checkpoint(cfg, tensors, directory, allow_diagonal=False):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf, f, indent=2)
-    save_file(out, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    path = os.path.join(directory, "model.safetensors")
+    save_file(out, path, metadata={"format": "pt"})
+    # safetensors writes through a private temporary file (mode 0600); give it the mode any new file gets
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return notes

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The default job end to end on a fresh machine: install what the build needs, build the CPU
-# trainer, prepare Tiny Shakespeare (GPT-2 tokens), train the tiny Mamba-2 config, print a sample.
+# trainer, prepare Tiny Shakespeare (GPT-2 tokens), train the tiny Mamba-2 config into runs/quickstart
+# (main.log, the final model and its tokenizer), print a sample and the commands that use the model.
 #   bash scripts/quickstart.sh [path/to/input.txt] [extra train_ssd flags...]
-# Without a path it uses ../shared/data/tinyshakespeare/input.txt, or downloads the text.
+# Without a path it uses ../shared/data/tinyshakespeare/input.txt, or downloads the text. Run again,
+# it resumes runs/quickstart (-y 1): a finished run is evaluated and sampled again, not retrained;
+# delete runs/quickstart to train from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +27,15 @@ if [ ! -f "$input" ]; then
 fi
 python3 scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2 --input "$input"
 ./train_ssd -e configs/mamba2-tiny.json -b 4 -t 128 -x 150 -l 3e-3 -u 10 -q 0.1 -v 50 -m 10 -g 96 -sk 40 \
-    -o runs/quickstart "$@"
+    -o runs/quickstart -y 1 "$@"
+model=$(ls runs/quickstart/model_*.bin | tail -n 1)
+cat << EOF
+
+The model is saved in $model (with main.log and tokenizer.bin beside it). Next:
+  # another sample (-R 2 for another seed)
+  ./train_ssd -e $model -x 0 -v 0 -g 200 -sk 40
+  # the loss curves -> runs/quickstart/loss.png
+  python3 scripts/plot.py runs/quickstart
+  # train it further: a new run from its weights
+  ./train_ssd -e $model -o runs/more -x 150 -l 1e-3
+EOF

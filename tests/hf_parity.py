@@ -5,7 +5,7 @@ save_pretrained()s it, imports it with scripts/hf_import.py, runs tests/logits_m
 logits (max |diff| / max |ref| <= 1e-4 in fp32). It also checks the way back (hf_export.py output
 loads with from_pretrained and gives the same logits) and the pytorch_model.bin / mamba_ssm path.
 
-    python tests/hf_parity.py [--logits-main build/logits_main]
+    python3 tests/hf_parity.py [--logits-main build/logits_main]
 """
 import argparse
 import inspect

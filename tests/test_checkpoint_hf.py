@@ -191,6 +191,20 @@ def test_roundtrip(tmp, results):
                "hf_roundtrip", f"{label}: model file -> export -> import: tensors {'bit-exact' if same_t else 'exact except the dropped padding rows' if lossless else 'DIFFER'}, config {'equal' if same_c else 'DIFFERS'}")
 
 
+def test_export_permissions(tmp, results):
+    """The exported files get the mode of any new file (0666 less the umask), not safetensors' private 0600."""
+    label, (d, cfg, ours) = next(iter(results.items()))
+    out = os.path.join(tmp, "export_mode")
+    old = os.umask(0o022)
+    try:
+        export_checkpoint(cfg, ours, out)
+    finally:
+        os.umask(old)
+    modes = {name: os.stat(os.path.join(out, name)).st_mode & 0o777 for name in ("config.json", "model.safetensors")}
+    report(modes == {"config.json": 0o644, "model.safetensors": 0o644}, "hf_export_permissions",
+           f"umask 022: {', '.join(f'{n} {m:o}' for n, m in modes.items())} (0644: readable by everyone)")
+
+
 def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
@@ -355,6 +369,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ssd_test_hf_") as tmp:
         results = test_import_layouts(tmp)
         test_roundtrip(tmp, results)
+        test_export_permissions(tmp, results)
         test_c_interop(tmp, results)
         test_bad_inputs(tmp)
         test_diagonal(tmp)

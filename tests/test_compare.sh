@@ -154,18 +154,30 @@ else
     fail "compare_gpus_refused" "exit $s: $out / exit $s2: $out2"
 fi
 
-# progress lines while a run trains: a stand-in trainer prints two step lines 0.5 s apart (the sweep
-# then stops, as it writes no checkpoint)
-printf '#!/usr/bin/env bash\necho "step     1/30 | loss 7.100000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\necho "step     2/30 | loss 6.900000 | norm 1.0 | lr 1.00e-03 | 1.0 ms | 100 tok/s"\nsleep 0.5\n' > "$work/slow_trainer"
+# progress lines while a run trains: a stand-in trainer prints step lines of 1 s each, a val evaluation
+# of 2 s and an evaluation under way, 0.5 s apart (the sweep then stops, as it writes no checkpoint). The
+# time left: 28 steps of 1 s; the val evaluations at steps 10, 20, 30 (2 s each), the test split (2 s x
+# test/val targets), the carried-state evaluation (as long as val + test until one was measured), and
+# the 1 s left of the evaluation under way
+printf '#!/usr/bin/env bash\necho "step     1/30 | loss 7.100000 | norm 1.0 | lr 1.00e-03 | 1000.0 ms | 100 tok/s"\necho "val loss 7.000000 | ppl 1096.63 | 2.00 s"\nsleep 0.5\necho "step     2/30 | loss 6.900000 | norm 1.0 | lr 1.00e-03 | 1000.0 ms | 100 tok/s"\necho "evaluating val: 50%% (10/20 targets) | 1.0 s | about 1.0 s left"\nsleep 0.5\n' > "$work/slow_trainer"
 chmod +x "$work/slow_trainer"
 out=$(python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" \
-      --raw "$work/raw" --out "$work/progress" --seeds 3 --steps 30 --batch 4 --seq-len 32 --trainer "$work/slow_trainer" \
-      --progress-every 0.2 2>&1)
-if grep -qE '^  mamba2 seed 1: step 1/30, loss 7.1000, 0.0 min' <<< "$out" &&
-   grep -qE '^  mamba2 seed 1: step 2/30, loss 6.9000, 0.0 min, about [0-9]+ min left' <<< "$out"; then
-    pass "compare_progress" "$(grep -c '^  mamba2 seed 1: step' <<< "$out") progress lines for a 1 s run at --progress-every 0.2"
+      --raw "$work/raw" --out "$work/progress" --seeds 3 --steps 30 --batch 4 --seq-len 32 --val-every 10 \
+      --trainer "$work/slow_trainer" --progress-every 0.2 2>&1)
+expect=$(awk -v v=$((val_ntok - 1)) -v t=$((test_ntok - 1)) 'BEGIN {r = t / v; e = 6 + 2 * r + (2 + 2 * r) + 1;
+    printf "about %.0f s left in this run (training 28 s, evaluation %.0f s)", 28 + e, e}')
+if grep -qE '^  mamba2 seed 1: step 1/30, loss 7.1000, about [0-9]+ s left in this run \(training 29 s, evaluation [0-9]+ s\) \([0-9]+ s so far\)$' <<< "$out" &&
+   grep -qF "  mamba2 seed 1: step 2/30, loss 6.9000, evaluating val 50%, $expect" <<< "$out"; then
+    pass "compare_progress" "$(grep -c '^  mamba2 seed 1: step' <<< "$out") progress lines for a 1 s run at --progress-every 0.2: '$(grep -m1 'step 2/30' <<< "$out" | cut -c3-)'"
 else
-    fail "compare_progress" "$(head -6 <<< "$out")"
+    fail "compare_progress" "expected '...$expect': $(head -6 <<< "$out")"
+fi
+if grep -qE '^mamba2 seed [123]: done in [0-9.]+ (s|min): training steps [0-9.]+ (s|min), evaluation and the rest [0-9.]+ (s|min)$' "$work/sweep.log" &&
+   grep -qE '^sweep: 6 of 6 runs done \([0-9.]+ (s|min)\)$' "$work/sweep.log" && grep -qE '^sweep: 1 of 6 runs done .*, about [0-9.]+ (s|min) left$' "$work/sweep.log" &&
+   grep -q "| of it training steps |" "$report"; then
+    pass "compare_run_times" "$(grep -m1 'done in' "$work/sweep.log"); $(grep -m1 '^sweep: 1 of' "$work/sweep.log")"
+else
+    fail "compare_run_times" "$(grep -E 'done in|^sweep' "$work/sweep.log" | head -3)"
 fi
 words_line=$(grep "^- words" "$report" | tr -d ,)
 if grep -q "val $val_ntok test $test_ntok" <<< "$words_line"; then
@@ -244,6 +256,47 @@ if [ $s -eq 0 ] && grep -q "test ppl per word (carried)" "$work/bpe/report.md" &
     pass "compare_bpe_per_word" "$check_bpe"
 else
     fail "compare_bpe_per_word" "exit $s: $check_bpe $(tail -3 "$work/bpe.log")"
+fi
+
+# ---- defaults: the output dir is not the committed results/, the presets' files are the repository's ----
+defaults=$(cd "$work" && python3 - "$OLDPWD" << 'EOF'
+import os, sys
+repo = sys.argv[1]
+sys.path.insert(0, os.path.join(repo, "scripts"))
+import compare
+problems = []
+for preset in compare.PRESETS:
+    a = compare.parse_args(["--preset", preset, "--report-only"])
+    if a.out != os.path.join(repo, "runs", "compare", preset):
+        problems.append(f"{preset}: out {a.out}")
+    if not all(os.path.isfile(c) for c in a.configs) or not a.data.startswith(os.path.join(repo, "datasets")):
+        problems.append(f"{preset}: configs {a.configs} data {a.data}")
+seeds = {p: compare.parse_args(["--preset", p, "--report-only"]).seeds for p in compare.PRESETS}
+if seeds != {"quick": 3, "paper": 5, "word-medium": 3, "gpt2-medium": 3}:
+    problems.append(f"seeds {seeds}")
+print("; ".join(problems) if problems else f"from {os.getcwd()}: runs/compare/<preset>, configs and data of the "
+      f"repository; seeds {seeds}")
+EOF
+)
+if [ -n "$defaults" ] && ! grep -q ": out\|: configs\|^seeds\|Error" <<< "$defaults"; then
+    pass "compare_defaults" "$defaults"
+else
+    fail "compare_defaults" "$defaults"
+fi
+
+# ---- --eval-tokens: the first N targets of val and test ----
+python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" --raw "$work/raw" \
+    --out "$work/firstn" --seeds 3 --steps 2 --batch 4 --seq-len 32 --val-every 2 --checkpoint-every 2 --eval-tokens 100 \
+    --threads 2 > "$work/firstn.log" 2>&1; s=$?
+firstn=$(python3 -c "
+import json, sys
+runs = json.load(open(sys.argv[1]))['runs']
+tokens = {e['tokens'] for r in runs for e in r['eval'].values()}
+print('ok' if len(runs) == 6 and tokens == {100} else f'{len(runs)} runs, eval tokens {tokens}')" "$work/firstn/results.json" 2>&1)
+if [ $s -eq 0 ] && [ "$firstn" = ok ] && grep -q "the first targets of the val (100) and test (100) splits (--eval-tokens" "$work/firstn/report.md"; then
+    pass "compare_eval_tokens" "6 runs, every evaluation over the first 100 targets, said in the report"
+else
+    fail "compare_eval_tokens" "exit $s, $firstn: $(tail -3 "$work/firstn.log")"
 fi
 
 # ---- configs that do not fit ----

@@ -208,11 +208,12 @@ if command -v mpirun > /dev/null && nm train_ssd 2> /dev/null | grep -q MPI_Init
     kill -s TERM $rank1
     wait "$mpirun_pid"
     s=$?
+    done_file=$(ls "$work/mpi" | grep '^DONE_' | tail -1)
+    state_files=$(ls "$work/mpi" | grep -c "^state_${done_file#DONE_}_0000[01].bin")
     mpirun --oversubscribe -np 2 ./train_ssd "${ranks[@]}" -o "$work/mpi" -y 1 > "$work/mpi2.log" 2>&1
     s2=$?
-    done_file=$(ls "$work/mpi" | grep '^DONE_' | tail -1)
-    if [ $s = 75 ] && [ -n "$done_file" ] && grep -q "world_size 2" "$work/mpi/$done_file" && [ $s2 = 0 ] &&
-       [ -f "$work/mpi/state_${done_file#DONE_}_00000.bin" ] && [ -f "$work/mpi/state_${done_file#DONE_}_00001.bin" ] &&
+    if [ $s = 75 ] && [ -n "$done_file" ] && [ "${done_file#DONE_}" != 00000040 ] && grep -q "world_size 2" "$work/mpi/$done_file" &&
+       [ "$state_files" = 2 ] && [ $s2 = 0 ] &&
        [ "$(steps "$work/mpi_straight.log")" = "$(steps "$work/mpi1.log" "$work/mpi2.log" | sed 's/^[^:]*://')" ]; then
         pass "signal_two_ranks" "SIGTERM to one rank: both ranks stopped at ${done_file#DONE_} (exit 75, both state files); resumed = uninterrupted"
     else

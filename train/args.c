@@ -26,7 +26,10 @@ void args_defaults(TrainArgs *a) {
     a->val_every = 20;
     a->val_max_steps = 20;
     a->eval_carry = 0;
-    a->sample_every = 0;
+    a->task_path = NULL;
+    a->task_every = 0;
+    a->task_rows_path = NULL;
+    a->sample_every = -1; /* not given: one sample at the end */
     a->gen_T = 64;
     a->temperature = 1.0f;
     a->top_k = 0;
@@ -54,7 +57,8 @@ void args_print_help(const char *program) {
             "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
             "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
             "  -ti <glob>   test shards, evaluated in full after training (default: none)\n"
-            "  -tk <file>   tokenizer.bin for decoding samples (default: beside the train shards)\n"
+            "  -tk <file>   tokenizer.bin for decoding samples; must be the model's (default: the model's own,\n"
+            "               found beside the model file or the data)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
             "model\n"
             "  -e <file>    JSON config (fresh init; fields and ranges: docs/config.md) or model file\n"
@@ -79,16 +83,21 @@ void args_print_help(const char *program) {
             "               (default 20)\n"
             "  -ec <0|1>    full-split evaluation (-m -1, -ti) carries the recurrent state across\n"
             "               consecutive windows of T tokens: 1, or starts each window fresh: 0 (default 0)\n"
-            "  -s <int>     print a sample every N steps, 0 for never [0, %d] (default 0; one at the end)\n"
+            "  -ta <file>   downstream task to score zero-shot (scripts/prepare_task.py; default: none)\n"
+            "  -tv <int>    score the task every N steps, 0 for only after the last [0, %d] (default 0)\n"
+            "  -tp <file>   write every row's task score (item, ending, log-likelihood, greedy) to file\n"
+            "  -s <int>     sample every N steps and at the end [0, %d], 0 for never (default: at the end only)\n"
             "  -g <int>     tokens to generate per sample [0, 1048576] (default 64)\n"
             "  -st <float>  sampling temperature, 0 for greedy [0, 100] (default 1.0)\n"
             "  -sk <int>    top-k sampling, 0 for the full distribution [0, %d] (default 0)\n"
             "output and checkpoints\n"
-            "  -o <dir>     output dir for main.log and checkpoints (default: none); a directory that holds\n"
-            "               a run (main.log or checkpoints) is refused unless -y 1 resumes it or -ow 1\n"
+            "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none); a\n"
+            "               directory that holds a run (main.log or checkpoints) is refused unless -y 1\n"
+            "               resumes it or -ow 1 replaces it\n"
             "  -ow <0|1>    1: a fresh run replaces the run in -o (deletes its main.log and checkpoints)\n"
             "               (default 0)\n"
-            "  -n <int>     checkpoint every N steps, 0 for never [0, %d] (default 0)\n"
+            "  -n <int>     checkpoint every N steps; with -o the last step is always saved [0, %d]\n"
+            "               (default 0: only it)\n"
             "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
             "  -nk <int>    keep only the last K checkpoints, 0 for all [0, %d] (default 0)\n"
             "  -nm <int>    also keep every M-th step's checkpoint [0, %d] (default 0)\n"
@@ -110,7 +119,7 @@ void args_print_help(const char *program) {
             "  or a non-finite evaluation (the last checkpoint is left as it was); %d stopped by a signal\n",
             program, ARGS_MAX_TOKENS, ARGS_MAX_ACCUM, ARGS_MAX_COUNT, ARGS_MAX_COUNT, EXIT_NONFINITE, ARGS_MAX_COUNT,
             ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT,
-            EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_INTERRUPTED);
+            ARGS_MAX_COUNT, EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_INTERRUPTED);
 }
 
 /* A flag's value: where it goes in TrainArgs and, for a number, its valid range. */
@@ -128,7 +137,8 @@ typedef struct {
 #define FLOAT(name, field, lo, hi) {name, FLAG_FLOAT, offsetof(TrainArgs, field), lo, hi, 0}
 static const FlagSpec FLAGS[] = {
     TEXT("i", train_pattern), TEXT("j", val_pattern), TEXT("ti", test_pattern), TEXT("o", output_dir),
-    TEXT("e", init_from), TEXT("tk", tokenizer_path), TEXT("rd", rendezvous_dir),
+    TEXT("e", init_from), TEXT("tk", tokenizer_path), TEXT("rd", rendezvous_dir), TEXT("ta", task_path),
+    TEXT("tp", task_rows_path), INT("tv", task_every, 0, ARGS_MAX_COUNT),
     INT("b", B, 1, 65536), INT("t", T, 1, 1048576),
     {"d", FLAG_LONG, offsetof(TrainArgs, total_batch_size), 1, 1125899906842624.0 /* 2^50 */, 1},
     INT("x", max_steps, -1, ARGS_MAX_COUNT), FLOAT("l", learning_rate, 0, 10), INT("u", warmup_steps, 0, ARGS_MAX_COUNT),
@@ -217,6 +227,10 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     }
     if (a->max_steps == 0 && a->resume) {
         fprintf(stderr, "%s: -x 0 evaluates the model given by -e; it cannot resume (-y 1)\n", program);
+        exit(1);
+    }
+    if ((a->task_every > 0 || a->task_rows_path) && a->task_path == NULL) {
+        fprintf(stderr, "%s: %s needs a task file (-ta)\n", program, a->task_every > 0 ? "-tv" : "-tp");
         exit(1);
     }
     if (a->checkpoint_every > 0 && a->output_dir == NULL) {

@@ -22,7 +22,7 @@ typedef struct {
     const char *test_pattern;    /* -ti glob of test shards, evaluated in full after training (NULL: none) */
     const char *output_dir;      /* -o  logs and checkpoints (NULL: none) */
     const char *init_from;       /* -e  JSON config (fresh init) or model file (fine-tune) */
-    const char *tokenizer_path;  /* -tk tokenizer.bin for samples (default: beside the train shards) */
+    const char *tokenizer_path;  /* -tk tokenizer.bin for samples (default: the model's, train/train_run.c) */
     int B;                       /* -b  micro-batch rows */
     int T;                       /* -t  sequence length */
     long total_batch_size;       /* -d  tokens per optimizer step over all ranks (-1: B*T*world) */
@@ -35,11 +35,14 @@ typedef struct {
     int val_every;               /* -v  val loss every N steps (0: never) */
     int val_max_steps;           /* -m  val batches per eval (-1: every target of the val split) */
     int eval_carry;              /* -ec 1: full-split evaluations carry the recurrent state across windows */
-    int sample_every;            /* -s  sample every N steps (0: never) */
+    const char *task_path;       /* -ta task file (data/task.h) scored zero-shot (NULL: none) */
+    int task_every;              /* -tv score the task every N steps (0: at the end only) */
+    const char *task_rows_path;  /* -tp write each row's task score to this file (NULL: none) */
+    int sample_every;            /* -s  sample every N steps and at the end (0: never; -1, the default: at the end) */
     int gen_T;                   /* -g  tokens to generate */
     float temperature;           /* -st */
     int top_k;                   /* -sk (0: full distribution) */
-    int checkpoint_every;        /* -n  checkpoint every N steps (0: never) */
+    int checkpoint_every;        /* -n  checkpoint every N steps (0: only the last step, with -o) */
     int resume;                  /* -y  1: resume from the newest complete checkpoint in -o */
     int keep_last;               /* -nk checkpoints kept (0: all) */
     int keep_every;              /* -nm also keep every M-th step's checkpoint (0: none) */

@@ -123,7 +123,9 @@ int train_settings_compare(const TrainSettings *a, const TrainSettings *b, char 
     CHECK_INT(B, batch_hint)
     CHECK_INT(T, "")
     CHECK_INT(total_batch_size, batch_hint)
-    CHECK_INT(max_steps, "")
+    CHECK_INT(max_steps, "; to resume, give the checkpoint's -x. To train a finished run for more steps, start a new "
+                         "run from its last model file: -e <dir>/model_<step>.bin -o <new dir> -x <more steps> (the "
+                         "weights carry over; the optimizer state, LR schedule and data order start afresh)")
     CHECK_INT(warmup_steps, "")
     CHECK_FLOAT(learning_rate)
     CHECK_FLOAT(final_lr_frac)

@@ -27,10 +27,26 @@ static double evaluator_loss_sum_carry(void *self, const int *inputs, const int 
     return sum_losses(e->model);
 }
 
+static void evaluator_token_scores(void *self, const int *inputs, const int *targets, int B, int T, double *losses,
+                                   unsigned char *hits) {
+    MambaEvaluator *e = (MambaEvaluator *)self;
+    Mamba *model = e->model;
+    mamba_forward(model, inputs, targets, B, T);
+    int V = model->config.vocab_size, Vp = model->config.padded_vocab;
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        const real *logits = model->acts.logits + i * Vp;
+        real target_logit = logits[targets[i]];
+        unsigned char hit = 1;
+        for (int v = 0; v < V && hit; v++) hit = logits[v] <= target_logit;
+        losses[i] = model->acts.losses[i];
+        hits[i] = hit;
+    }
+}
+
 EvalForward mamba_evaluator_init(MambaEvaluator *evaluator, Mamba *model) {
     memset(evaluator, 0, sizeof(*evaluator));
     evaluator->model = model;
-    EvalForward forward = {evaluator, evaluator_loss_sum, evaluator_loss_sum_carry};
+    EvalForward forward = {evaluator, evaluator_loss_sum, evaluator_loss_sum_carry, evaluator_token_scores};
     return forward;
 }
 

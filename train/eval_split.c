@@ -5,6 +5,7 @@
 #include "train/eval_split.h"
 #include "common/utils.h"
 
+#include <math.h>
 #include <string.h>
 
 /* the loader reads this many tokens per block; pairs are read sequentially, so small blocks suffice */
@@ -82,10 +83,33 @@ static void forward_sums_add(ForwardSums *f, int mine, double loss_sum, double t
     f->count++;
 }
 
+void eval_split_show_progress(EvalSplit *split, const char *label, double seconds) {
+    split->label = label;
+    split->progress_every = seconds;
+}
+
+typedef struct {
+    double start, last;
+} Progress;
+
+/* A progress line when progress_every seconds passed since the last one (the targets handed out so far
+ * measure the work done: every rank walks every window). */
+static void progress_tick(const EvalSplit *split, Progress *p) {
+    if (split->label == NULL || split->total_targets == 0) return;
+    double now = wall_seconds();
+    if (now - p->last < split->progress_every || split->consumed == split->total_targets) return;
+    p->last = now;
+    double done = (double)split->consumed / (double)split->total_targets, elapsed = now - p->start;
+    printf("evaluating %s: %.0f%% (%zu/%zu targets) | %.1f s | about %.1f s left\n", split->label, 100.0 * done,
+           split->consumed, split->total_targets, elapsed, done > 0 ? elapsed * (1.0 - done) / done : 0.0);
+    fflush(stdout);
+}
+
 EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalForward *forward, Comm *comm) {
     int rank = comm ? comm->rank : 0, world = comm ? comm->world : 1;
     int T = split->T;
     ForwardSums sums = {NULL, 0, 0};
+    Progress progress = {wall_seconds(), wall_seconds()};
     eval_split_reset(split);
     if (carry) {
         long stream = -1;
@@ -96,6 +120,7 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
                                                          split->starts_stream)
                                : 0.0;
             forward_sums_add(&sums, mine, loss, split->length);
+            progress_tick(split, &progress);
         }
     } else {
         /* full windows are gathered into batches of B rows; a shorter window (a shard's end) runs alone */
@@ -115,6 +140,7 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
                 double loss = mine ? forward->loss_sum(forward->self, inputs, targets, rows, T) : 0.0;
                 forward_sums_add(&sums, mine, loss, (double)rows * T);
                 rows = 0;
+                progress_tick(split, &progress);
             }
             if (more && !full) {
                 int mine = sums.count % world == (size_t)rank;
@@ -138,7 +164,7 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
 
 void eval_result_report(const char *split_name, int step, EvalResult result, int carry, Logger *logger) {
     double mean = result.tokens > 0 ? result.loss_sum / (double)result.tokens : 0.0;
-    printf("eval %s loss %.9f tokens %zu carry %d\n", split_name, mean, result.tokens, carry);
+    printf("eval %s loss %.9f tokens %zu carry %d ppl %.2f\n", split_name, mean, result.tokens, carry, exp(mean));
     if (logger->file) {
         fprintf(logger->file, "s:%d eval:%s loss:%.9f tokens:%zu carry:%d\n", step, split_name, mean, result.tokens,
                 carry);

@@ -14,10 +14,12 @@
  *   carry 1: one stream, the state after window k is the initial state of window k+1, which equals
  *            one forward pass over the whole shard.
  *
- * Result lines (stdout, parsed by scripts/compare.py):
- *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1>
+ * Result lines (stdout, parsed by scripts/compare.py; ppl = exp(mean loss), per target):
+ *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1> ppl <perplexity>
  * and in main.log:
  *   s:<step> eval:<split> loss:<mean> tokens:<targets> carry:<0|1>
+ * While it runs, an evaluation with progress on prints every few seconds (rank 0's stdout):
+ *   evaluating <split>: <percent>% (<done>/<targets> targets) | <seconds> s | about <seconds> s left
  */
 #ifndef SSD_TRAIN_EVAL_SPLIT_H
 #define SSD_TRAIN_EVAL_SPLIT_H
@@ -40,6 +42,8 @@ typedef struct {
     int *inputs, *targets; /* the current window [T] */
     int length;            /* of the current window: T, or less at the end of a shard */
     int starts_stream;     /* 1 if the current window is the first of its shard */
+    const char *label;     /* name in the progress lines ("val", "test"); NULL: no progress lines */
+    double progress_every; /* seconds between progress lines */
 } EvalSplit;
 
 typedef struct {
@@ -51,17 +55,23 @@ typedef struct {
 void eval_split_init(EvalSplit *split, const char *pattern, int T, int vocab_size);
 /* Fills the next window; returns 0 (and leaves the window empty) once every target was handed out. */
 int eval_split_next(EvalSplit *split);
+/* Progress lines during eval_split_evaluate, one every `seconds` (0: after every forward). */
+void eval_split_show_progress(EvalSplit *split, const char *label, double seconds);
 void eval_split_reset(EvalSplit *split);
 void eval_split_free(EvalSplit *split);
 
-/* The forward passes an evaluation needs, from whichever compute runs them. Each returns the
- * cross-entropy summed over every target of the batch, in double. */
+/* The forward passes an evaluation needs, from whichever compute runs them. The first two return
+ * the cross-entropy summed over every target of the batch, in double. */
 typedef struct {
     void *self;
     /* B independent windows of T tokens, each from a zero state */
     double (*loss_sum)(void *self, const int *inputs, const int *targets, int B, int T);
     /* one window of T tokens continuing the carried state (zeroed first when reset), which it updates */
     double (*loss_sum_carry)(void *self, const int *inputs, const int *targets, int T, int reset);
+    /* B independent windows of T tokens: each position's cross-entropy (losses[B * T]) and whether its
+     * target is a greedy choice, no logit above the target's (hits[B * T], 0 or 1); for tasks */
+    void (*token_scores)(void *self, const int *inputs, const int *targets, int B, int T, double *losses,
+                         unsigned char *hits);
 } EvalForward;
 
 /* Every target of the split once (the whole split, from its start). carry 0: full windows batched

@@ -51,3 +51,29 @@ void logger_free(Logger *logger) {
     if (logger->file) fcloseCheck(logger->file);
     logger->file = NULL;
 }
+
+void logger_drop_from_step(const char *output_dir, int step) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof(path), "%s/main.log", output_dir);
+    FILE *in = fopen(path, "r");
+    if (in == NULL) return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *out = fopenCheck(tmp, "w");
+    char *line = NULL;
+    size_t capacity = 0;
+    while (getline(&line, &capacity, in) != -1) {
+        int line_step;
+        if (!(sscanf(line, "s:%d ", &line_step) == 1 && line_step >= step)) fputs(line, out);
+    }
+    free(line);
+    fclose(in);
+    if (fflush(out) != 0 || ferror(out)) {
+        fprintf(stderr, "error: cannot write '%s': %s\n", tmp, strerror(errno));
+        exit(1);
+    }
+    fcloseCheck(out);
+    if (rename(tmp, path) != 0) {
+        fprintf(stderr, "error: cannot replace '%s': %s\n", path, strerror(errno));
+        exit(1);
+    }
+}

@@ -22,6 +22,9 @@ void logger_log_val(Logger *logger, int step, float loss);
 /* A step skipped for a non-finite loss or gradient norm: "s:<step> skip loss:<loss> norm:<norm>". */
 void logger_log_skip(Logger *logger, int step, float loss, float grad_norm);
 void logger_free(Logger *logger);
+/* Before a run resumes at `step`: drops the lines of main.log in output_dir for steps >= step (the
+ * resumed run writes them again), so that every step has its lines once. Exits on an I/O error. */
+void logger_drop_from_step(const char *output_dir, int step);
 /* Creates the directory and its parents if they do not exist; exits on failure. */
 void make_dir_if_missing(const char *dir);
 

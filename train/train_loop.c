@@ -33,6 +33,7 @@ static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batc
 /* The val loss after `step` steps; returns 0 if it is not finite (the run then stops). */
 static int validate(TrainRun *run, TrainCompute *compute, int step) {
     const TrainArgs *args = run->args;
+    double t0 = wall_seconds();
     float val_loss;
     if (run->full_val) {
         EvalResult r = eval_split_evaluate(&run->val_split, args->B, args->eval_carry, &compute->eval, run->comm);
@@ -41,13 +42,21 @@ static int validate(TrainRun *run, TrainCompute *compute, int step) {
     } else {
         val_loss = evaluate_batches(run, compute, args->val_max_steps);
     }
-    printf("val loss %.6f\n", val_loss);
+    printf("val loss %.6f | ppl %.2f | %.2f s\n", val_loss, exp(val_loss), wall_seconds() - t0);
     logger_log_val(&run->logger, step, val_loss);
     if (!isfinite(val_loss)) {
         fprintf(stderr, "error: the val loss after step %d is not finite (%f): stopping\n", step, val_loss);
         return 0;
     }
     return 1;
+}
+
+static void score_task(TrainRun *run, TrainCompute *compute, int step) {
+    TaskResult result = task_evaluate(&run->task, &run->task_window, &compute->eval, run->comm);
+    task_result_report(&run->task, step, &result, &run->logger);
+    if (run->args->task_rows_path && run->comm->rank == 0)
+        task_result_write_rows(&run->task, &result, run->args->task_rows_path);
+    task_result_free(&result);
 }
 
 /* Rank 0 samples on the CPU from a copy of the weights: generation is one token at a time. */
@@ -155,6 +164,7 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
             status = EXIT_NONFINITE;
             break;
         }
+        if (train_run_task_due(run, step)) score_task(run, compute, step);
         if (train_run_sample_due(run, step)) sample(run, compute, params);
         if (step == run->max_steps) break;
 

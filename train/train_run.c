@@ -1,12 +1,30 @@
 #include "train/train_run.h"
 #include "model/params.h"
+#include "common/fileio.h"
 #include "common/rng.h"
 #include "common/utils.h"
 
+#include <errno.h>
+#include <glob.h>
 #include <string.h>
+#include <unistd.h>
+
+/* An input named on the command line cannot be read: say where a relative path was looked for. */
+static void die_input_missing(const char *flag, const char *path, const char *what_to_do) {
+    char cwd[4096];
+    int err = errno;
+    if (getcwd(cwd, sizeof(cwd)) == NULL) snprintf(cwd, sizeof(cwd), "?");
+    fprintf(stderr, "error: %s %s: %s", flag, path, err ? strerror(err) : "matches no file");
+    if (path[0] != '/') fprintf(stderr, " (a relative path is taken from the current directory, %s)", cwd);
+    fprintf(stderr, "; %s\n", what_to_do);
+    exit(1);
+}
 
 static void load_starting_weights(TrainRun *run) {
     const TrainArgs *args = run->args;
+    if (access(args->init_from, R_OK) != 0)
+        die_input_missing("-e", args->init_from, "run from the repository root or give the full path of a JSON "
+                                                 "config (configs/) or of a model file (model_*.bin)");
     char err[8192];
     FILE *fp = fopen_regular(args->init_from, "-e file", err, sizeof(err));
     if (fp == NULL) {
@@ -16,6 +34,7 @@ static void load_starting_weights(TrainRun *run) {
     fclose(fp);
     if (model_file_is_checkpoint(args->init_from)) {
         model_file_read(args->init_from, &run->config, &run->params);
+        run->init_from_model_file = 1;
         return;
     }
     config_load(&run->config, args->init_from);
@@ -74,6 +93,96 @@ static void plan_batch(TrainRun *run) {
     run->grad_accum = (int)(run->total_batch / unit);
 }
 
+/* The directory part of a path or glob, "." when it has none. */
+static void dir_of(const char *path, char *out, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (slash == path) snprintf(out, n, "/");
+    else if (slash) snprintf(out, n, "%.*s", (int)(slash - path), path);
+    else snprintf(out, n, ".");
+}
+
+static void tokenizer_beside(const char *path, char *out, size_t n) {
+    char dir[4096];
+    dir_of(path, dir, sizeof(dir));
+    if (snprintf(out, n, "%s/tokenizer.bin", dir) >= (int)n) {
+        fprintf(stderr, "error: path too long: %s\n", path);
+        exit(1);
+    }
+}
+
+/* The shard globs this run reads must match files; say how to make them when they do not. */
+static void check_data_patterns(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    const char *flags[3] = {"-i", "-j", "-ti"};
+    const char *patterns[3] = {args->max_steps != 0 ? args->train_pattern : NULL,
+                               args->val_every > 0 && args->val_pattern[0] ? args->val_pattern : NULL, args->test_pattern};
+    const char *advice[3] = {"prepare shards with scripts/prepro.py (from the repository root: python3 scripts/prepro.py "
+                             "--recipe tinyshakespeare --tokenizer gpt2 makes the default ones) or point -i at yours",
+                             "prepare them with scripts/prepro.py, point -j at yours, or give -v 0 for no val loss",
+                             "point -ti at the test shards scripts/prepro.py wrote (*_test_*.bin)"};
+    for (int i = 0; i < 3; i++) {
+        if (patterns[i] == NULL) continue;
+        glob_t found;
+        int status = glob(patterns[i], 0, NULL, &found);
+        globfree(&found);
+        if (status == GLOB_NOMATCH) {
+            errno = 0;
+            die_input_missing(flags[i], patterns[i], advice[i]);
+        }
+    }
+}
+
+static const char *PREPRO_NAMES[] = {"bytes", "gpt2", "neox", "word"};
+
+/* The tokenizer.bin beside the shards the run reads first must be the model's: the same ids must mean
+ * the same text. A config without a "tokenizer" note takes the data's, so that the model files written
+ * by this run record it. */
+static void check_data_tokenizer(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    const char *pattern = args->max_steps != 0                          ? args->train_pattern
+                          : args->val_every > 0 && args->val_pattern[0] ? args->val_pattern
+                                                                        : args->test_pattern;
+    if (pattern == NULL) return;
+    char path[4096];
+    tokenizer_beside(pattern, path, sizeof(path));
+    if (access(path, R_OK) != 0) return; /* shards without a tokenizer.bin (e.g. llm.c's): nothing to check */
+    Tokenizer t;
+    tokenizer_init(&t, path);
+    ModelConfig *c = &run->config;
+    char why[512], name[64];
+    tokenizer_name(&t, name, sizeof(name));
+    if (tokenizer_match_note(&t, c->tokenizer, c->vocab_size, why, sizeof(why)) == TOKENIZER_MISMATCH) {
+        fprintf(stderr, "error: the data %s was prepared with another tokenizer than the model (-e %s) uses: %s (%s). ",
+                pattern, args->init_from, path, why);
+        if (t.vocab_size > c->vocab_size && tokenizer_note_kind(c->tokenizer) < 0)
+            fprintf(stderr, "Train from a config whose vocab_size is at least %d (configs/mamba2-tiny.json has 50257, "
+                            "enough for GPT-2 and byte tokens), or prepare the data with a tokenizer of at most %d ids\n",
+                    t.vocab_size, c->vocab_size);
+        else if (tokenizer_note_kind(c->tokenizer) >= 0)
+            fprintf(stderr, "Prepare the data with the model's tokenizer (python3 scripts/prepro.py ... --tokenizer %s), "
+                            "or train a new model on this data from a config (-e configs/<name>.json)\n",
+                    PREPRO_NAMES[tokenizer_note_kind(c->tokenizer)]);
+        else
+            fprintf(stderr, "Prepare the data with the model's tokenizer, or train from a config\n");
+        exit(1);
+    }
+    if (c->tokenizer[0] == '\0') snprintf(c->tokenizer, sizeof(c->tokenizer), "%s", name);
+    snprintf(run->model_tokenizer_path, sizeof(run->model_tokenizer_path), "%s", path);
+    tokenizer_free(&t);
+}
+
+/* Seconds between the progress lines of a full-split evaluation: 10, or SSD_EVAL_PROGRESS_SECONDS. */
+static double eval_progress_seconds(void) {
+    const char *env = getenv("SSD_EVAL_PROGRESS_SECONDS");
+    char *end = NULL;
+    double seconds = env ? strtod(env, &end) : 10.0;
+    if (env && (end == env || *end != '\0' || !(seconds >= 0))) {
+        fprintf(stderr, "error: SSD_EVAL_PROGRESS_SECONDS='%s' is not a number of seconds >= 0\n", env);
+        exit(1);
+    }
+    return seconds;
+}
+
 static void open_data(TrainRun *run) {
     const TrainArgs *args = run->args;
     int vocab = run->config.vocab_size, rank = run->comm->rank, world = run->comm->world;
@@ -83,10 +192,16 @@ static void open_data(TrainRun *run) {
                               args->shuffle, (uint64_t)args->seed, vocab);
     run->use_val = args->val_every > 0 && args->val_pattern[0] != '\0';
     run->full_val = run->use_val && args->val_max_steps < 0;
-    if (run->full_val) eval_split_init(&run->val_split, args->val_pattern, args->T, vocab);
+    if (run->full_val) {
+        eval_split_init(&run->val_split, args->val_pattern, args->T, vocab);
+        eval_split_show_progress(&run->val_split, "val", eval_progress_seconds());
+    }
     else if (run->use_val)
         dataloader_init(&run->val_loader, args->val_pattern, args->B, args->T, rank, world, 0, 0, vocab);
-    if (args->test_pattern) eval_split_init(&run->test_split, args->test_pattern, args->T, vocab);
+    if (args->test_pattern) {
+        eval_split_init(&run->test_split, args->test_pattern, args->T, vocab);
+        eval_split_show_progress(&run->test_split, "test", eval_progress_seconds());
+    }
 }
 
 static void plan_steps(TrainRun *run) {
@@ -144,6 +259,8 @@ static void resume_if_asked(TrainRun *run) {
     }
     free(run->params);
     run->params = stored_params;
+    if (stored.tokenizer[0] == '\0') /* written before model files recorded their tokenizer */
+        snprintf(stored.tokenizer, sizeof(stored.tokenizer), "%s", run->config.tokenizer);
     run->config = stored;
     run->start_step = (int)run->resume_state.step;
     run->sample_rng = run->resume_state.rng_state;
@@ -156,6 +273,106 @@ static void resume_if_asked(TrainRun *run) {
         printf(" (written by %d rank%s, optimizer state resharded for %d)", stored_world, stored_world == 1 ? "" : "s",
                comm->world);
     printf("\n");
+}
+
+/* -ta: the task must be in the model's tokens, and its endings must fit the window T */
+static void open_task(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    run->use_task = args->task_path != NULL;
+    if (!run->use_task) return;
+    TaskSet *task = &run->task;
+    task_set_load(task, args->task_path);
+    const char *model_tokenizer = run->config.tokenizer;
+    if (task->tokenizer[0] && model_tokenizer[0] && strcmp(task->tokenizer, model_tokenizer) != 0) {
+        fprintf(stderr, "error: task %s was tokenized with %s but the model uses %s; prepare it again with "
+                        "scripts/prepare_task.py --tokenizer %s\n", args->task_path, task->tokenizer, model_tokenizer,
+                model_tokenizer);
+        exit(1);
+    }
+    if (task->vocab_size > run->config.vocab_size) {
+        fprintf(stderr, "error: task %s uses a vocabulary of %d tokens, the model has %d\n", args->task_path,
+                task->vocab_size, run->config.vocab_size);
+        exit(1);
+    }
+    char err[1024];
+    if (task_window_choose(task, args->B, args->T, run->config.chunk_size, &run->task_window, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    printf("task file %s: %d %s items, %d rows, longest %d tokens; rows packed by length, up to %d per forward\n",
+           task->name, task->num_items, task->kind == TASK_MULTIPLE_CHOICE ? "multiple-choice" : "last-word",
+           task->num_rows, task->max_len, run->task_window.max_rows);
+}
+
+static int samples_wanted(const TrainArgs *args) { return args->gen_T > 0 && args->sample_every != 0; }
+
+/* The tokenizer that decodes samples: -tk, which must be the model's; else the first tokenizer.bin that
+ * matches the model's note, looked for beside the model file (-e), beside the data the run reads, and
+ * beside the train shards. None found: the samples print token ids. */
+static void open_sample_tokenizer(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    const ModelConfig *c = &run->config;
+    memset(&run->tokenizer, 0, sizeof(run->tokenizer));
+    run->tokenizer.eot_id = -1;
+    if (!samples_wanted(args)) return;
+    char why[512];
+    if (args->tokenizer_path) {
+        tokenizer_init(&run->tokenizer, args->tokenizer_path);
+        if (run->tokenizer.loaded &&
+            tokenizer_match_note(&run->tokenizer, c->tokenizer, c->vocab_size, why, sizeof(why)) == TOKENIZER_MISMATCH) {
+            fprintf(stderr, "error: -tk %s is not the model's tokenizer (%s); leave out -tk to decode with the model's "
+                            "own, which is looked for beside the model file and the data\n", args->tokenizer_path, why);
+            exit(1);
+        }
+        return;
+    }
+    char candidates[3][4096];
+    int n = 0;
+    if (run->init_from_model_file) tokenizer_beside(args->init_from, candidates[n++], sizeof(candidates[0]));
+    if (run->model_tokenizer_path[0]) snprintf(candidates[n++], sizeof(candidates[0]), "%s", run->model_tokenizer_path);
+    args_tokenizer_path(args, candidates[n++], sizeof(candidates[0])); /* beside the train shards */
+    int tried = 0;
+    for (int i = 0; i < n; i++) {
+        if (access(candidates[i], R_OK) != 0) continue;
+        tried++;
+        Tokenizer t;
+        tokenizer_init(&t, candidates[i]);
+        TokenizerMatch match = tokenizer_match_note(&t, c->tokenizer, c->vocab_size, why, sizeof(why));
+        if (match != TOKENIZER_MISMATCH) {
+            if (match == TOKENIZER_UNCHECKED && c->tokenizer[0])
+                printf("note: the model's tokenizer '%s' is not one this program can check; samples are decoded with %s\n",
+                       c->tokenizer, candidates[i]);
+            run->tokenizer = t;
+            if (!run->model_tokenizer_path[0]) memcpy(run->model_tokenizer_path, candidates[i], sizeof(candidates[i]));
+            return;
+        }
+        printf("note: %s is not the model's tokenizer (%s), not used for samples\n", candidates[i], why);
+        tokenizer_free(&t);
+    }
+    fprintf(stderr, "warning: no tokenizer.bin of the model's tokenizer '%s' %s; samples are printed as token ids "
+                    "(give -tk, e.g. the tokenizer.bin that scripts/prepro.py wrote beside the model's training data)\n",
+            c->tokenizer[0] ? c->tokenizer : "(not recorded)",
+            tried ? "beside the model file or the data" : "found (none beside the model file or the data)");
+}
+
+/* Beside the model files of the output dir: -e <dir>/model_*.bin then finds the tokenizer that decodes it. */
+static void copy_tokenizer_to_output(const TrainRun *run) {
+    const char *dir = run->args->output_dir;
+    if (dir == NULL || run->comm->rank != 0 || !run->model_tokenizer_path[0]) return;
+    char dest[4096];
+    snprintf(dest, sizeof(dest), "%s/tokenizer.bin", dir);
+    size_t len = 0, old_len = 0;
+    char *bytes = read_text_file(run->model_tokenizer_path, &len);
+    if (bytes == NULL) return;
+    char *old = read_text_file(dest, &old_len);
+    if (old == NULL || old_len != len || memcmp(old, bytes, len) != 0) {
+        AtomicFile f;
+        atomic_file_open(&f, dest);
+        atomic_file_write(&f, bytes, len);
+        atomic_file_commit(&f);
+    }
+    free(old);
+    free(bytes);
 }
 
 void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
@@ -181,9 +398,17 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
         run->moments_count = layout.total;
     }
     plan_batch(run);
+    check_data_patterns(run);
+    check_data_tokenizer(run);
     open_data(run);
     plan_steps(run);
     resume_if_asked(run);
+    if (!run->resumed && run->init_from_model_file)
+        printf("init: weights from the model file %s (%s)\n", args->init_from,
+               run->train ? "fine-tuning: the optimizer state and the LR schedule start afresh" : "evaluation only");
+    else if (!run->resumed)
+        printf("init: fresh weights from the config %s (seed %d)\n", args->init_from, args->seed);
+    open_task(run);
     if (strcmp(comm->backend, "single") != 0)
         printf("ranks %d (%s)%s\n", comm->world, comm->backend, args->zero ? ", ZeRO-1: optimizer state sharded" : "");
     config_print(&run->config);
@@ -195,10 +420,10 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
                run->use_val ? "" : " | no val loss (-v 0 or no -j)");
     else
         printf("evaluation only (-x 0)\n");
+    if (run->resumed && comm->rank == 0) logger_drop_from_step(args->output_dir, run->start_step);
     logger_init(&run->logger, args->output_dir, comm->rank, run->resumed);
-    char tokenizer_path[4096];
-    args_tokenizer_path(args, tokenizer_path, sizeof(tokenizer_path));
-    if (comm->rank == 0) tokenizer_init(&run->tokenizer, tokenizer_path);
+    open_sample_tokenizer(run);
+    copy_tokenizer_to_output(run);
 }
 
 void train_run_release_params(TrainRun *run) {
@@ -210,7 +435,8 @@ void train_run_release_params(TrainRun *run) {
 
 int train_run_checkpoint_due(const TrainRun *run, int step) {
     int every = run->args->checkpoint_every;
-    return every > 0 && step > run->start_step && (step % every == 0 || step == run->max_steps);
+    if (run->args->output_dir == NULL || step <= run->start_step) return 0;
+    return (every > 0 && step % every == 0) || step == run->max_steps; /* with -o, the last step always */
 }
 
 int train_run_val_due(const TrainRun *run, int step) {
@@ -219,8 +445,13 @@ int train_run_val_due(const TrainRun *run, int step) {
 
 int train_run_sample_due(const TrainRun *run, int step) {
     const TrainArgs *a = run->args;
-    if (a->gen_T <= 0) return 0;
+    if (!samples_wanted(a)) return 0; /* -s 0 or -g 0: never */
     return (a->sample_every > 0 && step % a->sample_every == 0 && step > run->start_step) || step == run->max_steps;
+}
+
+int train_run_task_due(const TrainRun *run, int step) {
+    int every = run->args->task_every;
+    return run->use_task && ((every > 0 && step % every == 0) || step == run->max_steps);
 }
 
 void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v) {
@@ -253,7 +484,8 @@ void train_run_save_checkpoint(TrainRun *run, int step, const float *params, con
 void train_run_free(TrainRun *run) {
     train_run_release_params(run);
     if (run->args->test_pattern) eval_split_free(&run->test_split);
-    if (run->comm->rank == 0) tokenizer_free(&run->tokenizer);
+    if (run->use_task) task_set_free(&run->task);
+    tokenizer_free(&run->tokenizer);
     logger_free(&run->logger);
     if (run->train) dataloader_free(&run->train_loader);
     if (run->full_val) eval_split_free(&run->val_split);

@@ -19,6 +19,7 @@
 #include "train/eval_split.h"
 #include "train/logger.h"
 #include "train/schedule.h"
+#include "train/task_eval.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,9 @@ typedef struct {
     int use_val, full_val;       /* val loss every -v steps; full_val: -m -1, the whole split */
     DataLoader val_loader;       /* -m k: the first k batches */
     EvalSplit val_split, test_split;
+    int use_task;                /* -ta: a task scored every -tv steps and after the last */
+    TaskSet task;
+    TaskWindow task_window;
     long total_batch;            /* tokens per optimizer step, over all ranks */
     int grad_accum;              /* micro-batches per step on each rank */
     int max_steps;
@@ -46,7 +50,9 @@ typedef struct {
     TrainState resume_state;
     size_t moments_offset, moments_count;  /* the moments this rank keeps: its shard with -z 1, else all */
     Logger logger;
-    Tokenizer tokenizer;
+    int init_from_model_file;    /* 1: -e named a model file (fine-tune), 0: a JSON config (fresh weights) */
+    char model_tokenizer_path[4096]; /* a tokenizer.bin that matches the model ("" if none found); copied into -o */
+    Tokenizer tokenizer;         /* decodes samples (rank 0): the model's own, see train_run.c */
 } TrainRun;
 
 /* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. A fresh
@@ -58,6 +64,7 @@ void train_run_release_params(TrainRun *run);
 int train_run_checkpoint_due(const TrainRun *run, int step);
 int train_run_val_due(const TrainRun *run, int step);
 int train_run_sample_due(const TrainRun *run, int step);
+int train_run_task_due(const TrainRun *run, int step);
 /* Every rank, together: saves the checkpoint after `step` steps. Rank 0 writes the model file (params:
  * all parameters; ignored elsewhere), each rank the state file of its checkpoint shard (m, v: the
  * moments of checkpoint_shard_range of this rank), and rank 0 the DONE marker once all are written. */

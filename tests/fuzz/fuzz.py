@@ -49,6 +49,9 @@ KINDS = ("crash", "hang", "sanitizer", "nan_exit_0", "wrapped", "silent", "wrong
 EXPECTED_STATUS = (0, 1, 3, 75)
 SANITIZER = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer|SUMMARY: UndefinedBehavior")
 NONFINITE = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w])", re.IGNORECASE)
+# the results of a run: a step's loss and gradient norm, a val loss, an eval line's loss (perplexities are
+# exp(loss) and may overflow to inf for a finite loss)
+RESULTS = re.compile(r"^step +\d+/\d+ \| loss (\S+) \| norm (\S+)|^val loss (\S+)|^eval \S+ loss (\S+)")
 PLAN = re.compile(r"^B (\d+) T (\d+) ranks (\d+) \| grad accum (\d+) \| tokens per step (\d+) \| steps (\d+)$", re.M)
 ERROR_TEXT = re.compile(r"error|bad value|unknown flag|needs a value|unexpected argument|needs an output dir|"
                         r"cannot resume|give one of them|tokens per micro-batch", re.IGNORECASE)
@@ -695,8 +698,8 @@ def judge(case, status, out, err, timed_out):
     if status != 0:
         return None, None
     for line in out.splitlines():
-        result = (line.startswith("step ") and "skipped" not in line) or line.startswith(("val loss", "eval "))
-        if result and NONFINITE.search(line):
+        m = RESULTS.match(line)
+        if m and "skipped" not in line and any(v is not None and NONFINITE.fullmatch(v) for v in m.groups()):
             return "nan_exit_0", line
     plan = PLAN.search(out)
     if plan and "-y" not in case.argv:
