@@ -96,6 +96,34 @@ FILE *fopen_regular(const char *path, const char *what, char *err, size_t errlen
     return fp;
 }
 
+FILE *fopen_regular_write(const char *path, int append, const char *what, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s '%s' is %s, not a regular file", what, path, file_kind(st.st_mode));
+        return NULL;
+    }
+    /* it may have been replaced since the stat: O_NONBLOCK keeps a named pipe from blocking the open */
+    int fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC | (append ? O_APPEND : 0), 0644);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot open %s '%s' for writing: %s", what, path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (!S_ISREG(st.st_mode) || flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ||
+        (!append && ftruncate(fd, 0) != 0)) {
+        snprintf(err, errlen, "%s '%s' is %s, not a regular file", what, path, file_kind(st.st_mode));
+        close(fd);
+        return NULL;
+    }
+    FILE *fp = fdopen(fd, append ? "ab" : "wb");
+    if (fp == NULL) {
+        snprintf(err, errlen, "cannot open %s '%s' for writing: %s", what, path, strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
+
 char *read_text_file_limited(const char *path, const char *what, size_t max_bytes, size_t *len, char *err,
                              size_t errlen) {
     FILE *fp = fopen_regular(path, what, err, errlen);

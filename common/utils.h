@@ -23,6 +23,10 @@ void *calloc_check(size_t nmemb, size_t size, const char *file, int line);
  * without blocking (stat first, then an O_NONBLOCK open checked with fstat). NULL with a message in err
  * (may be NULL) naming `what` (e.g. "config"), the file and, when it is not a regular file, what it is. */
 FILE *fopen_regular(const char *path, const char *what, char *err, size_t errlen);
+/* Opens path for writing (appending if append, else truncating), creating it if missing, if it is or
+ * becomes a regular file; a named pipe, device or directory there is refused without blocking. NULL with
+ * a message in err naming `what` and the file. */
+FILE *fopen_regular_write(const char *path, int append, const char *what, char *err, size_t errlen);
 /* Reads a whole regular file of at most max_bytes into a NUL-terminated buffer (caller frees); NULL with
  * a message in err (may be NULL) naming `what` and the file if it cannot be read. */
 char *read_text_file_limited(const char *path, const char *what, size_t max_bytes, size_t *len, char *err,
