@@ -3,7 +3,8 @@
 Hostile-input fuzzing of train_ssd, built with AddressSanitizer and UBSan (make fuzz builds
 build/asan/train_ssd and runs this). Each case runs the trainer on a tiny model (well under a second) with
 random and mutated flags, configs, token shards, model files, checkpoint directories (state files, markers),
-tokenizers, output directories, special files (named pipes, directories, devices) or signals, and judges it:
+tokenizers, task files, output directories, special files (named pipes, directories, devices) or signals,
+and judges it:
 
   crash       killed by a signal it was not sent, or an exit status other than 0, 1, 3 (non-finite) or 75
               (stopped by a signal)
@@ -125,6 +126,32 @@ def tokenizer_bytes(vocab=VOCAB, eot=-1, kind=0, magic=20251123, version=1, entr
     for text in entries if entries is not None else [bytes([65 + i % 26]) for i in range(VOCAB)]:
         out.append(struct.pack("<I", len(text)) + text)
     return b"".join(out)
+
+
+def task_bytes(rng, kind=0, vocab=VOCAB, tokenizer=b""):
+    """A task file (data/task.h) of a few multiple-choice (kind 0) or last-word (kind 1) items."""
+    body, items = [], rng.randint(1, 4)
+    for _ in range(items):
+        choices = 1 if kind == 1 else rng.randint(2, 4)
+        context = [rng.randrange(vocab) for _ in range(rng.randint(1, 12))]
+        body.append(struct.pack("<III", rng.randrange(choices), choices, len(context)))
+        body.append(struct.pack("<%dI" % len(context), *context))
+        for _ in range(choices):
+            ending = [rng.randrange(vocab) for _ in range(rng.randint(1, 4))]
+            body.append(struct.pack("<I%dI" % len(ending), len(ending), *ending))
+    body = b"".join(body)
+    header = (b"SSDTASK\0" + struct.pack("<IIIIQ", 1, kind, items, vocab, len(body)) + tokenizer.ljust(32, b"\0") +
+              struct.pack("<I", crc32(body)))
+    return header + struct.pack("<I", crc32(header)) + body
+
+
+def task_fix_crcs(data):
+    if len(data) < 72:
+        return data
+    data = bytearray(data)
+    struct.pack_into("<I", data, 64, crc32(bytes(data[72:])))
+    struct.pack_into("<I", data, 68, crc32(bytes(data[:68])))
+    return bytes(data)
 
 
 # ---- model and state files (formats in model/model_file.h and train/checkpoint.h), with checksums fixed ----
@@ -265,7 +292,8 @@ class Session:
         d = self.new_case_dir(index)
         case = Case(self, rng, d)
         try:
-            GENERATORS[rng.choice(GENERATOR_WEIGHTS)](case)
+            kinds = [k for k in GENERATOR_WEIGHTS if not self.args.only or k in self.args.only.split(",")]
+            GENERATORS[rng.choice(kinds)](case)
             status, out, err, timed_out = self.run_trainer(d, case.argv, self.args.timeout, case.send)
             kind, why = judge(case, status, out, err, timed_out)
             if kind is None and case.after is not None:
@@ -562,10 +590,39 @@ def gen_tokenizer(case):
     case.set_flag("g", rng.choice(["1", "4"]))
 
 
+def gen_task(case):
+    """A downstream task file (-ta), valid or with mutated header fields, items or tokens (checksums fixed or not),
+    scored after training or alone (-x 0), with the rows written (-tp) or not."""
+    rng = case.rng
+    data = task_bytes(rng, kind=rng.choice([0, 0, 1]), vocab=rng.choice([VOCAB, VOCAB, 16, VOCAB + 1]),
+                      tokenizer=rng.choice([b"", b"", b"gpt2", b"bytes"]))
+    if rng.random() < 0.7:
+        data = mutate_bytes(rng, data)
+        if rng.random() < 0.8:
+            data = task_fix_crcs(data)
+    write(case.path("task.bin"), data)
+    case.set_flag("ta", "task.bin")
+    case.set_flag("x", rng.choice(["0", "1", "2"]))
+    if rng.random() < 0.4:
+        case.set_flag("tv", rng.choice(["1", "2"]))
+    if rng.random() < 0.4:
+        case.set_flag("tp", "rows.tsv")
+    case.set_flag("t", rng.choice(["8", "16", "4"]))
+
+
 def gen_special(case):
     """A named pipe, directory, device or dangling link where a file or directory is expected."""
     rng = case.rng
-    flag = rng.choice(["e", "tk", "i", "j", "ti", "o", "state", "model"])
+    flag = rng.choice(["e", "tk", "i", "j", "ti", "o", "ta", "tp", "state", "model", "outfile"])
+    if flag == "outfile":  # a file the run writes (or reads back) in its output dir
+        shutil.copytree(os.path.join(case.session.base, "ckpt"), case.path("out"))
+        case.argv = CKPT_FLAGS + ["-n", "2", "-o", "out"] + rng.choice([["-y", "1"], ["-ow", "1"], []])
+        name = "out/" + rng.choice(["main.log", "main.log.tmp", "model_00000002.bin.tmp", "state_00000002_00000.bin.tmp",
+                                    "DONE_00000004.tmp", "tokenizer.bin", "tokenizer.bin.tmp"])
+        if os.path.exists(case.path(name)):
+            os.remove(case.path(name))
+        case.special(name)
+        return
     if flag in ("state", "model"):
         shutil.copytree(os.path.join(case.session.base, "ckpt"), case.path("out"))
         case.argv = CKPT_FLAGS + ["-n", "2", "-o", "out", "-y", "1"]
@@ -573,7 +630,8 @@ def gen_special(case):
         os.remove(case.path(name))
         case.special(name)
         return
-    name = {"e": "x.json", "tk": "x.tok", "i": "sp_train.bin", "j": "sp_val.bin", "ti": "sp_test.bin", "o": "xo"}[flag]
+    name = {"e": "x.json", "tk": "x.tok", "i": "sp_train.bin", "j": "sp_val.bin", "ti": "sp_test.bin", "o": "xo",
+            "ta": "x.task", "tp": "rows.tsv"}[flag]
     kind = case.special(name)
     if flag in ("i", "j", "ti"):
         case.set_flag(flag, "sp_%s*.bin" % {"i": "train", "j": "val", "ti": "test"}[flag])
@@ -581,6 +639,9 @@ def gen_special(case):
         case.set_flag(flag, name)
     if flag == "tk":
         case.set_flag("g", "4")
+    if flag == "tp":
+        write(case.path("task.bin"), task_bytes(rng))
+        case.set_flag("ta", "task.bin")
     if flag == "o" and kind == "dir":
         case.set_flag("n", "1")
 
@@ -658,10 +719,11 @@ def gen_nonfinite(case):
 
 GENERATORS = {"flags": gen_flags, "chaos": gen_chaos, "config": gen_config, "shard": gen_shard,
               "model_file": gen_model_file, "checkpoint": gen_checkpoint, "tokenizer": gen_tokenizer,
-              "special": gen_special, "output_dir": gen_output_dir, "signal": gen_signal, "nonfinite": gen_nonfinite}
+              "special": gen_special, "output_dir": gen_output_dir, "signal": gen_signal, "nonfinite": gen_nonfinite,
+              "task": gen_task}
 GENERATOR_WEIGHTS = (["flags"] * 5 + ["chaos"] * 2 + ["config"] * 5 + ["shard"] * 3 + ["model_file"] * 3 +
                      ["checkpoint"] * 4 + ["tokenizer"] * 2 + ["special"] * 2 + ["output_dir"] * 1 + ["signal"] * 1 +
-                     ["nonfinite"] * 2)
+                     ["nonfinite"] * 2 + ["task"] * 2)
 
 
 def last_flag(argv, flag):
@@ -725,7 +787,12 @@ def main():
     p.add_argument("--jobs", type=int, default=2, help="cases run at the same time")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds after which a case counts as a hang")
     p.add_argument("--out", default="fuzz_findings", help="where findings and their reproducers go")
+    p.add_argument("--only", help="comma-separated case kinds to run (default all): " + ", ".join(GENERATORS))
     args = p.parse_args()
+    if args.only:
+        unknown = set(args.only.split(",")) - set(GENERATORS)
+        if unknown:
+            p.error("--only: unknown case kinds %s" % ", ".join(sorted(unknown)))
     if args.cases is None and args.seconds is None:
         p.error("give --cases or --seconds (or both)")
     if not (os.path.isfile(args.binary) and os.access(args.binary, os.X_OK)):
