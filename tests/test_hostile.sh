@@ -86,6 +86,7 @@ run "steps_2^32" 1 "bad value '4294967296' for -x \(expected an integer in \[-1,
 run "batch_2^32+1" 1 "bad value '4294967297' for -b \(expected an integer in \[1, 65536\]\)" "${common[@]}" -b 4294967297
 run "total_batch_2^64" 1 "bad value '18446744073709551616' for -d" "${common[@]}" -d 18446744073709551616
 run "total_batch_accumulation" 1 "-d 35184372088832 is 1099511627776 micro-batches of B\*T\*ranks = 32 per step, more than 1048576" "${common[@]}" -d 35184372088832 -x 1
+run "total_batch_below_micro_batch" 1 "total batch size -d 16 is not a multiple of B\*T\*ranks = 2\*16\*1 = 32; the nearest valid value is 32" "${common[@]}" -d 16 -x 1
 run "val_batches_0" 1 "bad value '0' for -m \(expected -1 or an integer in \[1, 1000000000\]\)" "${common[@]}" -m 0
 run "lr_inf" 1 "bad value 'inf' for -l \(expected a finite number in \[0, 10\]\)" "${common[@]}" -l inf
 run "lr_nan" 1 "bad value 'nan' for -l" "${common[@]}" -l nan
