@@ -4,6 +4,8 @@
 #   make test       build and run the CPU test suite; the last line is "N passed, N failed"
 #   make test_gpu   build and run the GPU tests (needs a GPU)
 #   make bench      GPU benchmark (needs a GPU)
+#   make fuzz       hostile-input fuzzing of train_ssd under ASan + UBSan (tests/fuzz/fuzz.py; FUZZ_ARGS, e.g.
+#                   FUZZ_ARGS="--seconds 600" or "--cases 10000 --jobs 2"); findings and reproducers in fuzz_findings/
 #
 # Several ranks: train_ssd is built with MPI when mpicc exists (run it with mpirun -np W), and
 # train_ssdcu with NCCL. NCCL is looked for in NCCL_HOME (include/nccl.h, lib/libnccl.so.2), by default
@@ -53,7 +55,7 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
 
-.PHONY: all test test_gpu bench clean
+.PHONY: all test test_gpu bench fuzz clean
 .SECONDARY:
 all: train_ssd $(if $(HAVE_NVCC),train_ssdcu)
 
@@ -82,8 +84,25 @@ $(BUILD)/tests/%: tests/%.c tests/test.h tests/model_fixtures.h $(HOST_OBJS) $(F
 $(BUILD)/logits_main: tests/logits_main.c $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
 
-test: train_ssd $(TEST_BINS) $(BUILD)/logits_main
+test: train_ssd $(TEST_BINS) $(BUILD)/logits_main $(BUILD)/asan/train_ssd
 	@bash tests/run_tests.sh $(TEST_BINS)
+
+# ---- the fuzz harness: train_ssd built with AddressSanitizer and UBSan (every finding aborts), one
+# process without MPI, driven by tests/fuzz/fuzz.py; make test runs a short fixed-seed pass ----
+SAN_CC ?= gcc
+SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,float-cast-overflow \
+             -fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter -fopenmp -std=gnu11 -I.
+SAN_OBJS := $(HOST_SRCS:%.c=$(BUILD)/asan/%.o) $(MPI_SRCS:%.c=$(BUILD)/asan/%.o) $(CPU_SRCS:%.c=$(BUILD)/asan/%.o)
+FUZZ_ARGS ?= --seconds 300 --jobs 2
+
+$(BUILD)/asan/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_CFLAGS) -c $< -o $@
+$(BUILD)/asan/train_ssd: train_ssd.c $(SAN_OBJS) $(HEADERS)
+	$(SAN_CC) $(SAN_CFLAGS) $< $(SAN_OBJS) $(LDLIBS) -o $@
+
+fuzz: $(BUILD)/asan/train_ssd
+	python3 tests/fuzz/fuzz.py --binary $(BUILD)/asan/train_ssd $(FUZZ_ARGS)
 
 # ---- CUDA: train_ssdcu, GPU tests (both precisions), benchmark ----
 CU_HEADERS := $(wildcard kernels/*.cuh train/*.cuh)

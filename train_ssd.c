@@ -19,6 +19,7 @@
 #include "train/comm_mpi.h"
 #include "train/cpu_evaluator.h"
 #include "train/launch.h"
+#include "train/stop.h"
 #include "train/train_loop.h"
 #include "common/utils.h"
 
@@ -47,7 +48,7 @@ static void cpu_train_micro(void *self, const int *inputs, const int *targets, f
 
 static double cpu_micro_loss(void *self) { return ((CPUCompute *)self)->micro_loss; }
 
-static float cpu_update(void *self, const AdamWSettings *h) {
+static float cpu_grad_norm(void *self) {
     CPUCompute *c = (CPUCompute *)self;
     Mamba *model = &c->model;
     size_t n = model->layout.total;
@@ -63,7 +64,13 @@ static float cpu_update(void *self, const AdamWSettings *h) {
         double norm = mamba_grad_norm(model);
         norm_squared = norm * norm;
     }
-    float norm = (float)sqrt(norm_squared);
+    return (float)sqrt(norm_squared);
+}
+
+static void cpu_update(void *self, const AdamWSettings *h, float norm) {
+    CPUCompute *c = (CPUCompute *)self;
+    Mamba *model = &c->model;
+    size_t n = model->layout.total;
     float scale = h->grad_clip > 0 && norm > h->grad_clip ? h->grad_clip / norm : 1.0f;
     mamba_update_range(model, c->lo, c->hi, h->lr, h->beta1, h->beta2, h->eps, h->weight_decay, scale, h->step);
     if (c->zero) {
@@ -71,7 +78,6 @@ static float cpu_update(void *self, const AdamWSettings *h) {
         c->comm->ops->all_gather(c->comm, c->padded, c->shard, NULL);
         memcpy(model->params, c->padded, n * sizeof(float));
     }
-    return norm;
 }
 
 static void cpu_get_params(void *self, float *out) { mamba_get_params(&((CPUCompute *)self)->model, out); }
@@ -105,6 +111,7 @@ static void comm_init(Comm *comm, int *argc, char ***argv, double rank_timeout) 
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* step lines appear as they happen, also in a piped log */
+    stop_signals_install();          /* SIGINT, SIGTERM, SIGUSR1: stop after a step (train/stop.h) */
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssd");
@@ -119,6 +126,9 @@ int main(int argc, char **argv) {
     memset(&c, 0, sizeof(c));
     c.comm = &comm;
     c.zero = args.zero;
+    char what[128];
+    snprintf(what, sizeof(what), "the CPU model (B %d, T %d%s)", args.B, args.T, args.zero ? ", ZeRO-1" : "");
+    memory_check_or_exit(mamba_memory_bytes(&run.config, args.B, args.T, args.gen_T > 0), what);
     mamba_build(&c.model, &run.config, run.params);
     size_t n = c.model.layout.total;
     mamba_alloc_moments(&c.model);
@@ -133,15 +143,15 @@ int main(int argc, char **argv) {
     c.B = args.B;
     c.T = args.T;
 
-    TrainCompute compute = {&c, c.lo, c.hi - c.lo, cpu_zero_grad, cpu_train_micro, cpu_micro_loss, cpu_update,
-                            mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params, cpu_get_moments,
-                            cpu_set_moments};
-    train_loop_run(&run, &compute);
+    TrainCompute compute = {&c, c.lo, c.hi - c.lo, cpu_zero_grad, cpu_train_micro, cpu_micro_loss, cpu_grad_norm,
+                            cpu_update, mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params,
+                            cpu_get_moments, cpu_set_moments};
+    int status = train_loop_run(&run, &compute);
 
     train_run_free(&run);
     mamba_evaluator_free(&c.evaluator);
     free(c.padded);
     mamba_free(&c.model);
     comm.ops->free(&comm);
-    return 0;
+    return status;
 }

@@ -32,6 +32,7 @@
 #include "model/config.h"
 #include "train/eval_split.h"
 #include "train/launch.h"
+#include "train/stop.h"
 #include "model/params.h"
 #include "train/train_loop.h"
 #include "train/train_run.h"
@@ -210,6 +211,28 @@ static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
     s.conv_dim = c->conv_dim;
     s.d_in_proj = c->d_in_proj;
     return s;
+}
+
+/* Bytes of device memory mamba_gpu_build_ranks and mamba_gpu_alloc_activations will allocate for B x T
+ * tokens over world ranks, in double (no overflow); exits naming the field if the kernels cannot run the
+ * shape. For the check before anything is allocated. */
+double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero) {
+    ParamLayout layout;
+    param_layout_init(&layout, c);
+    double n = (double)layout.total, padded = (double)comm_shard_size(layout.total, world) * world;
+    double X = sizeof(floatX), N = (double)B * T, L = c->n_layer, D = c->d_model, E = c->d_inner, G = c->ngroups;
+    double kept = zero ? padded / world : n;
+#if defined(ENABLE_FP32)
+    double weights = 8 * padded + 8 * kept; /* master, gradients, moments; the forward reads the master */
+#else
+    double weights = 8 * padded + 8 * kept + X * n; /* and the floatX copy */
+#endif
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    double ssd = (L - 1) * (double)ssd_scan_saved_bytes(&shape) + (double)ssd_scan_workspace_bytes(&shape);
+    double per_token = 4 * (L + 1) * D + X * L * D + 4 * L + X * L * c->d_in_proj + X * L * c->conv_dim + 2 * X * L * E +
+                       4 * L * G + 2 * X * D + 4 + X * c->padded_vocab + 4 +                  /* forward */
+                       4 * D + 2 * X * D + 2 * X * E + X * c->conv_dim + X * c->d_in_proj + 5 * 4; /* backward, batch */
+    return weights + ssd + N * per_token;
 }
 
 /* Allocates activations for B x T tokens; returns the bytes allocated. */
@@ -600,11 +623,16 @@ static void gpu_train_micro(void *self, const int *inputs, const int *targets, f
 
 static double gpu_micro_loss(void *self) { return mamba_gpu_mean_loss(&((GPUCompute *)self)->model); }
 
-static float gpu_update(void *self, const AdamWSettings *h) {
+static float gpu_grad_norm(void *self) {
     GPUCompute *c = (GPUCompute *)self;
     mamba_gpu_grad_norm(&c->model);
+    return mamba_gpu_read_grad_norm(&c->model);
+}
+
+/* AdamW clips with the norm that mamba_gpu_grad_norm left on the device: the one grad_norm returned */
+static void gpu_update(void *self, const AdamWSettings *h, float grad_norm) {
+    GPUCompute *c = (GPUCompute *)self;
     mamba_gpu_update(&c->model, h);
-    float norm = mamba_gpu_read_grad_norm(&c->model);
     if (!c->first_update_done) {
         c->first_update_done = 1;
         size_t free_bytes, total_bytes;
@@ -612,7 +640,6 @@ static float gpu_update(void *self, const AdamWSettings *h) {
         printf("device memory in use after the first step: %.2f GiB of %.2f GiB\n",
                (total_bytes - free_bytes) / 1073741824.0, total_bytes / 1073741824.0);
     }
-    return norm;
 }
 
 /* The summed losses of the first B x T positions of the last forward, in double and in order. */
@@ -747,6 +774,7 @@ static void time_gradient_all_reduce(MambaGPU *m) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* step lines appear as they happen, also in a piped log */
+    stop_signals_install();          /* SIGINT, SIGTERM, SIGUSR1: stop after a step (train/stop.h) */
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
@@ -770,6 +798,15 @@ int main(int argc, char **argv) {
     memset(&c, 0, sizeof(c));
     c.B = args.B;
     c.T = args.T;
+    size_t free_bytes, total_bytes;
+    cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero);
+    if (need > (double)free_bytes) {
+        fprintf(stderr, "error: the model and activations (B %d, T %d) need %.3g GiB of device memory, %.3g GiB of "
+                        "%.3g GiB are free\n", args.B, args.T, need / 1073741824.0, free_bytes / 1073741824.0,
+                total_bytes / 1073741824.0);
+        exit(1);
+    }
     mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
     size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
     printf("activations %.2f GiB\n", act_bytes / 1073741824.0);
@@ -785,8 +822,8 @@ int main(int argc, char **argv) {
 
     EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
-                            gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments};
-    train_loop_run(&run, &compute);
+                            gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments};
+    int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 
     free(c.host_losses);
@@ -797,6 +834,6 @@ int main(int argc, char **argv) {
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
     comm.ops->free(&comm);
-    return 0;
+    return status;
 }
 #endif

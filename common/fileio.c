@@ -95,7 +95,9 @@ void atomic_file_open(AtomicFile *f, const char *path) {
     }
     snprintf(f->path, sizeof(f->path), "%s", path);
     snprintf(f->tmp_path, sizeof(f->tmp_path), "%s.tmp", path);
-    f->fp = fopen(f->tmp_path, "wb");
+    /* a stale temporary file, or a named pipe left under its name, is replaced: the open never blocks */
+    if (unlink(f->tmp_path) != 0 && errno != ENOENT) atomic_file_fail(f, "cannot remove the old");
+    f->fp = fopen(f->tmp_path, "wbx");
     if (f->fp == NULL) atomic_file_fail(f, "cannot create");
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/fileio.h" /* checkpoint_crc32 */
 #include "common/utils.h"
@@ -21,10 +22,16 @@ static void tokenizer_error(const char *path, const char *msg, long value) {
 void tokenizer_init(Tokenizer *t, const char *path) {
     memset(t, 0, sizeof(*t));
     t->eot_id = -1;
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
         fprintf(stderr, "warning: tokenizer file %s not found; samples are printed as token ids\n", path);
         return;
+    }
+    char err[8192];
+    FILE *fp = fopen_regular(path, "tokenizer", err, sizeof(err));
+    if (fp == NULL) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
     }
     int32_t header[TOKENIZER_HEADER_INTS];
     if (fread(header, sizeof(int32_t), TOKENIZER_HEADER_INTS, fp) != TOKENIZER_HEADER_INTS)
@@ -32,6 +39,9 @@ void tokenizer_init(Tokenizer *t, const char *path) {
     if (header[0] != TOKENIZER_MAGIC) tokenizer_error(path, "bad magic, not a tokenizer.bin", header[0]);
     if (header[1] != 1) tokenizer_error(path, "unsupported version", header[1]);
     if (header[2] <= 0) tokenizer_error(path, "bad vocab_size", header[2]);
+    /* each token takes at least its 4-byte length: a larger vocab_size is corrupt (and no allocation for it) */
+    if ((st.st_size - (long long)sizeof(header)) / 4 < header[2])
+        tokenizer_error(path, "vocab_size larger than the file can hold", header[2]);
     if (header[3] < -1 || header[3] >= header[2]) tokenizer_error(path, "eot id out of range", header[3]);
     if (header[4] < TOKENIZER_BYTES || header[4] > TOKENIZER_WORD) tokenizer_error(path, "unknown tokenizer kind", header[4]);
     t->vocab_size = header[2];

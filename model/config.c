@@ -2,14 +2,30 @@
 #include "common/utils.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Fields a config must have; the optional ones below take the reference defaults. */
-static const char *REQUIRED_INT_FIELDS[] = {"d_model", "n_layer", "vocab_size", "pad_vocab_multiple", "d_state",
-                                            "d_conv",  "expand",  "headdim",    "ngroups",            "chunk_size"};
+/* Fields a config must have, with their valid ranges (docs/config.md); the optional ones below take the
+ * reference defaults. */
+typedef struct {
+    const char *name;
+    long lo, hi;
+} IntFieldRange;
+static const IntFieldRange INT_FIELDS[] = {
+    {"d_model", 1, 65536}, {"n_layer", 1, 1024},  {"vocab_size", 1, 16777216}, {"pad_vocab_multiple", 1, 65536},
+    {"d_state", 1, 1024},  {"d_conv", 1, 64},     {"expand", 1, 64},           {"headdim", 1, 65536},
+    {"ngroups", 1, 65536}, {"chunk_size", 1, 65536}};
+typedef struct {
+    const char *name;
+    double lo, hi;
+} FloatFieldRange;
+static const FloatFieldRange FLOAT_FIELDS[] = {
+    {"dt_min", 1e-6, 10.0}, {"dt_max", 1e-6, 10.0}, {"dt_init_floor", 1e-12, 10.0}, {"norm_eps", 1e-12, 1.0}};
+/* derived sizes: d_inner = expand * d_model and ngroups * d_state each at most this */
+#define CONFIG_MAX_INNER (1L << 20)
 static const char *OPTIONAL_FIELDS[] = {"name", "a_structure", "dt_min", "dt_max", "dt_init_floor", "norm_eps", "tokenizer"};
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -35,8 +51,18 @@ static float *float_field(ModelConfig *c, const char *key) {
     return NULL;
 }
 
+static const IntFieldRange *int_field_range(const char *key) {
+    for (int i = 0; i < COUNT(INT_FIELDS); i++) if (!strcmp(key, INT_FIELDS[i].name)) return &INT_FIELDS[i];
+    return NULL;
+}
+
+static const FloatFieldRange *float_field_range(const char *key) {
+    for (int i = 0; i < COUNT(FLOAT_FIELDS); i++) if (!strcmp(key, FLOAT_FIELDS[i].name)) return &FLOAT_FIELDS[i];
+    return NULL;
+}
+
 static int known_field(const char *key) {
-    for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS); i++) if (!strcmp(key, REQUIRED_INT_FIELDS[i])) return 1;
+    if (int_field_range(key)) return 1;
     for (int i = 0; i < COUNT(OPTIONAL_FIELDS); i++) if (!strcmp(key, OPTIONAL_FIELDS[i])) return 1;
     return 0;
 }
@@ -62,19 +88,33 @@ int config_parse(ModelConfig *config, const char *json_text, const char *source,
             snprintf(err, errlen, "%s: unknown field '%s'", source, key);
             status = 1;
         } else if (int_field(config, key)) {
+            const IntFieldRange *r = int_field_range(key);
             double v = item->valuedouble;
-            if (!cJSON_IsNumber(item) || v != (double)(int)v) {
-                snprintf(err, errlen, "%s: field '%s' must be an integer", source, key);
+            /* the range is checked on the double: converting an out-of-range one to int is undefined */
+            if (!cJSON_IsNumber(item) || !(v >= (double)r->lo && v <= (double)r->hi) || v != floor(v)) {
+                char got[64];
+                if (cJSON_IsNumber(item)) snprintf(got, sizeof(got), "%.15g", v);
+                else snprintf(got, sizeof(got), "a JSON %s", cJSON_IsString(item) ? "string" : "non-number");
+                snprintf(err, errlen, "%s: field '%s' must be an integer in [%ld, %ld] (got %s)", source, key, r->lo,
+                         r->hi, got);
                 status = 1;
             } else {
                 *int_field(config, key) = (int)v;
             }
         } else if (float_field(config, key)) {
-            if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite((float)item->valuedouble)) {
-                snprintf(err, errlen, "%s: field '%s' must be a positive finite number", source, key);
+            const FloatFieldRange *r = float_field_range(key);
+            double v = item->valuedouble;
+            /* checked as the float it becomes: 1e-46 is positive, but 0 as a float */
+            float f = cJSON_IsNumber(item) && v >= -FLT_MAX && v <= FLT_MAX ? (float)v : NAN;
+            if (!(f >= (float)r->lo && f <= (float)r->hi)) {
+                char got[64];
+                if (cJSON_IsNumber(item)) snprintf(got, sizeof(got), "%.9g", v);
+                else snprintf(got, sizeof(got), "a JSON %s", cJSON_IsString(item) ? "string" : "non-number");
+                snprintf(err, errlen, "%s: field '%s' must be a number in [%g, %g] (got %s)", source, key, r->lo, r->hi,
+                         got);
                 status = 1;
             } else {
-                *float_field(config, key) = (float)item->valuedouble;
+                *float_field(config, key) = f;
             }
         } else if (!strcmp(key, "a_structure")) {
             const char *s = cJSON_GetStringValue(item);
@@ -99,9 +139,9 @@ int config_parse(ModelConfig *config, const char *json_text, const char *source,
             }
         }
     }
-    for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS) && status == 0; i++) {
-        if (cJSON_GetObjectItemCaseSensitive(root, REQUIRED_INT_FIELDS[i]) == NULL) {
-            snprintf(err, errlen, "%s: missing field '%s'", source, REQUIRED_INT_FIELDS[i]);
+    for (int i = 0; i < COUNT(INT_FIELDS) && status == 0; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(root, INT_FIELDS[i].name) == NULL) {
+            snprintf(err, errlen, "%s: missing field '%s'", source, INT_FIELDS[i].name);
             status = 1;
         }
     }
@@ -117,16 +157,39 @@ int config_parse(ModelConfig *config, const char *json_text, const char *source,
 }
 
 int config_finalize(ModelConfig *c, char *err, size_t errlen) {
-    const char *names[] = {"d_model", "n_layer", "vocab_size", "pad_vocab_multiple", "d_state",
-                           "d_conv",  "expand",  "headdim",    "ngroups",            "chunk_size"};
-    for (int i = 0; i < COUNT(names); i++) {
-        if (*int_field(c, names[i]) <= 0) {
-            snprintf(err, errlen, "field '%s' must be positive (got %d)", names[i], *int_field(c, names[i]));
+    for (int i = 0; i < COUNT(INT_FIELDS); i++) {
+        const IntFieldRange *r = &INT_FIELDS[i];
+        int v = *int_field(c, r->name);
+        if (v < r->lo || v > r->hi) {
+            snprintf(err, errlen, "field '%s' must be an integer in [%ld, %ld] (got %d)", r->name, r->lo, r->hi, v);
             return 1;
         }
     }
-    if (c->dt_min > c->dt_max) { snprintf(err, errlen, "field 'dt_min' must not exceed 'dt_max'"); return 1; }
-    c->d_inner = c->expand * c->d_model;
+    for (int i = 0; i < COUNT(FLOAT_FIELDS); i++) {
+        const FloatFieldRange *r = &FLOAT_FIELDS[i];
+        float v = *float_field(c, r->name);
+        if (!(v >= (float)r->lo && v <= (float)r->hi)) {
+            snprintf(err, errlen, "field '%s' must be a number in [%g, %g] (got %g)", r->name, r->lo, r->hi, (double)v);
+            return 1;
+        }
+    }
+    if (c->dt_min > c->dt_max) {
+        snprintf(err, errlen, "field 'dt_min' (%g) must not exceed 'dt_max' (%g)", (double)c->dt_min, (double)c->dt_max);
+        return 1;
+    }
+    /* the fields are in range, so these products fit in a long; each is bounded before it is used further */
+    long d_inner = (long)c->expand * c->d_model, gn = (long)c->ngroups * c->d_state;
+    if (d_inner > CONFIG_MAX_INNER) {
+        snprintf(err, errlen, "d_inner = expand*d_model = %d*%d = %ld exceeds %ld: lower 'expand' or 'd_model'", c->expand,
+                 c->d_model, d_inner, CONFIG_MAX_INNER);
+        return 1;
+    }
+    if (gn > CONFIG_MAX_INNER) {
+        snprintf(err, errlen, "ngroups*d_state = %d*%d = %ld exceeds %ld: lower 'ngroups' or 'd_state'", c->ngroups,
+                 c->d_state, gn, CONFIG_MAX_INNER);
+        return 1;
+    }
+    c->d_inner = (int)d_inner;
     if (c->d_inner % c->headdim != 0) {
         snprintf(err, errlen, "field 'headdim' (%d) must divide d_inner = expand*d_model = %d", c->headdim, c->d_inner);
         return 1;
@@ -136,20 +199,21 @@ int config_finalize(ModelConfig *c, char *err, size_t errlen) {
         snprintf(err, errlen, "field 'ngroups' (%d) must divide nheads = %d", c->ngroups, c->nheads);
         return 1;
     }
-    c->conv_dim = c->d_inner + 2 * c->ngroups * c->d_state;
-    c->d_in_proj = 2 * c->d_inner + 2 * c->ngroups * c->d_state + c->nheads;
-    c->padded_vocab = (c->vocab_size + c->pad_vocab_multiple - 1) / c->pad_vocab_multiple * c->pad_vocab_multiple;
+    c->conv_dim = (int)(d_inner + 2 * gn);
+    c->d_in_proj = (int)(2 * d_inner + 2 * gn + c->nheads);
+    long multiple = c->pad_vocab_multiple;
+    c->padded_vocab = (int)((c->vocab_size + multiple - 1) / multiple * multiple);
     c->a_per_head = c->a_structure == A_DIAGONAL ? c->d_state : 1;
     return 0;
 }
 
 void config_load(ModelConfig *config, const char *path) {
-    char *text = read_text_file(path, NULL);
+    char err[8192];
+    char *text = read_text_file_limited(path, "config", CONFIG_MAX_FILE_BYTES, NULL, err, sizeof(err));
     if (text == NULL) {
-        fprintf(stderr, "error: cannot read config '%s'\n", path);
+        fprintf(stderr, "error: %s\n", err);
         exit(1);
     }
-    char err[512];
     int status = config_parse(config, text, path, err, sizeof(err));
     free(text);
     if (status) {
@@ -163,8 +227,8 @@ char *config_to_json(const ModelConfig *c) {
     if (c->name[0]) cJSON_AddStringToObject(root, "name", c->name);
     if (c->tokenizer[0]) cJSON_AddStringToObject(root, "tokenizer", c->tokenizer);
     ModelConfig copy = *c;
-    for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS); i++)
-        cJSON_AddNumberToObject(root, REQUIRED_INT_FIELDS[i], *int_field(&copy, REQUIRED_INT_FIELDS[i]));
+    for (int i = 0; i < COUNT(INT_FIELDS); i++)
+        cJSON_AddNumberToObject(root, INT_FIELDS[i].name, *int_field(&copy, INT_FIELDS[i].name));
     cJSON_AddStringToObject(root, "a_structure", c->a_structure == A_DIAGONAL ? "diagonal" : "scalar");
     cJSON_AddNumberToObject(root, "dt_min", c->dt_min);
     cJSON_AddNumberToObject(root, "dt_max", c->dt_max);
@@ -177,8 +241,8 @@ char *config_to_json(const ModelConfig *c) {
 
 int config_equal(const ModelConfig *a, const ModelConfig *b) {
     ModelConfig x = *a, y = *b;
-    for (int i = 0; i < COUNT(REQUIRED_INT_FIELDS); i++)
-        if (*int_field(&x, REQUIRED_INT_FIELDS[i]) != *int_field(&y, REQUIRED_INT_FIELDS[i])) return 0;
+    for (int i = 0; i < COUNT(INT_FIELDS); i++)
+        if (*int_field(&x, INT_FIELDS[i].name) != *int_field(&y, INT_FIELDS[i].name)) return 0;
     return x.a_structure == y.a_structure && x.norm_eps == y.norm_eps;
 }
 

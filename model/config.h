@@ -7,6 +7,9 @@
  *   conv_dim = d_inner + 2 * ngroups * d_state   (channels of xBC)
  *   d_in_proj = 2 * d_inner + 2 * ngroups * d_state + nheads   ([z, xBC, dt])
  *   padded_vocab = vocab_size rounded up to pad_vocab_multiple
+ *
+ * Every field has a valid range (docs/config.md); the reader refuses a value outside it, naming the
+ * field, the value and the range, before any size is derived from it.
  */
 #ifndef SSD_MODEL_CONFIG_H
 #define SSD_MODEL_CONFIG_H
@@ -16,6 +19,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* the largest config file config_load reads */
+#define CONFIG_MAX_FILE_BYTES (1 << 20)
 
 typedef enum { A_SCALAR = 0, A_DIAGONAL = 1 } AStructure;
 

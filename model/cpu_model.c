@@ -14,6 +14,20 @@
 /* ------------------------------------------------------------------------------------------------
  * building
  */
+double mamba_memory_bytes(const ModelConfig *c, int B, int T, int sampling) {
+    ParamLayout layout;
+    param_layout_init(&layout, c);
+    double n = (double)layout.total, r = sizeof(real), BT = (double)B * T, L = c->n_layer, D = c->d_model;
+    double E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, Q = c->chunk_size < T ? c->chunk_size : T;
+    double per_token = (L + 1) * D + L * D + L + L * c->d_in_proj + 2 * L * c->conv_dim + L * H + 2 * L * E +
+                       L * c->ngroups + D + 1 + c->padded_vocab + 2 +
+                       (2 * D + c->d_in_proj + c->conv_dim + H + 2 * E); /* backward scratch */
+    double ssd_scratch = 2 * H * T * N + H * (T / Q + 1) * P * N + H * T * P;
+    double bytes = 4 * n * r + 8 * n + BT * (per_token * r + sizeof(int)) + ssd_scratch * r;
+    if (sampling) bytes += 2 * n * r;
+    return bytes;
+}
+
 void mamba_build(Mamba *model, const ModelConfig *config, const float *params) {
     memset(model, 0, sizeof(*model));
     model->config = *config;
@@ -431,8 +445,10 @@ void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logit
             acc += p.conv_w[(size_t)ch * K + K - 1] * x_new[ch];
             xbc[ch] = silu_of(acc);
         }
-        memmove(conv_state, conv_state + c->conv_dim, sizeof(real) * (K - 2) * c->conv_dim);
-        memcpy(conv_state + (size_t)(K - 2) * c->conv_dim, x_new, sizeof(real) * c->conv_dim);
+        if (K > 1) { /* the state keeps the last K-1 inputs: none for a conv of width 1 */
+            memmove(conv_state, conv_state + c->conv_dim, sizeof(real) * (size_t)(K - 2) * c->conv_dim);
+            memcpy(conv_state + (size_t)(K - 2) * c->conv_dim, x_new, sizeof(real) * c->conv_dim);
+        }
         decay_rates(p.A_log, A, H * c->a_per_head);
         for (int h = 0; h < H; h++) {
             int g = h / heads_per_group;

@@ -63,6 +63,10 @@ typedef struct {
     int carried_state;                 /* the last forward started from a carried state: no backward */
 } Mamba;
 
+/* Bytes of host memory a trainer with this model needs for micro-batches of B x T tokens: parameters,
+ * gradients, AdamW moments, activations, backward scratch, the trainer's fp32 copies and, if sampling,
+ * the sampling copy. Computed in double (no overflow) before anything is allocated. */
+double mamba_memory_bytes(const ModelConfig *config, int B, int T, int sampling);
 void mamba_build(Mamba *model, const ModelConfig *config, const float *params);
 /* Copies the parameters out as fp32 (for checkpoints). */
 void mamba_get_params(const Mamba *model, float *out);

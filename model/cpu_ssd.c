@@ -402,10 +402,11 @@ void ssd_forward_chunked(const SSDShape *s, int chunk_size, const real *x, const
                          const real *B, const real *C, const real *D, const real *init_state, real *y,
                          real *final_state) {
     size_t PN = (size_t)s->P * s->N;
+    int Q = chunk_size < s->T ? chunk_size : s->T; /* one chunk of T steps is the whole sequence */
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < s->H; h++) {
         Head hd = head_view(s, h, x, delta, A, B, C, D);
-        chunked_forward_head(&hd, chunk_size, init_state ? init_state + h * PN : NULL, y,
+        chunked_forward_head(&hd, Q, init_state ? init_state + h * PN : NULL, y,
                              final_state ? final_state + h * PN : NULL, NULL);
     }
 }
@@ -469,7 +470,8 @@ void ssd_backward_chunked(const SSDShape *s, int chunk_size, const real *x, cons
                           const real *B, const real *C, const real *D, const real *dy, real *dx, real *ddelta,
                           real *dA, real *dB, real *dC, real *dD) {
     size_t PN = (size_t)s->P * s->N, TN = (size_t)s->T * s->N;
-    int Q = chunk_size, nchunks = (s->T + Q - 1) / Q;
+    int Q = chunk_size < s->T ? chunk_size : s->T; /* one chunk of T steps is the whole sequence */
+    int nchunks = (s->T + Q - 1) / Q;
     real *dB_heads = (real *)callocCheck((size_t)s->H * TN, sizeof(real));
     real *dC_heads = (real *)callocCheck((size_t)s->H * TN, sizeof(real));
 #pragma omp parallel for schedule(static)

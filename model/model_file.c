@@ -7,7 +7,6 @@
 #include "model/params.h"
 #include "common/utils.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +32,7 @@ int model_config_plausible(const ModelConfig *c) {
 }
 
 int model_file_is_checkpoint(const char *path) {
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = fopen_regular(path, "model file", NULL, 0);
     if (fp == NULL) return 0;
     char magic[8];
     int is_model = fread(magic, 1, 8, fp) == 8 && memcmp(magic, MODEL_MAGIC, 8) == 0;
@@ -168,6 +167,14 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
         free(data);
         return 1;
     }
+    size_t element;
+    int tensor = params_find_nonfinite(&layout, data, 0, layout.total, 0, &element);
+    if (tensor >= 0) {
+        snprintf(err, errlen, "%s: tensor '%s' holds a non-finite value (%g at element %zu)", path, PARAM_NAMES[tensor],
+                 (double)data[layout.offsets[tensor] + element], element);
+        free(data);
+        return 1;
+    }
     *params = data;
     if (data_crc) *data_crc = crc;
     return 0;
@@ -176,11 +183,8 @@ static int model_file_read_open(FILE *fp, const char *path, ModelConfig *config,
 int model_file_try_read(const char *path, ModelConfig *config, float **params, uint32_t *data_crc, char *err,
                         size_t errlen) {
     *params = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errlen, "cannot open model file '%s': %s", path, strerror(errno));
-        return 1;
-    }
+    FILE *fp = fopen_regular(path, "model file", err, errlen);
+    if (fp == NULL) return 1;
     int status = model_file_read_open(fp, path, config, params, data_crc, err, errlen);
     fclose(fp);
     return status;

@@ -32,6 +32,19 @@ int param_has_weight_decay(int tensor) {
     return tensor == P_IN_PROJ_W || tensor == P_OUT_PROJ_W || tensor == P_CONV_W;
 }
 
+int params_find_nonfinite(const ParamLayout *layout, const float *x, size_t first, size_t n, int nonnegative,
+                          size_t *element) {
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(x[i]) && !(nonnegative && x[i] < 0)) continue;
+        size_t at = first + i;
+        int tensor = 0;
+        while (tensor + 1 < NUM_PARAM_TENSORS && at >= layout->offsets[tensor + 1]) tensor++;
+        *element = at - layout->offsets[tensor];
+        return tensor;
+    }
+    return -1;
+}
+
 size_t params_count_effective(const ModelConfig *c) {
     ParamLayout layout;
     param_layout_init(&layout, c);

@@ -51,6 +51,11 @@ static inline size_t param_layer_offset(const ParamLayout *layout, int tensor, i
 int param_has_weight_decay(int tensor);
 /* Reference initialisation into an fp32 buffer of layout->total elements, reproducible from seed. */
 void params_init(const ModelConfig *config, float *params, uint64_t seed);
+/* The first of x[0..n), the values of parameters [first, first + n) of the flat layout (weights or an
+ * optimizer moment), that is not finite, or is negative when nonnegative: returns its tensor (an index
+ * into PARAM_NAMES) and sets *element to its position in that tensor; -1 if every value is fine. */
+int params_find_nonfinite(const ParamLayout *layout, const float *x, size_t first, size_t n, int nonnegative,
+                          size_t *element);
 /* Parameters excluding the padded embedding rows: what a user means by "model size". */
 size_t params_count_effective(const ModelConfig *config);
 

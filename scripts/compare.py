@@ -23,6 +23,7 @@ import math
 import os
 import queue
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -185,6 +186,36 @@ def duration(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
+TRAINERS = set()  # the trainer processes of this sweep that are running
+TRAINERS_LOCK = threading.Lock()
+STOP_SIGNALS = []  # the signals this sweep received
+
+
+def stop_trainers_on_signal():
+    """On SIGINT or SIGTERM the trainers this sweep started get SIGTERM: each finishes its step, writes a
+    checkpoint and exits (a later sweep resumes it); once they have, the sweep exits with 128 + the signal's
+    number. A second signal kills them at once. The trainers run in their own session (run_logged), so a
+    Ctrl-C in the terminal reaches them only through here, once, and no trainer starts after the signal."""
+    def handler(signum, frame):
+        with TRAINERS_LOCK:
+            STOP_SIGNALS.append(signum)
+            trainers = list(TRAINERS)
+        if len(STOP_SIGNALS) > 1:
+            for process in trainers:
+                process.kill()
+            os._exit(128 + signum)
+        print(f"{signal.Signals(signum).name}: stopping {len(trainers)} trainer(s) after their current step "
+              f"(they checkpoint; run the same command to resume)", file=sys.stderr, flush=True)
+        for process in trainers:
+            process.send_signal(signal.SIGTERM)
+        for process in trainers:
+            process.wait()
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
 class RunPlan:
     """What one run will do, for its time estimates: steps, evaluations and the sizes of the eval splits."""
 
@@ -275,7 +306,11 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None, st
     with open(log_path, "w") as log:
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with TRAINERS_LOCK:
+            if STOP_SIGNALS:
+                fail("stopped by a signal")
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            TRAINERS.add(process)
         while True:
             try:
                 code = process.wait(timeout=progress_every)
@@ -284,6 +319,8 @@ def run_logged(cmd, log_path, attempts_path, label, progress_every, env=None, st
                 line = status(log_path) if status else None
                 if line:
                     print(f"  {label}: {line} ({duration(time.time() - start)} so far)", flush=True)
+    with TRAINERS_LOCK:
+        TRAINERS.discard(process)
     if code != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
@@ -783,6 +820,7 @@ def main(argv=None):
             f.write(" ".join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), os.getcwd())] + sys.argv[1:]) + "\n")
         # seed-major: a stopped sweep has both variants of its finished seeds
         runs = [(seed, variant) for seed in seeds for variant in ("mamba2", "ssd-mamba")]
+        stop_trainers_on_signal()
         run_all(args, runs, configs, splits, max_steps, eval_tokens)
 
     results = []

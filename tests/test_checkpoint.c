@@ -569,9 +569,11 @@ static const char *ODD_JSON = "{\"name\":\"ck-odd\",\"d_model\":15,\"n_layer\":1
 
 /* The stored m (which 0), v (1) or master (2) of parameter i at step: a function of the global index,
  * so that a range assembled from any shards can be checked against it. */
+/* which: 0 first moments, 1 second moments (never negative: a state file with one is refused), 2 master */
 static float shard_value(int which, long long step, size_t i) {
     uint64_t rng = rng_seed((uint64_t)step * 1000003u + i * 3 + (uint64_t)which);
-    return (float)(int32_t)(uint32_t)rng_next(&rng) * 1e-9f;
+    float x = (float)(int32_t)(uint32_t)rng_next(&rng) * 1e-9f;
+    return which == 1 ? fabsf(x) : x;
 }
 
 static uint8_t loader_byte(long long step, int rank, size_t i) { return (uint8_t)(step * 7 + i + 13 * rank); }

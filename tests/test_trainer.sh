@@ -22,7 +22,7 @@ check_bad_config "missing field" '{"d_model":32,"n_layer":1}' "missing field"
 check_bad_config "unknown field" "{$base,\"d_modle\":3}" "unknown field 'd_modle'"
 check_bad_config "headdim" "{${base/\"headdim\":16/\"headdim\":24}}" "'headdim'"
 check_bad_config "ngroups" "{${base/\"ngroups\":1/\"ngroups\":3}}" "'ngroups'"
-check_bad_config "non-positive" "{${base/\"d_state\":8/\"d_state\":0}}" "'d_state' must be positive"
+check_bad_config "non-positive" "{${base/\"d_state\":8/\"d_state\":0}}" "'d_state' must be an integer in \[1, 1024\] (got 0)"
 check_bad_config "a_structure" "{$base,\"a_structure\":\"dense\"}" "'a_structure'"
 check_bad_config "wrong type" "{${base/\"expand\":2/\"expand\":\"two\"}}" "'expand' must be an integer"
 

@@ -1,6 +1,7 @@
 #include "train/args.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,15 @@ void args_defaults(TrainArgs *a) {
     a->rendezvous_dir = NULL;
     a->rank_timeout = 30.0f;
     a->collective_timeout = 900.0f;
+    a->max_nonfinite = 5;
+    a->overwrite = 0;
 }
 
 void args_print_help(const char *program) {
     fprintf(stdout,
             "usage: %s [options]\n"
-            "Trains a Mamba-2 (scalar A) or SSD-Mamba (diagonal A) language model.\n\n"
+            "Trains a Mamba-2 (scalar A) or SSD-Mamba (diagonal A) language model.\n"
+            "Each value must lie in the range shown in brackets; anything else is refused.\n\n"
             "data\n"
             "  -i <glob>    train shards (default datasets/tinyshakespeare/*_train_*.bin)\n"
             "  -j <glob>    val shards (default datasets/tinyshakespeare/*_val_*.bin)\n"
@@ -57,76 +61,131 @@ void args_print_help(const char *program) {
             "               found beside the model file or the data)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
             "model\n"
-            "  -e <file>    JSON config (fresh init) or model file (fine-tune) (default configs/mamba2-tiny.json)\n"
-            "  -R <int>     seed for init, data order and sampling (default 1337)\n"
+            "  -e <file>    JSON config (fresh init; fields and ranges: docs/config.md) or model file\n"
+            "               (fine-tune) (default configs/mamba2-tiny.json)\n"
+            "  -R <int>     seed for init, data order and sampling [0, 2147483647] (default 1337)\n"
             "optimisation\n"
-            "  -b <int>     micro-batch size B (default 4)\n"
-            "  -t <int>     sequence length T (default 256)\n"
-            "  -d <int>     total batch size in tokens over all ranks; a multiple of B*T*ranks\n"
-            "               (default B*T*ranks: no accumulation)\n"
-            "  -x <int>     optimizer steps (default -1: one epoch; 0: evaluate -e and exit)\n"
-            "  -l <float>   peak learning rate (default 1e-3)\n"
-            "  -u <int>     linear warmup steps (default 0)\n"
-            "  -q <float>   final learning rate as a fraction of the peak, cosine decay (default 0.0)\n"
-            "  -c <float>   AdamW weight decay on in_proj, out_proj and conv weights (default 0.1)\n"
-            "  -C <float>   global gradient-norm clip, 0 for none (default 1.0)\n"
+            "  -b <int>     micro-batch size B [1, 65536] (default 4)\n"
+            "  -t <int>     sequence length T [1, 1048576]; B*T at most %ld (default 256)\n"
+            "  -d <int>     total batch size in tokens over all ranks; a multiple of B*T*ranks of at most\n"
+            "               %d micro-batches per rank and step, or -1 (default -1: B*T*ranks, no accumulation)\n"
+            "  -x <int>     optimizer steps [-1, %d] (default -1: one epoch; 0: evaluate -e and exit)\n"
+            "  -l <float>   peak learning rate [0, 10] (default 1e-3)\n"
+            "  -u <int>     linear warmup steps [0, %d] (default 0)\n"
+            "  -q <float>   final learning rate as a fraction of the peak, cosine decay [0, 1] (default 0.0)\n"
+            "  -c <float>   AdamW weight decay on in_proj, out_proj and conv weights [0, 100] (default 0.1)\n"
+            "  -C <float>   global gradient-norm clip, 0 for none [0, 1e6] (default 1.0)\n"
+            "  -nf <int>    a step whose loss or gradient norm is not finite is skipped (no update) and\n"
+            "               logged; this many in a row stop the run with exit status %d [1, 1000000] (default 5)\n"
             "evaluation and sampling\n"
-            "  -v <int>     val loss every N steps, 0 for never (default 20)\n"
-            "  -m <int>     val batches per evaluation, -1 for every target of the split once (default 20)\n"
+            "  -v <int>     val loss every N steps, 0 for never [0, %d] (default 20)\n"
+            "  -m <int>     val batches per evaluation [1, %d], or -1 for every target of the split once\n"
+            "               (default 20)\n"
             "  -ec <0|1>    full-split evaluation (-m -1, -ti) carries the recurrent state across\n"
             "               consecutive windows of T tokens: 1, or starts each window fresh: 0 (default 0)\n"
             "  -ta <file>   downstream task to score zero-shot (scripts/prepare_task.py; default: none)\n"
-            "  -tv <int>    score the task every N steps, 0 for only after the last (default 0)\n"
+            "  -tv <int>    score the task every N steps, 0 for only after the last [0, %d] (default 0)\n"
             "  -tp <file>   write every row's task score (item, ending, log-likelihood, greedy) to file\n"
-            "  -s <int>     print a sample every N steps and at the end, 0 for never (default: at the end only)\n"
-            "  -g <int>     tokens to generate per sample (default 64)\n"
-            "  -st <float>  sampling temperature (default 1.0)\n"
-            "  -sk <int>    top-k sampling, 0 for the full distribution (default 0)\n"
+            "  -s <int>     sample every N steps and at the end [0, %d], 0 for never (default: at the end only)\n"
+            "  -g <int>     tokens to generate per sample [0, 1048576] (default 64)\n"
+            "  -st <float>  sampling temperature, 0 for greedy [0, 100] (default 1.0)\n"
+            "  -sk <int>    top-k sampling, 0 for the full distribution [0, %d] (default 0)\n"
             "output and checkpoints\n"
-            "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none)\n"
-            "  -n <int>     checkpoint every N steps; with -o the last step is always saved (default 0: only it)\n"
+            "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none); a\n"
+            "               directory that holds a run (main.log or checkpoints) is refused unless -y 1\n"
+            "               resumes it or -ow 1 replaces it\n"
+            "  -ow <0|1>    1: a fresh run replaces the run in -o (deletes its main.log and checkpoints)\n"
+            "               (default 0)\n"
+            "  -n <int>     checkpoint every N steps; with -o the last step is always saved [0, %d]\n"
+            "               (default 0: only it)\n"
             "  -y <0|1>     resume from the newest complete checkpoint in -o (default 0)\n"
-            "  -nk <int>    keep only the last K checkpoints, 0 for all (default 0)\n"
-            "  -nm <int>    also keep every M-th step's checkpoint (default 0)\n"
+            "  -nk <int>    keep only the last K checkpoints, 0 for all [0, %d] (default 0)\n"
+            "  -nm <int>    also keep every M-th step's checkpoint [0, %d] (default 0)\n"
             "several processes (one per GPU; launched by torchrun, srun or mpirun: README)\n"
             "  -z <0|1>     ZeRO-1: each rank keeps and updates 1/W of the optimizer state (default 0)\n"
             "  -rd <dir>    meet through a file in this shared directory instead of TCP at\n"
             "               MASTER_ADDR:MASTER_PORT (default: TCP)\n"
-            "  -to <sec>    a rank silent this long counts as failed; the others exit (default 30)\n"
-            "  -tc <sec>    longest wait inside one collective before the run aborts (default 900)\n"
+            "  -to <sec>    a rank silent this long counts as failed; the others exit [1, 86400] (default 30)\n"
+            "  -tc <sec>    longest wait inside one collective before the run aborts [1, 604800] (default 900)\n"
             "other\n"
-            "  -th <int>    CPU threads (OpenMP; default all)\n"
-            "  -h           this help\n",
-            program);
+            "  -th <int>    CPU threads (OpenMP), 0 for all [0, 1024] (default 0)\n"
+            "  -h           this help\n"
+            "signals\n"
+            "  SIGINT, SIGTERM and SIGUSR1 (Slurm's warning before preemption) finish the current step, write\n"
+            "  a checkpoint when -o is set, and exit with status %d; -y 1 then continues exactly. A second\n"
+            "  SIGINT ends the process at once. All ranks stop at the same step.\n"
+            "exit status\n"
+            "  0 done; 1 an error (flag, config, file, data); %d stopped after -nf non-finite steps in a row\n"
+            "  or a non-finite evaluation (the last checkpoint is left as it was); %d stopped by a signal\n",
+            program, ARGS_MAX_TOKENS, ARGS_MAX_ACCUM, ARGS_MAX_COUNT, ARGS_MAX_COUNT, EXIT_NONFINITE, ARGS_MAX_COUNT,
+            ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT, ARGS_MAX_COUNT,
+            ARGS_MAX_COUNT, EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_INTERRUPTED);
 }
 
-static void die_bad_value(const char *program, const char *flag, const char *value, const char *expect) {
+/* A flag's value: where it goes in TrainArgs and, for a number, its valid range. */
+typedef enum { FLAG_TEXT, FLAG_INT, FLAG_LONG, FLAG_FLOAT } FlagType;
+typedef struct {
+    const char *name; /* without the dash */
+    FlagType type;
+    size_t offset;
+    double lo, hi;
+    int minus_one;    /* -1 is valid too (a special value outside [lo, hi]) */
+} FlagSpec;
+
+#define TEXT(name, field) {name, FLAG_TEXT, offsetof(TrainArgs, field), 0, 0, 0}
+#define INT(name, field, lo, hi) {name, FLAG_INT, offsetof(TrainArgs, field), lo, hi, 0}
+#define FLOAT(name, field, lo, hi) {name, FLAG_FLOAT, offsetof(TrainArgs, field), lo, hi, 0}
+static const FlagSpec FLAGS[] = {
+    TEXT("i", train_pattern), TEXT("j", val_pattern), TEXT("ti", test_pattern), TEXT("o", output_dir),
+    TEXT("e", init_from), TEXT("tk", tokenizer_path), TEXT("rd", rendezvous_dir), TEXT("ta", task_path),
+    TEXT("tp", task_rows_path), INT("tv", task_every, 0, ARGS_MAX_COUNT),
+    INT("b", B, 1, 65536), INT("t", T, 1, 1048576),
+    {"d", FLAG_LONG, offsetof(TrainArgs, total_batch_size), 1, 1125899906842624.0 /* 2^50 */, 1},
+    INT("x", max_steps, -1, ARGS_MAX_COUNT), FLOAT("l", learning_rate, 0, 10), INT("u", warmup_steps, 0, ARGS_MAX_COUNT),
+    FLOAT("q", final_lr_frac, 0, 1), FLOAT("c", weight_decay, 0, 100), FLOAT("C", grad_clip, 0, 1e6),
+    INT("nf", max_nonfinite, 1, 1000000), INT("v", val_every, 0, ARGS_MAX_COUNT),
+    {"m", FLAG_INT, offsetof(TrainArgs, val_max_steps), 1, ARGS_MAX_COUNT, 1}, INT("ec", eval_carry, 0, 1),
+    INT("s", sample_every, 0, ARGS_MAX_COUNT), INT("g", gen_T, 0, 1048576), FLOAT("st", temperature, 0, 100),
+    INT("sk", top_k, 0, ARGS_MAX_COUNT), INT("n", checkpoint_every, 0, ARGS_MAX_COUNT), INT("y", resume, 0, 1),
+    INT("nk", keep_last, 0, ARGS_MAX_COUNT), INT("nm", keep_every, 0, ARGS_MAX_COUNT), INT("ow", overwrite, 0, 1),
+    INT("R", seed, 0, 2147483647), INT("sh", shuffle, 0, 1), INT("th", num_threads, 0, 1024), INT("z", zero, 0, 1),
+    FLOAT("to", rank_timeout, 1, 86400), FLOAT("tc", collective_timeout, 1, 604800),
+};
+#undef TEXT
+#undef INT
+#undef FLOAT
+
+static void die_bad_value(const char *program, const char *flag, const char *value, const FlagSpec *spec) {
+    char expect[128];
+    const char *or_minus_one = spec->minus_one ? "-1 or " : "";
+    if (spec->type == FLAG_FLOAT) snprintf(expect, sizeof(expect), "a finite number in [%g, %g]", spec->lo, spec->hi);
+    else if (spec->lo == 0 && spec->hi == 1) snprintf(expect, sizeof(expect), "0 or 1");
+    else snprintf(expect, sizeof(expect), "%san integer in [%.0f, %.0f]", or_minus_one, spec->lo, spec->hi);
     fprintf(stderr, "%s: bad value '%s' for %s (expected %s); see -h\n", program, value, flag, expect);
     exit(1);
 }
 
-static long parse_long(const char *program, const char *flag, const char *value, long min) {
+/* Stores value into the field of spec, or exits naming the flag, the value and the range. */
+static void set_flag(TrainArgs *a, const FlagSpec *spec, const char *program, const char *flag, const char *value) {
+    char *field = (char *)a + spec->offset;
+    if (spec->type == FLAG_TEXT) {
+        *(const char **)field = value;
+        return;
+    }
     char *end = NULL;
     errno = 0;
-    long v = strtol(value, &end, 10);
-    if (errno != 0 || end == value || *end != '\0' || v < min) {
-        char expect[64];
-        snprintf(expect, sizeof(expect), "an integer >= %ld", min);
-        die_bad_value(program, flag, value, expect);
+    if (spec->type == FLAG_FLOAT) {
+        double v = strtod(value, &end);
+        if (errno != 0 || end == value || *end != '\0' || !(v >= spec->lo && v <= spec->hi))
+            die_bad_value(program, flag, value, spec);
+        *(float *)field = (float)v;
+        return;
     }
-    return v;
-}
-
-static float parse_float(const char *program, const char *flag, const char *value, float min) {
-    char *end = NULL;
-    errno = 0;
-    float v = strtof(value, &end);
-    if (errno != 0 || end == value || *end != '\0' || !(v >= min)) {
-        char expect[64];
-        snprintf(expect, sizeof(expect), "a number >= %g", min);
-        die_bad_value(program, flag, value, expect);
-    }
-    return v;
+    long long v = strtoll(value, &end, 10);
+    int in_range = (v >= (long long)spec->lo && v <= (long long)spec->hi) || (spec->minus_one && v == -1);
+    if (errno != 0 || end == value || *end != '\0' || !in_range) die_bad_value(program, flag, value, spec);
+    if (spec->type == FLAG_LONG) *(long *)field = (long)v;
+    else *(int *)field = (int)v;
 }
 
 void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
@@ -140,59 +199,30 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
             fprintf(stderr, "%s: unexpected argument '%s'; see -h\n", program, flag);
             exit(1);
         }
+        const FlagSpec *spec = NULL;
+        for (size_t k = 0; k < sizeof(FLAGS) / sizeof(FLAGS[0]) && spec == NULL; k++)
+            if (!strcmp(flag + 1, FLAGS[k].name)) spec = &FLAGS[k];
+        if (spec == NULL) {
+            fprintf(stderr, "%s: unknown flag %s; see -h\n", program, flag);
+            exit(1);
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "%s: flag %s needs a value; see -h\n", program, flag);
             exit(1);
         }
-        const char *v = argv[++i];
-        const char *f = flag + 1;
-        if (!strcmp(f, "i")) a->train_pattern = v;
-        else if (!strcmp(f, "j")) a->val_pattern = v;
-        else if (!strcmp(f, "ti")) a->test_pattern = v;
-        else if (!strcmp(f, "o")) a->output_dir = v;
-        else if (!strcmp(f, "e")) a->init_from = v;
-        else if (!strcmp(f, "tk")) a->tokenizer_path = v;
-        else if (!strcmp(f, "b")) a->B = (int)parse_long(program, flag, v, 1);
-        else if (!strcmp(f, "t")) a->T = (int)parse_long(program, flag, v, 1);
-        else if (!strcmp(f, "d")) a->total_batch_size = parse_long(program, flag, v, -1);
-        else if (!strcmp(f, "x")) a->max_steps = (int)parse_long(program, flag, v, -1);
-        else if (!strcmp(f, "l")) a->learning_rate = parse_float(program, flag, v, 0.0f);
-        else if (!strcmp(f, "u")) a->warmup_steps = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "q")) a->final_lr_frac = parse_float(program, flag, v, 0.0f);
-        else if (!strcmp(f, "c")) a->weight_decay = parse_float(program, flag, v, 0.0f);
-        else if (!strcmp(f, "C")) a->grad_clip = parse_float(program, flag, v, 0.0f);
-        else if (!strcmp(f, "v")) a->val_every = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "m")) a->val_max_steps = (int)parse_long(program, flag, v, -1);
-        else if (!strcmp(f, "ec")) a->eval_carry = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "ta")) a->task_path = v;
-        else if (!strcmp(f, "tv")) a->task_every = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "tp")) a->task_rows_path = v;
-        else if (!strcmp(f, "s")) a->sample_every = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "g")) a->gen_T = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "st")) a->temperature = parse_float(program, flag, v, 0.0f);
-        else if (!strcmp(f, "sk")) a->top_k = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "n")) a->checkpoint_every = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "y")) a->resume = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "nk")) a->keep_last = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "nm")) a->keep_every = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "R")) a->seed = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "sh")) a->shuffle = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "th")) a->num_threads = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "z")) a->zero = (int)parse_long(program, flag, v, 0);
-        else if (!strcmp(f, "rd")) a->rendezvous_dir = v;
-        else if (!strcmp(f, "to")) a->rank_timeout = parse_float(program, flag, v, 1.0f);
-        else if (!strcmp(f, "tc")) a->collective_timeout = parse_float(program, flag, v, 1.0f);
-        else {
-            fprintf(stderr, "%s: unknown flag %s; see -h\n", program, flag);
-            exit(1);
-        }
+        set_flag(a, spec, program, flag, argv[++i]);
     }
-    if (a->final_lr_frac > 1.0f) die_bad_value(program, "-q", "(>1)", "a fraction in [0, 1]");
-    if (a->resume > 1 || a->shuffle > 1) die_bad_value(program, a->resume > 1 ? "-y" : "-sh", ">1", "0 or 1");
-    if (a->eval_carry > 1) die_bad_value(program, "-ec", ">1", "0 or 1");
-    if (a->zero > 1) die_bad_value(program, "-z", ">1", "0 or 1");
-    if (a->resume && a->output_dir == NULL) {
-        fprintf(stderr, "%s: -y 1 needs an output dir (-o) to resume from\n", program);
+    if ((long)a->B * a->T > ARGS_MAX_TOKENS) {
+        fprintf(stderr, "%s: -b %d x -t %d = %ld tokens per micro-batch, more than %ld; see -h\n", program, a->B, a->T,
+                (long)a->B * a->T, ARGS_MAX_TOKENS);
+        exit(1);
+    }
+    if (a->resume && a->overwrite) {
+        fprintf(stderr, "%s: -y 1 resumes the run in -o and -ow 1 replaces it: give one of them\n", program);
+        exit(1);
+    }
+    if ((a->resume || a->overwrite) && a->output_dir == NULL) {
+        fprintf(stderr, "%s: %s needs an output dir (-o)\n", program, a->resume ? "-y 1" : "-ow 1");
         exit(1);
     }
     if (a->max_steps == 0 && a->resume) {

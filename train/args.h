@@ -7,6 +7,11 @@
 
 #include <stddef.h>
 
+/* ranges of the flags (args_print_help lists them all) */
+#define ARGS_MAX_COUNT 1000000000   /* steps, intervals and counts (-x, -u, -v, -m, -s, -n, ...) */
+#define ARGS_MAX_TOKENS (1L << 24)  /* B*T of a micro-batch */
+#define ARGS_MAX_ACCUM (1 << 20)    /* micro-batches per rank and optimizer step (-d) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -48,10 +53,17 @@ typedef struct {
     const char *rendezvous_dir;  /* -rd shared directory for the ranks' rendezvous instead of TCP (NULL: TCP) */
     float rank_timeout;          /* -to seconds without a heartbeat after which a rank counts as failed */
     float collective_timeout;    /* -tc seconds a collective may wait before the run is aborted */
+    int max_nonfinite;           /* -nf consecutive steps with a non-finite loss or gradient norm that stop the run */
+    int overwrite;               /* -ow 1: a fresh run may replace the run already in -o */
 } TrainArgs;
 
+/* Exit statuses of the trainers (also in -h): 0 done, 1 an error (a bad flag, config or file), and: */
+#define EXIT_NONFINITE 3     /* -nf steps in a row had a non-finite loss or gradient norm, or an evaluation did */
+#define EXIT_INTERRUPTED 75  /* stopped by SIGINT, SIGTERM or SIGUSR1 after a step; checkpointed when -o is set */
+
 void args_defaults(TrainArgs *args);
-/* Parses argv; prints help and exits 0 on -h, prints an error and exits 1 on a bad flag or value. */
+/* Parses argv; prints help and exits 0 on -h, prints an error and exits 1 on a bad flag or value: every
+ * value must lie in its flag's range (listed by -h), so nothing wraps around or is not finite. */
 void args_parse(TrainArgs *args, int argc, char **argv, const char *program);
 void args_print_help(const char *program);
 /* The tokenizer for samples: -tk, else tokenizer.bin in the directory of the train shards. */

@@ -49,10 +49,15 @@ static char *train_settings_to_json(const TrainSettings *s) {
     return text;
 }
 
-static int settings_number(cJSON *root, const char *key, double *out, char *err, size_t errlen) {
+/* A number in [lo, hi] (checked before the caller converts it: out of range, the conversion is undefined). */
+static int settings_number(cJSON *root, const char *key, double lo, double hi, double *out, char *err, size_t errlen) {
     cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!cJSON_IsNumber(item)) {
         snprintf(err, errlen, "training settings: missing or non-numeric field '%s'", key);
+        return 1;
+    }
+    if (!(item->valuedouble >= lo && item->valuedouble <= hi)) {
+        snprintf(err, errlen, "training settings: field '%s' is %g, outside [%g, %g]", key, item->valuedouble, lo, hi);
         return 1;
     }
     *out = item->valuedouble;
@@ -68,14 +73,16 @@ static int train_settings_parse(TrainSettings *s, const char *json, char *err, s
         return 1;
     }
     double B, T, total, max_steps, warmup, lr, final_frac, wd, clip;
-    int status = settings_number(root, "B", &B, err, errlen) || settings_number(root, "T", &T, err, errlen) ||
-                 settings_number(root, "total_batch_size", &total, err, errlen) ||
-                 settings_number(root, "max_steps", &max_steps, err, errlen) ||
-                 settings_number(root, "warmup_steps", &warmup, err, errlen) ||
-                 settings_number(root, "learning_rate", &lr, err, errlen) ||
-                 settings_number(root, "final_lr_frac", &final_frac, err, errlen) ||
-                 settings_number(root, "weight_decay", &wd, err, errlen) ||
-                 settings_number(root, "grad_clip", &clip, err, errlen);
+    const double int_max = 2147483647.0, long_max = 9007199254740992.0, float_max = 3.4e38;
+    int status = settings_number(root, "B", 0, int_max, &B, err, errlen) ||
+                 settings_number(root, "T", 0, int_max, &T, err, errlen) ||
+                 settings_number(root, "total_batch_size", -long_max, long_max, &total, err, errlen) ||
+                 settings_number(root, "max_steps", -long_max, long_max, &max_steps, err, errlen) ||
+                 settings_number(root, "warmup_steps", -int_max, int_max, &warmup, err, errlen) ||
+                 settings_number(root, "learning_rate", -float_max, float_max, &lr, err, errlen) ||
+                 settings_number(root, "final_lr_frac", -float_max, float_max, &final_frac, err, errlen) ||
+                 settings_number(root, "weight_decay", -float_max, float_max, &wd, err, errlen) ||
+                 settings_number(root, "grad_clip", -float_max, float_max, &clip, err, errlen);
     const char *schedule = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "lr_schedule"));
     if (status == 0 && (schedule == NULL || strlen(schedule) >= sizeof(s->lr_schedule))) {
         snprintf(err, errlen, "training settings: missing or too long field 'lr_schedule'");
@@ -304,6 +311,18 @@ static int state_file_read_header(FILE *fp, const char *path, ModelConfig *confi
     return 0;
 }
 
+/* 0 if x[0..n), a section (m, v or master) of the parameters [first, first + n), holds only finite values
+ * (and the second moments none below zero); else a message naming the file, the section and the tensor. */
+static int check_section(const char *path, const char *section, const float *x, size_t n, size_t first,
+                         const ParamLayout *layout, char *err, size_t errlen) {
+    size_t element;
+    int tensor = params_find_nonfinite(layout, x, first, n, !strcmp(section, "second moments"), &element);
+    if (tensor < 0) return 0;
+    snprintf(err, errlen, "%s: the %s of tensor '%s' hold %s value at element %zu", path, section, PARAM_NAMES[tensor],
+             !strcmp(section, "second moments") ? "a non-finite or negative" : "a non-finite", element);
+    return 1;
+}
+
 static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config, TrainSettings *settings,
                                 TrainState *state, char *err, size_t errlen) {
     StateFileInfo info;
@@ -326,6 +345,15 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
             status = 1;
         }
     }
+    if (status == 0) {
+        ParamLayout layout;
+        param_layout_init(&layout, config);
+        size_t offset = state->shard_offset;
+        status = check_section(path, "first moments", state->m, count, offset, &layout, err, errlen) ||
+                 check_section(path, "second moments", state->v, count, offset, &layout, err, errlen) ||
+                 (state->master && check_section(path, "master weights", state->master, count, offset, &layout, err,
+                                                 errlen));
+    }
     if (status) train_state_free(state);
     return status;
 }
@@ -333,11 +361,8 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
 int state_file_try_read(const char *path, ModelConfig *config, TrainSettings *settings, TrainState *state, char *err,
                         size_t errlen) {
     memset(state, 0, sizeof(*state));
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errlen, "cannot open state file '%s': %s", path, strerror(errno));
-        return 1;
-    }
+    FILE *fp = fopen_regular(path, "state file", err, errlen);
+    if (fp == NULL) return 1;
     int status = state_file_read_open(fp, path, config, settings, state, err, errlen);
     fclose(fp);
     return status;
@@ -508,6 +533,42 @@ static DIR *open_checkpoint_dir(const char *dir) {
     return d;
 }
 
+int checkpoint_dir_holds_run(const char *dir, char *found, size_t n) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        if (errno == ENOENT) return 0;
+        fprintf(stderr, "error: cannot read output dir '%s': %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    int holds = 0;
+    struct dirent *entry;
+    while (!holds && (entry = readdir(d)) != NULL) {
+        long long step;
+        int rank, is_tmp;
+        holds = !strcmp(entry->d_name, "main.log") ||
+                checkpoint_name_kind(entry->d_name, &step, &rank, &is_tmp) != CKPT_NONE;
+        if (holds) snprintf(found, n, "%s", entry->d_name);
+    }
+    closedir(d);
+    return holds;
+}
+
+void checkpoint_dir_clear(const char *dir) {
+    for (int pass = 0; pass < 2; pass++) { /* the markers first: a crash midway leaves no marker without its files */
+        DIR *d = open_checkpoint_dir(dir);
+        struct dirent *entry;
+        while ((entry = readdir(d)) != NULL) {
+            long long step;
+            int rank, is_tmp;
+            int kind = checkpoint_name_kind(entry->d_name, &step, &rank, &is_tmp);
+            if (pass == 0 ? kind == CKPT_DONE : kind != CKPT_NONE || !strcmp(entry->d_name, "main.log"))
+                remove_file(dir, entry->d_name);
+        }
+        closedir(d);
+        fsync_dir(dir);
+    }
+}
+
 /* Deletes state files of this step from ranks >= world_size: left by an unfinished earlier attempt at
  * the step with more processes, they would otherwise outlive it beside a marker that ignores them. */
 static void remove_stale_states(const char *dir, long long step, int world_size) {
@@ -572,9 +633,10 @@ static int read_marker(const char *dir, long long step, uint64_t *run_id, int *w
                        char *err, size_t errlen) {
     char path[4096];
     done_path(path, sizeof(path), dir, step);
-    char *marker = read_text_file(path, NULL);
+    char inner[8192];
+    char *marker = read_text_file_limited(path, "checkpoint marker", 4096, NULL, inner, sizeof(inner));
     if (marker == NULL) {
-        snprintf(err, errlen, "checkpoint at step %lld is not complete: cannot read its marker '%s'", step, path);
+        snprintf(err, errlen, "checkpoint at step %lld is not complete: %s", step, inner);
         return 1;
     }
     long long marker_step;
@@ -729,10 +791,10 @@ static int read_stored_shards(const char *dir, long long step, const ModelConfig
     char path[4096];
     for (int r = 0; r < world; r++) {
         state_path(path, sizeof(path), dir, step, r);
-        FILE *fp = fopen(path, "rb");
+        char inner[8192];
+        FILE *fp = fopen_regular(path, "state file", inner, sizeof(inner));
         if (fp == NULL) {
-            snprintf(err, errlen, "cannot open state file '%s' (rank %d of the %d that wrote step %lld): %s", path, r,
-                     world, step, strerror(errno));
+            snprintf(err, errlen, "%s (rank %d of the %d that wrote step %lld)", inner, r, world, step);
             return 1;
         }
         ModelConfig state_config;
@@ -755,10 +817,13 @@ static int read_stored_shards(const char *dir, long long step, const ModelConfig
  * chaining its CRC, and copies the part inside [want_offset, want_offset + want_count) to dst (NULL:
  * nothing). Streams through buf so that memory stays bounded whatever the shard size. */
 static int read_section(FILE *fp, float *buf, size_t offset, size_t count, size_t want_offset, size_t want_count,
-                        float *dst, uint32_t *crc, const char *path, const char *what, char *err, size_t errlen) {
+                        float *dst, uint32_t *crc, const ParamLayout *layout, const char *path, const char *what,
+                        char *err, size_t errlen) {
     for (size_t start = 0; start < count; start += SHARD_CHUNK) {
         size_t n = count - start < SHARD_CHUNK ? count - start : SHARD_CHUNK;
-        if (read_floats(fp, buf, n, 0, crc, path, what, err, errlen)) return 1;
+        if (read_floats(fp, buf, n, 0, crc, path, what, err, errlen) ||
+            check_section(path, what, buf, n, offset + start, layout, err, errlen))
+            return 1;
         size_t lo = offset + start, hi = lo + n;
         if (lo < want_offset) lo = want_offset;
         if (hi > want_offset + want_count) hi = want_offset + want_count;
@@ -769,13 +834,10 @@ static int read_section(FILE *fp, float *buf, size_t offset, size_t count, size_
 
 /* Second pass over one stored file: streams its whole data part (to check the CRC), copies the moments
  * (and master, if out->master) that fall in out's shard, and keeps the loader state if keep_loader. */
-static int read_stored_data(const char *path, const StoredShard *s, float *buf, int keep_loader, TrainState *out,
-                            char *err, size_t errlen) {
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errlen, "cannot open state file '%s': %s", path, strerror(errno));
-        return 1;
-    }
+static int read_stored_data(const char *path, const StoredShard *s, const ParamLayout *layout, float *buf,
+                            int keep_loader, TrainState *out, char *err, size_t errlen) {
+    FILE *fp = fopen_regular(path, "state file", err, errlen);
+    if (fp == NULL) return 1;
     uint8_t header[STATE_HEADER_BYTES];
     int status = read_exact(fp, header, sizeof(header), path, "the header", err, errlen);
     if (status == 0 && (memcmp(header, s->info.header, sizeof(header)) != 0 || fseeko(fp, s->info.data_start, SEEK_SET))) {
@@ -786,12 +848,12 @@ static int read_stored_data(const char *path, const StoredShard *s, float *buf, 
     size_t want_offset = out->shard_offset, want_count = out->shard_count;
     uint32_t crc = 0;
     status = status ||
-             read_section(fp, buf, offset, count, want_offset, want_count, out->m, &crc, path, "the first moments", err,
-                          errlen) ||
-             read_section(fp, buf, offset, count, want_offset, want_count, out->v, &crc, path, "the second moments",
+             read_section(fp, buf, offset, count, want_offset, want_count, out->m, &crc, layout, path, "first moments",
                           err, errlen) ||
+             read_section(fp, buf, offset, count, want_offset, want_count, out->v, &crc, layout, path,
+                          "second moments", err, errlen) ||
              (s->info.has_master && read_section(fp, buf, offset, count, want_offset, want_count, out->master, &crc,
-                                                 path, "the master weights", err, errlen));
+                                                 layout, path, "master weights", err, errlen));
     void *loader = bytes ? mallocCheck(bytes) : NULL;
     status = status || read_exact(fp, loader, bytes, path, "the data loader state", err, errlen);
     fclose(fp);
@@ -809,8 +871,8 @@ static int read_stored_data(const char *path, const StoredShard *s, float *buf, 
 }
 
 /* Second pass: fills out's buffers from the stored files that overlap its shard, and rank 0's. */
-static int assemble_shard(const char *dir, long long step, const StoredShard *shards, int world, TrainState *out,
-                          char *err, size_t errlen) {
+static int assemble_shard(const char *dir, long long step, const StoredShard *shards, int world,
+                          const ParamLayout *layout, TrainState *out, char *err, size_t errlen) {
     int has_master = 1;
     for (int r = 0; r < world; r++) has_master = has_master && shards[r].info.has_master;
     size_t count = out->shard_count;
@@ -826,7 +888,7 @@ static int assemble_shard(const char *dir, long long step, const StoredShard *sh
         int overlaps = s->shard_offset < want_end && out->shard_offset < s->shard_offset + s->shard_count;
         if (!overlaps && r != 0) continue;
         state_path(path, sizeof(path), dir, step, r);
-        status = read_stored_data(path, &shards[r], buf, r == 0, out, err, errlen);
+        status = read_stored_data(path, &shards[r], layout, buf, r == 0, out, err, errlen);
     }
     free(buf);
     return status;
@@ -860,7 +922,7 @@ int checkpoint_try_load_shard(const char *dir, long long step, const ModelConfig
         state->rank = 0;
         state->shard_offset = want_offset;
         state->shard_count = want_count;
-        status = assemble_shard(dir, step, shards, world, state, err, errlen);
+        status = assemble_shard(dir, step, shards, world, &layout, state, err, errlen);
         if (status) train_state_free(state);
     }
     free(shards);

@@ -33,7 +33,9 @@
  *   DONE_%08d             marker, written last by rank 0 once all ranks' files are in place:
  *                         one text line "step S run_id R world_size W model_crc C"
  * Only a step with its DONE marker counts as a checkpoint; loading checks that the model file's
- * CRC and every state file's run id, step, rank and world size agree with the marker.
+ * CRC and every state file's run id, step, rank and world size agree with the marker. Only regular
+ * files are read, and a model or state file holding a non-finite value (or a negative second moment)
+ * is refused, naming the tensor.
  *
  * With data parallelism over W ranks, rank r holds the moments of checkpoint_shard_range(n, W, r):
  * shards of ceil(n / W) parameters, the last non-empty one shorter, any after it empty (n < W, or
@@ -116,6 +118,11 @@ void checkpoint_mark_done(const char *dir, long long step, uint64_t run_id, int 
 /* One process: model, state and marker, then retention (see checkpoint_prune). */
 void checkpoint_save(const char *dir, const ModelConfig *config, const float *params, int bf16,
                      const TrainSettings *settings, const TrainState *state, int keep_last, int keep_every);
+/* 1 if dir holds a run: main.log or any checkpoint file (model_, state_, DONE_, or a .tmp of one), and
+ * names the first one found in found; 0 if it holds none or does not exist. Exits if it cannot be read. */
+int checkpoint_dir_holds_run(const char *dir, char *found, size_t n);
+/* Deletes main.log and every checkpoint file of dir, markers first (a fresh run with -ow 1). */
+void checkpoint_dir_clear(const char *dir);
 /* Newest step that has its DONE marker, or -1 if none (also if the directory does not exist). */
 long long checkpoint_latest_step(const char *dir);
 /* Rank 0, after checkpoint_mark_done: keeps the newest keep_last checkpoints (all if <= 0) and every

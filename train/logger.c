@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void make_dir_if_missing(const char *dir) {
     char path[4096];
@@ -26,7 +27,12 @@ void logger_init(Logger *logger, const char *output_dir, int rank, int resuming)
     make_dir_if_missing(output_dir);
     char path[4096];
     snprintf(path, sizeof(path), "%s/main.log", output_dir);
-    logger->file = fopenCheck(path, resuming ? "a" : "w");
+    char err[8192];
+    logger->file = fopen_regular_write(path, resuming, "main.log", err, sizeof(err));
+    if (logger->file == NULL) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
 }
 
 void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm) {
@@ -41,6 +47,12 @@ void logger_log_val(Logger *logger, int step, float loss) {
     fflush(logger->file);
 }
 
+void logger_log_skip(Logger *logger, int step, float loss, float grad_norm) {
+    if (logger->file == NULL) return;
+    fprintf(logger->file, "s:%d skip loss:%.4f norm:%.4f\n", step, loss, grad_norm);
+    fflush(logger->file);
+}
+
 void logger_free(Logger *logger) {
     if (logger->file) fcloseCheck(logger->file);
     logger->file = NULL;
@@ -49,10 +61,17 @@ void logger_free(Logger *logger) {
 void logger_drop_from_step(const char *output_dir, int step) {
     char path[4096], tmp[4200];
     snprintf(path, sizeof(path), "%s/main.log", output_dir);
-    FILE *in = fopen(path, "r");
-    if (in == NULL) return;
+    struct stat st;
+    if (stat(path, &st) != 0) return; /* no main.log yet */
+    char err[8192];
+    FILE *in = fopen_regular(path, "main.log", err, sizeof(err));
+    if (in == NULL) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *out = fopenCheck(tmp, "w");
+    unlink(tmp); /* a stale one, whatever it is, cannot block the open below */
+    FILE *out = fopenCheck(tmp, "wx");
     char *line = NULL;
     size_t capacity = 0;
     while (getline(&line, &capacity, in) != -1) {

@@ -1,6 +1,7 @@
 /*
  * main.log in the output dir, llm.c's format: "s:<step> trl:<train loss>" and
- * "s:<step> tel:<val loss>" lines. Appends when resuming.
+ * "s:<step> tel:<val loss>" lines, and "s:<step> skip ..." for a step skipped as not finite. Appends
+ * when resuming.
  */
 #ifndef SSD_TRAIN_LOGGER_H
 #define SSD_TRAIN_LOGGER_H
@@ -18,6 +19,8 @@ typedef struct {
 void logger_init(Logger *logger, const char *output_dir, int rank, int resuming);
 void logger_log_train(Logger *logger, int step, float loss, float lr, float grad_norm);
 void logger_log_val(Logger *logger, int step, float loss);
+/* A step skipped for a non-finite loss or gradient norm: "s:<step> skip loss:<loss> norm:<norm>". */
+void logger_log_skip(Logger *logger, int step, float loss, float grad_norm);
 void logger_free(Logger *logger);
 /* Before a run resumes at `step`: drops the lines of main.log in output_dir for steps >= step (the
  * resumed run writes them again), so that every step has its lines once. Exits on an I/O error. */

@@ -3,6 +3,7 @@
  * after `step` optimizer steps (checkpoint, val loss, sample), then trains one step.
  */
 #include "train/train_loop.h"
+#include "train/stop.h"
 #include "model/cpu_sample.h"
 #include "common/utils.h"
 
@@ -29,7 +30,8 @@ static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batc
     return sums[1] > 0 ? (float)(sums[0] / sums[1]) : NAN;
 }
 
-static void validate(TrainRun *run, TrainCompute *compute, int step) {
+/* The val loss after `step` steps; returns 0 if it is not finite (the run then stops). */
+static int validate(TrainRun *run, TrainCompute *compute, int step) {
     const TrainArgs *args = run->args;
     double t0 = wall_seconds();
     float val_loss;
@@ -42,6 +44,11 @@ static void validate(TrainRun *run, TrainCompute *compute, int step) {
     }
     printf("val loss %.6f | ppl %.2f | %.2f s\n", val_loss, exp(val_loss), wall_seconds() - t0);
     logger_log_val(&run->logger, step, val_loss);
+    if (!isfinite(val_loss)) {
+        fprintf(stderr, "error: the val loss after step %d is not finite (%f): stopping\n", step, val_loss);
+        return 0;
+    }
+    return 1;
 }
 
 static void score_task(TrainRun *run, TrainCompute *compute, int step) {
@@ -63,7 +70,15 @@ static void sample(TrainRun *run, TrainCompute *compute, float *params) {
     mamba_free(&cpu_model);
 }
 
-static void save_checkpoint(TrainRun *run, TrainCompute *compute, int step, float *params) {
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Every rank: the checkpoint after `step` steps, unless a parameter or moment is not finite (a checkpoint
+ * that would not load); returns 0 then, the same on every rank, and nothing is written. */
+static int save_checkpoint(TrainRun *run, TrainCompute *compute, int step, float *params) {
     Comm *comm = run->comm;
     ParamLayout layout;
     param_layout_init(&layout, &run->config);
@@ -73,13 +88,34 @@ static void save_checkpoint(TrainRun *run, TrainCompute *compute, int step, floa
     float *v = (float *)mallocCheck(sizeof(float) * (count ? count : 1));
     compute->get_moments(compute->self, offset, count, m, v);
     if (comm->rank == 0) compute->get_params(compute->self, params);
-    train_run_save_checkpoint(run, step, params, m, v);
+    double bad = !all_finite(m, count) || !all_finite(v, count) || (comm->rank == 0 && !all_finite(params, layout.total));
+    comm->ops->sum_doubles(comm, &bad, 1);
+    if (bad == 0) train_run_save_checkpoint(run, step, params, m, v);
+    else fprintf(stderr, "error: parameters or optimizer moments after step %d are not finite: no checkpoint written, "
+                         "the last one is left as it was\n", step);
     free(m);
     free(v);
+    return bad == 0;
 }
 
-/* One optimizer step; returns the mean loss over all ranks' micro-batches and sets *grad_norm. */
-static double train_step(TrainRun *run, TrainCompute *compute, const AdamWSettings *h, float *grad_norm) {
+/* Whether any rank received a stop signal (train/stop.h): the same answer on every rank. */
+static int stop_requested(TrainRun *run) {
+    double stop = stop_signal_received() != 0;
+    run->comm->ops->sum_doubles(run->comm, &stop, 1);
+    return stop > 0;
+}
+
+typedef struct {
+    double loss;  /* mean over all ranks' micro-batches */
+    float norm;   /* global gradient norm before clipping */
+    int finite;   /* loss and norm finite on every rank: the update was applied */
+    int stop;     /* a rank received a stop signal */
+} StepResult;
+
+/* One optimizer step: forward and backward of the micro-batches, the gradient norm, and the update
+ * when the loss and the norm are finite on every rank. Loss, finiteness and stop requests are summed
+ * over the ranks in one call, so every rank takes the same decisions. */
+static StepResult train_step(TrainRun *run, TrainCompute *compute, const AdamWSettings *h) {
     int accum = run->grad_accum;
     float loss_scale = 1.0f / (float)(accum * run->comm->world);
     compute->zero_grad(compute->self);
@@ -90,22 +126,44 @@ static double train_step(TrainRun *run, TrainCompute *compute, const AdamWSettin
                              micro == accum - 1);
         loss += compute->micro_loss(compute->self);
     }
-    *grad_norm = compute->update(compute->self, h);
-    run->comm->ops->sum_doubles(run->comm, &loss, 1);
-    return loss / (accum * run->comm->world);
+    StepResult r;
+    r.norm = compute->grad_norm(compute->self);
+    double sums[3] = {loss, !isfinite(r.norm), stop_signal_received() != 0};
+    run->comm->ops->sum_doubles(run->comm, sums, 3);
+    r.loss = sums[0] / (accum * run->comm->world);
+    r.finite = isfinite(r.loss) && sums[1] == 0;
+    r.stop = sums[2] > 0;
+    if (r.finite) compute->update(compute->self, h, r.norm);
+    return r;
 }
 
-void train_loop_run(TrainRun *run, TrainCompute *compute) {
+int train_loop_run(TrainRun *run, TrainCompute *compute) {
     const TrainArgs *args = run->args;
     ParamLayout layout;
     param_layout_init(&layout, &run->config);
     float *params = (float *)mallocCheck(sizeof(float) * layout.total);
     AdamWSettings h = {0.0f, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, args->weight_decay, args->grad_clip, 0};
     double timed_seconds = 0.0;
-    int timed_steps = 0;
+    int timed_steps = 0, status = 0, skipped_in_a_row = 0, skipped = 0;
+    int stop = stop_requested(run);
     for (int step = run->start_step; step <= run->max_steps; step++) {
-        if (train_run_checkpoint_due(run, step)) save_checkpoint(run, compute, step, params);
-        if (train_run_val_due(run, step)) validate(run, compute, step);
+        /* none while steps are being skipped: the last checkpoint stays the newest */
+        int save = (train_run_checkpoint_due(run, step) || (stop && args->output_dir && step > run->start_step)) &&
+                   skipped_in_a_row == 0;
+        if (save && !save_checkpoint(run, compute, step, params)) {
+            status = EXIT_NONFINITE;
+            break;
+        }
+        if (stop) {
+            printf("stopped by a signal after step %d%s%s; resume with -y 1\n", step,
+                   save ? ", checkpoint saved to " : "", save ? args->output_dir : "");
+            status = EXIT_INTERRUPTED;
+            break;
+        }
+        if (train_run_val_due(run, step) && !validate(run, compute, step)) {
+            status = EXIT_NONFINITE;
+            break;
+        }
         if (train_run_task_due(run, step)) score_task(run, compute, step);
         if (train_run_sample_due(run, step)) sample(run, compute, params);
         if (step == run->max_steps) break;
@@ -113,23 +171,45 @@ void train_loop_run(TrainRun *run, TrainCompute *compute) {
         double t0 = wall_seconds();
         h.lr = schedule_lr(&run->schedule, step);
         h.step = step + 1;
-        float norm;
-        double loss = train_step(run, compute, &h, &norm);
+        StepResult r = train_step(run, compute, &h);
+        stop = r.stop;
         double seconds = wall_seconds() - t0;
         if (step > run->start_step) { /* the first step pays for warm-ups (cuBLASLt, allocators, NCCL) */
             timed_seconds += seconds;
             timed_steps++;
         }
+        if (!r.finite) {
+            skipped++;
+            skipped_in_a_row++;
+            printf("step %5d/%d | loss %.6f | norm %.4f | skipped: not finite, no update (%d in a row of -nf %d)\n",
+                   step + 1, run->max_steps, r.loss, r.norm, skipped_in_a_row, args->max_nonfinite);
+            logger_log_skip(&run->logger, step, (float)r.loss, r.norm);
+            if (skipped_in_a_row >= args->max_nonfinite) {
+                fprintf(stderr, "error: %d steps in a row (up to step %d) had a non-finite loss or gradient norm "
+                                "(-nf %d): stopping; the last checkpoint is left as it was\n",
+                        skipped_in_a_row, step + 1, args->max_nonfinite);
+                status = EXIT_NONFINITE;
+                break;
+            }
+            continue;
+        }
+        skipped_in_a_row = 0;
         printf("step %5d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1, run->max_steps,
-               loss, norm, h.lr, 1e3 * seconds, run->total_batch / seconds);
-        logger_log_train(&run->logger, step, (float)loss, h.lr, norm);
+               r.loss, r.norm, h.lr, 1e3 * seconds, run->total_batch / seconds);
+        logger_log_train(&run->logger, step, (float)r.loss, h.lr, r.norm);
     }
     if (timed_steps > 0)
         printf("average %.2f ms per step, %.0f tok/s (steps after the first)\n", 1e3 * timed_seconds / timed_steps,
                run->total_batch * timed_steps / timed_seconds);
-    if (args->test_pattern) {
+    if (skipped > 0) printf("%d step%s skipped: non-finite loss or gradient norm\n", skipped, skipped == 1 ? "" : "s");
+    if (status == 0 && args->test_pattern) {
         EvalResult r = eval_split_evaluate(&run->test_split, args->B, args->eval_carry, &compute->eval, run->comm);
         eval_result_report("test", run->max_steps, r, args->eval_carry, &run->logger);
+        if (!isfinite(r.loss_sum / r.tokens)) {
+            fprintf(stderr, "error: the test loss is not finite\n");
+            status = EXIT_NONFINITE;
+        }
     }
     free(params);
+    return status;
 }

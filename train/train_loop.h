@@ -45,9 +45,11 @@ typedef struct {
     void (*train_micro)(void *self, const int *inputs, const int *targets, float loss_scale, int last);
     /* the mean loss of the last micro-batch (waits for it) */
     double (*micro_loss)(void *self);
-    /* the gradients summed over ranks, the global norm, clipping to h->grad_clip and AdamW; returns the
-     * norm before clipping */
-    float (*update)(void *self, const AdamWSettings *h);
+    /* the gradients summed over ranks and their global norm (before clipping), the same on every rank */
+    float (*grad_norm)(void *self);
+    /* clipping to h->grad_clip by the norm grad_norm returned, and AdamW; the loop calls it only when
+     * the step's loss and norm are finite (otherwise the step is skipped: parameters and moments stay) */
+    void (*update)(void *self, const AdamWSettings *h, float grad_norm);
     EvalForward eval;
     /* every parameter, fp32 */
     void (*get_params)(void *self, float *out);
@@ -57,8 +59,12 @@ typedef struct {
 } TrainCompute;
 
 /* Runs the steps of run from run->start_step to run->max_steps (evaluations, samples and
- * checkpoints included), then the test split. */
-void train_loop_run(TrainRun *run, TrainCompute *compute);
+ * checkpoints included), then the test split. Returns the trainer's exit status (train/args.h): 0;
+ * EXIT_NONFINITE after -nf skipped steps in a row, a non-finite evaluation, or non-finite parameters or
+ * moments at a checkpoint (nothing saved then); EXIT_INTERRUPTED after a stop signal (train/stop.h),
+ * the checkpoint of the step it stopped after saved when there is an output dir. Every rank returns
+ * the same status after the same step. */
+int train_loop_run(TrainRun *run, TrainCompute *compute);
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,13 @@ static void load_starting_weights(TrainRun *run) {
     if (access(args->init_from, R_OK) != 0)
         die_input_missing("-e", args->init_from, "run from the repository root or give the full path of a JSON "
                                                  "config (configs/) or of a model file (model_*.bin)");
+    char err[8192];
+    FILE *fp = fopen_regular(args->init_from, "-e file", err, sizeof(err));
+    if (fp == NULL) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    fclose(fp);
     if (model_file_is_checkpoint(args->init_from)) {
         model_file_read(args->init_from, &run->config, &run->params);
         run->init_from_model_file = 1;
@@ -33,8 +40,34 @@ static void load_starting_weights(TrainRun *run) {
     config_load(&run->config, args->init_from);
     ParamLayout layout;
     param_layout_init(&layout, &run->config);
+    char what[128];
+    snprintf(what, sizeof(what), "a model of %zu parameters (%s; two fp32 copies)", layout.total, args->init_from);
+    memory_check_or_exit(8.0 * (double)layout.total, what);
     run->params = (float *)mallocCheck(sizeof(float) * layout.total);
     params_init(&run->config, run->params, (uint64_t)args->seed);
+}
+
+/* A run's output dir: a fresh run (no -y 1) into a directory that already holds a run is refused, unless
+ * -ow 1 says to replace it (its main.log and checkpoints are deleted first). Rank 0 looks; all decide. */
+static void claim_output_dir(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    Comm *comm = run->comm;
+    if (args->output_dir == NULL || args->resume) return;
+    char found[512] = "";
+    double holds = comm->rank == 0 ? checkpoint_dir_holds_run(args->output_dir, found, sizeof(found)) : 0.0;
+    comm->ops->sum_doubles(comm, &holds, 1);
+    if (holds == 0) return;
+    if (!args->overwrite) {
+        if (comm->rank == 0)
+            fprintf(stderr, "error: output dir -o %s already holds a run (%s): resume it with -y 1, replace it with "
+                            "-ow 1, or give another -o\n", args->output_dir, found);
+        exit(1);
+    }
+    if (comm->rank == 0) {
+        checkpoint_dir_clear(args->output_dir);
+        printf("-ow 1: deleted the run in %s (main.log and checkpoints)\n", args->output_dir);
+    }
+    comm->ops->barrier(comm);
 }
 
 /* Tokens per step over all ranks (-d, default one micro-batch per rank) and the accumulation it needs. */
@@ -50,6 +83,11 @@ static void plan_batch(TrainRun *run) {
         else snprintf(nearest, sizeof(nearest), "value is %ld", above);
         fprintf(stderr, "error: total batch size -d %ld is not a multiple of B*T*ranks = %d*%d*%d = %ld; the nearest valid %s\n",
                 run->total_batch, args->B, args->T, world, unit, nearest);
+        exit(1);
+    }
+    if (run->total_batch / unit > ARGS_MAX_ACCUM) {
+        fprintf(stderr, "error: total batch size -d %ld is %ld micro-batches of B*T*ranks = %ld per step, more than %d\n",
+                run->total_batch, run->total_batch / unit, unit, ARGS_MAX_ACCUM);
         exit(1);
     }
     run->grad_accum = (int)(run->total_batch / unit);
@@ -170,8 +208,8 @@ static void plan_steps(TrainRun *run) {
     const TrainArgs *args = run->args;
     run->max_steps = args->max_steps;
     if (run->max_steps < 0) {
-        run->max_steps = (int)(dataloader_num_batches(&run->train_loader) / run->grad_accum);
-        if (run->max_steps < 1) run->max_steps = 1;
+        size_t epoch_steps = dataloader_num_batches(&run->train_loader) / run->grad_accum;
+        run->max_steps = epoch_steps < 1 ? 1 : epoch_steps > ARGS_MAX_COUNT ? ARGS_MAX_COUNT : (int)epoch_steps;
     }
     run->schedule = (LRSchedule){args->learning_rate, args->warmup_steps, run->max_steps, args->final_lr_frac};
     TrainSettings *s = &run->settings;
@@ -214,6 +252,11 @@ static void resume_if_asked(TrainRun *run) {
     int stored_world = 0;
     checkpoint_load_shard(args->output_dir, latest, &run->config, &run->settings, run->moments_offset,
                           run->moments_count, &stored, &stored_params, &run->resume_state, &stored_world);
+    if (run->resume_state.step > run->max_steps) {
+        fprintf(stderr, "error: the checkpoint in %s is at step %lld, beyond this run's %d steps (-x)\n",
+                args->output_dir, run->resume_state.step, run->max_steps);
+        exit(1);
+    }
     free(run->params);
     run->params = stored_params;
     if (stored.tokenizer[0] == '\0') /* written before model files recorded their tokenizer */
@@ -341,6 +384,7 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
         fprintf(stderr, "error: rank %d cannot silence its stdout\n", comm->rank);
         exit(1);
     }
+    claim_output_dir(run);
     load_starting_weights(run);
     ParamLayout layout;
     param_layout_init(&layout, &run->config);

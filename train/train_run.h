@@ -55,7 +55,9 @@ typedef struct {
     Tokenizer tokenizer;         /* decodes samples (rank 0): the model's own, see train_run.c */
 } TrainRun;
 
-/* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. */
+/* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. A fresh
+ * run (no -y 1) into an output dir that holds a run is refused, or with -ow 1 replaces it; the memory a
+ * config's parameters need is checked before they are allocated. */
 void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm);
 void train_run_release_params(TrainRun *run);
 /* Whether step (optimizer steps done so far) is one where the loop checkpoints, evaluates, samples. */
