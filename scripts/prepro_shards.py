@@ -42,6 +42,15 @@ def write_shard(path, tokens, vocab_size):
     os.replace(tmp, path)
 
 
+def read_shard(path):
+    """The tokens of a raw shard, as int64 (tests and tools)."""
+    header = np.fromfile(path, dtype="<i4", count=3)
+    if header.size < 3 or header[0] != SHARD_MAGIC or header[1] not in (1, 2):
+        raise ValueError(f"{path}: not a raw token shard")
+    dtype = "<u2" if header[1] == 1 else "<u4"
+    return np.fromfile(path, dtype=dtype, offset=HEADER_BYTES, count=int(header[2])).astype(np.int64)
+
+
 def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:

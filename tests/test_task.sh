@@ -77,11 +77,10 @@ import glob, sys
 import numpy as np
 sys.path.insert(0, "scripts")
 from prepare_task import task_bytes
+from prepro_shards import read_shard
 work = sys.argv[1]
 shard = sorted(glob.glob(f"{work}/data/*_val_*.bin"))[0]
-raw = np.fromfile(shard, dtype=np.int32, count=3)
-dtype = np.uint16 if raw[1] == 1 else np.uint32
-tokens = np.fromfile(shard, dtype=dtype, offset=256 * 4)[: raw[2]].astype(np.int64)
+tokens = read_shard(shard)
 rng = np.random.default_rng(0)
 freq = np.bincount(tokens, minlength=256) / len(tokens)
 choice, last = [], []
