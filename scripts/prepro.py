@@ -585,23 +585,21 @@ def prepare(args):
         print(note, file=sys.stderr)
     if plan.reservoir and run.reservoir is None and not run.done:
         run.reservoir = ValReservoir(run.spill_path, *plan.reservoir, run.dtype)
-    try:
-        if not run.done:
-            encode(run, plan, tokenizer, workers)
-            if run.reservoir is not None:
-                run.finish_reservoir()
-            for w in run.writers.values():
-                w.close()
-            check_splits(run, plan)
-            run.done = True
-            run.save()
-        else:
-            run.save()
+    if not run.done:
+        encode(run, plan, tokenizer, workers)
+        if run.reservoir is not None:
+            run.finish_reservoir()
         for w in run.writers.values():
-            w.wait()
-    except PreproError:
-        run.remove_owned()
-        raise
+            w.close()
+        try:
+            check_splits(run, plan)
+        except PreproError:
+            run.remove_owned()  # the settings cannot make this dataset: leave no shards of it
+            raise
+        run.done = True
+    run.save()
+    for w in run.writers.values():
+        w.wait()
     for path in (run.state_path, run.spill_path, run.entries_path):
         if os.path.exists(path):
             os.remove(path)
@@ -610,8 +608,7 @@ def prepare(args):
 
 def encode(run, plan, tokenizer, workers):
     reader = Reader(plan.files, plan.text_docs, run.args.text_field)
-    start_bytes = reader.sizes_before[run.position.file] if run.position.file < len(plan.files) else reader.sizes_before[-1]
-    progress = Progress("tokens", reader.sizes_before[-1], start_bytes)
+    progress = Progress("tokens", reader.sizes_before[-1], reader.sizes_before[min(run.position.file, len(plan.files))])
     before = sum(w.tokens for w in run.writers.values())
     pipeline = Pipeline(workers, plan.files, run.args.text_field, tokenizer.spec())
     last_save = time.time()
