@@ -26,7 +26,8 @@ import zlib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepro import DEFAULT_TOKENIZER_PATHS, BPETokenizer, fail  # noqa: E402
+from prepro import DEFAULT_TOKENIZER_PATHS  # noqa: E402
+from prepro_tokenizers import BPETokenizer, TokenizerError  # noqa: E402
 
 TASK_MAGIC = b"SSDTASK\0"
 TASK_VERSION = 1
@@ -36,6 +37,11 @@ TOKENIZER_NAMES = {"gpt2": "gpt2", "neox": "gpt-neox-20b", "gpt-neox-20b": "gpt-
 
 class BadItem(Exception):
     pass
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def item_texts(fmt, record):
@@ -98,7 +104,7 @@ def encode_items(tokenizer, items):
     """Token lists per item: (context, [endings], label); an empty tokenization is refused."""
     out = []
     for number, (context, endings, label) in enumerate(items):
-        ids = tokenizer.tok.encode_batch([context] + endings, add_special_tokens=False)
+        ids = tokenizer.encoder.encode_batch([context] + endings, add_special_tokens=False)
         tokens = [e.ids for e in ids]
         if any(len(t) == 0 for t in tokens):
             fail(f"item {number}: a context or ending tokenizes to nothing")
@@ -151,7 +157,10 @@ def main(argv=None):
     if args.max_items:
         items = items[: args.max_items]
     kind = "gpt2" if args.tokenizer == "gpt2" else "neox"
-    tokenizer = BPETokenizer(kind, args.tokenizer_path or DEFAULT_TOKENIZER_PATHS[kind])
+    try:
+        tokenizer = BPETokenizer(kind, args.tokenizer_path or DEFAULT_TOKENIZER_PATHS[kind])
+    except TokenizerError as e:
+        fail(str(e))
     encoded = encode_items(tokenizer, items)
     data = task_bytes(KINDS[args.format], TOKENIZER_NAMES[args.tokenizer], tokenizer.vocab_size, encoded)
     write_atomic(args.out, data)
