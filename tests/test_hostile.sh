@@ -167,7 +167,7 @@ steps() { grep -E '^step +[0-9]+/' "$@" | sed -E 's/ \| [0-9.]+ ms.*//'; }
 # wait_for FILE PATTERN: until PATTERN is in FILE (at most 20 s)
 wait_for() { for _ in $(seq 2000); do grep -qE -- "$2" "$1" 2> /dev/null && return 0; sleep 0.01; done; return 1; }
 for sig in TERM INT USR1; do
-    rm -rf "$work/sig"
+    rm -rf "$work/sig" "$work/sig1.log" # the log is new: the signal goes only to a trainer that has started
     ./train_ssd "${long[@]}" -o "$work/sig" > "$work/sig1.log" 2>&1 &
     pid=$!
     wait_for "$work/sig1.log" '^step +3/'
