@@ -800,7 +800,7 @@ def main():
     session = Session(args)
     try:
         session.setup()
-        start, index = time.time(), 0
+        start, index, next_report = time.time(), 0, 500
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             pending = set()
             while True:
@@ -816,7 +816,8 @@ def main():
                 done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     future.result()
-                if session.cases % 500 < len(done) and session.cases >= 500:
+                if session.cases >= next_report:
+                    next_report += 500
                     print("%d cases, %.0f s, %d findings" % (session.cases, time.time() - start,
                                                             sum(session.counts.values())), flush=True)
     finally:
