@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define TASK_MAGIC "SSDTASK\0"
 #define TASK_VERSION 1
@@ -36,7 +35,7 @@ static int first_token_outside(const uint32_t *tokens, int n, int vocab_size, ui
     return 0;
 }
 
-/* Walks the body: fills task->items when it is not NULL, else only counts and checks. */
+/* Walks the body, checking every length and token, and fills task->items. */
 static int task_parse_body(TaskSet *task, const uint32_t *words, size_t nwords, const char *path, char *err,
                            size_t errlen) {
     size_t at = 0;
@@ -97,7 +96,7 @@ static int task_parse_body(TaskSet *task, const uint32_t *words, size_t nwords, 
             return 1;
         }
         rows += item.num_choices;
-        if (task->items) task->items[i] = item;
+        task->items[i] = item;
     }
     if (at != nwords) {
         snprintf(err, errlen, "%s: %zu bytes after the last item", path, (nwords - at) * 4);
@@ -110,20 +109,8 @@ static int task_parse_body(TaskSet *task, const uint32_t *words, size_t nwords, 
 
 int task_set_try_load(TaskSet *task, const char *path, char *err, size_t errlen) {
     memset(task, 0, sizeof(*task));
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "cannot open task file '%s': %s", path, strerror(errno));
-        return 1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "task file '%s' is not a regular file", path);
-        return 1;
-    }
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errlen, "cannot open task file '%s': %s", path, strerror(errno));
-        return 1;
-    }
+    FILE *fp = fopen_regular(path, "task file", err, errlen);
+    if (fp == NULL) return 1;
     uint8_t header[TASK_HEADER_BYTES];
     long long size = file_size_of(fp);
     if (size < TASK_HEADER_BYTES || read_exact(fp, header, sizeof(header), path, "the header", err, errlen)) {
@@ -175,16 +162,19 @@ int task_set_try_load(TaskSet *task, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: body checksum mismatch (corrupt file)", path);
         bad = 1;
     }
-    if (!bad) bad = task_parse_body(task, task->words, nwords, path, err, errlen);
+    /* every item takes at least 5 words (label, choices, context length, a token, an ending length) */
+    if (!bad && (size_t)task->num_items > nwords / 5) {
+        snprintf(err, errlen, "%s: %d items cannot fit in a body of %zu bytes", path, task->num_items, nwords * 4);
+        bad = 1;
+    }
     if (!bad) {
         task->items = (TaskItem *)malloc(sizeof(TaskItem) * task->num_items);
         if (task->items == NULL) {
             snprintf(err, errlen, "%s: cannot allocate %d items", path, task->num_items);
             bad = 1;
-        } else {
-            task_parse_body(task, task->words, nwords, path, err, errlen);
         }
     }
+    if (!bad) bad = task_parse_body(task, task->words, nwords, path, err, errlen);
     if (bad) task_set_free(task);
     return bad;
 }
