@@ -157,7 +157,11 @@ void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *
     m->params = (floatX *)device_alloc(n * sizeof(floatX), &bytes);
 #endif
     if (comm->world > 1) {
-        cudaCheck(cudaStreamCreateWithFlags(&m->comm_stream, cudaStreamNonBlocking));
+        /* the highest priority, so that each bucket's NCCL kernels start as soon as SMs free up between
+         * the backward's kernels instead of queueing behind them */
+        int lowest_priority, highest_priority;
+        cudaCheck(cudaDeviceGetStreamPriorityRange(&lowest_priority, &highest_priority));
+        cudaCheck(cudaStreamCreateWithPriority(&m->comm_stream, cudaStreamNonBlocking, highest_priority));
         m->bucket_ready = (cudaEvent_t *)mallocCheck((config->n_layer + 1) * sizeof(cudaEvent_t));
         for (int l = 0; l <= config->n_layer; l++)
             cudaCheck(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
@@ -419,19 +423,6 @@ static void stream_wait(MambaGPU *m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
 }
 
-/* One NCCL launch for a bucket's several all-reduces */
-static void group_start(Comm *comm) {
-#ifdef USE_NCCL
-    if (!strcmp(comm->backend, "nccl")) ncclCheck(comm, ncclGroupStart());
-#endif
-}
-
-static void group_end(Comm *comm) {
-#ifdef USE_NCCL
-    if (!strcmp(comm->backend, "nccl")) ncclCheck(comm, ncclGroupEnd());
-#endif
-}
-
 /* Waits for the forward and returns the mean loss of the batch. */
 float mamba_gpu_mean_loss(MambaGPU *m) {
     float loss;
@@ -446,24 +437,26 @@ void mamba_gpu_zero_grad(MambaGPU *m) {
 
 /* Bucket l < L: layer l's slices of the per-layer tensors, complete once its backward is done; bucket L:
  * wte and norm_f, complete after the embedding's backward. Summed over ranks on the communication
- * stream while the main stream goes on; grads_reduced marks the last bucket. */
+ * stream while the main stream goes on; grads_reduced, recorded after the group is launched, marks the
+ * end of the last bucket. */
 static void reduce_bucket(MambaGPU *m, int bucket) {
     int L = m->config.n_layer;
+    Comm *comm = m->comm;
     cudaCheck(cudaEventRecord(m->bucket_ready[bucket], m->stream));
     cudaCheck(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[bucket], 0));
-    group_start(m->comm);
+    comm->ops->group_start(comm);
     if (bucket < L) {
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             if (m->layout.layer_sizes[t] == 0) continue;
-            m->comm->ops->all_reduce(m->comm, m->grads_t[t] + param_layer_offset(&m->layout, t, bucket),
-                                m->layout.layer_sizes[t], m->comm_stream);
+            comm->ops->all_reduce(comm, m->grads_t[t] + param_layer_offset(&m->layout, t, bucket),
+                                  m->layout.layer_sizes[t], m->comm_stream);
         }
     } else {
-        m->comm->ops->all_reduce(m->comm, m->grads_t[P_WTE], m->layout.sizes[P_WTE], m->comm_stream);
-        m->comm->ops->all_reduce(m->comm, m->grads_t[P_NORM_F], m->layout.sizes[P_NORM_F], m->comm_stream);
-        cudaCheck(cudaEventRecord(m->grads_reduced, m->comm_stream));
+        comm->ops->all_reduce(comm, m->grads_t[P_WTE], m->layout.sizes[P_WTE], m->comm_stream);
+        comm->ops->all_reduce(comm, m->grads_t[P_NORM_F], m->layout.sizes[P_NORM_F], m->comm_stream);
     }
-    group_end(m->comm);
+    comm->ops->group_end(comm);
+    if (bucket == L) cudaCheck(cudaEventRecord(m->grads_reduced, m->comm_stream));
 }
 
 /* Accumulates the gradients of the last training forward (its dloss) into m->grads; with

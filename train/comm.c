@@ -8,10 +8,11 @@ static void single_broadcast(Comm *comm, void *bytes, size_t n) {}
 static void single_barrier(Comm *comm) {}
 static void single_all_reduce(Comm *comm, float *buf, size_t n, void *stream) {}
 static void single_shards(Comm *comm, float *buf, size_t shard, void *stream) {}
+static void single_group(Comm *comm) {}
 static void single_free(Comm *comm) {}
 
 static const CommOps single_ops = {single_sum_doubles, single_broadcast, single_barrier, single_all_reduce,
-                                   single_shards, single_shards, single_free};
+                                   single_shards, single_shards, single_group, single_group, single_free};
 
 void comm_single_init(Comm *comm) {
     memset(comm, 0, sizeof(*comm));

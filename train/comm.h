@@ -34,6 +34,10 @@ typedef struct {
     void (*reduce_scatter)(Comm *comm, float *buf, size_t shard, void *stream);
     /* buf holds world x shard elements; rank r's shard is copied to every rank */
     void (*all_gather)(Comm *comm, float *buf, size_t shard, void *stream);
+    /* the buffer collectives called between group_start and group_end are launched together at
+     * group_end (one NCCL launch); work that must follow them is enqueued after group_end */
+    void (*group_start)(Comm *comm);
+    void (*group_end)(Comm *comm);
     void (*free)(Comm *comm);
 } CommOps;
 

@@ -69,6 +69,9 @@ static void mpi_all_gather(Comm *comm, float *buf, size_t shard, void *stream) {
               "Allgather");
 }
 
+/* MPI's collectives here are blocking: a group needs no launch of its own */
+static void mpi_group(Comm *comm) {}
+
 static void mpi_free(Comm *comm) {
     /* every rank reaches the end before any stops answering the watchdog */
     mpi_barrier(comm);
@@ -77,7 +80,7 @@ static void mpi_free(Comm *comm) {
 }
 
 static const CommOps mpi_ops = {mpi_sum_doubles, mpi_broadcast, mpi_barrier, mpi_all_reduce, mpi_reduce_scatter,
-                                mpi_all_gather, mpi_free};
+                                mpi_all_gather, mpi_group, mpi_group, mpi_free};
 
 /* The watchdog's links, when the launcher gave a master address to meet at. */
 static LaunchWatchdog *start_watchdog(const LaunchInfo *info, double rank_timeout) {

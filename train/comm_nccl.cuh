@@ -115,6 +115,9 @@ static void nccl_all_gather(Comm *comm, float *buf, size_t shard, void *stream) 
                                   ((NcclComm *)comm->impl)->nccl, (cudaStream_t)stream));
 }
 
+static void nccl_group_start(Comm *comm) { ncclCheck(comm, ncclGroupStart()); }
+static void nccl_group_end(Comm *comm) { ncclCheck(comm, ncclGroupEnd()); }
+
 static void nccl_free(Comm *comm) {
     NcclComm *impl = (NcclComm *)comm->impl;
     /* every rank reaches the end before any stops answering the watchdog */
@@ -127,7 +130,8 @@ static void nccl_free(Comm *comm) {
 }
 
 static const CommOps nccl_ops = {nccl_sum_doubles, nccl_broadcast, nccl_barrier, nccl_all_reduce,
-                                 nccl_reduce_scatter, nccl_all_gather, nccl_free};
+                                 nccl_reduce_scatter, nccl_all_gather, nccl_group_start, nccl_group_end,
+                                 nccl_free};
 
 /* The file rendezvous' key: what the launcher gives every rank of one job alike. */
 static const char *rendezvous_key(void) {

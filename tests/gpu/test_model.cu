@@ -7,6 +7,10 @@
  * 1e-2 for the loss, 6e-2 for the gradients: every activation is rounded to bf16 (relative
  * 2^-9 = 2e-3) some ten times per layer on the way forward and back, and the gradients of the
  * small per-head tensors (dt_bias, A_log, D) are sums of many such rounded terms.
+ *
+ * Then the bucketed all-reduce of the backward (reduce_bucket in train_ssd.cu) against a world of two
+ * identical ranks: every gradient, and the norm, must be exactly twice those of one rank, which shows
+ * a bucket that misses a slice, reduces one twice, or is read before it is done.
  */
 #include <math.h>
 #include <stdio.h>
@@ -108,6 +112,121 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
     free(targets);
 }
 
+/* A fake world of two identical ranks: an all-reduce doubles its buffer (the sum of two equal ranks),
+ * after spinning some 2 ms on the device, so that a reader that does not wait for it sees the old values.
+ * Collectives called inside a group are held until group_end, as NCCL launches them. */
+typedef struct {
+    float *buf;
+    size_t n;
+    cudaStream_t stream;
+} HeldReduce;
+
+typedef struct {
+    int in_group, held_count;
+    HeldReduce held[32];
+} TwinRanks;
+
+__global__ void spin_kernel(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) {}
+}
+
+__global__ void double_kernel(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= 2.0f;
+}
+
+static void twin_launch(float *buf, size_t n, cudaStream_t stream) {
+    spin_kernel<<<1, 1, 0, stream>>>(4000000);
+    double_kernel<<<256, 256, 0, stream>>>(buf, n);
+    cudaCheck(cudaGetLastError());
+}
+
+static void twin_sum_doubles(Comm *comm, double *x, int n) {
+    for (int i = 0; i < n; i++) x[i] *= 2.0;
+}
+static void twin_nothing(Comm *comm) {}
+static void twin_broadcast(Comm *comm, void *bytes, size_t n) {}
+static void twin_all_reduce(Comm *comm, float *buf, size_t n, void *stream) {
+    TwinRanks *twin = (TwinRanks *)comm->impl;
+    if (!twin->in_group) {
+        twin_launch(buf, n, (cudaStream_t)stream);
+        return;
+    }
+    if (twin->held_count == (int)(sizeof(twin->held) / sizeof(twin->held[0]))) {
+        fprintf(stderr, "twin ranks: more collectives in one group than the test holds\n");
+        exit(1);
+    }
+    twin->held[twin->held_count++] = {buf, n, (cudaStream_t)stream};
+}
+static void twin_no_shards(Comm *comm, float *buf, size_t shard, void *stream) {
+    fprintf(stderr, "twin ranks: ZeRO-1's collectives are not part of this test\n");
+    exit(1);
+}
+static void twin_group_start(Comm *comm) { ((TwinRanks *)comm->impl)->in_group = 1; }
+static void twin_group_end(Comm *comm) {
+    TwinRanks *twin = (TwinRanks *)comm->impl;
+    for (int i = 0; i < twin->held_count; i++) twin_launch(twin->held[i].buf, twin->held[i].n, twin->held[i].stream);
+    twin->held_count = 0;
+    twin->in_group = 0;
+}
+static const CommOps twin_ops = {twin_sum_doubles, twin_broadcast, twin_nothing, twin_all_reduce, twin_no_shards,
+                                 twin_no_shards, twin_group_start, twin_group_end, twin_nothing};
+
+/* Two micro-batches accumulated on one rank, and on rank 0 of the twin world with the last backward
+ * reducing bucket by bucket: the twin's gradients and norm must be exactly 2x (doubling is exact). */
+static void run_bucket_case(const char *label, const char *json, int B, int T, cudaStream_t stream) {
+    char err[256], name[160];
+    ModelConfig config;
+    if (config_parse(&config, json, label, err, sizeof(err))) {
+        test_report(0, label, "config: %s", err);
+        return;
+    }
+    ParamLayout layout;
+    param_layout_init(&layout, &config);
+    float *params = (float *)mallocCheck(layout.total * sizeof(float));
+    params_init(&config, params, 11);
+    int N = B * T;
+    int *tokens = (int *)mallocCheck(4 * N * sizeof(int));
+    for (int i = 0; i < 4 * N; i++) tokens[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+
+    TwinRanks twin_state = {0, 0, {}};
+    Comm twin = {0, 2, 0, "twin", &twin_ops, &twin_state};
+    MambaGPU one, two;
+    double *grads[2], norms[2];
+    MambaGPU *models[2] = {&one, &two};
+    for (int k = 0; k < 2; k++) {
+        MambaGPU *m = models[k];
+        mamba_gpu_build_ranks(m, &config, params, stream, k == 0 ? NULL : &twin, 0);
+        mamba_gpu_alloc_activations(m, B, T);
+        mamba_gpu_zero_grad(m);
+        for (int micro = 0; micro < 2; micro++) {
+            mamba_gpu_set_batch(m, tokens + 2 * micro * N, tokens + (2 * micro + 1) * N);
+            mamba_gpu_forward(m, 0.5f / N, NULL);
+            m->reduce_in_backward = k == 1 && micro == 1;
+            mamba_gpu_backward(m);
+        }
+        mamba_gpu_grad_norm(m);
+        norms[k] = mamba_gpu_read_grad_norm(m);
+        grads[k] = download_float(m->grads, layout.total);
+    }
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        size_t wrong = 0, n = layout.sizes[t];
+        const double *g1 = grads[0] + layout.offsets[t], *g2 = grads[1] + layout.offsets[t];
+        for (size_t i = 0; i < n; i++) wrong += !(g2[i] == 2.0 * g1[i]);
+        snprintf(name, sizeof(name), "%s bucketed all-reduce grad %s", label, PARAM_NAMES[t]);
+        test_report(wrong == 0, name, "%zu of %zu values differ from twice one rank's", wrong, n);
+    }
+    snprintf(name, sizeof(name), "%s bucketed all-reduce grad norm", label);
+    test_report(norms[0] > 0 && norms[1] == 2.0 * norms[0], name, "two ranks %.9g, one rank %.9g (want exactly 2x)",
+                norms[1], norms[0]);
+    for (int k = 0; k < 2; k++) {
+        mamba_gpu_free(models[k]);
+        free(grads[k]);
+    }
+    free(params);
+    free(tokens);
+}
+
 int main(void) {
     printf("precision %s\n", PRECISION_NAME);
     cudaStream_t stream;
@@ -125,6 +244,16 @@ int main(void) {
              "{\"name\":\"t3\",\"d_model\":96,\"n_layer\":2,\"vocab_size\":500,\"pad_vocab_multiple\":64,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":3,\"chunk_size\":16,\"a_structure\":\"diagonal\"}",
              2, 50, stream);
+    run_bucket_case("mamba2 L=3",
+                    "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
+                    "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"
+                    "\"a_structure\":\"scalar\"}",
+                    2, 40, stream);
+    run_bucket_case("ssd-mamba L=2",
+                    "{\"name\":\"b2\",\"d_model\":48,\"n_layer\":2,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
+                    "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
+                    "\"a_structure\":\"diagonal\"}",
+                    3, 64, stream);
     matmul_free();
     cudaCheck(cudaStreamDestroy(stream));
     return test_exit_code();
