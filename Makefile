@@ -24,9 +24,14 @@ CFLAGS ?= -O3 -march=native
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -fopenmp -std=gnu11 -I.
 LDLIBS = -lcjson -lzstd -lm -fopenmp -lpthread
 NVCC ?= nvcc
-GPU_ARCH ?= -gencode arch=compute_90,code=sm_90
+# train_ssdcu runs on every NVIDIA GPU from Ampere on: machine code for sm_80 (A100), sm_86 (RTX 30xx,
+# A10, A40), sm_89 (RTX 40xx, L4, L40S), sm_90 (H100, H200) and sm_100 (B200, GB200), and compute_100
+# PTX that the driver compiles for newer ones. GPU_ARCH="-arch=native" builds for this machine's GPU alone.
+GPU_ARCHS ?= 80 86 89 90 100
+GPU_ARCH ?= $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+            -gencode arch=compute_$(lastword $(GPU_ARCHS)),code=compute_$(lastword $(GPU_ARCHS))
 PRECISION ?= BF16
-NVCC_FLAGS ?= -O3 --use_fast_math -std=c++17 $(GPU_ARCH) -I. -DENABLE_$(PRECISION)
+NVCC_FLAGS ?= -O3 --use_fast_math -std=c++17 --threads 0 $(GPU_ARCH) -I. -DENABLE_$(PRECISION)
 NVCC_LDLIBS = -lcublas -lcublasLt -lcjson -lzstd -Xcompiler -fopenmp -lgomp -lpthread
 NCCL_HOME ?= $(shell python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2> /dev/null)
 ifeq ($(NO_NCCL),)
@@ -108,27 +113,34 @@ fuzz: $(BUILD)/asan/train_ssd
 CU_HEADERS := $(wildcard kernels/*.cuh train/*.cuh)
 NVCC_WARN = -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.cu)
-GPU_TEST_BINS := $(foreach p,BF16 FP32,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))
+# the tests are built for the GPU of the machine that runs them, in both precisions, and once more
+# (bf16) as compute_80 PTX alone, which the driver compiles: the code an A100 runs, checked here too
+GPU_TEST_ARCH ?= -arch=native
+GPU_TEST_BINS := $(foreach p,BF16 FP32 PTX80,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))
 
 # samples are drawn on the CPU (model/cpu_sample.c), so the trainer links the float CPU model
 train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
-# GPU tests include train_ssd.cu (with -DTESTING) and link the double-precision CPU reference;
-# each is built in both precisions.
+# GPU tests include train_ssd.cu (with -DTESTING) and link the double-precision CPU reference
 GPU_TEST_DEPS = $(CU_HEADERS) train_ssd.cu tests/test.h $(wildcard tests/gpu/*.h) $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
-GPU_TEST_FLAGS = $(filter-out -DENABLE_%,$(NVCC_FLAGS)) $(NVCC_WARN) -DTESTING -DSSD_DOUBLE
+NVCC_BASE_FLAGS = $(filter-out -DENABLE_% $(GPU_ARCH),$(NVCC_FLAGS)) $(NVCC_WARN)
+GPU_TEST_FLAGS = $(NVCC_BASE_FLAGS) -DTESTING -DSSD_DOUBLE
 $(BUILD)/gpu/BF16/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_BF16 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
+	$(NVCC) $(GPU_TEST_FLAGS) $(GPU_TEST_ARCH) -DENABLE_BF16 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
 $(BUILD)/gpu/FP32/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(GPU_TEST_FLAGS) -DENABLE_FP32 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
+	$(NVCC) $(GPU_TEST_FLAGS) $(GPU_TEST_ARCH) -DENABLE_FP32 $< $(HOST_OBJS) $(F64_OBJS) $(NVCC_LDLIBS) -o $@
+$(BUILD)/gpu/PTX80/%: tests/gpu/%.cu $(GPU_TEST_DEPS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(GPU_TEST_FLAGS) -gencode arch=compute_80,code=compute_80 -DENABLE_BF16 $< $(HOST_OBJS) $(F64_OBJS) \
+	    $(NVCC_LDLIBS) -o $@
 
 # the FP32 trainer for the GPU training-parity test
 $(BUILD)/gpu/FP32/train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(filter-out -DENABLE_%,$(NVCC_FLAGS)) -DENABLE_FP32 $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
+	$(NVCC) $(NVCC_BASE_FLAGS) $(GPU_TEST_ARCH) -DENABLE_FP32 $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
 # the GPU training tests' data: Tiny Shakespeare in GPT-2 tokens, from ../shared/data
 GPU_TEST_DATA = datasets/tinyshakespeare/tokenizer.bin

@@ -511,10 +511,29 @@ __global__ void ssd_param_grads_kernel(SSDSumJob a, SSDSumJob b, SSDSumJob c) {
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  */
+/* The most dynamic shared memory a block may have on this GPU: 227 KB on sm_90 and sm_100, 163 KB on
+ * sm_80, 99 KB on sm_86 and sm_89. */
+static int ssd_smem_optin_limit(void) {
+    static int limit = 0;
+    if (limit == 0) {
+        int device;
+        cudaCheck(cudaGetDevice(&device));
+        cudaCheck(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    }
+    return limit;
+}
+
 /* Raises a kernel's dynamic shared memory limit to `bytes` where it is lower: the host call costs more
- * than the shorter kernels it would precede at every launch. (One process drives one GPU.) */
+ * than the shorter kernels it would precede at every launch. (One process drives one GPU.) A shape
+ * that needs more than the GPU has is refused with a message. */
 template <typename Kernel>
 static void ssd_set_smem(Kernel kernel, size_t bytes) {
+    if (bytes > (size_t)ssd_smem_optin_limit()) {
+        fprintf(stderr, "error: the SSD scan of this model (its headdim and d_state) needs %zu bytes of shared memory "
+                        "per block and this GPU allows %d; a smaller d_state or headdim fits (docs/cuda.md lists what "
+                        "each GPU runs)\n", bytes, ssd_smem_optin_limit());
+        exit(EXIT_FAILURE);
+    }
     enum { SLOTS = 32 };
     static const void *kernels[SLOTS];
     static size_t limits[SLOTS];

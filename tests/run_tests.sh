@@ -36,7 +36,7 @@ run_one() {
     rm -f "$log"
 }
 for bin in "$@"; do
-    run_one "$(basename "$bin")" "$bin"
+    run_one "${bin#build/}" "$bin"  # gpu/BF16/test_model and gpu/FP32/test_model apart
 done
 for script in "$script_dir"/test_*.sh; do
     [ -e "$script" ] && run_one "$(basename "$script")" bash "$script"
