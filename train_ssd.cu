@@ -240,7 +240,7 @@ double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int
     double per_token = 4 * (L + 1) * D + X * L * D + 4 * L + X * L * c->d_in_proj + X * L * c->conv_dim + 2 * X * L * E +
                        4 * L * G + 2 * X * D + 4 + X * c->padded_vocab + 4 +                  /* forward */
                        4 * D + 2 * X * D + 2 * X * E + X * c->conv_dim + X * c->d_in_proj + 5 * 4; /* backward, batch */
-    return weights + ssd + N * per_token;
+    return weights + ssd + N * per_token + MATMUL_WORKSPACE_BYTES;
 }
 
 /* Allocates activations for B x T tokens; returns the bytes allocated. */

@@ -58,6 +58,8 @@ run "pad_vocab_multiple_int_max" 1 "'pad_vocab_multiple' must be an integer in \
 config '"expand":2' '"expand":2147483647'
 run "expand_int_max" 1 "'expand' must be an integer in \[1, 64\] \(got 2147483647\)" "${common[@]}" -e "$work/c.json" -x 1
 run "threads_100000" 1 "bad value '100000' for -th \(expected an integer in \[0, 1024\]\)" "${common[@]}" -th 100000 -x 1
+SSD_EVAL_PROGRESS_SECONDS=inf run "eval_progress_inf_refused" 1 "SSD_EVAL_PROGRESS_SECONDS='inf' is not a finite number" \
+    "${common[@]}" -x 0 -v 1 -m -1
 # in range, each, but too much together: the derived size is refused before anything is allocated
 config '"expand":2' '"expand":64,"d_model":65536'
 run "derived_size_refused" 1 "d_inner = expand\*d_model = 64\*65536 = 4194304 exceeds 1048576" "${common[@]}" -e "$work/c.json" -x 1

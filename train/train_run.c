@@ -5,6 +5,7 @@
 #include "common/utils.h"
 
 #include <errno.h>
+#include <math.h>
 #include <glob.h>
 #include <string.h>
 #include <unistd.h>
@@ -176,8 +177,8 @@ static double eval_progress_seconds(void) {
     const char *env = getenv("SSD_EVAL_PROGRESS_SECONDS");
     char *end = NULL;
     double seconds = env ? strtod(env, &end) : 10.0;
-    if (env && (end == env || *end != '\0' || !(seconds >= 0))) {
-        fprintf(stderr, "error: SSD_EVAL_PROGRESS_SECONDS='%s' is not a number of seconds >= 0\n", env);
+    if (env && (end == env || *end != '\0' || !(seconds >= 0) || !isfinite(seconds))) {
+        fprintf(stderr, "error: SSD_EVAL_PROGRESS_SECONDS='%s' is not a finite number of seconds >= 0\n", env);
         exit(1);
     }
     return seconds;
