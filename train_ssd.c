@@ -33,7 +33,7 @@ typedef struct {
     float *padded;      /* ZeRO-1: world x shard floats, the buffer the collectives work in */
     size_t lo, hi;      /* the parameters this rank updates */
     int B, T;           /* of the training micro-batches */
-    double micro_loss;  /* of the last one (the backward does not keep it) */
+    double micro_loss;  /* summed over the last one's counted targets (the backward does not keep it) */
     MambaEvaluator evaluator;
 } CPUCompute;
 
@@ -42,8 +42,10 @@ static void cpu_zero_grad(void *self) { mamba_zero_grad(&((CPUCompute *)self)->m
 static void cpu_train_micro(void *self, const int *inputs, const int *targets, float loss_scale, int last) {
     CPUCompute *c = (CPUCompute *)self;
     mamba_forward(&c->model, inputs, targets, c->B, c->T);
-    c->micro_loss = c->model.mean_loss;
-    mamba_backward(&c->model, loss_scale);
+    /* the model's loss is the mean over the counted targets: scaled by their count, the sum's weight is loss_scale */
+    double counted = c->model.counted_targets;
+    c->micro_loss = c->model.mean_loss * counted;
+    mamba_backward(&c->model, (real)(loss_scale * counted));
 }
 
 static double cpu_micro_loss(void *self) { return ((CPUCompute *)self)->micro_loss; }
@@ -130,6 +132,7 @@ int main(int argc, char **argv) {
     snprintf(what, sizeof(what), "the CPU model (B %d, T %d%s)", args.B, args.T, args.zero ? ", ZeRO-1" : "");
     memory_check_or_exit(mamba_memory_bytes(&run.config, args.B, args.T, args.gen_T > 0), what);
     mamba_build(&c.model, &run.config, run.params);
+    if (run.doc_eot >= 0) mamba_set_document_end(&c.model, run.doc_eot);
     size_t n = c.model.layout.total;
     mamba_alloc_moments(&c.model);
     c.lo = run.moments_offset;

@@ -291,12 +291,13 @@ size_t mamba_gpu_alloc_activations(MambaGPU *m, int B, int T) {
 }
 
 /* Copies a batch (inputs and targets, N = B*T each; targets may be NULL) to the device. Checks the
- * token ids: the kernels index wte with them. */
+ * token ids: the kernels index wte with them; a target may be IGNORE_TARGET (it does not count). */
 void mamba_gpu_set_batch(MambaGPU *m, const int *inputs, const int *targets) {
     const ModelConfig *c = &m->config;
     int N = m->B * m->T;
     for (int i = 0; i < N; i++) {
-        if (inputs[i] < 0 || inputs[i] >= c->vocab_size || (targets && (targets[i] < 0 || targets[i] >= c->vocab_size))) {
+        int bad_target = targets && targets[i] != IGNORE_TARGET && (targets[i] < 0 || targets[i] >= c->vocab_size);
+        if (inputs[i] < 0 || inputs[i] >= c->vocab_size || bad_target) {
             fprintf(stderr, "error: token %d at position %d of the batch is outside the vocabulary [0, %d)\n",
                     inputs[i] < 0 || inputs[i] >= c->vocab_size ? inputs[i] : targets[i], i, c->vocab_size);
             exit(EXIT_FAILURE);
@@ -373,7 +374,8 @@ static void gpu_carry_free(GPUCarry *carry) {
 
 /*
  * Forward over the current batch. dloss > 0: also writes the gradient of dloss * sum(losses) into
- * the logits (a training step; pass 1 / (N * accumulation steps)); dloss == 0: losses only.
+ * the logits (a training step; pass 1 / the step's counted targets); dloss == 0: losses only. The
+ * losses of targets that do not count are 0.
  * carry: NULL (every row starts from a zero state) or the state entering the batch, which the
  * forward replaces by the state after it (evaluation only: the backward ignores it).
  * The mean loss stays on the device until mamba_gpu_mean_loss reads it.
@@ -413,7 +415,7 @@ void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
                     c->norm_eps, st);
     matmul_forward(a->logits, a->final_norm, m->params_t[P_WTE], N, D, c->padded_vocab, st);
     fused_classifier(a->logits, a->losses, targets, dloss, N, c->vocab_size, c->padded_vocab, st);
-    mean_loss(m->d_scalars, a->losses, N, st);
+    mean_loss(m->d_scalars, a->losses, targets, N, st);
 }
 
 /* Waits for everything enqueued on the model's stream; over NCCL, watching the other ranks. */
@@ -427,7 +429,7 @@ static void stream_wait(MambaGPU *m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
 }
 
-/* Waits for the forward and returns the mean loss of the batch. */
+/* Waits for the forward and returns the mean loss over the batch's counted targets. */
 float mamba_gpu_mean_loss(MambaGPU *m) {
     float loss;
     cudaCheck(cudaMemcpyAsync(&loss, m->d_scalars, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
@@ -612,6 +614,7 @@ typedef struct {
     float *host_losses;    /* [B * T] */
     unsigned char *hits;   /* [B * T] on the device, tasks only, allocated at their first use */
     GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
+    double micro_counted;  /* counted targets of the last training micro-batch */
     int first_update_done;
 } GPUCompute;
 
@@ -623,12 +626,16 @@ static void gpu_train_micro(void *self, const int *inputs, const int *targets, f
     m->B = c->B;
     m->T = c->T;
     mamba_gpu_set_batch(m, inputs, targets);
-    mamba_gpu_forward(m, loss_scale / (float)(c->B * c->T), NULL);
+    c->micro_counted = (double)count_targets(targets, (size_t)c->B * c->T);
+    mamba_gpu_forward(m, loss_scale, NULL);
     m->reduce_in_backward = last && m->comm->world > 1 && !m->zero;
     mamba_gpu_backward(m);
 }
 
-static double gpu_micro_loss(void *self) { return mamba_gpu_mean_loss(&((GPUCompute *)self)->model); }
+static double gpu_micro_loss(void *self) {
+    GPUCompute *c = (GPUCompute *)self;
+    return mamba_gpu_mean_loss(&c->model) * c->micro_counted;
+}
 
 static float gpu_grad_norm(void *self) {
     GPUCompute *c = (GPUCompute *)self;
@@ -790,6 +797,11 @@ int main(int argc, char **argv) {
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
+    if (args.doc_boundaries) {
+        fprintf(stderr, "error: -db 1 (document boundaries) runs on the CPU trainer only for now: the GPU SSD scan "
+                        "does not restart its state inside a row yet; train with ./train_ssd, or leave out -db\n");
+        exit(1);
+    }
     require_gpu();
     Comm comm;
     comm_init(&comm, &args);

@@ -79,11 +79,13 @@ static void reader_open(ShardReader *r, const Shard *shard) {
         r->in_cap = ZSTD_DStreamInSize();
         r->in_buf = (unsigned char *)mallocCheck(r->in_cap);
     }
+    if (shard->mask_path) r->mask_fp = fopenCheck(shard->mask_path, "rb");
 }
 
 static void reader_close(ShardReader *r) {
     if (r->fp) fcloseCheck(r->fp);
     if (r->dctx) ZSTD_freeDCtx(r->dctx);
+    if (r->mask_fp) fcloseCheck(r->mask_fp);
     free(r->in_buf);
     memset(r, 0, sizeof(*r));
 }
@@ -184,6 +186,50 @@ static void shard_check(Shard *shard) {
     }
 }
 
+/* A shard's loss mask (dataloader.h): the side file's header against the shard's token count, and its size.
+ * Sets mask_path when the file exists. */
+static void shard_find_mask(Shard *shard) {
+    size_t n = strlen(shard->path);
+    char *mask_path = (char *)mallocCheck(n + sizeof(".mask"));
+    memcpy(mask_path, shard->path, n);
+    memcpy(mask_path + n, ".mask", sizeof(".mask"));
+    struct stat st;
+    if (stat(mask_path, &st) != 0) {
+        free(mask_path);
+        return;
+    }
+    off_t size;
+    shard_check_regular(mask_path, &size);
+    int32_t header[SHARD_HEADER_INTS];
+    FILE *fp = fopenCheck(mask_path, "rb");
+    size_t got = fread(header, 1, sizeof(header), fp);
+    fcloseCheck(fp);
+    if (got < sizeof(header))
+        data_error(mask_path, "truncated loss mask: %zu bytes, shorter than the %zu-byte header", got, sizeof(header));
+    if (header[0] != MASK_MAGIC)
+        data_error(mask_path, "bad magic %d (expected %d): not a loss mask", header[0], MASK_MAGIC);
+    if (header[1] != MASK_VERSION)
+        data_error(mask_path, "unsupported loss mask version %d (expected %d)", header[1], MASK_VERSION);
+    if (header[2] < 0 || (size_t)header[2] != shard->ntok)
+        data_error(mask_path, "the mask declares %d tokens but its shard %s holds %zu", header[2], shard->path,
+                   shard->ntok);
+    size_t expected = sizeof(header) + shard->ntok;
+    if ((size_t)size != expected)
+        data_error(mask_path, "size %lld bytes does not match the header: %zu tokens need %zu bytes", (long long)size,
+                   shard->ntok, expected);
+    shard->mask_path = mask_path;
+}
+
+/* reads the mask bytes of tokens [first, first + n) of the open shard, each 0 or 1 */
+static void reader_read_mask(ShardReader *r, unsigned char *dst, size_t first, size_t n) {
+    const char *path = r->shard->mask_path;
+    if (fseek(r->mask_fp, (long)(SHARD_HEADER_INTS * sizeof(int32_t) + first), SEEK_SET) != 0)
+        data_error(path, "seek failed");
+    if (fread(dst, 1, n, r->mask_fp) != n) data_error(path, "read error or truncated at token %zu", first);
+    for (size_t i = 0; i < n; i++)
+        if (dst[i] > 1) data_error(path, "mask byte %u at token %zu: must be 0 or 1", dst[i], first + i);
+}
+
 /* checks n tokens read from the shard, the first at token position `first` */
 static void check_tokens(const Shard *shard, const unsigned char *tokens, size_t n, size_t first, int vocab_size) {
     for (size_t i = 0; i < n; i++) {
@@ -282,17 +328,24 @@ void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_
     if (status == GLOB_NOMATCH || (status == 0 && found.gl_pathc == 0))
         data_error(pattern, "no shard files match this pattern");
     if (status != 0) data_error(pattern, "glob failed (status %d)", status);
-    loader->num_shards = (int)found.gl_pathc;
     loader->shards = (Shard *)callocCheck(found.gl_pathc, sizeof(Shard));
     size_t S = loader->step_rows;
     size_t max_token_bytes = 2;
+    const char *with_mask = NULL, *without_mask = NULL;
     for (size_t i = 0; i < found.gl_pathc; i++) {
-        Shard *shard = &loader->shards[i];
         const char *path = found.gl_pathv[i];
+        if (ends_with(path, ".mask")) continue; /* a shard's side file */
+        Shard *shard = &loader->shards[loader->num_shards++];
         shard->path = strdup(path);
         if (shard->path == NULL) data_error(path, "out of memory");
         shard->is_zst = ends_with(path, ".zst");
         shard_check(shard);
+        shard_find_mask(shard);
+        if (shard->mask_path) with_mask = shard->path;
+        else without_mask = shard->path;
+        if (with_mask && without_mask)
+            data_error(without_mask, "has no loss mask (%s.mask) but %s has one: either every shard of a split has a "
+                       "mask or none has", without_mask, with_mask);
         shard->num_rows = (shard->ntok - 1) / T;
         shard->num_batches = shard->num_rows / S * (size_t)micro_per_step;
         if (shard->num_batches == 0)
@@ -301,11 +354,14 @@ void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_
         if (shard->token_bytes > max_token_bytes) max_token_bytes = shard->token_bytes;
     }
     globfree(&found);
+    if (loader->num_shards == 0) data_error(pattern, "only loss mask files (.mask) match this pattern, no shards");
+    loader->has_masks = with_mask != NULL;
 
     /* whole steps, so the blocks (and the shuffle within them) do not depend on how S is split */
     size_t steps_per_block = block_tokens / (S * T) > 0 ? block_tokens / (S * T) : 1;
     loader->block_rows = steps_per_block * S;
     loader->block_tokens = (unsigned char *)mallocCheck((loader->block_rows * T + 1) * max_token_bytes);
+    if (loader->has_masks) loader->block_mask = (unsigned char *)mallocCheck(loader->block_rows * T + 1);
     loader->row_order = (size_t *)mallocCheck(loader->block_rows * sizeof(size_t));
     loader->shard_order = (int *)mallocCheck((size_t)loader->num_shards * sizeof(int));
     loader->inputs = (int *)mallocCheck(B * T * sizeof(int));
@@ -367,6 +423,7 @@ static void ensure_block(DataLoader *loader, int s, size_t block) {
             reader_read_tokens(r, loader->block_tokens, num_rows * T + 1);
             check_tokens(shard, loader->block_tokens, num_rows * T + 1, start, loader->vocab_size);
         }
+        if (shard->mask_path) reader_read_mask(r, loader->block_mask, start, num_rows * T + 1);
         /* the block with the shard's last used row: check the tail now, so every shard read is checked whole */
         if (first_row + num_rows >= shard->num_rows / loader->step_rows * loader->step_rows)
             shard_finish(r, loader->vocab_size);
@@ -412,8 +469,19 @@ void dataloader_next_batch(DataLoader *loader) {
             const uint32_t *row = (const uint32_t *)loader->block_tokens + offset;
             for (size_t t = 0; t < T; t++) { inp[t] = (int)row[t]; tgt[t] = (int)row[t + 1]; }
         }
+        if (loader->has_masks) {
+            const unsigned char *mask = loader->block_mask + offset + 1;
+            for (size_t t = 0; t < T; t++)
+                if (!mask[t]) tgt[t] = IGNORE_TARGET;
+        }
     }
     loader->batch_in_shard++;
+}
+
+size_t count_targets(const int *targets, size_t n) {
+    size_t counted = 0;
+    for (size_t i = 0; i < n; i++) counted += targets[i] != IGNORE_TARGET;
+    return counted;
 }
 
 size_t dataloader_num_batches(const DataLoader *loader) {
@@ -503,10 +571,14 @@ void dataloader_set_state(DataLoader *loader, const void *buf, size_t n) {
 
 void dataloader_free(DataLoader *loader) {
     if (loader->reader_shard >= 0) reader_close(&loader->reader);
-    for (int i = 0; i < loader->num_shards; i++) free(loader->shards[i].path);
+    for (int i = 0; i < loader->num_shards; i++) {
+        free(loader->shards[i].path);
+        free(loader->shards[i].mask_path);
+    }
     free(loader->shards);
     free(loader->shard_order);
     free(loader->block_tokens);
+    free(loader->block_mask);
     free(loader->row_order);
     free(loader->inputs);
     free(loader->targets);

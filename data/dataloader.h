@@ -25,6 +25,13 @@
  * whichever rows the last block's permutation puts last. Every rank sees the same shards and the same
  * number of micro-batches, and the ranks' rows are disjoint and together cover every used row.
  *
+ * Loss masks: a shard P may have a side file P + ".mask" (uncompressed, also beside a .zst shard): a header of
+ * 256 int32 (magic 20261201, version 1, the shard's token count at [2]) then one byte per token, 1 if token i
+ * counts as a prediction target (the loss term predicting it from the tokens before it), 0 if not. Either every
+ * shard of a pattern has one or none has (a mix is refused, naming a shard with and one without). A target
+ * that does not count is handed out as IGNORE_TARGET (-1) in `targets`: the loss and its gradient skip it.
+ * Without mask files every target counts. Files ending in ".mask" matched by the pattern are never shards.
+ *
  * Checks, each exiting with a message naming the file: dataloader_init takes only regular files (a directory,
  * named pipe or device matched by the pattern is refused before it is opened) and reads only each shard's
  * header: magic, version, token count, the file size against it for raw shards and the first frame's declared
@@ -45,12 +52,17 @@ extern "C" {
 #endif
 
 #define SHARD_MAGIC 20240520
+#define MASK_MAGIC 20261201
+#define MASK_VERSION 1
+/* a target that does not count (its mask byte is 0): no loss term, no gradient */
+#define IGNORE_TARGET (-1)
 #define SHARD_HEADER_INTS 256
 /* default block size in tokens (rounded down to whole optimizer steps, at least one) */
 #define DATALOADER_BLOCK_TOKENS ((size_t)1 << 24)
 
 typedef struct {
     char *path;
+    char *mask_path;      /* path + ".mask", NULL when the shard has no loss mask */
     int is_zst;
     int version;          /* 1: uint16 tokens, 2: uint32 tokens */
     size_t token_bytes;
@@ -69,6 +81,7 @@ typedef struct {
     size_t in_cap, in_len, in_pos;
     size_t last_ret;           /* last ZSTD_decompressStream result: 0 at the end of a frame */
     size_t token_pos;          /* tokens consumed after the header */
+    FILE *mask_fp;             /* the shard's mask file, NULL without one */
 } ShardReader;
 
 typedef struct {
@@ -83,6 +96,7 @@ typedef struct {
     size_t block_rows;          /* rows per block: a multiple of step_rows that depends only on it and T */
     Shard *shards;              /* in sorted glob order */
     int num_shards;
+    int has_masks;              /* the shards have loss masks: some targets may be IGNORE_TARGET */
     /* position: the next micro-batch is global micro-batch batch_in_shard (of world*B rows) of
      * shard_order[shard_pos] in epoch */
     uint64_t epoch;
@@ -94,15 +108,18 @@ typedef struct {
     int reader_shard;           /* index into shards of the open reader, -1 if none */
     long loaded_block;          /* block index held in block_tokens, -1 if none */
     unsigned char *block_tokens;/* (block_rows*T + 1) tokens of the shard's token size */
+    unsigned char *block_mask;  /* the mask bytes of those tokens (NULL without masks) */
     size_t block_num_rows;
     size_t *row_order;          /* row order of the loaded block in epoch rows_epoch (valid if rows_ordered) */
     int rows_ordered;
     uint64_t rows_epoch;
     /* outputs */
     int *inputs;                /* B*T */
-    int *targets;               /* B*T */
+    int *targets;               /* B*T; IGNORE_TARGET where the shard's mask says the target does not count */
 } DataLoader;
 
+/* the targets of targets[n] that count (not IGNORE_TARGET) */
+size_t count_targets(const int *targets, size_t n);
 /* one micro-batch per optimizer step: dataloader_init_steps with micro_per_step = 1 */
 void dataloader_init(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                      int shuffle, uint64_t seed, int vocab_size);

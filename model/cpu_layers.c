@@ -4,6 +4,7 @@
  */
 #include "model/cpu_layers.h"
 #include "common/utils.h"
+#include "data/dataloader.h"
 
 #include <tgmath.h>
 #include <string.h>
@@ -170,14 +171,20 @@ void gated_rmsnorm_backward(real *dy, real *dz, real *dw, const real *dout, cons
     }
 }
 
-void conv_forward(real *out, const real *inp, int in_stride, const real *w, const real *bias, int T, int channels, int K) {
+/* whether the conv's output at step t reads input step src (src <= t) */
+static inline int conv_tap(const int *segment, int t, int src) {
+    return src >= 0 && (segment == NULL || segment[src] == segment[t]);
+}
+
+void conv_forward(real *out, const real *inp, int in_stride, const real *w, const real *bias, int T, int channels, int K,
+                  const int *segment) {
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         real *o = out + (size_t)t * channels;
         for (int c = 0; c < channels; c++) o[c] = bias[c];
         for (int k = 0; k < K; k++) {
             int src = t - (K - 1) + k;
-            if (src < 0) continue;
+            if (!conv_tap(segment, t, src)) continue;
             const real *x = inp + (size_t)src * in_stride;
             for (int c = 0; c < channels; c++) o[c] += w[(size_t)c * K + k] * x[c];
         }
@@ -185,14 +192,14 @@ void conv_forward(real *out, const real *inp, int in_stride, const real *w, cons
 }
 
 void conv_backward(real *dinp, int in_stride, real *dw, real *dbias, const real *dout, const real *inp, const real *w,
-                   int T, int channels, int K) {
+                   int T, int channels, int K, const int *segment) {
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         real *di = dinp + (size_t)t * in_stride;
         for (int c = 0; c < channels; c++) di[c] = 0;
         for (int k = 0; k < K; k++) {
             int dst = t + (K - 1) - k; /* the output step that read input t through tap k */
-            if (dst >= T) continue;
+            if (dst >= T || !conv_tap(segment, dst, t)) continue;
             const real *d = dout + (size_t)dst * channels;
             for (int c = 0; c < channels; c++) di[c] += w[(size_t)c * K + k] * d[c];
         }
@@ -204,7 +211,7 @@ void conv_backward(real *dinp, int in_stride, real *dw, real *dbias, const real 
             dbias[c] += d;
             for (int k = 0; k < K; k++) {
                 int src = t - (K - 1) + k;
-                if (src >= 0) dw[(size_t)c * K + k] += d * inp[(size_t)src * in_stride + c];
+                if (conv_tap(segment, t, src)) dw[(size_t)c * K + k] += d * inp[(size_t)src * in_stride + c];
             }
         }
     }
@@ -220,17 +227,23 @@ real crossentropy_forward(real *losses, real *lse, const real *logits, const int
         real sum = 0;
         for (int v = 0; v < V; v++) sum += exp(row[v] - maxv);
         lse[m] = log(sum) + maxv;
-        losses[m] = lse[m] - row[targets[m]];
+        losses[m] = targets[m] >= 0 ? lse[m] - row[targets[m]] : 0;
         total += losses[m];
     }
-    return total / M;
+    int counted = (int)count_targets(targets, (size_t)M);
+    return counted > 0 ? total / counted : 0;
 }
 
 void crossentropy_backward(real *logits, const real *lse, const int *targets, int M, int V, int Vp, real scale) {
-    real k = scale / M;
+    int counted = (int)count_targets(targets, (size_t)M);
+    real k = counted > 0 ? scale / counted : 0;
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         real *row = logits + (size_t)m * Vp;
+        if (targets[m] < 0) {
+            memset(row, 0, sizeof(real) * Vp);
+            continue;
+        }
         for (int v = 0; v < V; v++) row[v] = exp(row[v] - lse[m]) * k;
         for (int v = V; v < Vp; v++) row[v] = 0;
         row[targets[m]] -= k;

@@ -7,6 +7,7 @@
 #include "model/cpu_layers.h"
 #include "model/cpu_ssd.h"
 #include "common/utils.h"
+#include "data/dataloader.h"
 
 #include <string.h>
 #include <tgmath.h>
@@ -41,6 +42,25 @@ void mamba_build(Mamba *model, const ModelConfig *config, const float *params) {
         model->grad_tensors[t] = model->grads + model->layout.offsets[t];
     }
     model->mean_loss = -1;
+    model->doc_eot = -1;
+}
+
+void mamba_set_document_end(Mamba *model, int eot) { model->doc_eot = eot; }
+
+/* segment[b*T + t]: the documents started at or before t in row b (a document starts after an eot input) */
+static void document_segments(const Mamba *model, const int *inputs, int B, int T, int *segment) {
+    for (int b = 0; b < B; b++) {
+        int seg = 0;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && inputs[(size_t)b * T + t - 1] == model->doc_eot) seg++;
+            segment[(size_t)b * T + t] = seg;
+        }
+    }
+}
+
+/* row b's segments, or NULL when document boundaries are off */
+static const int *row_segment(const Mamba *model, int b) {
+    return model->doc_eot >= 0 ? model->segment + (size_t)b * model->T : NULL;
 }
 
 void mamba_get_params(const Mamba *model, float *out) {
@@ -57,7 +77,7 @@ static void activations_alloc(Mamba *model, int B, int T) {
     if (model->capacity_tokens >= BT) return;
     free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
     free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
-    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets);
+    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets); free(model->segment);
     a->residual = (real *)mallocCheck(sizeof(real) * (L + 1) * BT * c->d_model);
     a->norm_out = (real *)mallocCheck(sizeof(real) * L * BT * c->d_model);
     a->norm_rstd = (real *)mallocCheck(sizeof(real) * L * BT);
@@ -77,6 +97,7 @@ static void activations_alloc(Mamba *model, int B, int T) {
     size_t per_token = 2 * (size_t)c->d_model + c->d_in_proj + c->conv_dim + c->nheads + 2 * (size_t)c->d_inner;
     model->scratch = (real *)mallocCheck(sizeof(real) * BT * per_token);
     model->targets = (int *)mallocCheck(sizeof(int) * BT);
+    model->segment = (int *)mallocCheck(sizeof(int) * BT);
     model->capacity_tokens = BT;
 }
 
@@ -84,7 +105,7 @@ void mamba_free(Mamba *model) {
     MambaActivations *a = &model->acts;
     free(a->residual); free(a->norm_out); free(a->norm_rstd); free(a->zxbcdt); free(a->xbc_conv); free(a->xbc);
     free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
-    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets);
+    free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets); free(model->segment);
     free(model->params); free(model->grads); free(model->adam_m); free(model->adam_v);
     memset(model, 0, sizeof(*model));
 }
@@ -139,8 +160,10 @@ static void decay_rates(const real *A_log, real *A, int n) {
     for (int i = 0; i < n; i++) A[i] = -exp(A_log[i]);
 }
 
-static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, const char *what) {
+/* ignore_ok: a negative token is a target that does not count (IGNORE_TARGET), which only -1 may be */
+static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, const char *what, int ignore_ok) {
     for (size_t i = 0; i < n; i++) {
+        if (ignore_ok && tokens[i] == IGNORE_TARGET) continue;
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
             fprintf(stderr, "error: %s token %d at position %zu is outside the vocabulary [0, %d)\n", what, tokens[i], i,
                     c->vocab_size);
@@ -153,13 +176,17 @@ static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, cons
  * the state rows are prepended to the input, the conv runs over the extended sequence, and the
  * first d_conv-1 outputs (which would need inputs before the state) are dropped. The state becomes
  * the last d_conv-1 rows of the extended input. */
-static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, const real *inp, int T, real *conv_state) {
+static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, const real *inp, int T, real *conv_state,
+                               const int *segment) {
     int K = c->d_conv, C = c->conv_dim, TK = T + K - 1;
     real *ext_in = (real *)mallocCheck(sizeof(real) * TK * C);
     real *ext_out = (real *)mallocCheck(sizeof(real) * TK * C);
+    int *ext_segment = (int *)callocCheck(TK, sizeof(int)); /* the carried rows are in segment 0 */
     memcpy(ext_in, conv_state, sizeof(real) * (K - 1) * C);
     for (int t = 0; t < T; t++) memcpy(ext_in + (size_t)(t + K - 1) * C, inp + (size_t)t * c->d_in_proj, sizeof(real) * C);
-    conv_forward(ext_out, ext_in, C, p.conv_w, p.conv_b, TK, C, K);
+    if (segment) memcpy(ext_segment + K - 1, segment, sizeof(int) * T);
+    conv_forward(ext_out, ext_in, C, p.conv_w, p.conv_b, TK, C, K, segment ? ext_segment : NULL);
+    free(ext_segment);
     memcpy(out, ext_out + (size_t)(K - 1) * C, sizeof(real) * T * C);
     memcpy(conv_state, ext_in + (size_t)T * C, sizeof(real) * (K - 1) * C);
     free(ext_in);
@@ -179,8 +206,10 @@ static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState
         real *conv_out = a.xbc_conv + (size_t)b * T * c->conv_dim;
         const real *conv_in = a.zxbcdt + (size_t)b * T * c->d_in_proj + E;
         if (states)
-            conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim);
-        else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv);
+            conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim,
+                               row_segment(model, b));
+        else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv,
+                          row_segment(model, b));
     }
     for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) a.xbc[i] = silu_of(a.xbc_conv[i]);
     for (int bt = 0; bt < BT; bt++)
@@ -194,6 +223,7 @@ static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState
         const real *xbc = a.xbc + (size_t)b * T * c->conv_dim;
         /* the chunked form copies the initial state before writing the final one: they may alias */
         real *ssm = states ? states[b].ssm_state + (size_t)l * H * c->headdim * c->d_state : NULL;
+        s.segment = row_segment(model, b);
         ssd_forward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D, ssm,
                             a.y + (size_t)b * T * E, ssm);
     }
@@ -207,8 +237,9 @@ static void forward_from(Mamba *model, const int *inputs, const int *targets, in
     const ModelConfig *c = &model->config;
     activations_alloc(model, B, T);
     int BT = B * T, D = c->d_model;
-    check_tokens(c, inputs, BT, "input");
+    check_tokens(c, inputs, BT, "input", 0);
     model->inputs = inputs;
+    if (model->doc_eot >= 0) document_segments(model, inputs, B, T, model->segment);
     MambaActivations *a = &model->acts;
     const real *wte = model->param_tensors[P_WTE];
     for (int bt = 0; bt < BT; bt++) memcpy(a->residual + (size_t)bt * D, wte + (size_t)inputs[bt] * D, sizeof(real) * D);
@@ -217,11 +248,13 @@ static void forward_from(Mamba *model, const int *inputs, const int *targets, in
     rmsnorm_forward(a->final_norm, a->final_rstd, last, model->param_tensors[P_NORM_F], BT, D, c->norm_eps);
     matmul_forward(a->logits, a->final_norm, wte, BT, D, c->padded_vocab);
     if (targets) {
-        check_tokens(c, targets, BT, "target");
+        check_tokens(c, targets, BT, "target", 1);
         memcpy(model->targets, targets, sizeof(int) * BT);
+        model->counted_targets = (int)count_targets(targets, (size_t)BT);
         model->mean_loss = crossentropy_forward(a->losses, a->lse, a->logits, targets, BT, c->vocab_size, c->padded_vocab);
     } else {
         model->mean_loss = -1;
+        model->counted_targets = 0;
     }
     model->carried_state = states != NULL;
 }
@@ -280,6 +313,7 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
     for (int b = 0; b < B; b++) {
         const real *xbc = a.xbc + (size_t)b * T * c->conv_dim;
         real *dxbc = sc->dxbc + (size_t)b * T * c->conv_dim;
+        s.segment = row_segment(model, b);
         ssd_backward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D,
                              sc->dy + (size_t)b * T * E, dxbc, sc->ddelta + (size_t)b * T * H, dA, dxbc + E,
                              dxbc + E + GN, g.D);
@@ -298,7 +332,7 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
     for (int b = 0; b < B; b++)
         conv_backward(sc->dzxbcdt + (size_t)b * T * c->d_in_proj + E, c->d_in_proj, g.conv_w, g.conv_b,
                       sc->dxbc + (size_t)b * T * c->conv_dim, a.zxbcdt + (size_t)b * T * c->d_in_proj + E, p.conv_w, T,
-                      c->conv_dim, c->d_conv);
+                      c->conv_dim, c->d_conv, row_segment(model, b));
     memset(sc->dnorm, 0, sizeof(real) * BT * c->d_model);
     matmul_backward(sc->dnorm, g.in_proj_w, sc->dzxbcdt, a.norm_out, p.in_proj_w, BT, c->d_model, c->d_in_proj);
     rmsnorm_backward(sc->dresidual, g.norm_w, sc->dnorm, a.residual, p.norm_w, a.norm_rstd, BT, c->d_model);
@@ -425,7 +459,7 @@ void mamba_prefill(Mamba *model, const int *tokens, int n, MambaInferenceState *
 
 void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logits) {
     const ModelConfig *c = &model->config;
-    check_tokens(c, &token, 1, "generation");
+    check_tokens(c, &token, 1, "generation", 0);
     int D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, K = c->d_conv;
     int GN = c->ngroups * N, heads_per_group = H / c->ngroups, dt_offset = 2 * E + 2 * GN;
     real *residual = state->scratch, *hidden = residual + D, *zxbcdt = hidden + D, *window_out = zxbcdt + c->d_in_proj;

@@ -12,7 +12,8 @@
  *       g = y * SiLU(z);  g = g / rms_per_group(g) * gnorm_w
  *       residual += g @ out_proj_w[l]^T
  *   logits = RMSNorm(residual) * norm_f @ wte^T        (columns >= vocab_size masked out)
- *   loss = mean cross-entropy over the B*T targets
+ *   loss = mean cross-entropy over the B*T targets that count (a target -1, IGNORE_TARGET of
+ *          data/dataloader.h, is a loss mask's 0: no loss term, no gradient)
  */
 #ifndef SSD_MODEL_CPU_MODEL_H
 #define SSD_MODEL_CPU_MODEL_H
@@ -59,8 +60,11 @@ typedef struct {
     size_t capacity_tokens;            /* activation buffers hold this many tokens */
     const int *inputs;                 /* of the last forward */
     int *targets;                      /* copy of the last forward's targets (NULL: no loss) */
-    real mean_loss;                    /* of the last forward, -1 without targets */
+    real mean_loss;                    /* of the last forward over its counted targets (0 if none), -1 without targets */
+    int counted_targets;               /* targets of the last forward that count (not -1) */
     int carried_state;                 /* the last forward started from a carried state: no backward */
+    int doc_eot;                       /* document boundaries: this input token ends a document; -1: off */
+    int *segment;                      /* [B, T] of the last forward: documents started at or before t */
 } Mamba;
 
 /* Bytes of host memory a trainer with this model needs for micro-batches of B x T tokens: parameters,
@@ -68,11 +72,16 @@ typedef struct {
  * the sampling copy. Computed in double (no overflow) before anything is allocated. */
 double mamba_memory_bytes(const ModelConfig *config, int B, int T, int sampling);
 void mamba_build(Mamba *model, const ModelConfig *config, const float *params);
+/* Document boundaries (off after mamba_build): every input equal to eot (the end-of-text id) is the last token of
+ * its document, and the next position starts a new one: the conv window and the SSD state restart there,
+ * forward and backward (model/cpu_ssd.h), so a packed row computes exactly what its documents would alone.
+ * eot = -1 turns them off. A row's first position continues whatever came before the row. */
+void mamba_set_document_end(Mamba *model, int eot);
 /* Copies the parameters out as fp32 (for checkpoints). */
 void mamba_get_params(const Mamba *model, float *out);
 void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T);
 void mamba_zero_grad(Mamba *model);
-/* Accumulates d(loss_scale * mean_loss)/d(params) into model->grads (loss_scale = 1/accum steps). */
+/* Accumulates d(loss_scale * mean_loss)/d(params) into model->grads (mean over the counted targets). */
 void mamba_backward(Mamba *model, real loss_scale);
 real mamba_grad_norm(const Mamba *model);
 /* AdamW step t (1-based); weight decay on in_proj, out_proj, conv weights only. grad_scale

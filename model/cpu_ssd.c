@@ -44,6 +44,12 @@ static inline const real *head_B(const Head *hd, int t) { return hd->B + (size_t
 static inline const real *head_C(const Head *hd, int t) { return hd->C + (size_t)t * hd->s->bc_stride + (size_t)hd->g * hd->s->N; }
 static inline real head_dt(const Head *hd, int t) { return hd->delta[(size_t)t * hd->s->dt_stride + hd->h]; }
 static inline int col(const Head *hd, int n) { return hd->nk == 1 ? 0 : n; }
+/* 1 if steps t and u (u = -1: the state before the sequence) are in one document, else 0: the decay factor
+ * of a state carried from u to t */
+static inline real same_doc(const Head *hd, int t, int u) {
+    const int *seg = hd->s->segment;
+    return seg == NULL || seg[t] == (u >= 0 ? seg[u] : 0);
+}
 
 /* cum[i*nk + k] = sum of a_r[k] for r in [t0, t0+i] */
 static void cumulative_decay(const Head *hd, int t0, int len, real *cum) {
@@ -61,6 +67,7 @@ static real mask_entry(const Head *hd, const real *cum, int t0, int i, int j) {
     const real *Ct = head_C(hd, t0 + i), *Bs = head_B(hd, t0 + j);
     const real *ci = cum + (size_t)i * hd->nk, *cj = cum + (size_t)j * hd->nk;
     real m = 0;
+    if (!same_doc(hd, t0 + i, t0 + j)) return 0;
     if (hd->nk == 1) {
         for (int n = 0; n < hd->s->N; n++) m += Ct[n] * Bs[n];
         return m * exp(ci[0] - cj[0]);
@@ -93,6 +100,7 @@ static void segment_quadratic_backward(const Head *hd, int t0, int len, const re
         const real *Ct = head_C(hd, t0 + i);
         real *dCt = dC + (size_t)(t0 + i) * N;
         for (int j = 0; j <= i; j++) {
+            if (!same_doc(hd, t0 + i, t0 + j)) continue; /* L[t,s] = 0: no term, no gradient */
             const real *xs = head_x(hd, t0 + j), *Bs = head_B(hd, t0 + j);
             real dts = head_dt(hd, t0 + j);
             real dM = 0;
@@ -197,7 +205,8 @@ void ssd_forward_recurrent(const SSDShape *s, const real *x, const real *delta, 
         for (int t = 0; t < s->T; t++) {
             const real *xt = head_x(&hd, t), *Bt = head_B(&hd, t), *Ct = head_C(&hd, t);
             real dt = head_dt(&hd, t);
-            for (int n = 0; n < s->N; n++) decay[n] = exp(dt * hd.A_h[col(&hd, n)]);
+            real carried = same_doc(&hd, t, t - 1);
+            for (int n = 0; n < s->N; n++) decay[n] = carried * exp(dt * hd.A_h[col(&hd, n)]);
             real *yt = y + (size_t)t * s->y_stride + (size_t)h * s->P;
             for (int p = 0; p < s->P; p++) {
                 real *row = state + (size_t)p * s->N, acc = 0, u = dt * xt[p];
@@ -236,7 +245,8 @@ void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta,
             const real *prev = t > 0 ? states + (size_t)(t - 1) * PN : NULL;
             for (int p = 0; p < P; p++)
                 for (int n = 0; n < N; n++)
-                    cur[p * N + n] = (prev ? exp(dt * hd.A_h[col(&hd, n)]) * prev[p * N + n] : 0) + dt * xt[p] * Bt[n];
+                    cur[p * N + n] = (prev ? same_doc(&hd, t, t - 1) * exp(dt * hd.A_h[col(&hd, n)]) * prev[p * N + n] : 0) +
+                                     dt * xt[p] * Bt[n];
         }
         for (int t = s->T - 1; t >= 0; t--) {
             const real *xt = head_x(&hd, t), *Bt = head_B(&hd, t), *Ct = head_C(&hd, t);
@@ -260,7 +270,7 @@ void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta,
             }
             for (int n = 0; n < N; n++) {
                 int k = col(&hd, n);
-                real decay = exp(dt * hd.A_h[k]);
+                real decay = same_doc(&hd, t, t - 1) * exp(dt * hd.A_h[k]);
                 for (int p = 0; p < P; p++) {
                     if (prev) dcum_like[(size_t)t * hd.nk + k] += grad[p * N + n] * decay * prev[p * N + n];
                     grad[p * N + n] *= decay;
@@ -342,7 +352,8 @@ static void chunk_state_to_output(const Head *hd, int t0, int len, const real *c
     real *scaled_C = (real *)mallocCheck(sizeof(real) * N);
     for (int i = 0; i < len; i++) {
         const real *Ct = head_C(hd, t0 + i);
-        for (int n = 0; n < N; n++) scaled_C[n] = Ct[n] * exp(cum[(size_t)i * hd->nk + col(hd, n)]);
+        real entered = same_doc(hd, t0 + i, t0 - 1);
+        for (int n = 0; n < N; n++) scaled_C[n] = entered * Ct[n] * exp(cum[(size_t)i * hd->nk + col(hd, n)]);
         real *yt = y + (size_t)(t0 + i) * s->y_stride + (size_t)hd->h * s->P;
         for (int p = 0; p < s->P; p++) {
             real acc = 0;
@@ -357,11 +368,14 @@ static void chunk_state_passing(const Head *hd, int t0, int len, const real *cum
     const SSDShape *s = hd->s;
     int N = s->N, nk = hd->nk;
     const real *cum_end = cum + (size_t)(len - 1) * nk;
+    int end = t0 + len - 1;
+    real passed = same_doc(hd, end, t0 - 1);
     for (int p = 0; p < s->P; p++)
-        for (int n = 0; n < N; n++) state[(size_t)p * N + n] *= exp(cum_end[col(hd, n)]);
+        for (int n = 0; n < N; n++) state[(size_t)p * N + n] *= passed * exp(cum_end[col(hd, n)]);
     for (int i = 0; i < len; i++) {
         const real *xs = head_x(hd, t0 + i), *Bs = head_B(hd, t0 + i);
         real dts = head_dt(hd, t0 + i);
+        if (!same_doc(hd, end, t0 + i)) continue;
         for (int p = 0; p < s->P; p++) {
             real u = dts * xs[p];
             for (int n = 0; n < N; n++) {
@@ -419,20 +433,23 @@ static void chunk_backward(const Head *hd, int t0, int len, const real *cum, con
     int N = s->N, P = s->P, nk = hd->nk;
     const real *cum_end = cum + (size_t)(len - 1) * nk;
     real *dcum_end = dcum + (size_t)(len - 1) * nk;
-    /* state passing: S_{c+1} = S_c exp(cum_end) + Z_c */
+    int end = t0 + len - 1;
+    real passed = same_doc(hd, end, t0 - 1);
+    /* state passing: S_{c+1} = S_c exp(cum_end) + Z_c (times 0 across a document boundary) */
     for (int p = 0; p < P; p++)
         for (int n = 0; n < N; n++) {
             int k = col(hd, n);
-            dcum_end[k] += grad[(size_t)p * N + n] * exp(cum_end[k]) * state[(size_t)p * N + n];
+            dcum_end[k] += grad[(size_t)p * N + n] * passed * exp(cum_end[k]) * state[(size_t)p * N + n];
         }
     /* chunk state Z_c (its gradient is grad) */
     for (int i = 0; i < len; i++) {
         const real *xs = head_x(hd, t0 + i), *Bs = head_B(hd, t0 + i);
         real dts = head_dt(hd, t0 + i);
         real *dBs = dB + (size_t)(t0 + i) * N, *dus = du + (size_t)(t0 + i) * P;
+        real kept = same_doc(hd, end, t0 + i);
         for (int n = 0; n < N; n++) {
             int k = col(hd, n);
-            real e = exp(cum_end[k] - cum[(size_t)i * nk + k]);
+            real e = kept * exp(cum_end[k] - cum[(size_t)i * nk + k]);
             real gu = 0;
             for (int p = 0; p < P; p++) {
                 gu += grad[(size_t)p * N + n] * dts * xs[p];
@@ -446,14 +463,15 @@ static void chunk_backward(const Head *hd, int t0, int len, const real *cum, con
     }
     /* state-to-output, and grad <- exp(cum_end) grad + d(state-to-output)/dS_c */
     for (int p = 0; p < P; p++)
-        for (int n = 0; n < N; n++) grad[(size_t)p * N + n] *= exp(cum_end[col(hd, n)]);
+        for (int n = 0; n < N; n++) grad[(size_t)p * N + n] *= passed * exp(cum_end[col(hd, n)]);
     for (int i = 0; i < len; i++) {
         const real *Ct = head_C(hd, t0 + i);
         const real *dyt = dy + (size_t)(t0 + i) * s->y_stride + (size_t)hd->h * P;
         real *dCt = dC + (size_t)(t0 + i) * N;
+        real entered = same_doc(hd, t0 + i, t0 - 1);
         for (int n = 0; n < N; n++) {
             int k = col(hd, n);
-            real e = exp(cum[(size_t)i * nk + k]);
+            real e = entered * exp(cum[(size_t)i * nk + k]);
             real dys = 0;
             for (int p = 0; p < P; p++) {
                 dys += dyt[p] * state[(size_t)p * N + n];

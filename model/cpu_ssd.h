@@ -12,6 +12,13 @@
  * 3. chunked: chunks of Q steps; intra-chunk quadratic term, per-chunk states, state passing
  *    between chunks, and state-to-output. O(T Q (N + P) + T P N). Used for training.
  *
+ * Document boundaries: with a segment array (segment[t], non-decreasing, the number of documents that
+ * started at or before t in this sequence; the state before t = 0, zero or carried, is in segment 0), a
+ * state never passes from one segment to the next: the decay product across a segment change is zero.
+ * Recurrent: S_t = [seg_t == seg_{t-1}] exp(a_t) S_{t-1} + ...; quadratic: L[t,s] = 0 across segments;
+ * chunked: the same in the intra-chunk term, and a state enters (leaves) a chunk only up to the chunk's
+ * first (from its last) segment change. Without one (NULL) the sequence is one document.
+ *
  * All three compute the same function; backward functions ACCUMULATE (+=) into the gradients
  * (B and C are shared by the heads of a group, A and D by the whole batch).
  * A holds the (negative) decay rates A = -exp(A_log).
@@ -30,6 +37,7 @@ typedef struct {
     int y_stride;
     int bc_stride;  /* B[t * bc_stride + g * N + n], likewise C, dB, dC */
     int dt_stride;  /* delta[t * dt_stride + h] */
+    const int *segment; /* [T] document index of each step (see above), or NULL: one document */
 } SSDShape;
 
 /* init_state and final_state are [H, P, N] and may be NULL (zero start / not wanted). */

@@ -33,6 +33,7 @@ import argparse
 import codecs
 import collections
 import concurrent.futures
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -48,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepro_inputs import (InputError, InputFile, Position, Reader, discover, describe,  # noqa: E402
                            worker_init, worker_task)
 from prepro_shards import ShardWriter, ValReservoir, fsync_dir, write_shard  # noqa: E402,F401
+from prepro_instruct import InstructError, prepare_instruct  # noqa: E402
 from prepro_tokenizers import (BPETokenizer, BytesTokenizer, TokenizerError, WordTokenizer,  # noqa: E402,F401
                                shard_dtype, write_tokenizer_bin)
 
@@ -606,6 +608,47 @@ def prepare(args):
     report(run, plan, tokenizer, workers, time.time() - start)
 
 
+def instruct_paths(args):
+    """The JSONL files of --format instruct: files and globs, in order (globs sorted), plain JSONL only."""
+    paths = []
+    for arg in args.input:
+        found = sorted(glob.glob(arg)) if glob.has_magic(arg) else [arg]
+        if not found:
+            raise PreproError(f"--input {arg}: no file matches")
+        for path in found:
+            if not os.path.isfile(path):
+                raise PreproError(f"{path}: not a file (--format instruct reads JSONL files)")
+            if path.endswith((".gz", ".zst", ".zstd", ".parquet")):
+                raise PreproError(f"{path}: --format instruct reads plain JSONL files: decompress it first")
+            paths.append(path)
+    return paths
+
+
+def prepare_instruct_data(args):
+    start = time.time()
+    if args.recipe or args.val_docs or args.val_tokens:
+        raise PreproError("--format instruct splits by --val-fraction only, without a recipe")
+    if args.tokenizer == "word":
+        raise PreproError("--format instruct needs a tokenizer with an end-of-text token: gpt2 or neox")
+    paths = instruct_paths(args)
+    name = args.name or (default_name(paths[0]) if len(paths) == 1 else "instruct")
+    directory = out_dir(args, name)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise PreproError(f"--out {directory}: cannot create the directory ({describe(e)})") from None
+    tokenizer = make_tokenizer(args, None, 1)
+    write_tokenizer_bin(os.path.join(directory, "tokenizer.bin"), tokenizer)
+    try:
+        lines = prepare_instruct(args, paths, directory, name, tokenizer, doc_keys)
+    except InstructError as e:
+        raise PreproError(str(e)) from None
+    for line in lines:
+        print(line, file=sys.stderr)
+    print(f"total: vocab {tokenizer.vocab_size:,} ({tokenizer.kind}, eot {tokenizer.eot}), {time.time() - start:.1f} s "
+          f"-> {directory}", file=sys.stderr)
+
+
 def encode(run, plan, tokenizer, workers):
     reader = Reader(plan.files, plan.text_docs, run.args.text_field)
     progress = Progress("tokens", reader.sizes_before[-1], reader.sizes_before[min(run.position.file, len(plan.files))])
@@ -658,8 +701,9 @@ def parse_args(argv):
     p.add_argument("--tokenizer-path", help="gpt2: dir with encoder.json and vocab.bpe; neox: tokenizer.json or its dir")
     p.add_argument("--input", nargs="+", help="files, directories and globs (text, JSONL, Parquet; .gz, .zst); "
                    "wikitext2: the directory with train/valid/test.txt")
-    p.add_argument("--format", choices=["auto", "text", "jsonl", "parquet"], default="auto",
-                   help="input format (default: from the file names)")
+    p.add_argument("--format", choices=["auto", "text", "jsonl", "parquet", "instruct"], default="auto",
+                   help="input format (default: from the file names); instruct: JSONL prompt/response or chat "
+                        "examples into shards with loss masks (scripts/prepro_instruct.py)")
     p.add_argument("--text-docs", choices=["blank", "line", "file"], default="blank",
                    help="text documents: at blank lines, one per line, or one per file")
     p.add_argument("--text-field", default="text", help="the JSONL field or Parquet column holding the text")
@@ -704,7 +748,10 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        prepare(args)
+        if args.format == "instruct":
+            prepare_instruct_data(args)
+        else:
+            prepare(args)
     except PreproError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

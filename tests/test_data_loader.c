@@ -13,6 +13,10 @@
  *   - every kind of bad input, and a state of another configuration, exits non-zero with a message naming
  *     the file (run in a child process); a directory, a named pipe or a device matched by the glob is refused
  *     without blocking;
+ *   - loss masks: targets are the tokens, -1 where the side file says 0, for raw and zstd shards, shuffled or not,
+ *     over several ranks, blocks and shards; .mask files matched by the glob are not shards; a mask with another
+ *     token count, a wrong magic, a wrong size or a byte other than 0/1, and a split where one shard lacks its
+ *     mask are refused naming the files;
  *   - start-up reads only headers: 1,000 shards of 200 GB in all (sparse files) start in under 2 s, and a bad
  *     token is reported when it is read, with the shard and its position.
  *
@@ -726,6 +730,148 @@ static void test_bad_inputs(void) {
 
 /* a directory, a named pipe or a device is refused by name before it is opened (opening a pipe would block;
  * the child's alarm turns a block into a failure instead of a hang) */
+/* ---------------------------------------------------------------------------------------------- */
+/* loss masks */
+
+/* the mask side file of shard `name`: header [magic, version, ntok_header], then mask[n] */
+static void write_mask(const char *name, const unsigned char *mask, size_t n, int32_t magic, int32_t ntok_header) {
+    char mask_name[256];
+    snprintf(mask_name, sizeof(mask_name), "%s.mask", name);
+    size_t len = SHARD_HEADER_INTS * sizeof(int32_t) + n;
+    unsigned char *buf = (unsigned char *)calloc(1, len);
+    int32_t header[SHARD_HEADER_INTS] = {magic, MASK_VERSION, ntok_header};
+    memcpy(buf, header, sizeof(header));
+    memcpy(buf + sizeof(header), mask, n);
+    write_file(test_path(mask_name), buf, len);
+    free(buf);
+}
+
+/* a mask that counts about two targets in three, seeded */
+static unsigned char *make_mask(size_t n, uint64_t seed) {
+    unsigned char *m = (unsigned char *)malloc(n);
+    uint64_t rng = rng_seed(seed);
+    for (size_t i = 0; i < n; i++) m[i] = rng_next(&rng) % 3 != 0;
+    return m;
+}
+
+/* Masked shards give the same inputs and targets as the same shards without masks, except for -1 targets (about
+ * a third); mask_exact_positions checks which targets those are. */
+static void test_masks(void) {
+    static const size_t lens[2] = {5001, 7321};
+    const size_t B = 2, T = 16;
+    uint32_t *tok[2];
+    unsigned char *mask[2];
+    char name[64];
+    for (int zst = 0; zst < 2; zst++) {
+        for (int i = 0; i < 2; i++) {
+            tok[i] = make_tokens(lens[i], 50257, 40 + (uint64_t)i);
+            mask[i] = make_mask(lens[i], 50 + (uint64_t)i);
+            snprintf(name, sizeof(name), "masked%d_%d.bin%s", zst, i, zst ? ".zst" : "");
+            write_shard(name, tok[i], lens[i], 2, zst);
+            write_mask(name, mask[i], lens[i], MASK_MAGIC, (int32_t)lens[i]);
+            snprintf(name, sizeof(name), "plain%d_%d.bin%s", zst, i, zst ? ".zst" : "");
+            write_shard(name, tok[i], lens[i], 2, zst);
+        }
+        for (int shuffle = 0; shuffle < 2; shuffle++) {
+            for (int world = 1; world <= 2; world++) {
+                int ok = 1;
+                size_t masked_seen = 0, total = 0;
+                for (int rank = 0; rank < world; rank++) {
+                    char masked_glob[512], plain_glob[512];
+                    snprintf(masked_glob, sizeof(masked_glob), "%s/masked%d_*", test_dir, zst);
+                    snprintf(plain_glob, sizeof(plain_glob), "%s/plain%d_*", test_dir, zst);
+                    DataLoader m, p;
+                    /* small blocks: several per shard; the masked glob also matches the .mask files */
+                    dataloader_init_steps_blocks(&m, masked_glob, B, T, rank, world, 1, shuffle, 7, 50257, 1000);
+                    dataloader_init_steps_blocks(&p, plain_glob, B, T, rank, world, 1, shuffle, 7, 50257, 1000);
+                    ok &= m.has_masks && !p.has_masks && m.num_shards == 2;
+                    size_t n = dataloader_num_batches(&m) + 3; /* into the next epoch */
+                    for (size_t b = 0; b < n && ok; b++) {
+                        dataloader_next_batch(&m);
+                        dataloader_next_batch(&p);
+                        ok &= memcmp(m.inputs, p.inputs, B * T * sizeof(int)) == 0;
+                        for (size_t i = 0; i < B * T; i++) {
+                            ok &= m.targets[i] == p.targets[i] || m.targets[i] == IGNORE_TARGET;
+                            masked_seen += m.targets[i] == IGNORE_TARGET;
+                            total++;
+                        }
+                    }
+                    dataloader_free(&m);
+                    dataloader_free(&p);
+                }
+                snprintf(name, sizeof(name), "mask_targets_%s_shuffle%d_world%d", zst ? "zstd" : "raw", shuffle, world);
+                /* about a third of the targets are masked: between a quarter and 40% */
+                ok &= masked_seen * 4 > total && masked_seen * 5 < total * 2;
+                test_report(ok, name, "%zu of %zu targets masked", masked_seen, total);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            free(tok[i]);
+            free(mask[i]);
+        }
+    }
+    /* exact positions: one unshuffled row, every target's mask byte */
+    {
+        const size_t N = 4 * 16 + 1;
+        uint32_t *t = make_tokens(N, 50257, 60);
+        unsigned char *mk = make_mask(N, 61);
+        write_shard("exact.bin", t, N, 1, 0);
+        write_mask("exact.bin", mk, N, MASK_MAGIC, (int32_t)N);
+        DataLoader loader;
+        dataloader_init(&loader, test_path("exact.bin"), 4, 16, 0, 1, 0, 1, 50257);
+        dataloader_next_batch(&loader);
+        int ok = 1;
+        for (size_t i = 0; i < 4 * 16; i++) {
+            int want = mk[i + 1] ? (int)t[i + 1] : IGNORE_TARGET;
+            ok &= loader.targets[i] == want && loader.inputs[i] == (int)t[i];
+        }
+        test_report(ok, "mask_exact_positions", "target i is token i+1, or -1 where mask[i+1] is 0 (%zu counted)",
+                    count_targets(loader.targets, 4 * 16));
+        dataloader_free(&loader);
+        free(t);
+        free(mk);
+    }
+}
+
+static void test_masks_refused(void) {
+    const size_t N = 3000;
+    uint32_t *tok = make_tokens(N, 50257, 70);
+    unsigned char *mk = make_mask(N, 71);
+    LoaderCase c = {NULL, 2, 16, 0, 1, 1, 50257};
+    char pattern[512];
+
+    write_shard("mcount.bin", tok, N, 1, 0);
+    write_mask("mcount.bin", mk, N - 1, MASK_MAGIC, (int32_t)N - 1);
+    c.pattern = test_path("mcount.bin");
+    expect_refused("refuse_mask_count", &c, "mcount.bin.mask", "mcount.bin holds 3000");
+
+    write_shard("mmagic.bin", tok, N, 1, 0);
+    write_mask("mmagic.bin", mk, N, 12345, (int32_t)N);
+    c.pattern = test_path("mmagic.bin");
+    expect_refused("refuse_mask_magic", &c, "mmagic.bin.mask", "magic");
+
+    write_shard("msize.bin", tok, N, 1, 0);
+    write_mask("msize.bin", mk, N - 5, MASK_MAGIC, (int32_t)N);
+    c.pattern = test_path("msize.bin");
+    expect_refused("refuse_mask_size", &c, "msize.bin.mask", "size");
+
+    mk[100] = 2;
+    write_shard("mbyte.bin", tok, N, 1, 0);
+    write_mask("mbyte.bin", mk, N, MASK_MAGIC, (int32_t)N);
+    c.pattern = test_path("mbyte.bin");
+    expect_refused("refuse_mask_byte", &c, "mbyte.bin.mask", "must be 0 or 1");
+    mk[100] = 1;
+
+    write_shard("mmix_a.bin", tok, N, 1, 0);
+    write_mask("mmix_a.bin", mk, N, MASK_MAGIC, (int32_t)N);
+    write_shard("mmix_b.bin.zst", tok, N, 1, 1);
+    snprintf(pattern, sizeof(pattern), "%s/mmix_*.bin*", test_dir);
+    c.pattern = pattern;
+    expect_refused("refuse_mask_missing_for_one_shard", &c, "mmix_b.bin.zst", "mmix_a.bin has one");
+    free(tok);
+    free(mk);
+}
+
 static void special_file_fn(const void *arg) {
     alarm(10);
     loader_case_fn(arg);
@@ -928,6 +1074,8 @@ int main(int argc, char **argv) {
     test_step_splits();
     test_state_across_splits();
     test_bad_inputs();
+    test_masks();
+    test_masks_refused();
     test_special_files();
     test_lazy_token_check();
     test_startup_many_shards();

@@ -2,6 +2,9 @@
  * Whole-model checks of the CPU reference, in double precision:
  *  - gradient check by finite differences (the 4-point central stencil, error O(h^4), h = 1e-3) on
  *    sampled entries of every parameter tensor, scalar and diagonal A (max relative error 1e-6);
+ *  - the same with a loss mask (every third target -1): the loss is the mean of the unmasked forward's
+ *    per-token losses over the counted targets only, and its gradient passes the same finite-difference
+ *    check; a batch where no target counts has loss 0 and zero gradients (no NaN);
  *  - gradient check of the SSD layer's inputs (x, delta, A, B, C, D) through the chunked form;
  *  - a diagonal model whose A_log rows are constant equals the scalar model (outputs, loss, every
  *    gradient; the scalar A_log gradient is the row sum of the diagonal one);
@@ -28,7 +31,8 @@ static void random_tokens(int *tokens, int n, int vocab, uint64_t seed) {
     for (int i = 0; i < n; i++) tokens[i] = (int)(rng_next(&rng) % (uint64_t)vocab);
 }
 
-static void check_model_gradients(int diagonal) {
+/* masked: every third target is -1 (a loss mask's 0) */
+static void check_model_gradients(int diagonal, int masked) {
     ModelConfig c = fixture_config(diagonal);
     float *p = fixture_params(&c, 7 + diagonal);
     Mamba model;
@@ -37,6 +41,25 @@ static void check_model_gradients(int diagonal) {
     int inputs[22], targets[22];
     random_tokens(inputs, B * T, c.vocab_size, 3);
     random_tokens(targets, B * T, c.vocab_size, 4);
+    const char *label = masked ? (diagonal ? "diagonal,masked" : "scalar,masked") : (diagonal ? "diagonal" : "scalar");
+    if (masked) {
+        mamba_forward(&model, inputs, targets, B, T);
+        double sum = 0;
+        int counted = 0;
+        for (int i = 0; i < B * T; i++) {
+            if (i % 3 == 1) continue;
+            sum += model.acts.losses[i];
+            counted++;
+        }
+        for (int i = 1; i < B * T; i += 3) targets[i] = -1;
+        mamba_forward(&model, inputs, targets, B, T);
+        double err = fabs(model.mean_loss - sum / counted) / (sum / counted);
+        char name[96];
+        snprintf(name, sizeof(name), "masked_loss[%s]", label);
+        test_report(err <= 1e-13 && model.counted_targets == counted, name,
+                    "mean over %d counted targets %.15f, the unmasked losses there %.15f (rel %.1e, tol 1e-13)",
+                    model.counted_targets, (double)model.mean_loss, sum / counted, err);
+    }
     mamba_forward(&model, inputs, targets, B, T);
     mamba_zero_grad(&model);
     mamba_backward(&model, 1.0);
@@ -69,11 +92,32 @@ static void check_model_gradients(int diagonal) {
             worst = err > worst ? err : worst;
         }
         char name[96];
-        snprintf(name, sizeof(name), "gradcheck[%s,%s]", diagonal ? "diagonal" : "scalar", PARAM_NAMES[t]);
+        snprintf(name, sizeof(name), "gradcheck[%s,%s]", label, PARAM_NAMES[t]);
         test_report(worst <= 1e-6 && gmax > 0, name, "max rel error %.2e over %d entries (tol 1e-6), max |grad| %.2e",
                     worst, samples, gmax);
     }
     free(grads);
+    free(p);
+    mamba_free(&model);
+}
+
+/* A batch whose targets are all -1: loss 0, every gradient 0, nothing NaN. */
+static void check_no_counted_target(void) {
+    ModelConfig c = fixture_config(1);
+    float *p = fixture_params(&c, 9);
+    Mamba model;
+    mamba_build(&model, &c, p);
+    int inputs[16], targets[16];
+    random_tokens(inputs, 16, c.vocab_size, 3);
+    for (int i = 0; i < 16; i++) targets[i] = -1;
+    mamba_forward(&model, inputs, targets, 2, 8);
+    double loss = model.mean_loss;
+    mamba_zero_grad(&model);
+    mamba_backward(&model, 1.0);
+    int zero = 1;
+    for (size_t i = 0; i < model.layout.total; i++) zero &= model.grads[i] == 0;
+    test_report(loss == 0 && zero, "no_counted_target", "loss %g, all %zu gradients zero: %d", loss,
+                model.layout.total, zero);
     free(p);
     mamba_free(&model);
 }
@@ -294,8 +338,11 @@ int main(void) {
     check_matmul(3, 5, 2);
     check_ssd_input_gradients(0);
     check_ssd_input_gradients(1);
-    check_model_gradients(0);
-    check_model_gradients(1);
+    check_model_gradients(0, 0);
+    check_model_gradients(1, 0);
+    check_model_gradients(0, 1);
+    check_model_gradients(1, 1);
+    check_no_counted_target();
     check_diagonal_equals_scalar();
     check_generation_matches_forward(0);
     check_generation_matches_forward(1);

@@ -26,6 +26,7 @@ void args_defaults(TrainArgs *a) {
     a->val_every = 20;
     a->val_max_steps = 20;
     a->eval_carry = 0;
+    a->doc_boundaries = 0;
     a->task_path = NULL;
     a->task_every = 0;
     a->task_rows_path = NULL;
@@ -60,6 +61,9 @@ void args_print_help(const char *program) {
             "  -tk <file>   tokenizer.bin for decoding samples; must be the model's (default: the model's own,\n"
             "               found beside the model file or the data)\n"
             "  -sh <0|1>    shuffle train shards and samples (default 1)\n"
+            "  -db <0|1>    document boundaries: the conv and the SSD state restart after every end-of-text\n"
+            "               input (the id in tokenizer.bin beside the train shards), in training and\n"
+            "               evaluation; CPU only for now (default 0)\n"
             "model\n"
             "  -e <file>    JSON config (fresh init; fields and ranges: docs/config.md) or model file\n"
             "               (fine-tune) (default configs/mamba2-tiny.json)\n"
@@ -145,6 +149,7 @@ static const FlagSpec FLAGS[] = {
     FLOAT("q", final_lr_frac, 0, 1), FLOAT("c", weight_decay, 0, 100), FLOAT("C", grad_clip, 0, 1e6),
     INT("nf", max_nonfinite, 1, 1000000), INT("v", val_every, 0, ARGS_MAX_COUNT),
     {"m", FLAG_INT, offsetof(TrainArgs, val_max_steps), 1, ARGS_MAX_COUNT, 1}, INT("ec", eval_carry, 0, 1),
+    INT("db", doc_boundaries, 0, 1),
     INT("s", sample_every, 0, ARGS_MAX_COUNT), INT("g", gen_T, 0, 1048576), FLOAT("st", temperature, 0, 100),
     INT("sk", top_k, 0, ARGS_MAX_COUNT), INT("n", checkpoint_every, 0, ARGS_MAX_COUNT), INT("y", resume, 0, 1),
     INT("nk", keep_last, 0, ARGS_MAX_COUNT), INT("nm", keep_every, 0, ARGS_MAX_COUNT), INT("ow", overwrite, 0, 1),

@@ -35,6 +35,7 @@ typedef struct {
     int val_every;               /* -v  val loss every N steps (0: never) */
     int val_max_steps;           /* -m  val batches per eval (-1: every target of the val split) */
     int eval_carry;              /* -ec 1: full-split evaluations carry the recurrent state across windows */
+    int doc_boundaries;          /* -db 1: every end-of-text input ends a document: conv and state restart after it */
     const char *task_path;       /* -ta task file (data/task.h) scored zero-shot (NULL: none) */
     int task_every;              /* -tv score the task every N steps (0: at the end only) */
     const char *task_rows_path;  /* -tp write each row's task score to this file (NULL: none) */

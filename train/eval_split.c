@@ -119,7 +119,7 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
             double loss = mine ? forward->loss_sum_carry(forward->self, split->inputs, split->targets, split->length,
                                                          split->starts_stream)
                                : 0.0;
-            forward_sums_add(&sums, mine, loss, split->length);
+            forward_sums_add(&sums, mine, loss, (double)count_targets(split->targets, (size_t)split->length));
             progress_tick(split, &progress);
         }
     } else {
@@ -138,14 +138,14 @@ EvalResult eval_split_evaluate(EvalSplit *split, int B, int carry, const EvalFor
             if (rows > 0 && (rows == B || !full)) {
                 int mine = sums.count % world == (size_t)rank;
                 double loss = mine ? forward->loss_sum(forward->self, inputs, targets, rows, T) : 0.0;
-                forward_sums_add(&sums, mine, loss, (double)rows * T);
+                forward_sums_add(&sums, mine, loss, (double)count_targets(targets, (size_t)rows * T));
                 rows = 0;
                 progress_tick(split, &progress);
             }
             if (more && !full) {
                 int mine = sums.count % world == (size_t)rank;
                 double loss = mine ? forward->loss_sum(forward->self, split->inputs, split->targets, 1, split->length) : 0.0;
-                forward_sums_add(&sums, mine, loss, split->length);
+                forward_sums_add(&sums, mine, loss, (double)count_targets(split->targets, (size_t)split->length));
             }
             if (!more) break;
         }

@@ -14,6 +14,8 @@
  *   carry 1: one stream, the state after window k is the initial state of window k+1, which equals
  *            one forward pass over the whole shard.
  *
+ * With loss masks (data/dataloader.h) only the counted targets enter the loss and the target count.
+ *
  * Result lines (stdout, parsed by scripts/compare.py; ppl = exp(mean loss), per target):
  *   eval <split> loss <mean nats per target> tokens <targets> carry <0|1> ppl <perplexity>
  * and in main.log:
@@ -48,7 +50,7 @@ typedef struct {
 
 typedef struct {
     double loss_sum;  /* summed cross-entropy in nats */
-    size_t tokens;    /* number of targets */
+    size_t tokens;    /* number of counted targets (all, unless loss masks leave some out) */
 } EvalResult;
 
 /* Validates every shard (as the loader does) and exits with a message naming the file on error. */
@@ -61,7 +63,7 @@ void eval_split_reset(EvalSplit *split);
 void eval_split_free(EvalSplit *split);
 
 /* The forward passes an evaluation needs, from whichever compute runs them. The first two return
- * the cross-entropy summed over every target of the batch, in double. */
+ * the cross-entropy summed over every counted target of the batch (a target -1 adds 0), in double. */
 typedef struct {
     void *self;
     /* B independent windows of T tokens, each from a zero state */

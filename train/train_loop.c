@@ -13,7 +13,7 @@
 #include <string.h>
 
 /* Mean loss over the first max_batches global batches of the val loader (-m k): each rank
- * evaluates its rows of each, and the mean is over all ranks' batches. */
+ * evaluates its rows of each, and the mean is over all ranks' counted targets. */
 static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batches) {
     DataLoader *loader = &run->val_loader;
     dataloader_reset(loader);
@@ -24,7 +24,7 @@ static float evaluate_batches(TrainRun *run, TrainCompute *compute, int max_batc
     for (int i = 0; i < n; i++) {
         dataloader_next_batch(loader);
         sums[0] += compute->eval.loss_sum(compute->eval.self, loader->inputs, loader->targets, B, T);
-        sums[1] += (double)B * T;
+        sums[1] += (double)count_targets(loader->targets, (size_t)B * T);
     }
     run->comm->ops->sum_doubles(run->comm, sums, 2);
     return sums[1] > 0 ? (float)(sums[0] / sums[1]) : NAN;
@@ -106,31 +106,59 @@ static int stop_requested(TrainRun *run) {
 }
 
 typedef struct {
-    double loss;  /* mean over all ranks' micro-batches */
+    double loss;  /* mean over all ranks' counted targets */
     float norm;   /* global gradient norm before clipping */
     int finite;   /* loss and norm finite on every rank: the update was applied */
+    int empty;    /* no counted target on any rank: nothing computed, no update */
     int stop;     /* a rank received a stop signal */
 } StepResult;
+
+/* The step's micro-batches, read before any backward: the loss weight needs their counted targets. */
+typedef struct {
+    int *inputs, *targets;  /* [grad_accum, B * T] */
+    size_t tokens;          /* B * T */
+} StepBatches;
+
+/* Reads the step's micro-batches; returns the targets that count in them, summed over the ranks. */
+static double step_batches_read(StepBatches *s, TrainRun *run) {
+    DataLoader *loader = &run->train_loader;
+    double counted = 0.0;
+    for (int micro = 0; micro < run->grad_accum; micro++) {
+        dataloader_next_batch(loader);
+        memcpy(s->inputs + micro * s->tokens, loader->inputs, s->tokens * sizeof(int));
+        memcpy(s->targets + micro * s->tokens, loader->targets, s->tokens * sizeof(int));
+        counted += (double)count_targets(loader->targets, s->tokens);
+    }
+    /* without masks every rank counts every target: no collective needed */
+    if (loader->has_masks) run->comm->ops->sum_doubles(run->comm, &counted, 1);
+    else counted *= run->comm->world;
+    return counted;
+}
 
 /* One optimizer step: forward and backward of the micro-batches, the gradient norm, and the update
  * when the loss and the norm are finite on every rank. Loss, finiteness and stop requests are summed
  * over the ranks in one call, so every rank takes the same decisions. */
-static StepResult train_step(TrainRun *run, TrainCompute *compute, const AdamWSettings *h) {
+static StepResult train_step(TrainRun *run, TrainCompute *compute, const AdamWSettings *h, StepBatches *batches) {
     int accum = run->grad_accum;
-    float loss_scale = 1.0f / (float)(accum * run->comm->world);
+    StepResult r = {0.0, 0.0f, 0, 0, 0};
+    double counted = step_batches_read(batches, run);
+    if (counted == 0) {
+        r.empty = 1;
+        r.stop = stop_requested(run);
+        return r;
+    }
+    float loss_scale = (float)(1.0 / counted);
     compute->zero_grad(compute->self);
     double loss = 0.0;
     for (int micro = 0; micro < accum; micro++) {
-        dataloader_next_batch(&run->train_loader);
-        compute->train_micro(compute->self, run->train_loader.inputs, run->train_loader.targets, loss_scale,
-                             micro == accum - 1);
+        compute->train_micro(compute->self, batches->inputs + micro * batches->tokens,
+                             batches->targets + micro * batches->tokens, loss_scale, micro == accum - 1);
         loss += compute->micro_loss(compute->self);
     }
-    StepResult r;
     r.norm = compute->grad_norm(compute->self);
     double sums[3] = {loss, !isfinite(r.norm), stop_signal_received() != 0};
     run->comm->ops->sum_doubles(run->comm, sums, 3);
-    r.loss = sums[0] / (accum * run->comm->world);
+    r.loss = sums[0] / counted;
     r.finite = isfinite(r.loss) && sums[1] == 0;
     r.stop = sums[2] > 0;
     if (r.finite) compute->update(compute->self, h, r.norm);
@@ -146,6 +174,10 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
     double timed_seconds = 0.0;
     int timed_steps = 0, status = 0, skipped_in_a_row = 0, skipped = 0;
     int stop = stop_requested(run);
+    StepBatches batches;
+    batches.tokens = (size_t)run->train_loader.B * run->train_loader.T;
+    batches.inputs = (int *)mallocCheck(sizeof(int) * run->grad_accum * batches.tokens);
+    batches.targets = (int *)mallocCheck(sizeof(int) * run->grad_accum * batches.tokens);
     for (int step = run->start_step; step <= run->max_steps; step++) {
         /* none while steps are being skipped: the last checkpoint stays the newest */
         int save = (train_run_checkpoint_due(run, step) || (stop && args->output_dir && step > run->start_step)) &&
@@ -171,12 +203,16 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
         double t0 = wall_seconds();
         h.lr = schedule_lr(&run->schedule, step);
         h.step = step + 1;
-        StepResult r = train_step(run, compute, &h);
+        StepResult r = train_step(run, compute, &h, &batches);
         stop = r.stop;
         double seconds = wall_seconds() - t0;
         if (step > run->start_step) { /* the first step pays for warm-ups (cuBLASLt, allocators, NCCL) */
             timed_seconds += seconds;
             timed_steps++;
+        }
+        if (r.empty) {
+            printf("step %5d/%d | no target counts in this step (loss masks): no update\n", step + 1, run->max_steps);
+            continue;
         }
         if (!r.finite) {
             skipped++;
@@ -210,6 +246,8 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
             status = EXIT_NONFINITE;
         }
     }
+    free(batches.inputs);
+    free(batches.targets);
     free(params);
     return status;
 }

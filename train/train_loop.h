@@ -8,8 +8,11 @@
  * One optimizer step over W ranks with micro-batch B and grad_accum micro-batches each covers the
  * total batch (-d) of W x grad_accum x B x T tokens: rank k's micro-batch m reads global micro-batch
  * m's rows [k B, (k+1) B) (data/dataloader.h), so it is the step that one rank with W-fold more
- * accumulation takes. The loss of each micro-batch is scaled by 1 / (grad_accum x W) and the
- * gradients summed over ranks: the mean over the step's tokens.
+ * accumulation takes. The step's loss is the mean over the targets that count in all its micro-batches
+ * on all ranks (every target, unless the data has loss masks: data/dataloader.h): the loop reads the
+ * step's micro-batches first, sums their counted targets over the ranks, and weights each counted
+ * target's loss by 1 / that count; the gradients are summed over ranks. A step with no counted target
+ * anywhere is skipped: no forward, no update (its data is consumed and the LR schedule moves on).
  */
 #ifndef SSD_TRAIN_TRAIN_LOOP_H
 #define SSD_TRAIN_TRAIN_LOOP_H
@@ -39,11 +42,11 @@ typedef struct {
     void *self;
     size_t moments_offset, moments_count;
     void (*zero_grad)(void *self);
-    /* forward and backward of one micro-batch of B x T tokens, the mean loss scaled by loss_scale,
-     * gradients accumulated; last: the step's last micro-batch (its backward may start the
-     * reduction over ranks) */
+    /* forward and backward of one micro-batch of B x T tokens: the gradients of loss_scale x the sum of
+     * the losses of its counted targets (a target -1 does not count) accumulated; last: the step's last
+     * micro-batch (its backward may start the reduction over ranks) */
     void (*train_micro)(void *self, const int *inputs, const int *targets, float loss_scale, int last);
-    /* the mean loss of the last micro-batch (waits for it) */
+    /* the summed loss over the counted targets of the last micro-batch (waits for it) */
     double (*micro_loss)(void *self);
     /* the gradients summed over ranks and their global norm (before clipping), the same on every rank */
     float (*grad_norm)(void *self);

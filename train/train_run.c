@@ -307,6 +307,33 @@ static void open_task(TrainRun *run) {
 
 static int samples_wanted(const TrainArgs *args) { return args->gen_T > 0 && args->sample_every != 0; }
 
+/* -db 1: the end-of-text id of the tokenizer.bin beside the train shards; exits when there is none. */
+static int document_eot(const TrainArgs *args) {
+    if (!args->doc_boundaries) return -1;
+    if (args->eval_carry) {
+        fprintf(stderr, "error: -db 1 with -ec 1 is not supported yet (a carried window does not know whether the "
+                        "previous window ended a document): evaluate with -ec 0\n");
+        exit(1);
+    }
+    char path[4096];
+    args_tokenizer_path(args, path, sizeof(path));
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "error: -db 1 needs the data's end-of-text id from %s, which cannot be read: prepare the data "
+                        "with scripts/prepro.py, or leave out -db\n", path);
+        exit(1);
+    }
+    Tokenizer t;
+    tokenizer_init(&t, path);
+    int eot = tokenizer_eot(&t);
+    tokenizer_free(&t);
+    if (eot < 0) {
+        fprintf(stderr, "error: -db 1: %s has no end-of-text token (a byte tokenizer marks no document boundary), so "
+                        "there are no boundaries to keep: leave out -db\n", path);
+        exit(1);
+    }
+    return eot;
+}
+
 /* The tokenizer that decodes samples: -tk, which must be the model's; else the first tokenizer.bin that
  * matches the model's note, looked for beside the model file (-e), beside the data the run reads, and
  * beside the train shards. None found: the samples print token ids. */
@@ -424,6 +451,10 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     if (run->resumed && comm->rank == 0) logger_drop_from_step(args->output_dir, run->start_step);
     logger_init(&run->logger, args->output_dir, comm->rank, run->resumed);
     open_sample_tokenizer(run);
+    run->doc_eot = document_eot(args);
+    if (run->doc_eot >= 0 && comm->rank == 0)
+        printf("document boundaries: the conv and the SSD state restart after every input %d (end of text)\n",
+               run->doc_eot);
     copy_tokenizer_to_output(run);
 }
 

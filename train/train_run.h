@@ -53,6 +53,7 @@ typedef struct {
     int init_from_model_file;    /* 1: -e named a model file (fine-tune), 0: a JSON config (fresh weights) */
     char model_tokenizer_path[4096]; /* a tokenizer.bin that matches the model ("" if none found); copied into -o */
     Tokenizer tokenizer;         /* decodes samples (rank 0): the model's own, see train_run.c */
+    int doc_eot;                 /* -db 1: the end-of-text id of the data's tokenizer.bin; -1 without -db */
 } TrainRun;
 
 /* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. A fresh

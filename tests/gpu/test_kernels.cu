@@ -322,6 +322,7 @@ static void test_classifier(int N, int V, int Vp) {
     int *targets = (int *)malloc(N * sizeof(int));
     for (int i = 0; i < N; i++) targets[i] = (int)(rng_next(&test_rng) % (uint64_t)V);
     targets[0] = V - 1;  /* the last real column */
+    for (int i = 3; i < N; i += 4) targets[i] = -1;  /* a loss mask's 0: no loss, no gradient */
     int *d_targets;
     cudaCheck(cudaMalloc(&d_targets, N * sizeof(int)));
     cudaCheck(cudaMemcpy(d_targets, targets, N * sizeof(int), cudaMemcpyHostToDevice));
@@ -331,16 +332,23 @@ static void test_classifier(int N, int V, int Vp) {
     double dloss = 1.0 / N;
     fused_classifier(d_logits, d_losses, d_targets, (float)dloss, N, V, Vp, 0);
     fused_classifier(d_eval, d_eval_losses, d_targets, 0.0f, N, V, Vp, 0);
-    mean_loss(d_mean, d_losses, N, 0);
+    mean_loss(d_mean, d_losses, d_targets, N, 0);
     double *losses = (double *)malloc(N * sizeof(double)), *dlogits = (double *)malloc((size_t)N * Vp * sizeof(double));
     double mean = 0;
+    int counted = 0;
+    for (int i = 0; i < N; i++) counted += targets[i] >= 0;
     for (int i = 0; i < N; i++) {
         const double *l = logits + (size_t)i * Vp;
+        if (targets[i] < 0) {
+            losses[i] = 0.0;
+            for (int v = 0; v < Vp; v++) dlogits[(size_t)i * Vp + v] = 0.0;
+            continue;
+        }
         double m = -INFINITY, s = 0;
         for (int v = 0; v < V; v++) m = fmax(m, l[v]);
         for (int v = 0; v < V; v++) s += exp(l[v] - m);
         losses[i] = m + log(s) - l[targets[i]];
-        mean += losses[i] / N;
+        mean += losses[i] / counted;
         for (int v = 0; v < Vp; v++)
             dlogits[(size_t)i * Vp + v] = v < V ? (exp(l[v] - m) / s - (v == targets[i])) * dloss : 0.0;
     }

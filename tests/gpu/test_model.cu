@@ -40,7 +40,8 @@ static void check_scalar(const char *name, double got, double want, double tol) 
     test_report(err <= tol && !isnan(got), name, "gpu %.8f cpu %.8f rel err %.3e (tol %.0e)", got, want, err, tol);
 }
 
-static void run_case(const char *label, const char *json, int B, int T, cudaStream_t stream) {
+/* mask_every > 0: every mask_every-th target is -1 (a loss mask's 0), which neither loss counts */
+static void run_case(const char *label, const char *json, int B, int T, int mask_every, cudaStream_t stream) {
     char err[256], name[128];
     ModelConfig config;
     if (config_parse(&config, json, label, err, sizeof(err))) {
@@ -58,6 +59,7 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
     for (int i = 0; i < N; i++) {
         inputs[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
         targets[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+        if (mask_every > 0 && i % mask_every == 1) targets[i] = -1;
     }
 
     Mamba cpu;
@@ -73,7 +75,7 @@ static void run_case(const char *label, const char *json, int B, int T, cudaStre
     mamba_gpu_alloc_activations(&gpu, B, T);
     mamba_gpu_set_batch(&gpu, inputs, targets);
     mamba_gpu_zero_grad(&gpu);
-    mamba_gpu_forward(&gpu, 1.0f / N, NULL);
+    mamba_gpu_forward(&gpu, 1.0f / cpu.counted_targets, NULL);
     mamba_gpu_backward(&gpu);
     double gpu_loss = mamba_gpu_mean_loss(&gpu);
     snprintf(name, sizeof(name), "%s loss", label);
@@ -235,15 +237,15 @@ int main(void) {
     run_case("mamba2 G=2 T=37",
              "{\"name\":\"t1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
-             2, 37, stream);
+             2, 37, 0, stream);
     run_case("ssd-mamba G=1 T=64",
              "{\"name\":\"t2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,\"d_state\":32,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"diagonal\"}",
-             3, 64, stream);
-    run_case("ssd-mamba G=3 T=50",
+             3, 64, 0, stream);
+    run_case("ssd-mamba G=3 T=50, every 3rd target masked",
              "{\"name\":\"t3\",\"d_model\":96,\"n_layer\":2,\"vocab_size\":500,\"pad_vocab_multiple\":64,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":3,\"chunk_size\":16,\"a_structure\":\"diagonal\"}",
-             2, 50, stream);
+             2, 50, 3, stream);
     run_bucket_case("mamba2 L=3",
                     "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                     "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"
