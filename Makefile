@@ -104,7 +104,7 @@ results_equivalence: $(BUILD)/dev/ssd_equivalence_f64 $(BUILD)/dev/ssd_equivalen
 	python3 scripts/results_plot.py equivalence results/equivalence
 results_mixture: $(BUILD)/dev/ssd_mixture_f64
 	@mkdir -p results/mixture
-	$(BUILD)/dev/ssd_mixture_f64 --out results/mixture/runs.json
+	OMP_NUM_THREADS=1 $(BUILD)/dev/ssd_mixture_f64 --out results/mixture/runs.json
 	python3 scripts/results_plot.py mixture results/mixture
 results_runtime: $(BUILD)/dev/ssd_runtime_f32
 	@mkdir -p results/runtime

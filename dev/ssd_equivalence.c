@@ -6,7 +6,8 @@
  * float (ssd_equivalence_f32): the precision is model/real.h's, chosen at build time.
  *
  * The relative difference of two tensors is max |a - b| / max |b| (tests/test.h); a gradient row
- * gives the worst of the six tensors and names it.
+ * gives the worst of the six tensors and names it, and apart the worst of the per-step gradients
+ * (dx, ddelta, dB, dC) and of the parameter gradients (dA, dD: sums over all steps).
  *
  *   ssd_equivalence_f64 [--sweep tiny|full] [--check] [--out FILE.csv]
  * --check prints a PASS/FAIL line per row against the precision's tolerances (make test runs the tiny
@@ -44,6 +45,7 @@ enum { HEADS = 2, HEADDIM = 16, GROUPS = 1 };
 
 typedef struct {
     double y_abs, y_rel, state_abs, state_rel, grad_abs, grad_rel;
+    double step_grad_rel, param_grad_rel; /* dx, ddelta, dB, dC (per step) and dA, dD (sums over steps) */
     const char *worst_grad;
 } Difference;
 
@@ -69,6 +71,9 @@ static void compare(const SSDInputs *in, const FormResult *a, const FormResult *
         double ab, rel;
         max_difference(ta[i], tb[i], counts[i], &ab, &rel);
         if (ab > d->grad_abs) d->grad_abs = ab;
+        int is_param = i == 2 || i == 5; /* dA, dD */
+        double *group = is_param ? &d->param_grad_rel : &d->step_grad_rel;
+        if (rel > *group || isinf(rel)) *group = rel;
         if (rel > d->grad_rel || isinf(rel)) {
             d->grad_rel = rel;
             d->worst_grad = ssd_grad_names[i];
@@ -101,8 +106,9 @@ static int report_row(FILE *csv, int check, const char *a_kind, int T, int N, in
         snprintf(state_rel, sizeof(state_rel), "%.3e", d->state_rel);
     }
     if (csv)
-        fprintf(csv, "%s,%s,%d,%d,%d,%s,%.3e,%.3e,%s,%s,%.3e,%.3e,%s\n", PRECISION, a_kind, T, N, Q, pair, d->y_abs,
-                d->y_rel, state_abs, state_rel, d->grad_abs, d->grad_rel, d->worst_grad);
+        fprintf(csv, "%s,%s,%d,%d,%d,%s,%.3e,%.3e,%s,%s,%.3e,%.3e,%s,%.3e,%.3e\n", PRECISION, a_kind, T, N, Q, pair,
+                d->y_abs, d->y_rel, state_abs, state_rel, d->grad_abs, d->grad_rel, d->worst_grad, d->step_grad_rel,
+                d->param_grad_rel);
     char name[160];
     snprintf(name, sizeof(name), "ssd_equivalence[%s,%s,T=%d,N=%d,Q=%d,%s]", PRECISION, a_kind, T, N, Q, pair);
     if (check)
@@ -166,7 +172,7 @@ int main(int argc, char **argv) {
     if (out) {
         snprintf(tmp, sizeof(tmp), "%s.tmp", out);
         csv = fopenCheck(tmp, "w");
-        fprintf(csv, "precision,a,T,N,Q,pair,y_abs,y_rel,state_abs,state_rel,grad_abs,grad_rel,worst_grad\n");
+        fprintf(csv, "precision,a,T,N,Q,pair,y_abs,y_rel,state_abs,state_rel,grad_abs,grad_rel,worst_grad,step_grad_rel,param_grad_rel\n");
     }
     uint64_t seed = 1;
     for (int diagonal = 0; diagonal <= 1; diagonal++)

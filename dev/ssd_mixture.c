@@ -315,7 +315,7 @@ static int parse_positive(const char *flag, const char *v) {
 
 int main(int argc, char **argv) {
     int seeds = 5, steps = 3000;
-    double lr = 0.02;
+    double lr = 0.05;
     const char *out_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--check") == 0) {
