@@ -11,10 +11,11 @@
  *
  *   ssd_equivalence_f64 [--sweep tiny|full] [--check] [--out FILE.csv]
  * --check prints a PASS/FAIL line per row against the precision's tolerances (make test runs the tiny
- * sweep so: tests/test_equivalence.sh); --out writes the rows as CSV (to FILE.tmp, renamed into place).
+ * sweep so: tests/test_dev.sh); --out writes the rows as CSV (to FILE.tmp, renamed into place).
  */
 #include "tests/ssd_inputs.h"
 #include "tests/test.h"
+#include "common/fileio.h"
 #include "common/utils.h"
 
 #include <stdio.h>
@@ -167,23 +168,17 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
         else usage_exit("unknown or incomplete argument");
     }
-    char tmp[1024];
+    AtomicFile file;
     FILE *csv = NULL;
     if (out) {
-        snprintf(tmp, sizeof(tmp), "%s.tmp", out);
-        csv = fopenCheck(tmp, "w");
+        atomic_file_open(&file, out);
+        csv = file.fp;
         fprintf(csv, "precision,a,T,N,Q,pair,y_abs,y_rel,state_abs,state_rel,grad_abs,grad_rel,worst_grad,step_grad_rel,param_grad_rel\n");
     }
     uint64_t seed = 1;
     for (int diagonal = 0; diagonal <= 1; diagonal++)
         for (int it = 0; it < sw.nT; it++)
             for (int in = 0; in < sw.nN; in++) run_shape(csv, check, diagonal, sw.T[it], sw.N[in], &sw, seed++);
-    if (csv) {
-        fcloseCheck(csv);
-        if (rename(tmp, out) != 0) {
-            fprintf(stderr, "ssd_equivalence: cannot rename %s to %s\n", tmp, out);
-            return EXIT_FAILURE;
-        }
-    }
+    if (csv) atomic_file_commit(&file);
     return test_exit_code();
 }

@@ -18,6 +18,7 @@
  */
 #include "model/cpu_ssd.h"
 #include "common/rng.h"
+#include "common/fileio.h"
 #include "common/utils.h"
 #include "tests/test.h"
 
@@ -330,11 +331,11 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
         else usage_exit("unknown or incomplete argument");
     }
-    char tmp[1024];
+    AtomicFile file;
     FILE *out = stdout;
     if (out_path) {
-        snprintf(tmp, sizeof(tmp), "%s.tmp", out_path);
-        out = fopenCheck(tmp, "w");
+        atomic_file_open(&file, out_path);
+        out = file.fp;
     }
     fprintf(out, "{\"target\": {\"rates\": [%g, %g], \"weights\": [%g, %g]},\n", RATE_1, RATE_2, WEIGHT_1, WEIGHT_2);
     fprintf(out, " \"setup\": {\"seq_len\": %d, \"batch\": %d, \"chunk\": %d, \"steps\": %d, \"lr\": %g, "
@@ -348,12 +349,6 @@ int main(int argc, char **argv) {
             train_run(out, &VARIANTS[iv], seed, steps, lr);
         }
     fprintf(out, "\n ]}\n");
-    if (out_path) {
-        fcloseCheck(out);
-        if (rename(tmp, out_path) != 0) {
-            fprintf(stderr, "ssd_mixture: cannot rename %s to %s\n", tmp, out_path);
-            return EXIT_FAILURE;
-        }
-    }
+    if (out_path) atomic_file_commit(&file);
     return 0;
 }

@@ -12,6 +12,7 @@
  * one head the forms are sequential anyway, and CPU time then equals the time of the computation.
  */
 #include "tests/ssd_inputs.h"
+#include "common/fileio.h"
 #include "common/utils.h"
 
 #include <stdio.h>
@@ -78,11 +79,11 @@ int main(int argc, char **argv) {
             return EXIT_FAILURE;
         }
     }
-    char tmp[1024];
+    AtomicFile file;
     FILE *csv = NULL;
     if (out) {
-        snprintf(tmp, sizeof(tmp), "%s.tmp", out);
-        csv = fopenCheck(tmp, "w");
+        atomic_file_open(&file, out);
+        csv = file.fp;
         fprintf(csv, "device,precision,a,form,T,H,P,N,Q,forward_ms,forward_backward_ms\n");
     }
     for (int diagonal = 0; diagonal <= 1; diagonal++) {
@@ -109,12 +110,6 @@ int main(int argc, char **argv) {
             free_inputs(&in);
         }
     }
-    if (csv) {
-        fcloseCheck(csv);
-        if (rename(tmp, out) != 0) {
-            fprintf(stderr, "ssd_runtime: cannot rename %s to %s\n", tmp, out);
-            return EXIT_FAILURE;
-        }
-    }
+    if (csv) atomic_file_commit(&file);
     return 0;
 }

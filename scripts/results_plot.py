@@ -75,6 +75,9 @@ EQ_NUMERIC = ["T", "N", "Q", "y_abs", "y_rel", "state_abs", "state_rel", "grad_a
               "param_grad_rel"]
 
 
+PAIR_COLORS = {"quadratic-recurrent": "C3", "chunked-recurrent": "C2", "chunked-quadratic": "C0"}
+
+
 def equivalence(folder):
     sources = [os.path.join(folder, "cpu_fp64.csv"), os.path.join(folder, "cpu_fp32.csv")] + gpu_files(folder)
     rows = []
@@ -131,7 +134,8 @@ def equivalence(folder):
         vals = [max(c[t], 1e-17) for t in ts]  # an exact match (0) drawn at the floor of the plot
         style = "-" if a == "scalar" else "--"
         marker = {"fp64": "o", "fp32": "s", "bf16": "^"}.get(precision, "x")
-        axes[ax_i].plot(ts, vals, style, marker=marker, label=f"{device} {precision} {pair} ({a})")
+        color = PAIR_COLORS.get(pair, "C1") if device == "cpu" else ("C4" if precision == "fp32" else "C6")
+        axes[ax_i].plot(ts, vals, style, marker=marker, color=color, label=f"{device} {precision} {pair} ({a})")
     for ax, title in zip(axes, ("outputs y", "per-step gradients", "parameter gradients (dA, dD)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
