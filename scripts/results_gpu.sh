@@ -32,7 +32,7 @@ for p in BF16 FP32; do
 done
 for f in "$out"/equivalence/gpu_*.csv "$out"/runtime/gpu_*.csv; do
     echo "== $f"
-    column -s, -t < "$f"
+    column -s, -t < "$f" 2> /dev/null || cat "$f"
 done
 [ "$status" -eq 0 ] || echo "a run failed: see $out/*.log"
 exit $status
