@@ -58,9 +58,10 @@ F64_OBJS := $(CPU_SRCS:%.c=$(BUILD)/f64/%.o)
 HEADERS := $(wildcard common/*.h data/*.h model/*.h train/*.h)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TEST_HEADERS := $(wildcard tests/*.h)
 HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
 
-.PHONY: all test test_gpu bench fuzz clean
+.PHONY: all test test_gpu bench fuzz clean dev results_equivalence results_mixture results_runtime
 .SECONDARY:
 all: train_ssd $(if $(HAVE_NVCC),train_ssdcu)
 
@@ -81,7 +82,7 @@ $(BUILD)/host/train/comm_mpi.o: train/comm_mpi.c $(HEADERS)
 train_ssd: train_ssd.c $(HOST_OBJS) $(MPI_OBJS) $(F32_OBJS) $(HEADERS)
 	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(MPI_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/test.h tests/model_fixtures.h $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+$(BUILD)/tests/%: tests/%.c $(TEST_HEADERS) $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
 
@@ -89,7 +90,33 @@ $(BUILD)/tests/%: tests/%.c tests/test.h tests/model_fixtures.h $(HOST_OBJS) $(F
 $(BUILD)/logits_main: tests/logits_main.c $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
 	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
 
-test: train_ssd $(TEST_BINS) $(BUILD)/logits_main $(BUILD)/asan/train_ssd
+# ---- dev/: the workbench programs behind results/ (results/README.md), each built in double (_f64)
+# or float (_f32); make results_<name> remakes that folder's CPU numbers and plots ----
+DEV_BINS := $(BUILD)/dev/ssd_equivalence_f64 $(BUILD)/dev/ssd_equivalence_f32 $(BUILD)/dev/ssd_mixture_f64 \
+            $(BUILD)/dev/ssd_runtime_f32
+$(BUILD)/dev/%_f64: dev/%.c $(TEST_HEADERS) $(HOST_OBJS) $(F64_OBJS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSSD_DOUBLE $< $(HOST_OBJS) $(F64_OBJS) $(LDLIBS) -o $@
+$(BUILD)/dev/%_f32: dev/%.c $(TEST_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(HOST_OBJS) $(F32_OBJS) $(LDLIBS) -o $@
+dev: $(DEV_BINS)
+
+results_equivalence: $(BUILD)/dev/ssd_equivalence_f64 $(BUILD)/dev/ssd_equivalence_f32
+	@mkdir -p results/equivalence
+	$(BUILD)/dev/ssd_equivalence_f64 --out results/equivalence/cpu_fp64.csv
+	$(BUILD)/dev/ssd_equivalence_f32 --out results/equivalence/cpu_fp32.csv
+	python3 scripts/results_plot.py equivalence results/equivalence
+results_mixture: $(BUILD)/dev/ssd_mixture_f64
+	@mkdir -p results/mixture
+	OMP_NUM_THREADS=1 $(BUILD)/dev/ssd_mixture_f64 --out results/mixture/runs.json
+	python3 scripts/results_plot.py mixture results/mixture
+results_runtime: $(BUILD)/dev/ssd_runtime_f32
+	@mkdir -p results/runtime
+	OMP_NUM_THREADS=1 $(BUILD)/dev/ssd_runtime_f32 --out results/runtime/cpu.csv
+	python3 scripts/results_plot.py runtime results/runtime
+
+test: train_ssd $(TEST_BINS) $(BUILD)/logits_main $(BUILD)/asan/train_ssd $(DEV_BINS)
 	@bash tests/run_tests.sh $(TEST_BINS)
 
 # ---- the fuzz harness: train_ssd built with AddressSanitizer and UBSan (every finding aborts), one

@@ -4,78 +4,23 @@
  * and diagonal A, T a multiple of Q, T not a multiple of Q, T < Q, and ngroups > 1. Also checks
  * that a chunked pass handing its final state to a second pass equals one pass over the whole.
  */
-#include "model/cpu_ssd.h"
-#include "common/rng.h"
+#include "tests/ssd_inputs.h"
 #include "tests/test.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    SSDShape s;
-    real *x, *delta, *A, *B, *C, *D, *dy;
-} SSDInputs;
-
-static real *random_array(size_t n, double scale, double offset, uint64_t *rng) {
-    real *a = (real *)malloc(sizeof(real) * n);
-    for (size_t i = 0; i < n; i++) a[i] = offset + scale * rng_normal(rng);
-    return a;
-}
-
-static SSDInputs make_inputs(int T, int H, int P, int G, int N, int diagonal, uint64_t seed) {
-    SSDInputs in;
-    uint64_t rng = rng_seed(seed);
-    in.s = (SSDShape){.T = T, .H = H, .P = P, .G = G, .N = N, .diagonal = diagonal};
-    /* x and y interleaved with other columns, as in the model's xBC buffer */
-    in.s.x_stride = H * P + 3;
-    in.s.y_stride = H * P;
-    in.s.bc_stride = G * N + 1;
-    in.s.dt_stride = H + 2;
-    in.x = random_array((size_t)T * in.s.x_stride, 1.0, 0.0, &rng);
-    in.delta = random_array((size_t)T * in.s.dt_stride, 0.0, 0.0, &rng);
-    for (int i = 0; i < T * in.s.dt_stride; i++) in.delta[i] = 0.01 + 0.3 * rng_uniform(&rng);
-    int na = diagonal ? H * N : H;
-    in.A = random_array(na, 0.0, 0.0, &rng);
-    for (int i = 0; i < na; i++) in.A[i] = -(1.0 + 15.0 * rng_uniform(&rng));
-    in.B = random_array((size_t)T * in.s.bc_stride, 1.0, 0.0, &rng);
-    in.C = random_array((size_t)T * in.s.bc_stride, 1.0, 0.0, &rng);
-    in.D = random_array(H, 1.0, 1.0, &rng);
-    in.dy = random_array((size_t)T * in.s.y_stride, 1.0, 0.0, &rng);
-    return in;
-}
-
-static void free_inputs(SSDInputs *in) {
-    free(in->x); free(in->delta); free(in->A); free(in->B); free(in->C); free(in->D); free(in->dy);
-}
-
-typedef struct { real *dx, *ddelta, *dA, *dB, *dC, *dD; } SSDGrads;
-
-static SSDGrads grads_alloc(const SSDInputs *in) {
-    const SSDShape *s = &in->s;
-    SSDGrads g;
-    g.dx = (real *)calloc((size_t)s->T * s->x_stride, sizeof(real));
-    g.ddelta = (real *)calloc((size_t)s->T * s->dt_stride, sizeof(real));
-    g.dA = (real *)calloc(s->diagonal ? s->H * s->N : s->H, sizeof(real));
-    g.dB = (real *)calloc((size_t)s->T * s->bc_stride, sizeof(real));
-    g.dC = (real *)calloc((size_t)s->T * s->bc_stride, sizeof(real));
-    g.dD = (real *)calloc(s->H, sizeof(real));
-    return g;
-}
-
-static void grads_free(SSDGrads *g) { free(g->dx); free(g->ddelta); free(g->dA); free(g->dB); free(g->dC); free(g->dD); }
-
+/* worst relative error over the six gradient tensors */
 static double grads_error(const SSDInputs *in, const SSDGrads *a, const SSDGrads *b) {
-    const SSDShape *s = &in->s;
-    double errs[6] = {
-        test_rel_error(a->dx, b->dx, (long)s->T * s->x_stride),
-        test_rel_error(a->ddelta, b->ddelta, (long)s->T * s->dt_stride),
-        test_rel_error(a->dA, b->dA, s->diagonal ? s->H * s->N : s->H),
-        test_rel_error(a->dB, b->dB, (long)s->T * s->bc_stride),
-        test_rel_error(a->dC, b->dC, (long)s->T * s->bc_stride),
-        test_rel_error(a->dD, b->dD, s->H),
-    };
+    real *ta[SSD_GRAD_TENSORS], *tb[SSD_GRAD_TENSORS];
+    long counts[SSD_GRAD_TENSORS];
+    grads_tensors(in, a, ta, counts);
+    grads_tensors(in, b, tb, counts);
     double worst = 0;
-    for (int i = 0; i < 6; i++) worst = errs[i] > worst ? errs[i] : worst;
+    for (int i = 0; i < SSD_GRAD_TENSORS; i++) {
+        double e = test_rel_error(ta[i], tb[i], counts[i]);
+        worst = e > worst ? e : worst;
+    }
     return worst;
 }
 
@@ -97,9 +42,9 @@ static void check_case(const char *label, int T, int Q, int H, int P, int G, int
                 "quadratic %.2e, chunked %.2e, final state %.2e (tol 1e-12)", e_quad, e_chunk, e_state);
 
     SSDGrads g_rec = grads_alloc(&in), g_quad = grads_alloc(&in), g_chunk = grads_alloc(&in);
-    ssd_backward_recurrent(s, in.x, in.delta, in.A, in.B, in.C, in.D, in.dy, g_rec.dx, g_rec.ddelta, g_rec.dA, g_rec.dB, g_rec.dC, g_rec.dD);
-    ssd_backward_quadratic(s, in.x, in.delta, in.A, in.B, in.C, in.D, in.dy, g_quad.dx, g_quad.ddelta, g_quad.dA, g_quad.dB, g_quad.dC, g_quad.dD);
-    ssd_backward_chunked(s, Q, in.x, in.delta, in.A, in.B, in.C, in.D, in.dy, g_chunk.dx, g_chunk.ddelta, g_chunk.dA, g_chunk.dB, g_chunk.dC, g_chunk.dD);
+    backward_recurrent(&in, &g_rec);
+    backward_quadratic(&in, &g_quad);
+    backward_chunked(&in, Q, &g_chunk);
     double eg_quad = grads_error(&in, &g_quad, &g_rec), eg_chunk = grads_error(&in, &g_chunk, &g_rec);
     snprintf(name, sizeof(name), "ssd_backward_duality[%s]", label);
     test_report(eg_quad < 1e-12 && eg_chunk < 1e-12, name, "worst gradient: quadratic %.2e, chunked %.2e (tol 1e-12)",

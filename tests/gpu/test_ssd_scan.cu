@@ -12,6 +12,8 @@
  *
  *   test_ssd_scan            run the tests
  *   test_ssd_scan --bench    time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128 Q=256
+ *   test_ssd_scan --table    the differences to the CPU reference over results/equivalence's sweep (CSV)
+ *   test_ssd_scan --lengths  forward and forward+backward times for T = 128 ... 65536 (CSV, results/runtime)
  */
 #include "kernels/ssd_scan.cuh"
 
@@ -189,6 +191,49 @@ static std::vector<double> increments(const std::vector<float> &after, const std
     return out;
 }
 
+/* Device copies of one case's inputs, outputs and workspace. */
+typedef struct {
+    SSDScanShape s;
+    floatX *xBC, *in_proj, *dy, *y, *dxBC, *din_proj;
+    float *dt_bias, *A_log, *D, *ddt_bias, *dA_log, *dD;
+    void *workspace;
+} DeviceCase;
+
+static DeviceCase device_case_alloc(const Inputs *in) {
+    DeviceCase d;
+    d.s = in->s;
+    size_t rows = (size_t)d.s.B * d.s.T;
+    d.xBC = to_device(in->xBC);
+    d.in_proj = to_device(in->in_proj);
+    d.dy = to_device(in->dy);
+    d.dt_bias = to_device(in->dt_bias);
+    d.A_log = to_device(in->A_log);
+    d.D = to_device(in->D);
+    d.ddt_bias = to_device(in->ddt_bias0);
+    d.dA_log = to_device(in->dA_log0);
+    d.dD = to_device(in->dD0);
+    cudaCheck(cudaMalloc(&d.y, rows * d.s.H * d.s.P * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.dxBC, rows * d.s.conv_dim * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.din_proj, rows * d.s.d_in_proj * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.workspace, ssd_scan_workspace_bytes(&d.s)));
+    return d;
+}
+
+static void device_case_free(DeviceCase *d) {
+    void *bufs[] = {d->xBC, d->in_proj, d->dy, d->y, d->dxBC, d->din_proj, d->dt_bias, d->A_log, d->D,
+                    d->ddt_bias, d->dA_log, d->dD, d->workspace};
+    for (void *p : bufs) cudaCheck(cudaFree(p));
+}
+
+static void device_forward(DeviceCase *d) {
+    ssd_scan_forward(&d->s, d->y, d->xBC, d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, NULL, d->workspace, 0);
+}
+
+static void device_backward(DeviceCase *d) {
+    ssd_scan_backward(&d->s, d->dxBC, d->din_proj + dt_col(&d->s), d->ddt_bias, d->dA_log, d->dD, d->dy, d->xBC,
+                      d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, d->workspace, 0);
+}
+
 /* What one forward + backward gives, copied to the host */
 typedef struct {
     std::vector<floatX> y, dxBC, din_proj;
@@ -200,6 +245,51 @@ static bool same_bits(const std::vector<T> &a, const std::vector<T> &b) {
     return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
+/* One forward + backward with outputs and workspace filled with the byte poison first and the
+ * parameter gradients reset to in's, copied to the host. */
+static Outputs device_case_run(DeviceCase *d, const Inputs *in, int poison) {
+    const SSDScanShape &s = d->s;
+    size_t rows = (size_t)s.B * s.T;
+    cudaCheck(cudaMemset(d->y, poison, rows * s.H * s.P * sizeof(floatX)));
+    cudaCheck(cudaMemset(d->dxBC, poison, rows * s.conv_dim * sizeof(floatX)));
+    cudaCheck(cudaMemset(d->din_proj, poison, rows * s.d_in_proj * sizeof(floatX)));
+    cudaCheck(cudaMemset(d->workspace, poison, ssd_scan_workspace_bytes(&s)));
+    cudaCheck(cudaMemcpy(d->ddt_bias, in->ddt_bias0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(d->dA_log, in->dA_log0.data(), in->dA_log0.size() * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(d->dD, in->dD0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
+    device_forward(d);
+    device_backward(d);
+    cudaCheck(cudaDeviceSynchronize());
+    Outputs out = {to_host(d->y, rows * s.H * s.P), to_host(d->dxBC, rows * s.conv_dim),
+                   to_host(d->din_proj, rows * s.d_in_proj), to_host(d->ddt_bias, s.H),
+                   to_host(d->dA_log, in->dA_log0.size()), to_host(d->dD, s.H)};
+    return out;
+}
+
+/* The GPU's outputs and gradients against the reference's, tensor by tensor, in check()'s order. */
+typedef struct {
+    const char *name;
+    std::vector<double> got, want;
+    bool reduced; /* a parameter gradient summed over all steps (REDUCED_TOLERANCE) */
+} Compared;
+
+static std::vector<Compared> compare_outputs(const Inputs *in, const Reference *ref, const Outputs *out) {
+    const SSDScanShape &s = in->s;
+    size_t rows = (size_t)s.B * s.T;
+    int HP = s.H * s.P, GN = s.G * s.N;
+    std::vector<Compared> c;
+    c.push_back({"y", columns(out->y, rows, HP, 0, HP), ref->y, false});
+    c.push_back({"dx", columns(out->dxBC, rows, s.conv_dim, 0, HP), ref_columns(ref->dxBC, rows, s.conv_dim, 0, HP), false});
+    c.push_back({"dB", columns(out->dxBC, rows, s.conv_dim, HP, GN), ref_columns(ref->dxBC, rows, s.conv_dim, HP, GN), false});
+    c.push_back({"dC", columns(out->dxBC, rows, s.conv_dim, HP + GN, GN),
+                 ref_columns(ref->dxBC, rows, s.conv_dim, HP + GN, GN), false});
+    c.push_back({"ddt_raw", columns(out->din_proj, rows, s.d_in_proj, dt_col(&s), s.H), ref->ddt_raw, false});
+    c.push_back({"ddt_bias", increments(out->ddt_bias, in->ddt_bias0), ref->ddt_bias, true});
+    c.push_back({"dA_log", increments(out->dA_log, in->dA_log0), ref->dA_log, true});
+    c.push_back({"dD", increments(out->dD, in->dD0), ref->dD, true});
+    return c;
+}
+
 /* stress: dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the tolerances scaled by STRESS_FACTOR */
 static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stress = false) {
     Inputs in;
@@ -209,48 +299,12 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
     Reference ref;
     reference(&ref, &in);
     size_t rows = (size_t)s.B * s.T;
-    int HP = s.H * s.P, GN = s.G * s.N;
+    DeviceCase dev = device_case_alloc(&in);
 
-    floatX *xBC = to_device(in.xBC), *in_proj = to_device(in.in_proj), *dy = to_device(in.dy);
-    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D = to_device(in.D);
-    float *ddt_bias = to_device(in.ddt_bias0), *dA_log = to_device(in.dA_log0), *dD = to_device(in.dD0);
-    floatX *y, *dxBC, *din_proj;
-    void *workspace;
-    cudaCheck(cudaMalloc(&y, rows * HP * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&dxBC, rows * s.conv_dim * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&din_proj, rows * s.d_in_proj * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
-    const floatX *dt_raw = in_proj + dt_col(&s);
-
-    /* Outputs and workspace filled with the byte poison first; parameter gradients reset to in's. */
-    auto run = [&](int poison) {
-        cudaCheck(cudaMemset(y, poison, rows * HP * sizeof(floatX)));
-        cudaCheck(cudaMemset(dxBC, poison, rows * s.conv_dim * sizeof(floatX)));
-        cudaCheck(cudaMemset(din_proj, poison, rows * s.d_in_proj * sizeof(floatX)));
-        cudaCheck(cudaMemset(workspace, poison, ssd_scan_workspace_bytes(&s)));
-        cudaCheck(cudaMemcpy(ddt_bias, in.ddt_bias0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(dA_log, in.dA_log0.data(), in.dA_log0.size() * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(dD, in.dD0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
-        ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
-                          workspace, 0);
-        cudaCheck(cudaDeviceSynchronize());
-        Outputs out = {to_host(y, rows * HP), to_host(dxBC, rows * s.conv_dim), to_host(din_proj, rows * s.d_in_proj),
-                       to_host(ddt_bias, s.H), to_host(dA_log, in.dA_log0.size()), to_host(dD, s.H)};
-        return out;
-    };
     /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
-    Outputs first = run(0xff);
-    const std::vector<floatX> &y_h = first.y, &dxBC_h = first.dxBC, &din_h = first.din_proj;
-    check(cname, "y", columns(y_h, rows, HP, 0, HP), ref.y, tol);
-    check(cname, "dx", columns(dxBC_h, rows, s.conv_dim, 0, HP), ref_columns(ref.dxBC, rows, s.conv_dim, 0, HP), tol);
-    check(cname, "dB", columns(dxBC_h, rows, s.conv_dim, HP, GN), ref_columns(ref.dxBC, rows, s.conv_dim, HP, GN), tol);
-    check(cname, "dC", columns(dxBC_h, rows, s.conv_dim, HP + GN, GN),
-          ref_columns(ref.dxBC, rows, s.conv_dim, HP + GN, GN), tol);
-    check(cname, "ddt_raw", columns(din_h, rows, s.d_in_proj, dt_col(&s), s.H), ref.ddt_raw, tol);
-    check(cname, "ddt_bias", increments(first.ddt_bias, in.ddt_bias0), ref.ddt_bias, reduced_tol);
-    check(cname, "dA_log", increments(first.dA_log, in.dA_log0), ref.dA_log, reduced_tol);
-    check(cname, "dD", increments(first.dD, in.dD0), ref.dD, reduced_tol);
+    Outputs first = device_case_run(&dev, &in, 0xff);
+    const std::vector<floatX> &din_h = first.din_proj;
+    for (const Compared &c : compare_outputs(&in, &ref, &first)) check(cname, c.name, c.got, c.want, c.reduced ? reduced_tol : tol);
 
     size_t touched = 0;
     unsigned char poison[sizeof(floatX)];
@@ -265,7 +319,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
                 rows * dt_col(&s));
 
     /* zero bytes this time: a value that depended on unwritten workspace would differ */
-    Outputs second = run(0x00);
+    Outputs second = device_case_run(&dev, &in, 0x00);
     std::string differ;
     if (!same_bits(first.y, second.y)) differ += " y";
     if (!same_bits(first.dxBC, second.dxBC)) differ += " dxBC";
@@ -281,19 +335,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
     test_report(differ.empty(), name, "two runs on the same inputs: %s",
                 differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
 
-    cudaCheck(cudaFree(xBC));
-    cudaCheck(cudaFree(in_proj));
-    cudaCheck(cudaFree(dy));
-    cudaCheck(cudaFree(dt_bias));
-    cudaCheck(cudaFree(A_log));
-    cudaCheck(cudaFree(D));
-    cudaCheck(cudaFree(ddt_bias));
-    cudaCheck(cudaFree(dA_log));
-    cudaCheck(cudaFree(dD));
-    cudaCheck(cudaFree(y));
-    cudaCheck(cudaFree(dxBC));
-    cudaCheck(cudaFree(din_proj));
-    cudaCheck(cudaFree(workspace));
+    device_case_free(&dev);
 }
 
 /* Forward from a random entering state [B][H][P][N]: y and the leaving state against the recurrence. */
@@ -355,56 +397,124 @@ static double median(std::vector<float> v) {
     return v[v.size() / 2];
 }
 
-/* Median milliseconds of forward and forward+backward, timed with events after a warm-up. */
-static void bench(int diagonal) {
-    SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, 256, diagonal);
+/* Median milliseconds of forward and of forward+backward over `iters` timed runs after a warm-up,
+ * timed with events. */
+static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, double *fwd_ms, double *both_ms) {
+    SSDScanShape s = shape;
     Inputs in;
-    make_inputs(&in, &s, 1234 + diagonal, -4.0);
-    size_t rows = (size_t)s.B * s.T;
-    floatX *xBC = to_device(in.xBC), *in_proj = to_device(in.in_proj), *dy = to_device(in.dy);
-    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D = to_device(in.D);
-    float *ddt_bias = to_device(in.ddt_bias0), *dA_log = to_device(in.dA_log0), *dD = to_device(in.dD0);
-    floatX *y, *dxBC, *din_proj;
-    void *workspace;
-    cudaCheck(cudaMalloc(&y, rows * s.H * s.P * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&dxBC, rows * s.conv_dim * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&din_proj, rows * s.d_in_proj * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
-    const floatX *dt_raw = in_proj + dt_col(&s);
+    make_inputs(&in, &s, seed, -4.0);
+    DeviceCase dev = device_case_alloc(&in);
     cudaEvent_t start, stop;
     cudaCheck(cudaEventCreate(&start));
     cudaCheck(cudaEventCreate(&stop));
     std::vector<float> fwd, both;
-    for (int it = 0; it < 60; it++) {
+    int warmup = std::max(2, iters / 5);
+    for (int it = 0; it < warmup + iters; it++) {
         float ms;
         cudaCheck(cudaEventRecord(start));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
+        device_forward(&dev);
         cudaCheck(cudaEventRecord(stop));
         cudaCheck(cudaEventSynchronize(stop));
         cudaCheck(cudaEventElapsedTime(&ms, start, stop));
-        if (it >= 10) fwd.push_back(ms);
+        if (it >= warmup) fwd.push_back(ms);
         cudaCheck(cudaEventRecord(start));
-        ssd_scan_forward(&s, y, xBC, dt_raw, dt_bias, A_log, D, NULL, workspace, 0);
-        ssd_scan_backward(&s, dxBC, din_proj + dt_col(&s), ddt_bias, dA_log, dD, dy, xBC, dt_raw, dt_bias, A_log, D,
-                          workspace, 0);
+        device_forward(&dev);
+        device_backward(&dev);
         cudaCheck(cudaEventRecord(stop));
         cudaCheck(cudaEventSynchronize(stop));
         cudaCheck(cudaEventElapsedTime(&ms, start, stop));
-        if (it >= 10) both.push_back(ms);
+        if (it >= warmup) both.push_back(ms);
     }
-    printf("bench %s %s B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms (median of %zu)\n",
-           PRECISION_NAME, diagonal ? "diagonal" : "scalar", s.B, s.T, s.H, s.P, s.N, s.Q, s.G, median(fwd),
-           median(both), fwd.size());
+    *fwd_ms = median(fwd);
+    *both_ms = median(both);
     cudaCheck(cudaEventDestroy(start));
     cudaCheck(cudaEventDestroy(stop));
-    void *bufs[] = {xBC, in_proj, dy, dt_bias, A_log, D, ddt_bias, dA_log, dD, y, dxBC, din_proj, workspace};
-    for (void *p : bufs) cudaCheck(cudaFree(p));
+    device_case_free(&dev);
+}
+
+static void bench(int diagonal) {
+    SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, 256, diagonal);
+    double fwd, both;
+    time_scan(s, 1234 + diagonal, 50, &fwd, &both);
+    printf("bench %s %s B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms (median of %d)\n",
+           PRECISION_NAME, diagonal ? "diagonal" : "scalar", s.B, s.T, s.H, s.P, s.N, s.Q, s.G, fwd, both, 50);
+}
+
+/* --lengths: the scan's time against T (results/runtime), CSV on stdout, at one sequence (B = 1) of
+ * two layer shapes: the CPU runtime program's (H 1, P 16, N 16, Q 64) and a Mamba-2 130M layer's
+ * (H 24, P 64, N 128, Q 256). */
+static void bench_lengths(void) {
+    const int shapes[2][4] = {{1, 16, 16, 64}, {24, 64, 128, 256}}; /* H, P, N, Q */
+    printf("device,precision,a,form,T,H,P,N,Q,forward_ms,forward_backward_ms\n");
+    for (const auto &sh : shapes)
+        for (int diagonal = 0; diagonal <= 1; diagonal++)
+            for (int T = 128; T <= 65536; T *= 2) {
+                double fwd, both;
+                time_scan(make_shape(1, T, sh[0], sh[1], 1, sh[2], sh[3], diagonal), T + diagonal, 20, &fwd, &both);
+                printf("gpu,%s,%s,chunked,%d,%d,%d,%d,%d,%.6f,%.6f\n", PRECISION_NAME, diagonal ? "diagonal" : "scalar",
+                       T, sh[0], sh[1], sh[2], sh[3], fwd, both);
+                fflush(stdout);
+            }
+}
+
+/* --table: the scan against the double recurrent CPU reference over the sweep of results/equivalence
+ * (dev/ssd_equivalence.c, at the N the kernels take), CSV on stdout with that program's columns: the
+ * largest absolute and relative differences of y and of the gradients (the worst tensor named), and
+ * apart the worst of the per-step gradients (dx, dB, dC, ddt_raw) and of the parameter gradients. */
+static void equivalence_table(void) {
+    const int Ts[] = {37, 128, 500, 2048}, Ns[] = {16, 64}, Qs[] = {16, 64, 256};
+    printf("precision,a,T,N,Q,pair,y_abs,y_rel,state_abs,state_rel,grad_abs,grad_rel,worst_grad,step_grad_rel,param_grad_rel\n");
+    uint64_t seed = 1;
+    for (int diagonal = 0; diagonal <= 1; diagonal++)
+        for (int T : Ts)
+            for (int N : Ns)
+                for (int Q : Qs) {
+                    SSDScanShape s = make_shape(1, T, 2, 16, 1, N, Q, diagonal);
+                    Inputs in;
+                    make_inputs(&in, &s, seed++, -4.0);
+                    Reference ref;
+                    reference(&ref, &in);
+                    DeviceCase dev = device_case_alloc(&in);
+                    Outputs out = device_case_run(&dev, &in, 0xff);
+                    double y_abs = 0, y_rel = 0, g_abs = 0, g_rel = 0, step_rel = 0, param_rel = 0;
+                    const char *worst = "dx";
+                    for (const Compared &c : compare_outputs(&in, &ref, &out)) {
+                        double rel = test_rel_error(c.got.data(), c.want.data(), (long)c.got.size()), ab = 0;
+                        for (size_t i = 0; i < c.got.size(); i++) ab = std::max(ab, fabs(c.got[i] - c.want[i]));
+                        if (isinf(rel)) ab = INFINITY;
+                        if (strcmp(c.name, "y") == 0) {
+                            y_abs = ab;
+                            y_rel = rel;
+                        } else {
+                            g_abs = std::max(g_abs, ab);
+                            double &group = c.reduced ? param_rel : step_rel;
+                            if (rel > group || isinf(rel)) group = rel;
+                            if (rel > g_rel || isinf(rel)) {
+                                g_rel = rel;
+                                worst = c.name;
+                            }
+                        }
+                    }
+                    printf("%s,%s,%d,%d,%d,gpu-cpu_fp64_recurrent,%.3e,%.3e,,,%.3e,%.3e,%s,%.3e,%.3e\n", PRECISION_NAME,
+                           diagonal ? "diagonal" : "scalar", T, N, Q, y_abs, y_rel, g_abs, g_rel, worst, step_rel,
+                           param_rel);
+                    fflush(stdout);
+                    device_case_free(&dev);
+                }
 }
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
         bench(0);
         bench(1);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--lengths") == 0) {
+        bench_lengths();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--table") == 0) {
+        equivalence_table();
         return 0;
     }
     /*             name                 B    T  H   P  G    N    Q  diagonal */
