@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import PARAMS_LINE, STEP_LINE, mean_spread  # noqa: E402
+from compare import PARAMS_LINE, STEP_LINE, VAL_LOG_LINE, fail, mean_spread  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mamba2": "configs/wikitext2-word-small-mamba2.json", "ssd-mamba": "configs/wikitext2-word-small-ssd.json"}
@@ -35,13 +35,7 @@ ARMS = ("masked", "nomask")
 # the review's figures (best val cross-entropy, accuracy); a secondary source, not the paper's own table
 REVIEW = {"mamba2": (10.5, 0.095), "ssd-mamba": (9.7, 0.111)}
 TASK_LOG = re.compile(r"^s:(\d+) task:\S+ acc:(\S+) ppl:(\S+) items:(\d+)$")
-VAL_LOG = re.compile(r"^s:(\d+) tel:(\S+)$")
 EVAL_LOG = re.compile(r"^s:(\d+) eval:val loss:(\S+) tokens:(\d+) carry:0$")
-
-
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
 
 
 def shard_windows(path, T):
@@ -107,7 +101,7 @@ def parse_run(run_dir):
     with open(main_log) as f:
         for line in f:
             line = line.strip()
-            if m := VAL_LOG.match(line):
+            if m := VAL_LOG_LINE.match(line):
                 val[int(m.group(1))] = float(m.group(2))
             elif m := TASK_LOG.match(line):
                 task[int(m.group(1))] = (float(m.group(2)), math.log(float(m.group(3))), int(m.group(4)))
@@ -204,9 +198,9 @@ def report(args):
              "valid splits, `scripts/prepare_lastword.py`); d_model 64, d_state 16, 2 layers, headdim 32 "
              f"(`{CONFIGS['mamba2']}`, `{CONFIGS['ssd-mamba']}`); B {args.batch} ({per_epoch} steps an epoch: the "
              f"loader drops the {meta['splits']['train']['windows'] % args.batch} windows that do not fill a batch), "
-             "AdamW lr 1e-3 constant, weight decay 0.01, betas (0.9, 0.95), clip 1.0; 10 epochs; scored after every "
+             "AdamW lr 1e-3 constant, weight decay 0.01, betas (0.9, 0.95), clip 1.0; scored after every "
              "epoch on the val windows: cross-entropy of the next word and accuracy of the argmax at the last position "
-             "(the trainer's last-word task, `-ta`). Best = the best of the 10 epoch scores.", "",
+             "(the trainer's last-word task, `-ta`). Best = the best of the epoch scores.", "",
              "Run and report with:", "", "```", command,
              f"python3 scripts/lastword.py report --runs {args.runs_shown} --out {os.path.relpath(args.out, REPO)}",
              "```", "",
@@ -218,7 +212,8 @@ def report(args):
             honoured = targets == {val_windows}
             lines.append(f"- masked arm: the trainer evaluated {', '.join(str(t) for t in sorted(t or 0 for t in targets))}"
                          f" val targets: {'the mask was read (one target per window)' if honoured else 'NOT one per window: this trainer ignored the mask, so this arm trained on every position'}.")
-    lines += ["", "## Best over the 10 epochs, mean ± std over seeds [min, max]", "",
+    epochs = max(r["last_step"] for bv in results.values() for runs in bv.values() for r in runs.values()) / per_epoch
+    lines += ["", f"## Best over the {epochs:g} epochs, mean ± std over seeds [min, max]", "",
               "| arm | variant | seeds | parameters | best val CE (nats) | best val accuracy | final CE | final accuracy | "
               "step (ms, median) | review's figure |", "|---|---|---|---|---|---|---|---|---|---|"]
     summary = {}
