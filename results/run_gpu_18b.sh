@@ -13,7 +13,8 @@ set -u
 OUT=${1:?usage: bash results/run_gpu_18b.sh OUT [DATA] [ITEMS]}
 DATA=${2:-datasets}
 ITEMS=${3:-4 5 6}
-mkdir -p "$OUT"
+WORK=${WORK:-/tmp/ssd_issue18b}
+mkdir -p "$OUT" "$WORK"
 # builds what is missing or stale (a machine that built them before keeps its build outputs)
 make -j 16 train_ssd train_ssdcu > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/device.txt" 2>&1
@@ -24,9 +25,15 @@ for item in $ITEMS; do
         4) name=lastword
            timeout 200 python3 scripts/lastword.py run --trainer ./train_ssdcu --data "$DATA/wikitext2_lastword" \
                --out "$OUT/lastword" --jobs 12 --time-cap 180 > "$OUT/lastword.log" 2>&1 ;;
-        5) name=scaling
+        5) name=scaling  # the runs' models and checkpoints (GBs) stay in $WORK; their logs and results go to OUT
            timeout -s INT 390 python3 scripts/compare.py --preset gpt2-scaling --trainer ./train_ssdcu \
-               --data "$DATA/wikitext2_gpt2" --out "$OUT/scaling" --jobs 8 --progress-every 30 > "$OUT/scaling.log" 2>&1 ;;
+               --data "$DATA/wikitext2_gpt2" --out "$WORK/scaling" --jobs 8 --checkpoint-every 300 \
+               --progress-every 30 > "$OUT/scaling.log" 2>&1
+           code=$?
+           mkdir -p "$OUT/scaling"
+           (cd "$WORK/scaling" && find . -type f \( -name '*.json' -o -name '*.log' -o -name '*.txt' \) \
+                -exec cp --parents {} "$OUT/scaling/" \;)
+           (exit $code) ;;
         6) name=parity
            timeout 240 python3 scripts/parity_torch.py run --data "$DATA/parity_bytes" --out "$OUT/parity" \
                --cpu-seconds 100 > "$OUT/parity.log" 2>&1 ;;

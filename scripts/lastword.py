@@ -85,6 +85,10 @@ def run(args):
                 code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=left).returncode
             except subprocess.TimeoutExpired:
                 code = "killed at the time cap"
+        if not args.keep_models:  # the report reads the logs only; each run's model and state are ~35 MB
+            for name in os.listdir(run_dir):
+                if name.startswith(("model_", "state_", "DONE_")) or name == "tokenizer.bin":
+                    os.remove(os.path.join(run_dir, name))
         return f"{arm} {variant} seed {seed}: exit {code}"
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -281,6 +285,7 @@ def main(argv=None):
     r.add_argument("--weight-decay", type=float, default=0.01)
     r.add_argument("--jobs", type=int, default=8, help="trainer processes at once (they share one GPU)")
     r.add_argument("--time-cap", type=float, default=180.0, help="seconds; runs still going then are stopped")
+    r.add_argument("--keep-models", action="store_true", help="keep each run's final model and state files")
     g = sub.choices["report"]
     g.add_argument("--runs", required=True, help="the run directory of `run --out`")
     g.add_argument("--out", default=os.path.join(REPO, "results", "wikitext2-lastword"))
