@@ -60,6 +60,14 @@ PRESETS = {
     "gpt2-medium": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
                         tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=512, lr=6e-4, warmup=100,
                         final_lr_frac=0.1, weight_decay=0.1, epochs=4, seeds=3),
+    # scaling: d_state x width on GPT-2 tokens, small models and short runs sized so that the 72 runs fit
+    # about 6 minutes of one H200 running 8 at a time (--jobs 8); the configs are the gpt2-medium ones with
+    # n_layer, d_model and d_state replaced (written to <out>/configs); val and test: their first 50,000 targets
+    "gpt2-scaling": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
+                         tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=256, lr=3e-3, warmup=30,
+                         final_lr_frac=0.1, weight_decay=0.1, steps=300, val_every=100, eval_tokens=50000, seeds=3,
+                         sweep_width=[128, 256, 512], sweep_d_state=[16, 64, 128, 256], sweep_layers=4, carried=False,
+                         timing_steps=40),
 }
 
 STEP_LINE = re.compile(r"^step\s+(\d+)/(\d+) \| loss (\S+) .*\| ([\d.]+) ms \| \d+ tok/s$")
@@ -367,8 +375,8 @@ def parse_evals(log_path):
     return evals
 
 
-def summarise_run(run_dir, tokens_per_step, final_step):
-    """result.json contents from a finished run's logs."""
+def summarise_run(run_dir, tokens_per_step, final_step, carried=True):
+    """result.json contents from a finished run's logs (carried: whether the carried-state evaluation ran)."""
     attempts = json.load(open(os.path.join(run_dir, "attempts.json")))
     steps, params, evals, wall, device = {}, None, {}, 0.0, "CPU"
 
@@ -388,7 +396,7 @@ def summarise_run(run_dir, tokens_per_step, final_step):
                 if m:
                     device = m.group(1)
         evals.update(parse_evals(log_path))
-    missing = [k for k in (("val", 0), ("test", 0), ("val", 1), ("test", 1)) if k not in evals]
+    missing = [k for k in (("val", 0), ("test", 0), ("val", 1), ("test", 1)) if k not in evals and (carried or k[1] == 0)]
     if missing or params is None:
         fail(f"{run_dir}: the logs lack {'the parameter count' if params is None else ''} "
              f"{', '.join(f'eval {s} carry {c}' for s, c in missing)}")
@@ -404,6 +412,7 @@ def summarise_run(run_dir, tokens_per_step, final_step):
         "device": device,
         "final_step": final_step,
         "train_tokens": final_step * tokens_per_step,
+        "step_ms": statistics.median(ms for _, ms in steps.values()) if steps else None,
         "tokens_per_s": len(steps) * tokens_per_step / (step_ms / 1000) if step_ms > 0 else None,
         "wall_s": wall,
         "final_train_loss": steps[max(steps)][0] if steps else None,
@@ -412,9 +421,10 @@ def summarise_run(run_dir, tokens_per_step, final_step):
     }
 
 
-def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tokens, gpu=None):
-    """Trains and evaluates one run (skipped if finished); gpu: its CUDA_VISIBLE_DEVICES, or None."""
-    run_dir = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
+def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tokens, gpu=None, cell=None):
+    """Trains and evaluates one run (skipped if finished); gpu: its CUDA_VISIBLE_DEVICES, or None; cell: the
+    (width, d_state) cell of a scaling sweep, whose runs go to runs/<cell>/."""
+    run_dir = os.path.join(args.out, "runs", *([cell] if cell else []), f"{variant}-seed{seed}")
     result_path = os.path.join(run_dir, "result.json")
     if os.path.exists(result_path):
         with open(result_path) as f:
@@ -422,7 +432,7 @@ def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tok
         if done_steps != max_steps:
             fail(f"{result_path}: a finished run of {done_steps} steps, but these settings make {max_steps}: "
                  f"{args.out} holds another sweep; give another --out or remove it")
-        print(f"{variant} seed {seed}: done, skipped", flush=True)
+        print(f"{cell + ' ' if cell else ''}{variant} seed {seed}: done, skipped", flush=True)
         sweep.finished()
         return
     os.makedirs(run_dir, exist_ok=True)
@@ -441,20 +451,29 @@ def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tok
     if gpu is not None:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
     on_gpu = f" on GPU {gpu}" if gpu is not None else ""
-    print(f"{variant} seed {seed}: training {max_steps} steps{on_gpu} -> {run_dir}", flush=True)
+    label = f"{cell + ' ' if cell else ''}{variant} seed {seed}"
+    print(f"{label}: training {max_steps} steps{on_gpu} -> {run_dir}", flush=True)
     plan = RunPlan(max_steps, args.val_every, eval_tokens, sweep)
-    label = f"{variant} seed {seed}"
     run_logged(train_cmd, os.path.join(run_dir, f"train_{attempt}.log"), attempts_path, label, args.progress_every,
                env, lambda log: training_status(log, plan))
     model_path = os.path.join(run_dir, f"model_{max_steps:08d}.bin")
     if not os.path.isfile(model_path):
         fail(f"{model_path} missing after training: the trainer must checkpoint the last step (-n)")
-    eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
-    carried_s = run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
-                           f"{label} (carried-state evaluation)", args.progress_every, env,
-                           lambda log: evaluation_status(log, plan))
-    result = summarise_run(run_dir, tokens_per_step, max_steps)
+    carried_s = None
+    if args.carried:
+        eval_cmd = [args.trainer, "-e", model_path, "-x", "0", "-v", "1", "-ec", "1"] + common
+        carried_s = run_logged(eval_cmd, os.path.join(run_dir, f"eval_carry_{attempt}.log"), attempts_path,
+                               f"{label} (carried-state evaluation)", args.progress_every, env,
+                               lambda log: evaluation_status(log, plan))
+    result = summarise_run(run_dir, tokens_per_step, max_steps, args.carried)
     result.update(variant=variant, seed=seed, config=shown(config_path))
+    if cell:
+        with open(config_path) as f:
+            config = json.load(f)
+        pad = config["pad_vocab_multiple"]
+        embedding = -(-config["vocab_size"] // pad) * pad * config["d_model"]
+        result.update(cell=cell, d_model=config["d_model"], d_state=config["d_state"], n_layer=config["n_layer"],
+                      non_embedding_params=result["params"] - embedding)
     with open(result_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
@@ -465,23 +484,24 @@ def run_one(args, variant, config_path, seed, splits, max_steps, sweep, eval_tok
 
 
 def run_all(args, runs, configs, splits, max_steps, eval_tokens):
-    """Runs (seed, variant) pairs in order, args.jobs at a time; with --gpus each job slot has its GPU.
+    """Runs (seed, variant, cell) in order, args.jobs at a time; configs[cell][variant] = (path, config), cell
+    None outside a scaling sweep; with --gpus each job slot has its GPU.
     After a failed run the runs already going finish (each is resumable), then the sweep stops."""
     free_slots = queue.Queue()
     for slot in range(args.jobs):
         free_slots.put(slot)
     sweep = Sweep(len(runs), args.jobs)
 
-    def job(seed, variant):
+    def job(seed, variant, cell):
         slot = free_slots.get()
         try:
-            run_one(args, variant, configs[variant][0], seed, splits, max_steps, sweep, eval_tokens,
-                    args.gpus[slot] if args.gpus else None)
+            run_one(args, variant, configs[cell][variant][0], seed, splits, max_steps, sweep, eval_tokens,
+                    args.gpus[slot] if args.gpus else None, cell)
         finally:
             free_slots.put(slot)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(job, seed, variant) for seed, variant in runs]
+        futures = [pool.submit(job, seed, variant, cell) for seed, variant, cell in runs]
         for future in futures:
             try:
                 future.result()
@@ -492,6 +512,172 @@ def run_all(args, runs, configs, splits, max_steps, eval_tokens):
                     print("error: a run failed; waiting for the runs already going, then stopping", file=sys.stderr)
                 pool.shutdown(wait=True)
                 sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# scaling sweep: d_state x width
+
+def sweep_configs(args, configs, vocab_size):
+    """{cell: {variant: (path, config)}}: the base configs with d_model, d_state (and n_layer) of each cell of
+    --sweep-width x --sweep-d-state, written to <out>/configs/<cell>-<variant>.json."""
+    directory = os.path.join(args.out, "configs")
+    os.makedirs(directory, exist_ok=True)
+    cells = {}
+    for width in args.sweep_width:
+        for d_state in args.sweep_d_state:
+            cell = f"w{width}-n{d_state}"
+            paths = []
+            for variant, (_, base) in configs.items():
+                config = dict(base, d_model=width, d_state=d_state, name=f"{base.get('name', 'model')}-{cell}")
+                if args.sweep_layers:
+                    config["n_layer"] = args.sweep_layers
+                if (config.get("expand", 2) * width) % config.get("headdim", 64):
+                    fail(f"--sweep-width {width}: expand x d_model must be a multiple of headdim {config.get('headdim')}")
+                path = os.path.join(directory, f"{cell}-{variant}.json")
+                with open(path + ".tmp", "w") as f:
+                    json.dump(config, f, indent=2)
+                os.replace(path + ".tmp", path)
+                paths.append(path)
+            cells[cell] = load_variant_configs(paths, vocab_size)
+    return cells
+
+
+def timing_path(args):
+    return os.path.join(args.out, "timing", "timing.json")
+
+
+def read_timing(args):
+    path = timing_path(args)
+    return json.load(open(path)) if os.path.isfile(path) else {}
+
+
+def run_timing(args, cells, splits):
+    """Each config alone on the device, one process at a time, for --timing-steps steps without evaluation:
+    the median step time after the first 5 steps (the sweep's own step times are measured while --jobs runs
+    share the device). Resumable: timing.json keeps the finished ones."""
+    timing = read_timing(args)
+    os.makedirs(os.path.dirname(timing_path(args)), exist_ok=True)
+    for cell, configs in cells.items():
+        for variant, (path, _) in configs.items():
+            key = f"{cell}/{variant}"
+            if key in timing:
+                continue
+            cmd = [args.trainer, "-e", path, "-i", splits["train"], "-j", splits["val"], "-b", str(args.batch),
+                   "-t", str(args.seq_len), "-x", str(args.timing_steps), "-v", "0", "-g", "0", "-s", "0", "-R", "1",
+                   "-l", str(args.lr), "-u", str(args.warmup)] + (["-th", str(args.threads)] if args.threads else [])
+            log = os.path.join(os.path.dirname(timing_path(args)), f"{cell}-{variant}.log")
+            with open(log, "w") as f:
+                code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+            if code != 0:
+                fail(f"timing run {key} exited with status {code}: see {log}")
+            with open(log) as f:
+                ms = [float(m.group(4)) for m in map(STEP_LINE.match, f.read().splitlines()) if m]
+            timing[key] = statistics.median(ms[5:] or ms)
+            print(f"timing {key}: {timing[key]:.2f} ms per step alone", flush=True)
+            with open(timing_path(args) + ".tmp", "w") as f:
+                json.dump(timing, f, indent=1)
+            os.replace(timing_path(args) + ".tmp", timing_path(args))
+
+
+def scaling_cells(results):
+    """{(d_model, d_state): {variant: [results by seed]}}"""
+    cells = {}
+    for r in results:
+        cells.setdefault((r["d_model"], r["d_state"]), {}).setdefault(r["variant"], []).append(r)
+    for by_variant in cells.values():
+        for rs in by_variant.values():
+            rs.sort(key=lambda r: r["seed"])
+    return dict(sorted(cells.items()))
+
+
+def val_loss(r):
+    return r["eval"]["val_carry0"]["loss"]
+
+
+def write_scaling_report(args, results, meta):
+    cells = scaling_cells(results)
+    timing = meta["timing"]
+    any_r = results[0]
+    lines = ["# WikiText-2, GPT-2 tokens: SSD-Mamba (diagonal A) vs Mamba-2 (scalar A) over d_state and width", ""]
+    if meta.get("command"):
+        lines += ["Made with (from the repository root):", "", "```", meta["command"], "```", ""]
+    lines += [f"- data: `{os.path.relpath(args.data, REPO)}` ({meta['tokenizer']}, vocab {meta['vocab_size']:,}); "
+              f"every run reads the same tokens in the same order per seed",
+              f"- models: `{shown(args.configs[0])}` / `{shown(args.configs[1])}` with n_layer {any_r['n_layer']}, "
+              f"d_model in {args.sweep_width}, d_state in {args.sweep_d_state} (configs in `configs/` here)",
+              f"- training: `{trainer_shown(args.trainer)}` on {any_r.get('device', '?')}, {args.jobs} runs at a time; B "
+              f"{args.batch}, T {args.seq_len}, {meta['max_steps']} steps ({meta['epochs']:.2f} epochs, "
+              f"{meta['max_steps'] * args.batch * args.seq_len:,} tokens), AdamW lr {args.lr:g}, warmup {args.warmup}, "
+              f"cosine to {args.final_lr_frac:g} x, weight decay {args.weight_decay:g}; seeds "
+              f"{', '.join(str(s) for s in meta['seeds'])}",
+              f"- val loss: the final model on the first {meta['eval_tokens']['val']:,} val targets, fresh state per "
+              f"window of {args.seq_len} (nats per GPT-2 token)",
+              "- step time: alone = one process on the device, median of the steps after the first 5 "
+              f"({args.timing_steps} steps); shared = median step time during the sweep, with {args.jobs} processes "
+              "sharing the device (slower, and noisier)", "",
+              "| d_model | d_state | params scalar | params diagonal | without embedding | val loss scalar | val loss diagonal | "
+              "diagonal - scalar (paired) | diagonal better | step ms alone scalar / diagonal | "
+              "step ms shared scalar / diagonal |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (width, d_state), by_variant in cells.items():
+        a, b = by_variant.get("mamba2", []), by_variant.get("ssd-mamba", [])
+        pairs = [(x, y) for x in a for y in b if x["seed"] == y["seed"]]
+        diffs = [val_loss(y) - val_loss(x) for x, y in pairs]
+        cell = f"w{width}-n{d_state}"
+        alone = " / ".join(f"{timing[f'{cell}/{v}']:.2f}" if f"{cell}/{v}" in timing else "-" for v in ("mamba2", "ssd-mamba"))
+        shared = " / ".join(f"{statistics.median(r['step_ms'] for r in rs):.2f}" if rs else "-" for rs in (a, b))
+        lines.append(f"| {width} | {d_state} | {a[0]['params'] if a else 0:,} | {b[0]['params'] if b else 0:,} | "
+                     f"{(a or b)[0]['non_embedding_params']:,} | "
+                     f"{mean_spread([val_loss(r) for r in a], '{:.4f}')} | {mean_spread([val_loss(r) for r in b], '{:.4f}')} | "
+                     f"{mean_spread(diffs, '{:.4f}', signed=True)} | {sum(d < 0 for d in diffs)} of {len(diffs)} | "
+                     f"{alone} | {shared} |")
+    lines += ["", "![val loss against d_state and parameters, step time](scaling.png)", "",
+              "Parameters include the tied embedding (50,304 x d_model). The diagonal variant has n_layer x nheads x "
+              "(d_state - 1) more parameters (its extra decay rates). Paired: the same seed gives both variants the "
+              "same data order. See docs/compare.md.", ""]
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def plot_scaling(args, results, timing):
+    """scaling.png: val loss against d_state (one line per width and variant, mean and std over seeds), val
+    loss against parameters, and step time (alone when measured, else shared) against d_state."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cells = scaling_cells(results)
+    widths = sorted({w for w, _ in cells})
+    shades = {v: plt.get_cmap(c)(np.linspace(0.45, 0.95, len(widths))) for v, c in
+              (("mamba2", "Blues"), ("ssd-mamba", "Reds"))}
+    styles = {"mamba2": "-o", "ssd-mamba": "--s"}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    for variant in ("mamba2", "ssd-mamba"):
+        for i, width in enumerate(widths):
+            row = [(n, by[variant]) for (w, n), by in cells.items() if w == width and variant in by]
+            if not row:
+                continue
+            ns = [n for n, _ in row]
+            means = [statistics.mean(val_loss(r) for r in rs) for _, rs in row]
+            stds = [statistics.stdev([val_loss(r) for r in rs]) if len(rs) > 1 else 0.0 for _, rs in row]
+            label = f"{variant}, d_model {width}"
+            axes[0].errorbar(ns, means, yerr=stds, fmt=styles[variant], color=shades[variant][i], capsize=3, label=label)
+            axes[1].errorbar([rs[0]["non_embedding_params"] for _, rs in row], means, yerr=stds, fmt=styles[variant],
+                             color=shades[variant][i], capsize=3, label=label)
+            ms = [timing.get(f"w{width}-n{n}/{variant}") or statistics.median(r["step_ms"] for r in rs) for n, rs in row]
+            axes[2].plot(ns, ms, styles[variant], color=shades[variant][i], label=label)
+    axes[0].set_xlabel("d_state")
+    axes[0].set_ylabel("val loss (nats per token)")
+    axes[1].set_xlabel("parameters without the (tied) embedding")
+    axes[1].set_ylabel("val loss (nats per token)")
+    axes[2].set_xlabel("d_state")
+    axes[2].set_ylabel("ms per step (" + ("alone on the device" if timing else "shared device") + ")")
+    for ax in axes:
+        ax.set_xscale("log", base=2 if ax is not axes[1] else 10)
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.suptitle("WikiText-2 (GPT-2 tokens): diagonal (red, dashed) vs scalar A (blue), mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "scaling.png"), dpi=110)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -692,6 +878,14 @@ def parse_args(argv):
                                   "(CUDA_VISIBLE_DEVICES)")
     p.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines (default 60)")
     p.add_argument("--extra", default="", help="more trainer flags, e.g. \"-C 0.5\"")
+    p.add_argument("--sweep-width", type=int_list, help="scaling sweep: d_model values, e.g. 128,256,512 (with "
+                                                        "--sweep-d-state; gpt2-scaling: 128,256,512)")
+    p.add_argument("--sweep-d-state", type=int_list, help="scaling sweep: d_state values (gpt2-scaling: 16,64,128,256)")
+    p.add_argument("--sweep-layers", type=int, help="scaling sweep: n_layer of every cell (gpt2-scaling: 4)")
+    p.add_argument("--no-carried", dest="carried", action="store_false", default=None,
+                   help="skip the carried-state evaluation after training (gpt2-scaling skips it)")
+    p.add_argument("--timing-steps", type=int, help="scaling sweep: afterwards time this many steps of each "
+                                                    "config alone, one process at a time (gpt2-scaling: 40; 0: none)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -712,6 +906,12 @@ def parse_args(argv):
         args.val_every = preset.get("val_every")
     if args.eval_tokens is None:
         args.eval_tokens = preset.get("eval_tokens")
+    for key, default in (("sweep_width", None), ("sweep_d_state", None), ("sweep_layers", None), ("carried", True),
+                         ("timing_steps", 0)):
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    if (args.sweep_width is None) != (args.sweep_d_state is None):
+        p.error("a scaling sweep needs both --sweep-width and --sweep-d-state")
     args.out = os.path.abspath(args.out) if args.out else os.path.join(REPO, "runs", "compare", args.preset)
     if args.eval_tokens is not None and args.eval_tokens < 1:
         p.error("--eval-tokens must be positive")
@@ -736,6 +936,16 @@ def parse_args(argv):
         p.error(f"--trainer {args.trainer}: not an executable file (build it with make)")
     args.trainer = os.path.abspath(args.trainer)
     return args
+
+
+def int_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': comma-separated integers, e.g. 16,64,128")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}': every value must be positive")
+    return values
 
 
 def shown(path):
@@ -782,6 +992,7 @@ def main(argv=None):
     prepare_data(args)
     info = read_tokenizer_info(args.data)
     configs = load_variant_configs(args.configs, info["vocab_size"])
+    cells = sweep_configs(args, configs, info["vocab_size"]) if args.sweep_width else {None: configs}
     splits, eval_tokens = {}, {}
     for split in ("train", "val", "test"):
         pattern, shards = split_shards(args.data, split)
@@ -819,12 +1030,14 @@ def main(argv=None):
         with open(command_path, "w") as f:
             f.write(" ".join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), os.getcwd())] + sys.argv[1:]) + "\n")
         # seed-major: a stopped sweep has both variants of its finished seeds
-        runs = [(seed, variant) for seed in seeds for variant in ("mamba2", "ssd-mamba")]
+        runs = [(seed, variant, cell) for seed in seeds for cell in cells for variant in ("mamba2", "ssd-mamba")]
         stop_trainers_on_signal()
-        run_all(args, runs, configs, splits, max_steps, eval_tokens)
+        run_all(args, runs, cells, splits, max_steps, eval_tokens)
+        if args.sweep_width and args.timing_steps:
+            run_timing(args, cells, splits)
 
     results = []
-    for path in sorted(glob.glob(os.path.join(args.out, "runs", "*", "result.json"))):
+    for path in sorted(glob.glob(os.path.join(args.out, "runs", *(["*"] if args.sweep_width else []), "*", "result.json"))):
         with open(path) as f:
             r = json.load(f)
         if r["seed"] in seeds and r["final_step"] == max_steps:
@@ -838,14 +1051,19 @@ def main(argv=None):
     if os.path.isfile(command_path):
         with open(command_path) as f:
             meta["command"] = f.read().strip()
-    write_report(args, results, meta)
-    plot_curves(args, results)
+    if args.sweep_width:
+        meta["timing"] = read_timing(args)
+        write_scaling_report(args, results, meta)
+        plot_scaling(args, results, meta["timing"])
+    else:
+        write_report(args, results, meta)
+        plot_curves(args, results)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         settings = {k: os.path.relpath(v, REPO) if isinstance(v, str) and os.path.isabs(v) else v
                     for k, v in vars(args).items()}  # paths relative to the repository: the file is committed
         json.dump({"settings": settings, "meta": meta, "runs": results}, f, indent=1)
     print(f"report: {os.path.join(args.out, 'report.md')} ({len(results)} runs), plot: "
-          f"{os.path.join(args.out, 'val_loss.png')}")
+          f"{os.path.join(args.out, 'scaling.png' if args.sweep_width else 'val_loss.png')}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 # lines of each split, word level and GPT-2 BPE) with tiny models and the CPU trainer:
 #   - the trainer's evaluation flags: -x 0 evaluates only, -m -1 and -ti cover every target of the
 #     split once, the eval lines in stdout and main.log, bad values and bad test shards refused;
-#   - scripts/compare.py: a whole sweep (3 seeds x 2 variants), its report, plot and results;
+#   - scripts/compare.py: a whole sweep (3 seeds x 2 variants), its report, plot and results; a d_state x
+#     width scaling sweep (cells, parameters, step times alone);
 #     resuming a half-finished sweep (a run stopped after a checkpoint continues and ends bit-identical);
 #     BPE perplexity per word; errors for configs that do not fit the data or each other.
 source "$(dirname "$0")/common.sh"
@@ -272,7 +273,7 @@ for preset in compare.PRESETS:
     if not all(os.path.isfile(c) for c in a.configs) or not a.data.startswith(os.path.join(repo, "datasets")):
         problems.append(f"{preset}: configs {a.configs} data {a.data}")
 seeds = {p: compare.parse_args(["--preset", p, "--report-only"]).seeds for p in compare.PRESETS}
-if seeds != {"quick": 3, "paper": 5, "word-medium": 3, "gpt2-medium": 3}:
+if seeds != {"quick": 3, "paper": 5, "word-medium": 3, "gpt2-medium": 3, "gpt2-scaling": 3}:
     problems.append(f"seeds {seeds}")
 print("; ".join(problems) if problems else f"from {os.getcwd()}: runs/compare/<preset>, configs and data of the "
       f"repository; seeds {seeds}")
@@ -297,6 +298,33 @@ if [ $s -eq 0 ] && [ "$firstn" = ok ] && grep -q "the first targets of the val (
     pass "compare_eval_tokens" "6 runs, every evaluation over the first 100 targets, said in the report"
 else
     fail "compare_eval_tokens" "exit $s, $firstn: $(tail -3 "$work/firstn.log")"
+fi
+
+# ---- a scaling sweep: d_state x width cells, parameters per cell, step times alone ----
+python3 scripts/compare.py --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word" --raw "$work/raw" \
+    --out "$work/scaling" --seeds 3 --steps 2 --batch 4 --seq-len 32 --val-every 2 --checkpoint-every 2 --eval-tokens 100 \
+    --sweep-width 16 --sweep-d-state 4,8 --no-carried --timing-steps 6 --jobs 2 --threads 1 > "$work/scaling.log" 2>&1; s=$?
+scaling=$(python3 -c "
+import json, os, sys
+out = sys.argv[1]
+r = json.load(open(os.path.join(out, 'results.json')))
+runs, timing = r['runs'], r['meta']['timing']
+cells = sorted({(x['cell'], x['d_state']) for x in runs})
+params = {(x['d_state'], x['variant']): x['params'] for x in runs}
+extra = {n: params[(n, 'ssd-mamba')] - params[(n, 'mamba2')] for n in (4, 8)}
+rows = [l for l in open(os.path.join(out, 'report.md')) if l.startswith('| 16 |')]
+problems = []
+if len(runs) != 12 or cells != [('w16-n4', 4), ('w16-n8', 8)]: problems.append(f'{len(runs)} runs, cells {cells}')
+if extra != {4: 2 * 3, 8: 2 * 7}: problems.append(f'diagonal minus scalar parameters {extra}')
+if any('val_carry1' in x['eval'] for x in runs): problems.append('a carried evaluation ran')
+if sorted(timing) != ['w16-n4/mamba2', 'w16-n4/ssd-mamba', 'w16-n8/mamba2', 'w16-n8/ssd-mamba'] or min(timing.values()) <= 0:
+    problems.append(f'timing {timing}')
+if len(rows) != 2 or not os.path.isfile(os.path.join(out, 'scaling.png')): problems.append(f'{len(rows)} report rows')
+print('; '.join(problems) or 'ok')" "$work/scaling" 2>&1)
+if [ $s -eq 0 ] && [ "$scaling" = ok ]; then
+    pass "compare_scaling_sweep" "2 cells x 2 variants x 3 seeds, d_state in the configs and parameters (diagonal: +nheads x (d_state - 1)), 4 step times alone, report rows and plot"
+else
+    fail "compare_scaling_sweep" "exit $s, $scaling: $(tail -3 "$work/scaling.log")"
 fi
 
 # ---- configs that do not fit ----
