@@ -950,8 +950,8 @@ int main(int argc, char **argv) {
     mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
     c.model.recompute = args.recompute;
     size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
-    printf("activations %.2f GiB (-r %d), estimated device memory %.2f GiB\n", act_bytes / 1073741824.0,
-           args.recompute, need / 1073741824.0);
+    printf("activations %.3f GiB (%zu bytes, -r %d), estimated device memory %.2f GiB\n", act_bytes / 1073741824.0,
+           act_bytes, args.recompute, need / 1073741824.0);
     double moments_gib = 2.0 * sizeof(float) * (c.model.hi - c.model.lo) / 1073741824.0;
     double all_moments_gib = 2.0 * sizeof(float) * c.model.layout.total / 1073741824.0;
     if (args.zero)
