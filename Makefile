@@ -61,7 +61,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 TEST_HEADERS := $(wildcard tests/*.h)
 HAVE_NVCC := $(shell command -v $(NVCC) 2> /dev/null)
 
-.PHONY: all test test_gpu bench fuzz clean dev results_equivalence results_mixture results_runtime
+.PHONY: all test test_gpu bench gpu_memory fuzz clean dev results_equivalence results_mixture results_runtime
 .SECONDARY:
 all: train_ssd $(if $(HAVE_NVCC),train_ssdcu)
 
@@ -179,6 +179,12 @@ test_gpu: $(GPU_TEST_BINS) train_ssdcu $(BUILD)/gpu/FP32/train_ssdcu train_ssd $
 
 bench: train_ssdcu
 	@bash scripts/bench.sh
+
+# train_ssdcu's device-memory estimate per recomputation level, printed without a GPU (scripts/gpu_memory.cu)
+gpu_memory: $(BUILD)/gpu/gpu_memory
+$(BUILD)/gpu/gpu_memory: scripts/gpu_memory.cu train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) -DTESTING $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 
 clean:
 	rm -rf $(BUILD) train_ssd train_ssdcu

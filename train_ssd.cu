@@ -54,29 +54,50 @@
 /* ------------------------------------------------------------------------------------------------
  * the model on the GPU
  */
+/*
+ * Activation recomputation (-r, MambaGPU.recompute): the forward keeps every layer's activations for
+ * the backward (-r 0), or only the expensive ones, and the backward of each layer first re-runs the
+ * cheap parts of its forward into one layer-sized buffer, with the same kernels on the same inputs, so
+ * the recomputed values, and therefore the losses and gradients, are bit-identical to the kept ones.
+ *   -r 1: recomputes the input norm, the conv and the gated norm (norm_out, xbc, gated and their rstd)
+ *         from the kept residual and in_proj output; keeps the scan's output and saved workspace.
+ *   -r 2: also re-runs the scan's forward (y and its saved workspace): per layer only the residual and
+ *         the in_proj output stay, the rest is one layer's worth.
+ * The in_proj and out_proj matmuls are never re-run (they are most of the step's FLOPs).
+ */
+#define RECOMPUTE_CHEAP 1
+#define RECOMPUTE_SCAN 2
+
+/* Rows of logits that exist at once: the lm_head and the loss run in slices of this many rows, so the
+ * logits of a long sequence (B*T x Vp) never exist whole (8192 rows of a 50K vocabulary: 0.77 GiB). */
+#define CLASSIFIER_MAX_ROWS 8192
+
+/* Per-layer activations are [L, N, width] with each layer's slice padded to whole 256-byte units
+ * (layer_stride), or [1, N, width] where recomputation keeps one layer's worth. */
 typedef struct {
     float *residual;    /* [L+1, N, D] residual stream entering each layer, and after the last */
-    floatX *norm_out;   /* [L, N, D] */
-    float *norm_rstd;   /* [L, N] */
+    floatX *norm_out;   /* [L or 1, N, D] (1 with -r >= 1) */
+    float *norm_rstd;   /* [L or 1, N] (1 with -r >= 1) */
     floatX *zxbcdt;     /* [L, N, d_in_proj] in_proj output: z, xBC (before the conv), dt */
-    floatX *xbc;        /* [L, N, conv_dim] after conv + SiLU */
-    floatX *y;          /* [L, N, E] SSD output including D x */
-    float *gated_rstd;  /* [L, N, G] */
-    floatX *gated;      /* [L, N, E] out_proj input */
-    floatX *proj_out;   /* [N, D] out_proj output of the layer just run (added by the next norm) */
-    floatX *final_norm; /* [N, D] */
+    floatX *xbc;        /* [L or 1, N, conv_dim] after conv + SiLU (1 with -r >= 1) */
+    floatX *y;          /* [L or 1, N, E] SSD output including D x (1 with -r 2) */
+    float *gated_rstd;  /* [L or 1, N, G] (1 with -r >= 1) */
+    floatX *gated;      /* [L or 1, N, E] out_proj input (1 with -r >= 1) */
+    floatX *proj_out;   /* [N, D] out_proj output of the layer just run (added by the next norm); shares dnorm's
+                           memory: dnorm is first written after the final norm has read the last proj_out */
+    floatX *final_norm; /* [N, D]; shares dres_x's memory: it is dead once the forward's lm_head is done */
     float *final_rstd;  /* [N] */
-    floatX *logits;     /* [N, Vp]; after a training forward, the gradient of the logits */
+    floatX *logits;     /* [min(N, classifier rows), Vp] one slice; after a training forward, its gradient */
     float *losses;      /* [N] */
-    char *ssd_workspace;/* [L] workspaces of the SSD scan, kept from forward to backward */
+    char *ssd_workspace;/* the SSD scan's workspaces: L layers' saved parts (one layer's with -r 2) + scratch */
     /* backward scratch */
     float *dres;        /* [N, D] gradient of the residual stream */
     floatX *dres_x;     /* [N, D] the same in floatX, input of the matmuls */
-    floatX *dgated;     /* [N, E] */
+    floatX *dgated;     /* [N, max(E, conv_dim)]; also holds dxbc: dgated is dead once dy is computed */
     floatX *dy;         /* [N, E] */
-    floatX *dxbc;       /* [N, conv_dim] */
+    floatX *dxbc;       /* [N, conv_dim] in dgated's buffer */
     floatX *dzxbcdt;    /* [N, d_in_proj] */
-    floatX *dnorm;      /* [N, D] */
+    floatX *dnorm;      /* [N, D]; the final norm's output gradient from the forward's lm_head backward */
     float *reduce;      /* partial sums of the deterministic parameter-gradient reductions */
 } GPUActivations;
 
@@ -102,6 +123,9 @@ typedef struct {
     floatX *params_t[NUM_PARAM_TENSORS];
     float *grads_t[NUM_PARAM_TENSORS];
     GPUActivations acts;
+    int recompute;               /* -r: 0, RECOMPUTE_CHEAP or RECOMPUTE_SCAN; set before the activations are allocated */
+    int classifier_rows;         /* rows per slice of the lm_head and loss: CLASSIFIER_MAX_ROWS (tests lower it) */
+    unsigned char *greedy_hits;  /* NULL, or [N] on the device: the next forward writes each target's greedy hit */
     size_t ssd_workspace_bytes;  /* stride between layers' SSD workspaces: the part the forward keeps */
     int B, T;                    /* activations are sized for B*T tokens */
     /* the current batch: inputs, targets, and the token buckets of the embedding backward */
@@ -135,6 +159,7 @@ void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *
     }
     memset(m, 0, sizeof(*m));
     m->config = *config;
+    m->classifier_rows = CLASSIFIER_MAX_ROWS;
     m->stream = stream;
     m->comm = comm;
     m->zero = zero;
@@ -221,68 +246,102 @@ static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
     return s;
 }
 
+/* Elements of one layer's slice of a per-layer activation of width values per token, for n tokens: whole
+ * 256-byte units, so that every layer's slice is as aligned as the buffer. cuBLASLt picks its kernel by
+ * the operands' alignment, and a recomputed activation must go through the same kernel as a kept one. */
+static size_t layer_stride(size_t n, size_t width, size_t elem_bytes) { return ssd_align(n * width * elem_bytes) / elem_bytes; }
+
+/* One device buffer of the activations: where its pointer goes and its size. */
+typedef struct {
+    void **ptr;
+    size_t bytes;
+} ActivationBuffer;
+
+#define MAX_ACTIVATION_BUFFERS 24
+
+/* The device buffers of the activations for B x T tokens (a: where their pointers go, batch: the batch's
+ * ints): the one list that mamba_gpu_alloc_activations allocates, mamba_gpu_free frees and
+ * mamba_gpu_memory_bytes counts. Returns the count. proj_out, final_norm and dxbc live in other buffers
+ * (activation_aliases). */
+static int activation_buffers(const ModelConfig *c, int B, int T, int recompute, int classifier_rows, GPUActivations *a,
+                              int **batch, ActivationBuffer *out) {
+    size_t N = (size_t)B * T, L = c->n_layer, D = c->d_model, E = c->d_inner, G = c->ngroups, X = sizeof(floatX);
+    size_t F = sizeof(float), dip = c->d_in_proj, conv = c->conv_dim;
+    size_t cheap_layers = recompute >= RECOMPUTE_CHEAP ? 1 : L, scan_layers = recompute >= RECOMPUTE_SCAN ? 1 : L;
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    /* layer l's workspace starts at l * saved bytes: what its forward keeps does not overlap the other
+     * layers', and its backward scratch overlaps only later layers, whose backward has already run */
+    size_t ssd_bytes = (scan_layers - 1) * ssd_scan_saved_bytes(&shape) + ssd_scan_workspace_bytes(&shape);
+    size_t logit_rows = std::min(N, (size_t)classifier_rows);
+    size_t reduce_floats = std::max(rmsnorm_backward_scratch_floats((int)D), gated_norm_backward_scratch_floats((int)E));
+    reduce_floats = std::max(reduce_floats, conv1d_backward_scratch_floats(B, T, c->conv_dim));
+    ActivationBuffer list[] = {
+        {(void **)&a->residual, (L + 1) * layer_stride(N, D, F) * F},
+        {(void **)&a->norm_out, cheap_layers * layer_stride(N, D, X) * X},
+        {(void **)&a->norm_rstd, cheap_layers * layer_stride(N, 1, F) * F},
+        {(void **)&a->zxbcdt, L * layer_stride(N, dip, X) * X},
+        {(void **)&a->xbc, cheap_layers * layer_stride(N, conv, X) * X},
+        {(void **)&a->y, scan_layers * layer_stride(N, E, X) * X},
+        {(void **)&a->gated_rstd, cheap_layers * layer_stride(N, G, F) * F},
+        {(void **)&a->gated, cheap_layers * layer_stride(N, E, X) * X},
+        {(void **)&a->final_rstd, N * F},
+        {(void **)&a->logits, logit_rows * c->padded_vocab * X},
+        {(void **)&a->losses, N * F},
+        {(void **)&a->ssd_workspace, ssd_bytes},
+        {(void **)&a->dres, N * D * F},
+        {(void **)&a->dres_x, N * D * X},
+        {(void **)&a->dgated, N * std::max(E, conv) * X},
+        {(void **)&a->dy, N * E * X},
+        {(void **)&a->dzxbcdt, N * dip * X},
+        {(void **)&a->dnorm, N * D * X},
+        {(void **)&a->reduce, reduce_floats * F},
+        {(void **)batch, (5 * N + 1) * sizeof(int)}, /* inputs, targets, the embedding backward's buckets */
+    };
+    int count = (int)(sizeof(list) / sizeof(list[0]));
+    static_assert(sizeof(list) / sizeof(list[0]) <= MAX_ACTIVATION_BUFFERS, "raise MAX_ACTIVATION_BUFFERS");
+    memcpy(out, list, sizeof(list));
+    return count;
+}
+
 /* Bytes of device memory mamba_gpu_build_ranks and mamba_gpu_alloc_activations will allocate for B x T
- * tokens over world ranks, in double (no overflow); exits naming the field if the kernels cannot run the
- * shape. For the check before anything is allocated. */
-double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero) {
+ * tokens over world ranks with recomputation level recompute, in double (no overflow), cuBLASLt's
+ * workspace included; exits naming the field if the kernels cannot run the shape. For the check before
+ * anything is allocated. */
+double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero, int recompute) {
     ParamLayout layout;
     param_layout_init(&layout, c);
     double n = (double)layout.total, padded = (double)comm_shard_size(layout.total, world) * world;
-    double X = sizeof(floatX), N = (double)B * T, L = c->n_layer, D = c->d_model, E = c->d_inner, G = c->ngroups;
     double kept = zero ? padded / world : n;
 #if defined(ENABLE_FP32)
     double weights = 8 * padded + 8 * kept; /* master, gradients, moments; the forward reads the master */
 #else
-    double weights = 8 * padded + 8 * kept + X * n; /* and the floatX copy */
+    double weights = 8 * padded + 8 * kept + sizeof(floatX) * n; /* and the floatX copy */
 #endif
-    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
-    double ssd = (L - 1) * (double)ssd_scan_saved_bytes(&shape) + (double)ssd_scan_workspace_bytes(&shape);
-    double per_token = 4 * (L + 1) * D + X * L * D + 4 * L + X * L * c->d_in_proj + X * L * c->conv_dim + 2 * X * L * E +
-                       4 * L * G + 2 * X * D + 4 + X * c->padded_vocab + 4 +                  /* forward */
-                       4 * D + 2 * X * D + 2 * X * E + X * c->conv_dim + X * c->d_in_proj + 5 * 4; /* backward, batch */
-    return weights + ssd + N * per_token + MATMUL_WORKSPACE_BYTES;
+    GPUActivations a;
+    int *batch;
+    ActivationBuffer list[MAX_ACTIVATION_BUFFERS];
+    int count = activation_buffers(c, B, T, recompute, CLASSIFIER_MAX_ROWS, &a, &batch, list);
+    double activations = 0;
+    for (int i = 0; i < count; i++) activations += (double)list[i].bytes;
+    return weights + activations + MATMUL_WORKSPACE_BYTES;
 }
 
-/* Allocates activations for B x T tokens; returns the bytes allocated. */
+/* Allocates activations for B x T tokens, keeping what m->recompute says; returns the bytes allocated. */
 size_t mamba_gpu_alloc_activations(MambaGPU *m, int B, int T) {
     const ModelConfig *c = &m->config;
-    GPUActivations *a = &m->acts;
-    size_t N = (size_t)B * T, L = c->n_layer, D = c->d_model, E = c->d_inner, G = c->ngroups;
     size_t bytes = 0;
     m->B = B;
     m->T = T;
-    a->residual = (float *)device_alloc((L + 1) * N * D * sizeof(float), &bytes);
-    a->norm_out = (floatX *)device_alloc(L * N * D * sizeof(floatX), &bytes);
-    a->norm_rstd = (float *)device_alloc(L * N * sizeof(float), &bytes);
-    a->zxbcdt = (floatX *)device_alloc(L * N * c->d_in_proj * sizeof(floatX), &bytes);
-    a->xbc = (floatX *)device_alloc(L * N * c->conv_dim * sizeof(floatX), &bytes);
-    a->y = (floatX *)device_alloc(L * N * E * sizeof(floatX), &bytes);
-    a->gated_rstd = (float *)device_alloc(L * N * G * sizeof(float), &bytes);
-    a->gated = (floatX *)device_alloc(L * N * E * sizeof(floatX), &bytes);
-    a->proj_out = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
-    a->final_norm = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
-    a->final_rstd = (float *)device_alloc(N * sizeof(float), &bytes);
-    a->logits = (floatX *)device_alloc(N * c->padded_vocab * sizeof(floatX), &bytes);
-    a->losses = (float *)device_alloc(N * sizeof(float), &bytes);
+    ActivationBuffer list[MAX_ACTIVATION_BUFFERS];
+    int count = activation_buffers(c, B, T, m->recompute, m->classifier_rows, &m->acts, &m->d_batch, list);
+    for (int i = 0; i < count; i++) *list[i].ptr = device_alloc(list[i].bytes, &bytes);
+    GPUActivations *a = &m->acts;
+    a->proj_out = a->dnorm;
+    a->final_norm = a->dres_x;
+    a->dxbc = a->dgated;
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
-    /* layer l's workspace starts at l * saved bytes: what its forward keeps does not overlap the other
-     * layers', and its backward scratch overlaps only later layers, whose backward has already run */
     m->ssd_workspace_bytes = ssd_scan_saved_bytes(&shape);
-    a->ssd_workspace = (char *)device_alloc((L - 1) * m->ssd_workspace_bytes + ssd_scan_workspace_bytes(&shape), &bytes);
-    a->dres = (float *)device_alloc(N * D * sizeof(float), &bytes);
-    a->dres_x = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
-    a->dgated = (floatX *)device_alloc(N * E * sizeof(floatX), &bytes);
-    a->dy = (floatX *)device_alloc(N * E * sizeof(floatX), &bytes);
-    a->dxbc = (floatX *)device_alloc(N * c->conv_dim * sizeof(floatX), &bytes);
-    a->dzxbcdt = (floatX *)device_alloc(N * c->d_in_proj * sizeof(floatX), &bytes);
-    a->dnorm = (floatX *)device_alloc(N * D * sizeof(floatX), &bytes);
-    size_t reduce_floats = rmsnorm_backward_scratch_floats((int)D);
-    if (gated_norm_backward_scratch_floats((int)E) > reduce_floats) reduce_floats = gated_norm_backward_scratch_floats((int)E);
-    if (conv1d_backward_scratch_floats(B, T, c->conv_dim) > reduce_floats)
-        reduce_floats = conv1d_backward_scratch_floats(B, T, c->conv_dim);
-    a->reduce = (float *)device_alloc(reduce_floats * sizeof(float), &bytes);
-    size_t batch_ints = 5 * N + 1;
-    m->d_batch = (int *)device_alloc(batch_ints * sizeof(int), &bytes);
+    size_t batch_ints = 5 * (size_t)B * T + 1;
     cudaCheck(cudaMallocHost(&m->h_batch, batch_ints * sizeof(int)));
     m->h_count = (int *)mallocCheck((size_t)c->vocab_size * sizeof(int));
     cudaCheck(cudaEventCreateWithFlags(&m->batch_copied, cudaEventDisableTiming));
@@ -372,10 +431,69 @@ static void gpu_carry_free(GPUCarry *carry) {
     cudaCheck(cudaFree(carry->ssm));
 }
 
+/* Layer l's activations (the shared layer-sized buffers where recomputation keeps one layer's worth). */
+typedef struct {
+    float *res, *norm_rstd, *gated_rstd;
+    floatX *norm_out, *zxbcdt, *xbc, *y, *gated;
+    char *ssd_workspace;
+} GPULayerActs;
+
+/* The residual stream entering layer l (l = L: after the last layer). */
+static float *layer_residual(const MambaGPU *m, int l) {
+    return m->acts.residual + l * layer_stride((size_t)m->B * m->T, m->config.d_model, sizeof(float));
+}
+
+static GPULayerActs layer_acts(const MambaGPU *m, int l) {
+    const ModelConfig *c = &m->config;
+    const GPUActivations *a = &m->acts;
+    size_t N = (size_t)m->B * m->T, X = sizeof(floatX), F = sizeof(float);
+    size_t cheap = m->recompute >= RECOMPUTE_CHEAP ? 0 : l, scan = m->recompute >= RECOMPUTE_SCAN ? 0 : l;
+    GPULayerActs la;
+    la.res = layer_residual(m, l);
+    la.norm_out = a->norm_out + cheap * layer_stride(N, c->d_model, X);
+    la.norm_rstd = a->norm_rstd + cheap * layer_stride(N, 1, F);
+    la.zxbcdt = a->zxbcdt + l * layer_stride(N, c->d_in_proj, X);
+    la.xbc = a->xbc + cheap * layer_stride(N, c->conv_dim, X);
+    la.y = a->y + scan * layer_stride(N, c->d_inner, X);
+    la.gated = a->gated + cheap * layer_stride(N, c->d_inner, X);
+    la.gated_rstd = a->gated_rstd + cheap * layer_stride(N, c->ngroups, F);
+    la.ssd_workspace = a->ssd_workspace + scan * m->ssd_workspace_bytes;
+    return la;
+}
+
+/* The part of a layer's forward between in_proj and out_proj: conv, the SSD scan (unless scan is 0:
+ * its output and workspace are kept) and the gated norm. carry: as in mamba_gpu_forward. */
+static void layer_mixer_forward(MambaGPU *m, int l, const GPULayerParams *p, const GPULayerActs *la, GPUCarry *carry,
+                                int scan) {
+    const ModelConfig *c = &m->config;
+    int B = m->B, T = m->T, E = c->d_inner, GN = c->ngroups * c->d_state, dip = c->d_in_proj;
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
+    float *conv_state = carry ? carry->conv + l * carry->conv_floats : NULL;
+    float *ssm_state = carry ? carry->ssm + l * carry->ssm_floats : NULL;
+    conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, conv_state, B, T, c->conv_dim, m->stream);
+    if (scan)
+        ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, ssm_state,
+                         la->ssd_workspace, m->stream);
+    gated_norm_forward(la->gated, la->gated_rstd, la->y, la->zxbcdt, dip, p->gnorm_w, B * T, E, c->ngroups, c->norm_eps,
+                       m->stream);
+}
+
+/* Before layer l's backward with recomputation: its input norm (from the kept residual, which the
+ * forward's fused add wrote: the norm of the same fp32 values) and its mixer's cheap parts, into the
+ * layer-sized buffers, exactly as its forward computed them. */
+static void layer_recompute(MambaGPU *m, int l, const GPULayerParams *p, const GPULayerActs *la) {
+    const ModelConfig *c = &m->config;
+    rmsnorm_forward(la->res, la->norm_out, la->norm_rstd, la->res, NULL, p->norm_w, m->B * m->T, c->d_model,
+                    c->norm_eps, m->stream);
+    layer_mixer_forward(m, l, p, la, NULL, m->recompute >= RECOMPUTE_SCAN);
+}
+
 /*
- * Forward over the current batch. dloss > 0: also writes the gradient of dloss * sum(losses) into
- * the logits (a training step; pass 1 / the step's counted targets); dloss == 0: losses only. The
- * losses of targets that do not count are 0.
+ * Forward over the current batch. dloss > 0: also the gradient of dloss * sum(losses) through the
+ * lm_head (a training step; pass 1 / the step's counted targets): wte's gradient accumulated and the
+ * final norm's output gradient in acts.dnorm, for mamba_gpu_backward; dloss == 0: losses only. The
+ * losses of targets that do not count are 0. With m->greedy_hits set (dloss == 0), also each target's
+ * greedy hit.
  * carry: NULL (every row starts from a zero state) or the state entering the batch, which the
  * forward replaces by the state after it (evaluation only: the backward ignores it).
  * The mean loss stays on the device until mamba_gpu_mean_loss reads it.
@@ -384,37 +502,35 @@ void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
     const ModelConfig *c = &m->config;
     GPUActivations *a = &m->acts;
     cudaStream_t st = m->stream;
-    int B = m->B, T = m->T, N = B * T, D = c->d_model, E = c->d_inner, G = c->ngroups, GN = c->ngroups * c->d_state;
-    int dip = c->d_in_proj;
+    int N = m->B * m->T, D = c->d_model, E = c->d_inner, V = c->vocab_size, Vp = c->padded_vocab;
     const int *inputs = m->d_batch, *targets = m->d_batch + N;
-    SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
     encoder_forward(a->residual, inputs, m->master_t[P_WTE], N, D, st);
     for (int l = 0; l < c->n_layer; l++) {
         GPULayerParams p = layer_params(m, l);
-        float *res = a->residual + (size_t)l * N * D;
-        floatX *norm_out = a->norm_out + (size_t)l * N * D;
-        floatX *zxbcdt = a->zxbcdt + (size_t)l * N * dip;
-        floatX *xbc = a->xbc + (size_t)l * N * c->conv_dim;
-        floatX *y = a->y + (size_t)l * N * E;
-        floatX *gated = a->gated + (size_t)l * N * E;
-        float *gated_rstd = a->gated_rstd + (size_t)l * N * G;
-        const float *prev = l == 0 ? res : res - (size_t)N * D;
-        rmsnorm_forward(res, norm_out, a->norm_rstd + (size_t)l * N, prev, l == 0 ? NULL : a->proj_out, p.norm_w, N, D,
+        GPULayerActs la = layer_acts(m, l);
+        const float *prev = l == 0 ? la.res : layer_residual(m, l - 1);
+        rmsnorm_forward(la.res, la.norm_out, la.norm_rstd, prev, l == 0 ? NULL : a->proj_out, p.norm_w, N, D,
                         c->norm_eps, st);
-        matmul_forward(zxbcdt, norm_out, p.in_proj_w, N, D, dip, st);
-        float *conv_state = carry ? carry->conv + l * carry->conv_floats : NULL;
-        float *ssm_state = carry ? carry->ssm + l * carry->ssm_floats : NULL;
-        conv1d_forward(xbc, zxbcdt + E, dip, p.conv_w, p.conv_b, conv_state, B, T, c->conv_dim, st);
-        ssd_scan_forward(&shape, y, xbc, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, ssm_state,
-                         a->ssd_workspace + (size_t)l * m->ssd_workspace_bytes, st);
-        gated_norm_forward(gated, gated_rstd, y, zxbcdt, dip, p.gnorm_w, N, E, G, c->norm_eps, st);
-        matmul_forward(a->proj_out, gated, p.out_proj_w, N, E, D, st);
+        matmul_forward(la.zxbcdt, la.norm_out, p.in_proj_w, N, D, c->d_in_proj, st);
+        layer_mixer_forward(m, l, &p, &la, carry, 1);
+        matmul_forward(a->proj_out, la.gated, p.out_proj_w, N, E, D, st);
     }
-    float *last = a->residual + (size_t)c->n_layer * N * D;
-    rmsnorm_forward(last, a->final_norm, a->final_rstd, last - (size_t)N * D, a->proj_out, m->master_t[P_NORM_F], N, D,
-                    c->norm_eps, st);
-    matmul_forward(a->logits, a->final_norm, m->params_t[P_WTE], N, D, c->padded_vocab, st);
-    fused_classifier(a->logits, a->losses, targets, dloss, N, c->vocab_size, c->padded_vocab, st);
+    float *last = layer_residual(m, c->n_layer);
+    rmsnorm_forward(last, a->final_norm, a->final_rstd, layer_residual(m, c->n_layer - 1), a->proj_out,
+                    m->master_t[P_NORM_F], N, D, c->norm_eps, st);
+    /* the lm_head and the loss one slice of rows at a time; in training, each slice's logit gradient
+     * goes through the lm_head's backward before the next slice overwrites it */
+    int rows = std::min(N, m->classifier_rows);
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = std::min(rows, N - r0);
+        const floatX *x = a->final_norm + (size_t)r0 * D;
+        matmul_forward(a->logits, x, m->params_t[P_WTE], n, D, Vp, st);
+        fused_classifier(a->logits, a->losses + r0, targets + r0, dloss, n, V, Vp, st);
+        if (m->greedy_hits) greedy_hit(a->logits, targets + r0, m->greedy_hits + r0, n, V, Vp, st);
+        if (dloss == 0.0f) continue;
+        matmul_backward_weight(m->grads_t[P_WTE], a->logits, x, n, D, Vp, st);
+        matmul_backward_input(a->dnorm + (size_t)r0 * D, a->logits, m->params_t[P_WTE], n, D, Vp, st);
+    }
     mean_loss(m->d_scalars, a->losses, targets, N, st);
 }
 
@@ -466,8 +582,9 @@ static void reduce_bucket(MambaGPU *m, int bucket) {
     if (bucket == L) cudaCheck(cudaEventRecord(m->grads_reduced, m->comm_stream));
 }
 
-/* Accumulates the gradients of the last training forward (its dloss) into m->grads; with
- * reduce_in_backward set, also sums them over the ranks, bucket by bucket (reduce_bucket). */
+/* Accumulates the gradients of the last training forward (its dloss; the lm_head's are already in)
+ * into m->grads; with reduce_in_backward set, also sums them over the ranks, bucket by bucket
+ * (reduce_bucket). With recomputation, each layer's cheap activations are re-run first. */
 void mamba_gpu_backward(MambaGPU *m) {
     const ModelConfig *c = &m->config;
     GPUActivations *a = &m->acts;
@@ -477,32 +594,28 @@ void mamba_gpu_backward(MambaGPU *m) {
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
     const int *buckets = m->d_batch + 2 * N;
 
-    /* lm_head (tied to wte) and the final norm */
-    matmul_backward_weight(m->grads_t[P_WTE], a->logits, a->final_norm, N, D, c->padded_vocab, st);
-    matmul_backward_input(a->dnorm, a->logits, m->params_t[P_WTE], N, D, c->padded_vocab, st);
+    /* the final norm, from the gradient of its output that the forward's lm_head backward left in dnorm */
     cudaCheck(cudaMemsetAsync(a->dres, 0, (size_t)N * D * sizeof(float), st));
-    rmsnorm_backward(a->dres, a->dres_x, m->grads_t[P_NORM_F], a->reduce, a->dnorm, a->residual + (size_t)L * N * D,
+    rmsnorm_backward(a->dres, a->dres_x, m->grads_t[P_NORM_F], a->reduce, a->dnorm, layer_residual(m, L),
                      a->final_rstd, m->master_t[P_NORM_F], N, D, st);
 
     for (int l = L - 1; l >= 0; l--) {
         GPULayerParams p = layer_params(m, l);
         GPULayerGrads g = layer_grads(m, l);
-        floatX *zxbcdt = a->zxbcdt + (size_t)l * N * dip;
-        floatX *y = a->y + (size_t)l * N * E;
+        GPULayerActs la = layer_acts(m, l);
+        if (m->recompute) layer_recompute(m, l, &p, &la);
         /* residual[l+1] = residual[l] + out_proj(gated): dres is also the gradient of out_proj's output */
-        matmul_backward_weight(g.out_proj_w, a->dres_x, a->gated + (size_t)l * N * E, N, E, D, st);
+        matmul_backward_weight(g.out_proj_w, a->dres_x, la.gated, N, E, D, st);
         matmul_backward_input(a->dgated, a->dres_x, p.out_proj_w, N, E, D, st);
-        gated_norm_backward(a->dy, a->dzxbcdt, g.gnorm_w, a->reduce, a->dgated, y, zxbcdt, dip, p.gnorm_w,
-                            a->gated_rstd + (size_t)l * N * G, N, E, G, st);
-        ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy,
-                          a->xbc + (size_t)l * N * c->conv_dim, zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D,
-                          a->ssd_workspace + (size_t)l * m->ssd_workspace_bytes, st);
-        conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, zxbcdt + E, dip, p.conv_w, p.conv_b,
-                        B, T, c->conv_dim, st);
-        matmul_backward_weight(g.in_proj_w, a->dzxbcdt, a->norm_out + (size_t)l * N * D, N, D, dip, st);
+        gated_norm_backward(a->dy, a->dzxbcdt, g.gnorm_w, a->reduce, a->dgated, la.y, la.zxbcdt, dip, p.gnorm_w,
+                            la.gated_rstd, N, E, G, st);
+        ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy, la.xbc,
+                          la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, la.ssd_workspace, st);
+        conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, la.zxbcdt + E, dip, p.conv_w,
+                        p.conv_b, B, T, c->conv_dim, st);
+        matmul_backward_weight(g.in_proj_w, a->dzxbcdt, la.norm_out, N, D, dip, st);
         matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
-        rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, a->residual + (size_t)l * N * D,
-                         a->norm_rstd + (size_t)l * N, p.norm_w, N, D, st);
+        rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, la.res, la.norm_rstd, p.norm_w, N, D, st);
         if (m->reduce_in_backward) reduce_bucket(m, l);
     }
     encoder_backward(m->grads_t[P_WTE], a->dres, buckets, buckets + N, buckets + 2 * N + 1, m->num_buckets, D, st);
@@ -579,11 +692,13 @@ void mamba_gpu_set_moments(MambaGPU *m, size_t offset, size_t count, const float
 }
 
 void mamba_gpu_free(MambaGPU *m) {
-    GPUActivations *a = &m->acts;
-    void *device_buffers[] = {a->residual, a->norm_out, a->norm_rstd, a->zxbcdt, a->xbc, a->y, a->gated_rstd, a->gated,
-                              a->proj_out, a->final_norm, a->final_rstd, a->logits, a->losses, a->ssd_workspace,
-                              a->dres, a->dres_x, a->dgated, a->dy, a->dxbc, a->dzxbcdt, a->dnorm, a->reduce,
-                              m->d_batch, m->grads, m->adam_m, m->adam_v, m->d_scalars, m->norm_scratch};
+    if (m->h_batch) { /* the activations were allocated */
+        ActivationBuffer list[MAX_ACTIVATION_BUFFERS];
+        int count = activation_buffers(&m->config, m->B, m->T, m->recompute, m->classifier_rows, &m->acts, &m->d_batch,
+                                       list);
+        for (int i = 0; i < count; i++) cudaCheck(cudaFree(*list[i].ptr));
+    }
+    void *device_buffers[] = {m->grads, m->adam_m, m->adam_v, m->d_scalars, m->norm_scratch};
     for (size_t i = 0; i < sizeof(device_buffers) / sizeof(device_buffers[0]); i++) cudaCheck(cudaFree(device_buffers[i]));
     if ((void *)m->params != (void *)m->master) cudaCheck(cudaFree(m->params));
     cudaCheck(cudaFree(m->master));
@@ -700,10 +815,10 @@ static void gpu_eval_token_scores(void *self, const int *inputs, const int *targ
     m->B = B;
     m->T = T;
     mamba_gpu_set_batch(m, inputs, targets);
+    m->greedy_hits = c->hits;
     mamba_gpu_forward(m, 0.0f, NULL);
+    m->greedy_hits = NULL;
     size_t n = (size_t)B * T;
-    greedy_hit(m->acts.logits, m->d_batch + n, c->hits, (int)n, m->config.vocab_size, m->config.padded_vocab,
-               m->stream);
     cudaCheck(cudaMemcpyAsync(hits, c->hits, n, cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaMemcpyAsync(c->host_losses, m->acts.losses, n * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     stream_wait(m);
@@ -824,16 +939,19 @@ int main(int argc, char **argv) {
     c.T = args.T;
     size_t free_bytes, total_bytes;
     cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
-    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero);
+    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero, args.recompute);
     if (need > (double)free_bytes) {
-        fprintf(stderr, "error: the model and activations (B %d, T %d) need %.3g GiB of device memory, %.3g GiB of "
-                        "%.3g GiB are free\n", args.B, args.T, need / 1073741824.0, free_bytes / 1073741824.0,
-                total_bytes / 1073741824.0);
+        fprintf(stderr, "error: the model and activations (B %d, T %d, -r %d) need %.3g GiB of device memory, %.3g GiB "
+                        "of %.3g GiB are free%s\n", args.B, args.T, args.recompute, need / 1073741824.0,
+                free_bytes / 1073741824.0, total_bytes / 1073741824.0,
+                args.recompute < RECOMPUTE_SCAN ? "; -r 1 or -r 2 (activation recomputation) needs less" : "");
         exit(1);
     }
     mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
+    c.model.recompute = args.recompute;
     size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
-    printf("activations %.2f GiB\n", act_bytes / 1073741824.0);
+    printf("activations %.3f GiB (%zu bytes, -r %d), estimated device memory %.2f GiB\n", act_bytes / 1073741824.0,
+           act_bytes, args.recompute, need / 1073741824.0);
     double moments_gib = 2.0 * sizeof(float) * (c.model.hi - c.model.lo) / 1073741824.0;
     double all_moments_gib = 2.0 * sizeof(float) * c.model.layout.total / 1073741824.0;
     if (args.zero)

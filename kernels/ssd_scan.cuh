@@ -95,7 +95,7 @@ typedef struct {
                         dZ), which the state passing reads */
     float *ddelta;   /* [B][H][T] backward, sub-block path: d delta */
     float *dBC;      /* [B*T][H][2][N] backward: each head's own share of dB (index 0) and dC (index 1);
-                        bf16 in the tensor-core path */
+                        bf16 in the tensor-core path (and sized for bf16 there) */
     float *dA_part;  /* [B][nchunks][H][NA] backward: dA_log of each chunk block (NA = N diagonal, 1 scalar) */
     float *dD_part;  /* [B][nchunks][tiles][H] backward: dD of each chunk block (or of each of its 64-step
                         tiles in the tensor-core path) */
@@ -141,9 +141,9 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t blocks = (size_t)s->B * ssd_num_chunks(s) * s->H;
     size_t bht = (size_t)s->B * s->H * s->T * sizeof(float);
     size_t st = blocks * s->P * s->N * sizeof(float);
-    size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * sizeof(float);
-    size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     bool mma = ssdm_applies(s);
+    size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * (mma ? sizeof(__nv_bfloat16) : sizeof(float));
+    size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = ssd_num_tiles(s); /* the tensor-core path's dD partials: one per tile */
     size_t qp = tiles * SSDM_TILE, cb = mma ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
     SSDScanWorkspace ws;

@@ -6,14 +6,27 @@
 # parameters, the tied lm_head included) FLOPs per token, the SSD scan not counted, over the dense
 # bf16 peak of the GPU (989 TFLOP/s for H100/H200 SXM).
 #   STEPS=12 scripts/bench.sh
+# Activation recomputation (-r): memory and speed with -r 0, 1, 2 for mamba2-130m at B=8 x T=2048 and
+# B=1 x T=131072, and mamba2-2.7b at B=8 x T=2048 (-r 1 and 2 only if -r 0 does not fit); the logs stay
+# in $BENCH_LOGS (default: a temporary directory, removed):
+#   STEPS=6 BENCH_LOGS=bench_logs scripts/bench.sh recompute
 cd "$(dirname "$0")/.." || exit 1
+mode=${1:-default}
+case "$mode" in default | recompute) ;; *) echo "usage: $0 [recompute]"; exit 1 ;; esac
 steps=${STEPS:-12}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "$BENCH_LOGS" ]; then
+    work=$BENCH_LOGS
+    mkdir -p "$work" || exit 1
+else
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
 [ -x ./train_ssdcu ] || { echo "bench: build train_ssdcu first (make train_ssdcu)"; exit 1; }
 
-# a shard of random GPT-2 token ids, enough for the steps (llm.c's shard format, uint16)
-python3 - "$work/synthetic_train_000000.bin" $(( (steps + 1) * 8 * 2048 + 1 )) <<'PY'
+# a shard of random GPT-2 token ids, enough for the steps at the largest B x T (llm.c's shard format, uint16)
+max_tokens=$((8 * 2048))
+[ "$mode" = recompute ] && max_tokens=131072
+python3 - "$work/synthetic_train_000000.bin" $(( (steps + 1) * max_tokens + 1 )) <<'PY'
 import sys, numpy as np
 path, ntok = sys.argv[1], int(sys.argv[2])
 header = np.zeros(256, dtype=np.int32)
@@ -26,30 +39,52 @@ PY
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1)
 rows=()
-for config in configs/mamba2-130m.json configs/ssd-mamba-130m.json; do
+# run_config <config> <B> <T> <recompute level>: trains $steps steps, adds a table row; fails if the run did
+run_config() {
+    local config=$1 B=$2 T=$3 level=$4 name log row
     name=$(basename "$config" .json)
-    log="$work/$name.log"
-    ./train_ssdcu -e "$config" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 -x "$steps" > "$log" 2>&1 ||
-        { echo "bench: $name failed"; tail -n 5 "$log"; continue; }
-    grep -E '^step|^average|^device' "$log" | sed "s/^/[$name] /"
-    row=$(python3 - "$config" "$log" <<'PY'
+    log="$work/$name-b$B-t$T-r$level.log"
+    if ! ./train_ssdcu -e "$config" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b "$B" -t "$T" -r "$level" \
+        -x "$steps" > "$log" 2>&1; then
+        echo "bench: $name B=$B T=$T -r $level failed: $(grep -m 1 error "$log" || tail -n 1 "$log")"
+        return 1
+    fi
+    grep -E '^step|^average|^device|^activations' "$log" | sed "s/^/[$name B=$B T=$T -r $level] /"
+    row=$(python3 - "$config" "$log" "$B" "$T" "$level" <<'PY'
 import json, re, sys
 c = json.load(open(sys.argv[1]))
 log = open(sys.argv[2]).read()
+B, T, level = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 D, L, V = c["d_model"], c["n_layer"], c["vocab_size"]
 Vp = (V + c["pad_vocab_multiple"] - 1) // c["pad_vocab_multiple"] * c["pad_vocab_multiple"]
 E = c["expand"] * D; H = E // c["headdim"]; GN = c["ngroups"] * c["d_state"]
 dip = 2 * E + 2 * GN + H
 flops_per_token = 6 * (L * (D * dip + E * D) + D * Vp)
 ms = float(re.search(r"average ([0-9.]+) ms per step", log).group(1))
-tok_s = 8 * 2048 / (ms / 1e3)
+tok_s = B * T / (ms / 1e3)
 mem = float(re.search(r"in use after the first step: ([0-9.]+) GiB", log).group(1))
+est = float(re.search(r"estimated device memory ([0-9.]+) GiB", log).group(1))
 mfu = flops_per_token * tok_s / 989e12 * 100
-print(f"| {c['name']:<15} | {tok_s/1e3:8.1f}K | {ms:8.1f} | {mem:8.1f} | {mfu:5.1f}% |")
+print(f"| {c['name']:<15} | {B:>2} x {T:<6} | {level:>2} | {tok_s/1e3:8.1f}K | {ms:8.1f} | {mem:8.2f} | {est:8.2f} | {mfu:5.1f}% |")
 PY
 )
     rows+=("$row")
-done
+}
+
+if [ "$mode" = recompute ]; then
+    for level in 0 1 2; do run_config configs/mamba2-130m.json 8 2048 $level; done
+    for level in 0 1 2; do run_config configs/mamba2-130m.json 1 131072 $level; done
+    for level in 0 1 2; do run_config configs/mamba2-2.7b.json 8 2048 $level && break; done
+    echo
+    echo "train_ssdcu with activation recomputation, bf16, $steps steps, on: ${gpu:-unknown GPU}"
+    echo "| config          | B x T       | -r | tokens/s  | ms/step  | mem GiB  | est. GiB | MFU    |"
+    echo "|-----------------|-------------|----|-----------|----------|----------|----------|--------|"
+    for row in "${rows[@]}"; do echo "$row"; done
+    echo "(mem: in use after the first step, CUDA context included; est.: train_ssdcu's own allocations)"
+    exit 0
+fi
+
+for config in configs/mamba2-130m.json configs/ssd-mamba-130m.json; do run_config "$config" 8 2048 0; done
 
 ssd_bin=build/gpu/BF16/test_ssd_scan
 ssd_out="(not built: make $ssd_bin)"
@@ -59,9 +94,9 @@ echo
 echo "SSD scan alone ($ssd_bin --bench):"
 echo "$ssd_out"
 echo
-echo "train_ssdcu, B=8 x T=2048, bf16, $steps steps, on: ${gpu:-unknown GPU}"
-echo "| config          | tokens/s  | ms/step  | mem GiB  | MFU    |"
-echo "|-----------------|-----------|----------|----------|--------|"
+echo "train_ssdcu, bf16, $steps steps, on: ${gpu:-unknown GPU}"
+echo "| config          | B x T       | -r | tokens/s  | ms/step  | mem GiB  | est. GiB | MFU    |"
+echo "|-----------------|-------------|----|-----------|----------|----------|----------|--------|"
 for row in "${rows[@]}"; do echo "$row"; done
 echo "| ref: mamba_ssm 130M (H100, PyTorch+Triton) | 102K tok/s | 161 ms (137 ms GPU kernels) | 22.8 GiB peak |"
 echo "| ref: llm.c GPT-2 124M (H100)               | ~305K tok/s |"

@@ -42,6 +42,7 @@ void args_defaults(TrainArgs *a) {
     a->shuffle = 1;
     a->num_threads = 0;
     a->zero = 0;
+    a->recompute = 0;
     a->rendezvous_dir = NULL;
     a->rank_timeout = 30.0f;
     a->collective_timeout = 900.0f;
@@ -79,6 +80,10 @@ void args_print_help(const char *program) {
             "  -q <float>   final learning rate as a fraction of the peak, cosine decay [0, 1] (default 0.0)\n"
             "  -c <float>   AdamW weight decay on in_proj, out_proj and conv weights [0, 100] (default 0.1)\n"
             "  -C <float>   global gradient-norm clip, 0 for none [0, 1e6] (default 1.0)\n"
+            "  -r <0|1|2>   activation recomputation (train_ssdcu): the backward re-runs the cheap parts of\n"
+            "               each layer's forward instead of keeping them: 1 the norms, conv and gated norm,\n"
+            "               2 also the SSD scan; the losses and gradients stay bit-identical. train_ssd\n"
+            "               accepts it and keeps every activation (default 0: keep everything)\n"
             "  -nf <int>    a step whose loss or gradient norm is not finite is skipped (no update) and\n"
             "               logged; this many in a row stop the run with exit status %d [1, 1000000] (default 5)\n"
             "evaluation and sampling\n"
@@ -154,6 +159,7 @@ static const FlagSpec FLAGS[] = {
     INT("sk", top_k, 0, ARGS_MAX_COUNT), INT("n", checkpoint_every, 0, ARGS_MAX_COUNT), INT("y", resume, 0, 1),
     INT("nk", keep_last, 0, ARGS_MAX_COUNT), INT("nm", keep_every, 0, ARGS_MAX_COUNT), INT("ow", overwrite, 0, 1),
     INT("R", seed, 0, 2147483647), INT("sh", shuffle, 0, 1), INT("th", num_threads, 0, 1024), INT("z", zero, 0, 1),
+    INT("r", recompute, 0, 2),
     FLOAT("to", rank_timeout, 1, 86400), FLOAT("tc", collective_timeout, 1, 604800),
 };
 #undef TEXT

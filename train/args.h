@@ -51,6 +51,8 @@ typedef struct {
     int shuffle;                 /* -sh 1: shuffle train shards and samples */
     int num_threads;             /* -th OpenMP threads (0: default) */
     int zero;                    /* -z  1: ZeRO-1, each rank keeps and updates 1/W of the AdamW moments */
+    int recompute;               /* -r  activation recomputation in the backward: 0 off, 1 norms/conv/gates, 2 also
+                                        the SSD scan (train_ssdcu; train_ssd accepts it and keeps everything) */
     const char *rendezvous_dir;  /* -rd shared directory for the ranks' rendezvous instead of TCP (NULL: TCP) */
     float rank_timeout;          /* -to seconds without a heartbeat after which a rank counts as failed */
     float collective_timeout;    /* -tc seconds a collective may wait before the run is aborted */

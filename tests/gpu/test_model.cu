@@ -8,6 +8,12 @@
  * 2^-9 = 2e-3) some ten times per layer on the way forward and back, and the gradients of the
  * small per-head tensors (dt_bias, A_log, D) are sums of many such rounded terms.
  *
+ * One case runs the lm_head and loss in slices of 32 rows (the last one partial) instead of all rows at once.
+ *
+ * Activation recomputation (-r 1, -r 2): two accumulated micro-batches, then a clipped AdamW step and a
+ * third micro-batch, must give exactly the losses, gradients and norm of the run that keeps every
+ * activation (-r 0): the backward recomputes with the same kernels on the same inputs.
+ *
  * Then the bucketed all-reduce of the backward (reduce_bucket in train_ssd.cu) against a world of two
  * identical ranks: every gradient, and the norm, must be exactly twice those of one rank, which shows
  * a bucket that misses a slice, reduces one twice, or is read before it is done.
@@ -40,20 +46,31 @@ static void check_scalar(const char *name, double got, double want, double tol) 
     test_report(err <= tol && !isnan(got), name, "gpu %.8f cpu %.8f rel err %.3e (tol %.0e)", got, want, err, tol);
 }
 
-/* mask_every > 0: every mask_every-th target is -1 (a loss mask's 0), which neither loss counts */
-static void run_case(const char *label, const char *json, int B, int T, int mask_every, cudaStream_t stream) {
-    char err[256], name[128];
-    ModelConfig config;
-    if (config_parse(&config, json, label, err, sizeof(err))) {
+/* The config of json and fresh params from seed, with the vector parameters that init sets to 1
+ * perturbed; NULL (reported) on a bad config. */
+static float *case_params(const char *label, const char *json, int seed, ModelConfig *config, ParamLayout *layout) {
+    char err[256];
+    if (config_parse(config, json, label, err, sizeof(err))) {
         test_report(0, label, "config: %s", err);
-        return;
+        return NULL;
     }
-    ParamLayout layout;
-    param_layout_init(&layout, &config);
-    float *params = (float *)mallocCheck(layout.total * sizeof(float));
-    params_init(&config, params, 7);
+    param_layout_init(layout, config);
+    float *params = (float *)mallocCheck(layout->total * sizeof(float));
+    params_init(config, params, seed);
     int perturbed[] = {P_NORM_W, P_GNORM_W, P_NORM_F, P_D, P_DT_BIAS};
-    for (int i = 0; i < 5; i++) perturb(params + layout.offsets[perturbed[i]], layout.sizes[perturbed[i]], 0.3);
+    for (int i = 0; i < 5; i++) perturb(params + layout->offsets[perturbed[i]], layout->sizes[perturbed[i]], 0.3);
+    return params;
+}
+
+/* mask_every > 0: every mask_every-th target is -1 (a loss mask's 0), which neither loss counts;
+ * classifier_rows > 0: the rows per slice of the lm_head and loss (else the trainer's) */
+static void run_case(const char *label, const char *json, int B, int T, int mask_every, int classifier_rows,
+                     cudaStream_t stream) {
+    char name[128];
+    ModelConfig config;
+    ParamLayout layout;
+    float *params = case_params(label, json, 7, &config, &layout);
+    if (params == NULL) return;
     int N = B * T;
     int *inputs = (int *)mallocCheck(N * sizeof(int)), *targets = (int *)mallocCheck(N * sizeof(int));
     for (int i = 0; i < N; i++) {
@@ -72,6 +89,7 @@ static void run_case(const char *label, const char *json, int B, int T, int mask
 
     MambaGPU gpu;
     mamba_gpu_build(&gpu, &config, params, stream);
+    if (classifier_rows > 0) gpu.classifier_rows = classifier_rows;
     mamba_gpu_alloc_activations(&gpu, B, T);
     mamba_gpu_set_batch(&gpu, inputs, targets);
     mamba_gpu_zero_grad(&gpu);
@@ -112,6 +130,73 @@ static void run_case(const char *label, const char *json, int B, int T, int mask
     free(params);
     free(inputs);
     free(targets);
+}
+
+/* Levels 0, 1, 2 of activation recomputation on the same params and batches: micro-batches 1 and 2
+ * accumulated, their gradient norm, a clipped AdamW step, then micro-batch 3; the lm_head in slices of
+ * 24 rows. Every loss, gradient and norm of levels 1 and 2 must equal level 0's exactly. */
+static void run_recompute_case(const char *label, const char *json, int B, int T, cudaStream_t stream) {
+    char name[160];
+    ModelConfig config;
+    ParamLayout layout;
+    float *params = case_params(label, json, 13, &config, &layout);
+    if (params == NULL) return;
+    int N = B * T;
+    int *tokens = (int *)mallocCheck(6 * N * sizeof(int));
+    for (int i = 0; i < 6 * N; i++) tokens[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+    double losses[3][3], norms[3], *grads[3], *updated[3];
+    for (int r = 0; r <= RECOMPUTE_SCAN; r++) {
+        MambaGPU m;
+        mamba_gpu_build(&m, &config, params, stream);
+        m.recompute = r;
+        m.classifier_rows = 24;
+        mamba_gpu_alloc_activations(&m, B, T);
+        mamba_gpu_zero_grad(&m);
+        for (int micro = 0; micro < 2; micro++) {
+            mamba_gpu_set_batch(&m, tokens + 2 * micro * N, tokens + (2 * micro + 1) * N);
+            mamba_gpu_forward(&m, 0.5f / N, NULL);
+            mamba_gpu_backward(&m);
+            losses[r][micro] = mamba_gpu_mean_loss(&m);
+        }
+        grads[r] = download_float(m.grads, layout.total);
+        mamba_gpu_grad_norm(&m);
+        norms[r] = mamba_gpu_read_grad_norm(&m);
+        AdamWSettings h = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, (float)(0.5 * norms[r]), 1};
+        mamba_gpu_update(&m, &h);
+        updated[r] = download_float(m.master, layout.total);
+        mamba_gpu_set_batch(&m, tokens + 4 * N, tokens + 5 * N);
+        mamba_gpu_zero_grad(&m);
+        mamba_gpu_forward(&m, 1.0f / N, NULL);
+        mamba_gpu_backward(&m);
+        losses[r][2] = mamba_gpu_mean_loss(&m);
+        mamba_gpu_free(&m);
+    }
+    for (int r = 1; r <= RECOMPUTE_SCAN; r++) {
+        int same_losses = 1;
+        for (int i = 0; i < 3; i++) same_losses &= losses[r][i] == losses[0][i] && isfinite(losses[0][i]);
+        snprintf(name, sizeof(name), "%s -r %d losses", label, r);
+        test_report(same_losses, name, "-r %d %.9g %.9g %.9g, -r 0 %.9g %.9g %.9g (want identical)", r, losses[r][0],
+                    losses[r][1], losses[r][2], losses[0][0], losses[0][1], losses[0][2]);
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            size_t wrong = 0, n = layout.sizes[t], o = layout.offsets[t];
+            for (size_t i = 0; i < n; i++) wrong += !(grads[r][o + i] == grads[0][o + i]);
+            snprintf(name, sizeof(name), "%s -r %d grad %s", label, r, PARAM_NAMES[t]);
+            test_report(wrong == 0, name, "%zu of %zu values differ from -r 0's", wrong, n);
+        }
+        snprintf(name, sizeof(name), "%s -r %d grad norm", label, r);
+        test_report(norms[0] > 0 && norms[r] == norms[0], name, "-r %d %.9g, -r 0 %.9g (want identical)", r, norms[r],
+                    norms[0]);
+        size_t wrong = 0;
+        for (size_t i = 0; i < layout.total; i++) wrong += !(updated[r][i] == updated[0][i]);
+        snprintf(name, sizeof(name), "%s -r %d weights after AdamW", label, r);
+        test_report(wrong == 0, name, "%zu of %zu values differ from -r 0's", wrong, layout.total);
+    }
+    for (int r = 0; r <= RECOMPUTE_SCAN; r++) {
+        free(grads[r]);
+        free(updated[r]);
+    }
+    free(params);
+    free(tokens);
 }
 
 /* A fake world of two identical ranks: an all-reduce doubles its buffer (the sum of two equal ranks),
@@ -237,15 +322,25 @@ int main(void) {
     run_case("mamba2 G=2 T=37",
              "{\"name\":\"t1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
-             2, 37, 0, stream);
+             2, 37, 0, 0, stream);
     run_case("ssd-mamba G=1 T=64",
              "{\"name\":\"t2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,\"d_state\":32,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"diagonal\"}",
-             3, 64, 0, stream);
-    run_case("ssd-mamba G=3 T=50, every 3rd target masked",
+             3, 64, 0, 0, stream);
+    run_case("ssd-mamba G=3 T=50, every 3rd target masked, lm_head in slices of 32 rows",
              "{\"name\":\"t3\",\"d_model\":96,\"n_layer\":2,\"vocab_size\":500,\"pad_vocab_multiple\":64,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":3,\"chunk_size\":16,\"a_structure\":\"diagonal\"}",
-             2, 50, 3, stream);
+             2, 50, 3, 32, stream);
+    run_recompute_case("mamba2 G=2 T=37",
+                       "{\"name\":\"r1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
+                       "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,"
+                       "\"a_structure\":\"scalar\"}",
+                       2, 37, stream);
+    run_recompute_case("ssd-mamba G=1 T=64",
+                       "{\"name\":\"r2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
+                       "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
+                       "\"a_structure\":\"diagonal\"}",
+                       3, 64, stream);
     run_bucket_case("mamba2 L=3",
                     "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                     "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"

@@ -2,7 +2,8 @@
 # Whole-trainer GPU tests on Tiny Shakespeare (mamba2-tiny, B=4, T=64, no shuffling):
 #  1. 50 training steps of train_ssdcu (bf16 and FP32 builds) track the CPU trainer's losses;
 #  2. exact resume: a run resumed from its step-10 checkpoint gives bit-identical losses to the
-#     uninterrupted run for steps 11..20;
+#     uninterrupted run for steps 11..20; activation recomputation (-r 1, -r 2) gives bit-identical
+#     losses from fewer bytes of activations;
 #  3. full-split evaluation (every target of the val split, fresh and carried state) gives the CPU
 #     trainer's mean loss from the same checkpoint;
 #  4. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model.
@@ -73,6 +74,18 @@ if [ -n "$(losses "$work/full.log")" ] && [ "$(losses "$work/full.log")" = "$(lo
 else
     echo "FAIL deterministic: two identical 20-step runs differ: $(paste -d' ' <(losses "$work/full.log") <(losses "$work/again.log") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
 fi
+# activation recomputation: the same losses, bit for bit, from fewer bytes of activations
+activation_bytes() { sed -nE 's/^activations .*\(([0-9]+) bytes.*/\1/p' "$1"; }
+for level in 1 2; do
+    ./train_ssdcu "${common[@]}" -x 20 -r $level > "$work/recompute$level.log" 2>&1
+    kept=$(activation_bytes "$work/again.log") recomputed=$(activation_bytes "$work/recompute$level.log")
+    if [ -n "$(losses "$work/again.log")" ] && [ "$(losses "$work/again.log")" = "$(losses "$work/recompute$level.log")" ] &&
+       [ -n "$kept" ] && [ -n "$recomputed" ] && [ "$recomputed" -lt "$kept" ]; then
+        echo "PASS recompute_$level: -r $level gives bit-identical losses over 20 steps; activations $recomputed bytes instead of $kept"
+    else
+        echo "FAIL recompute_$level: activations $recomputed vs $kept bytes (-r 0); losses differ: $(paste -d' ' <(losses "$work/again.log") <(losses "$work/recompute$level.log") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
+    fi
+done
 mkdir -p "$work/resumed"
 cp "$work/full"/*00000010* "$work/resumed/"
 ./train_ssdcu "${common[@]}" -x 20 -n 10 -o "$work/resumed" -y 1 > "$work/resumed.log" 2>&1
