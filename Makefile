@@ -145,7 +145,7 @@ GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.cu)
 GPU_TEST_ARCH ?= -arch=native
 GPU_TEST_BINS := $(foreach p,BF16 FP32 PTX80,$(GPU_TEST_SRCS:tests/gpu/%.cu=$(BUILD)/gpu/$(p)/%))
 
-# samples are drawn on the CPU (model/cpu_sample.c), so the trainer links the float CPU model
+# the training loop, shared with train_ssd, links the float CPU model (it can sample from a CPU copy)
 train_ssdcu: train_ssd.cu $(CU_HEADERS) $(HOST_OBJS) $(F32_OBJS) $(HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(NVCC_WARN) $< $(HOST_OBJS) $(F32_OBJS) $(NVCC_LDLIBS) -o $@
 

@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
 
     TrainCompute compute = {&c, c.lo, c.hi - c.lo, cpu_zero_grad, cpu_train_micro, cpu_micro_loss, cpu_grad_norm,
                             cpu_update, mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params,
-                            cpu_get_moments, cpu_set_moments};
+                            cpu_get_moments, cpu_set_moments, {NULL, NULL, NULL} /* samples from a copy */};
     int status = train_loop_run(&run, &compute);
 
     train_run_free(&run);

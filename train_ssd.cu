@@ -553,6 +553,48 @@ float mamba_gpu_mean_loss(MambaGPU *m) {
     return loss;
 }
 
+/* Generation on the GPU, a TokenFeeder (model/cpu_sample.h): one row through mamba_gpu_forward from a carried
+ * state, the prompt in pieces of at most max_T tokens (what the activations hold), then one token at a time;
+ * with T = 1 the scan from the carried state is the recurrence, so a token costs the same however many came
+ * before it. The logits of the last position are copied to the host for sampling. */
+typedef struct {
+    MambaGPU *model;
+    int max_T;
+    GPUCarry carry;
+    floatX *host_logits; /* [Vp] */
+} GPUFeeder;
+
+static void gpu_feed(void *self, const int *tokens, int n, int reset, real *logits) {
+    GPUFeeder *f = (GPUFeeder *)self;
+    MambaGPU *m = f->model;
+    const ModelConfig *c = &m->config;
+    if (reset) gpu_carry_zero(&f->carry, c->n_layer, m->stream);
+    m->B = 1;
+    for (int done = 0; done < n; done += m->T) {
+        m->T = std::min(n - done, f->max_T);
+        mamba_gpu_set_batch(m, tokens + done, NULL);
+        mamba_gpu_forward(m, 0.0f, &f->carry);
+    }
+    cudaCheck(cudaMemcpyAsync(f->host_logits, m->acts.logits + (size_t)(m->T - 1) * c->padded_vocab,
+                              c->padded_vocab * sizeof(floatX), cudaMemcpyDeviceToHost, m->stream));
+    stream_wait(m);
+    for (int v = 0; v < c->padded_vocab; v++) logits[v] = (real)(float)f->host_logits[v];
+}
+
+TokenFeeder gpu_feeder_init(GPUFeeder *f, MambaGPU *m, int max_T) {
+    f->model = m;
+    f->max_T = max_T;
+    gpu_carry_alloc(&f->carry, &m->config, 1);
+    f->host_logits = (floatX *)mallocCheck(m->config.padded_vocab * sizeof(floatX));
+    TokenFeeder feeder = {f, "GPU", gpu_feed};
+    return feeder;
+}
+
+void gpu_feeder_free(GPUFeeder *f) {
+    gpu_carry_free(&f->carry);
+    free(f->host_logits);
+}
+
 void mamba_gpu_zero_grad(MambaGPU *m) {
     cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
 }
@@ -729,6 +771,7 @@ typedef struct {
     float *host_losses;    /* [B * T] */
     unsigned char *hits;   /* [B * T] on the device, tasks only, allocated at their first use */
     GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
+    GPUFeeder feeder;      /* samples */
     double micro_counted;  /* counted targets of the last training micro-batch */
     int first_update_done;
 } GPUCompute;
@@ -964,12 +1007,14 @@ int main(int argc, char **argv) {
 
     EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
-                            gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments};
+                            gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments,
+                            gpu_feeder_init(&c.feeder, &c.model, args.T)};
     int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 
     free(c.host_losses);
     if (c.carry.conv) gpu_carry_free(&c.carry);
+    gpu_feeder_free(&c.feeder);
     if (c.hits) cudaCheck(cudaFree(c.hits));
     train_run_free(&run);
     mamba_gpu_free(&c.model);

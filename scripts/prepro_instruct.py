@@ -46,6 +46,11 @@ def mask_header(ntok):
     return header.tobytes()
 
 
+def chat_header(role):
+    """The header of a chat message: the role with a capital first letter, e.g. "User: "."""
+    return f"{role[:1].upper()}{role[1:]}: "
+
+
 def example_segments(record):
     """[(text, counted)] of one example (the end of text excluded), or raises ValueError naming the problem."""
     if not isinstance(record, dict):
@@ -59,7 +64,7 @@ def example_segments(record):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise ValueError(f'message {i} is not {{"role": string, "content": string}}')
             role, content = m["role"], m["content"]
-            header = f"{role[:1].upper()}{role[1:]}: "
+            header = chat_header(role)
             last = i == len(messages) - 1
             if role == "assistant":
                 if not content:

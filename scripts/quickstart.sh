@@ -34,6 +34,8 @@ cat << EOF
 The model is saved in $model (with main.log and tokenizer.bin beside it). Next:
   # another sample (-R 2 for another seed)
   ./train_ssd -e $model -x 0 -v 0 -g 200 -sk 40
+  # continue a prompt of your own
+  python3 scripts/generate.py --model $model --prompt "ROMEO:" --tokens 200
   # the loss curves -> runs/quickstart/loss.png
   python3 scripts/plot.py runs/quickstart
   # train it further: a new run from its weights

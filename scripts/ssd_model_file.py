@@ -153,13 +153,10 @@ def write_model_file(path, cfg, tensors, bf16=False):
     return data_crc
 
 
-def read_model_file(path):
-    """Returns (config dict with derived sizes, {name: fp32 array}); ModelFileError on any problem."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ModelFileError(f"cannot open model file '{path}': {e}") from e
+def parse_header(data, path, file_bytes):
+    """Checks the header and config JSON at the start of a model file of file_bytes bytes (data holds at least
+    its first HEADER_BYTES + MAX_JSON_BYTES bytes, or all of it); returns (config with derived sizes, dtype,
+    json_bytes, data_crc, [(name, shape)]); ModelFileError on any problem."""
     if len(data) < HEADER_BYTES:
         raise ModelFileError(f"{path}: {len(data)} bytes, too short for a model file header ({HEADER_BYTES} bytes)")
     fields = HEADER_STRUCT.unpack_from(data)
@@ -172,15 +169,15 @@ def read_model_file(path):
         raise ModelFileError(f"{path}: model file version {version}, this reader reads version {VERSION}")
     if dtype not in (DTYPE_FP32, DTYPE_BF16):
         raise ModelFileError(f"{path}: unknown dtype {dtype} (0 = fp32, 1 = bf16)")
-    if not 2 <= json_bytes <= MAX_JSON_BYTES or HEADER_BYTES + json_bytes > len(data):
-        raise ModelFileError(f"{path}: config JSON length {json_bytes} is impossible for a file of {len(data)} bytes")
+    if not 2 <= json_bytes <= MAX_JSON_BYTES or HEADER_BYTES + json_bytes > min(len(data), file_bytes):
+        raise ModelFileError(f"{path}: config JSON length {json_bytes} is impossible for a file of {file_bytes} bytes")
     if reserved != 0:
         raise ModelFileError(f"{path}: reserved header field is not zero (corrupt header)")
     text = data[HEADER_BYTES:HEADER_BYTES + json_bytes]
     if zlib.crc32(text, zlib.crc32(data[:124])) != header_crc:
         raise ModelFileError(f"{path}: header checksum mismatch (corrupt header or config JSON)")
     try:
-        raw = json.loads(text.decode())
+        raw = json.loads(bytes(text).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: embedded config is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
@@ -195,9 +192,31 @@ def read_model_file(path):
         raise ModelFileError(f"{path}: header says {num_params} parameters but the tensor sizes add up to {sum(sizes)}")
     elem = 2 if dtype == DTYPE_BF16 else 4
     expected = HEADER_BYTES + json_bytes + num_params * elem
-    if len(data) != expected:
-        raise ModelFileError(f"{path}: file is {len(data)} bytes but its header describes {expected} bytes "
-                             f"({'truncated' if len(data) < expected else 'trailing data'})")
+    if file_bytes != expected:
+        raise ModelFileError(f"{path}: file is {file_bytes} bytes but its header describes {expected} bytes "
+                             f"({'truncated' if file_bytes < expected else 'trailing data'})")
+    return cfg, dtype, json_bytes, data_crc, shapes
+
+
+def read_model_config(path):
+    """The config of a model file (with derived sizes) from its header alone: the tensors are not read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEADER_BYTES + MAX_JSON_BYTES)
+        file_bytes = os.path.getsize(path)
+    except OSError as e:
+        raise ModelFileError(f"cannot open model file '{path}': {e}") from e
+    return parse_header(data, path, file_bytes)[0]
+
+
+def read_model_file(path):
+    """Returns (config dict with derived sizes, {name: fp32 array}); ModelFileError on any problem."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelFileError(f"cannot open model file '{path}': {e}") from e
+    cfg, dtype, json_bytes, data_crc, shapes = parse_header(data, path, len(data))
     body = memoryview(data)[HEADER_BYTES + json_bytes:]
     if zlib.crc32(body) != data_crc:
         raise ModelFileError(f"{path}: tensor data checksum mismatch (corrupt data)")

@@ -9,6 +9,8 @@
  *  - a diagonal model whose A_log rows are constant equals the scalar model (outputs, loss, every
  *    gradient; the scalar A_log gradient is the row sum of the diagonal one);
  *  - generation by the recurrence (prefill + token-by-token steps) gives the chunked forward's logits;
+ *  - a prompted greedy sample (temperature 0, and top-k 1) is the argmax of a full forward over start
+ *    token + prompt + continuation at every position; a seeded sample repeats exactly; a stop token ends it;
  *  - reference initialisation statistics;
  *  - the tiled matmuls (forward, dinp, dw) against plain triple loops, on shapes that leave partial
  *    tiles and span several cache chunks of the summed dimension.
@@ -18,6 +20,7 @@
  */
 #include "model/cpu_layers.h"
 #include "model/cpu_model.h"
+#include "model/cpu_sample.h"
 #include "model/cpu_ssd.h"
 #include "common/rng.h"
 #include "tests/model_fixtures.h"
@@ -331,6 +334,66 @@ static void check_matmul(int M, int C, int OC) {
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) free(arrays[i]);
 }
 
+/* Draws gen_T tokens after start + prompt with the CPU feeder; returns how many. */
+static int draw(Mamba *model, const SampleSettings *s, uint64_t seed, int *out) {
+    CPUFeeder cpu;
+    TokenFeeder feeder = sample_cpu_feeder_init(&cpu, model);
+    uint64_t rng = rng_seed(seed);
+    SampleStats stats = sample_generate(&feeder, &model->config, s, &rng, NULL, out);
+    sample_cpu_feeder_free(&cpu);
+    return stats.generated;
+}
+
+static void check_prompted_sampling(int diagonal) {
+    ModelConfig c = fixture_config(diagonal);
+    float *p = fixture_params(&c, 41 + diagonal);
+    Mamba model;
+    mamba_build(&model, &c, p);
+    enum { PROMPT = 7, GEN = 12 };
+    int prompt[PROMPT], greedy[GEN], top1[GEN], a[GEN], b[GEN], other[GEN];
+    random_tokens(prompt, PROMPT, c.vocab_size, 17);
+    SampleSettings s = {5, prompt, PROMPT, GEN, 0.0f, 0, -1};
+    int n_greedy = draw(&model, &s, 1, greedy);
+    /* the full forward over start, prompt and continuation: its argmax at each position is the next token */
+    int seq[1 + PROMPT + GEN];
+    seq[0] = s.start_token;
+    memcpy(seq + 1, prompt, sizeof(prompt));
+    memcpy(seq + 1 + PROMPT, greedy, sizeof(greedy));
+    mamba_forward(&model, seq, NULL, 1, 1 + PROMPT + GEN);
+    int agree = 0;
+    for (int t = 0; t < GEN; t++) {
+        const real *row = model.acts.logits + (size_t)(PROMPT + t) * c.padded_vocab;
+        int best = 0;
+        for (int v = 1; v < c.vocab_size; v++) if (row[v] > row[best]) best = v;
+        agree += best == greedy[t];
+    }
+    char name[96];
+    snprintf(name, sizeof(name), "greedy_sample_is_forward_argmax[%s]", diagonal ? "diagonal" : "scalar");
+    test_report(n_greedy == GEN && agree == GEN, name, "%d of %d drawn tokens are the forward's argmax", agree, GEN);
+    s.temperature = 1.0f;
+    s.top_k = 1;
+    draw(&model, &s, 2, top1);
+    snprintf(name, sizeof(name), "top_k_1_is_greedy[%s]", diagonal ? "diagonal" : "scalar");
+    test_report(!memcmp(top1, greedy, sizeof(greedy)), name, "top-k 1 at temperature 1 draws the greedy tokens");
+    s.top_k = 0;
+    draw(&model, &s, 3, a);
+    draw(&model, &s, 3, b);
+    draw(&model, &s, 4, other);
+    snprintf(name, sizeof(name), "seeded_sample_repeats[%s]", diagonal ? "diagonal" : "scalar");
+    test_report(!memcmp(a, b, sizeof(a)) && memcmp(a, other, sizeof(a)), name,
+                "seed 3 twice: the same %d tokens; seed 4: others", GEN);
+    int stop_at = 0; /* the first position of the greedy continuation's fifth token */
+    while (greedy[stop_at] != greedy[4]) stop_at++;
+    s.temperature = 0.0f;
+    s.stop_token = greedy[4];
+    int n_stopped = draw(&model, &s, 1, a);
+    snprintf(name, sizeof(name), "stop_token_ends_sample[%s]", diagonal ? "diagonal" : "scalar");
+    test_report(n_stopped == stop_at + 1 && a[stop_at] == greedy[4], name, "stopped after %d tokens (expected %d)",
+                n_stopped, stop_at + 1);
+    free(p);
+    mamba_free(&model);
+}
+
 int main(void) {
     check_matmul(37, 50, 23);
     check_matmul(300, 33, 530);
@@ -346,6 +409,8 @@ int main(void) {
     check_diagonal_equals_scalar();
     check_generation_matches_forward(0);
     check_generation_matches_forward(1);
+    check_prompted_sampling(0);
+    check_prompted_sampling(1);
     check_init_statistics();
     return test_exit_code();
 }

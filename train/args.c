@@ -34,6 +34,9 @@ void args_defaults(TrainArgs *a) {
     a->gen_T = 64;
     a->temperature = 1.0f;
     a->top_k = 0;
+    a->prompt = NULL;
+    a->prompt_file = NULL;
+    a->stop_at_eot = 0;
     a->checkpoint_every = 0;
     a->resume = 0;
     a->keep_last = 0;
@@ -99,6 +102,10 @@ void args_print_help(const char *program) {
             "  -g <int>     tokens to generate per sample [0, 1048576] (default 64)\n"
             "  -st <float>  sampling temperature, 0 for greedy [0, 100] (default 1.0)\n"
             "  -sk <int>    top-k sampling, 0 for the full distribution [0, %d] (default 0)\n"
+            "  -gp <ids>    prompt: the samples continue these token ids, comma-separated (scripts/generate.py\n"
+            "               encodes text); each sample reads end of text, then the prompt (default: none)\n"
+            "  -gf <file>   prompt token ids from a file (separated by commas or white space)\n"
+            "  -ge <0|1>    a sample ends at an end-of-text token, e.g. the end of an answer (default 0)\n"
             "output and checkpoints\n"
             "  -o <dir>     output dir for main.log, checkpoints and the final model (default: none); a\n"
             "               directory that holds a run (main.log or checkpoints) is refused unless -y 1\n"
@@ -147,7 +154,7 @@ typedef struct {
 static const FlagSpec FLAGS[] = {
     TEXT("i", train_pattern), TEXT("j", val_pattern), TEXT("ti", test_pattern), TEXT("o", output_dir),
     TEXT("e", init_from), TEXT("tk", tokenizer_path), TEXT("rd", rendezvous_dir), TEXT("ta", task_path),
-    TEXT("tp", task_rows_path), INT("tv", task_every, 0, ARGS_MAX_COUNT),
+    TEXT("tp", task_rows_path), TEXT("gp", prompt), TEXT("gf", prompt_file), INT("ge", stop_at_eot, 0, 1), INT("tv", task_every, 0, ARGS_MAX_COUNT),
     INT("b", B, 1, 65536), INT("t", T, 1, 1048576),
     {"d", FLAG_LONG, offsetof(TrainArgs, total_batch_size), 1, 1125899906842624.0 /* 2^50 */, 1},
     INT("x", max_steps, -1, ARGS_MAX_COUNT), FLOAT("l", learning_rate, 0, 10), INT("u", warmup_steps, 0, ARGS_MAX_COUNT),
@@ -242,6 +249,14 @@ void args_parse(TrainArgs *a, int argc, char **argv, const char *program) {
     }
     if ((a->task_every > 0 || a->task_rows_path) && a->task_path == NULL) {
         fprintf(stderr, "%s: %s needs a task file (-ta)\n", program, a->task_every > 0 ? "-tv" : "-tp");
+        exit(1);
+    }
+    if (a->prompt && a->prompt_file) {
+        fprintf(stderr, "%s: -gp and -gf both give a prompt: give one of them\n", program);
+        exit(1);
+    }
+    if ((a->prompt || a->prompt_file) && (a->gen_T == 0 || a->sample_every == 0)) {
+        fprintf(stderr, "%s: a prompt (%s) needs samples: -g above 0 and -s not 0\n", program, a->prompt ? "-gp" : "-gf");
         exit(1);
     }
     if (a->checkpoint_every > 0 && a->output_dir == NULL) {

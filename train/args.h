@@ -43,6 +43,9 @@ typedef struct {
     int gen_T;                   /* -g  tokens to generate */
     float temperature;           /* -st */
     int top_k;                   /* -sk (0: full distribution) */
+    const char *prompt;          /* -gp prompt token ids, comma-separated (NULL: none) */
+    const char *prompt_file;     /* -gf a file of prompt token ids (NULL: none) */
+    int stop_at_eot;             /* -ge 1: a sample ends at an end-of-text token */
     int checkpoint_every;        /* -n  checkpoint every N steps (0: only the last step, with -o) */
     int resume;                  /* -y  1: resume from the newest complete checkpoint in -o */
     int keep_last;               /* -nk checkpoints kept (0: all) */

@@ -59,14 +59,21 @@ static void score_task(TrainRun *run, TrainCompute *compute, int step) {
     task_result_free(&result);
 }
 
-/* Rank 0 samples on the CPU from a copy of the weights: generation is one token at a time. */
+/* Rank 0 samples through the compute's feeder (the GPU model), or on the CPU from a copy of the weights. */
 static void sample(TrainRun *run, TrainCompute *compute, float *params) {
     if (run->comm->rank != 0) return;
+    SampleSettings settings = train_run_sample_settings(run);
+    if (compute->feeder.feed) {
+        sample_generate(&compute->feeder, &run->config, &settings, &run->sample_rng, &run->tokenizer, NULL);
+        return;
+    }
     compute->get_params(compute->self, params);
     Mamba cpu_model;
     mamba_build(&cpu_model, &run->config, params);
-    sample_print(&cpu_model, &run->tokenizer, run->args->gen_T, run->args->temperature, run->args->top_k,
-                 &run->sample_rng);
+    CPUFeeder cpu;
+    TokenFeeder feeder = sample_cpu_feeder_init(&cpu, &cpu_model);
+    sample_generate(&feeder, &run->config, &settings, &run->sample_rng, &run->tokenizer, NULL);
+    sample_cpu_feeder_free(&cpu);
     mamba_free(&cpu_model);
 }
 

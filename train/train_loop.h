@@ -59,6 +59,8 @@ typedef struct {
     /* moments of [offset, offset + count), a range inside what this compute holds */
     void (*get_moments)(void *self, size_t offset, size_t count, float *m, float *v);
     void (*set_moments)(void *self, size_t offset, size_t count, const float *m, const float *v);
+    /* samples are drawn through this (model/cpu_sample.h); feed NULL: on the CPU from a copy of get_params */
+    TokenFeeder feeder;
 } TrainCompute;
 
 /* Runs the steps of run from run->start_step to run->max_steps (evaluations, samples and

@@ -4,6 +4,7 @@
 #include "common/rng.h"
 #include "common/utils.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <glob.h>
@@ -383,6 +384,59 @@ static void open_sample_tokenizer(TrainRun *run) {
             tried ? "beside the model file or the data" : "found (none beside the model file or the data)");
 }
 
+/* -gp ids or the file of -gf: token ids separated by commas or white space, each inside the vocabulary. */
+static void read_prompt(TrainRun *run) {
+    const TrainArgs *args = run->args;
+    if (!args->prompt && !args->prompt_file) return;
+    char source[4200];
+    char *text;
+    if (args->prompt) {
+        snprintf(source, sizeof(source), "-gp");
+        text = strdup(args->prompt);
+    } else {
+        char err[512];
+        size_t len;
+        snprintf(source, sizeof(source), "-gf %s", args->prompt_file);
+        text = read_text_file_limited(args->prompt_file, "prompt file", (size_t)1 << 28, &len, err, sizeof(err));
+        if (text == NULL) {
+            fprintf(stderr, "error: %s\n", err);
+            exit(1);
+        }
+    }
+    run->prompt = (int *)mallocCheck((strlen(text) / 2 + 1) * sizeof(int)); /* ids take 2 characters at least */
+    const char *p = text;
+    for (;;) {
+        while (*p == ',' || isspace((unsigned char)*p)) p++;
+        if (*p == '\0') break;
+        char *end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (end == p || errno != 0 || id < 0 || id >= run->config.vocab_size ||
+            !(*end == '\0' || *end == ',' || isspace((unsigned char)*end))) {
+            fprintf(stderr, "error: %s: prompt token %d ('%.20s') is not a token id in [0, %d) (the model's vocab_size)\n",
+                    source, run->prompt_len + 1, p, run->config.vocab_size);
+            exit(1);
+        }
+        run->prompt[run->prompt_len++] = (int)id;
+        p = end;
+    }
+    free(text);
+    if (run->prompt_len == 0) {
+        fprintf(stderr, "error: %s holds no token ids\n", source);
+        exit(1);
+    }
+    printf("prompt: %d tokens from %s\n", run->prompt_len, source);
+}
+
+SampleSettings train_run_sample_settings(const TrainRun *run) {
+    const TrainArgs *a = run->args;
+    int eot = tokenizer_eot(&run->tokenizer);
+    int has_eot = eot >= 0 && eot < run->config.vocab_size;
+    SampleSettings s = {has_eot ? eot : 0, run->prompt, run->prompt_len, a->gen_T, a->temperature, a->top_k,
+                        a->stop_at_eot && has_eot ? eot : -1};
+    return s;
+}
+
 /* Beside the model files of the output dir: -e <dir>/model_*.bin then finds the tokenizer that decodes it. */
 static void copy_tokenizer_to_output(const TrainRun *run) {
     const char *dir = run->args->output_dir;
@@ -451,6 +505,7 @@ void train_run_init(TrainRun *run, const TrainArgs *args, Comm *comm) {
     if (run->resumed && comm->rank == 0) logger_drop_from_step(args->output_dir, run->start_step);
     logger_init(&run->logger, args->output_dir, comm->rank, run->resumed);
     open_sample_tokenizer(run);
+    read_prompt(run);
     run->doc_eot = document_eot(args);
     if (run->doc_eot >= 0 && comm->rank == 0)
         printf("document boundaries: the conv and the SSD state restart after every input %d (end of text)\n",
@@ -518,6 +573,7 @@ void train_run_free(TrainRun *run) {
     if (run->args->test_pattern) eval_split_free(&run->test_split);
     if (run->use_task) task_set_free(&run->task);
     tokenizer_free(&run->tokenizer);
+    free(run->prompt);
     logger_free(&run->logger);
     if (run->train) dataloader_free(&run->train_loader);
     if (run->full_val) eval_split_free(&run->val_split);

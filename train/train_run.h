@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "train/comm.h"
 #include "model/config.h"
+#include "model/cpu_sample.h"
 #include "data/dataloader.h"
 #include "data/tokenizer.h"
 #include "train/eval_split.h"
@@ -54,6 +55,8 @@ typedef struct {
     char model_tokenizer_path[4096]; /* a tokenizer.bin that matches the model ("" if none found); copied into -o */
     Tokenizer tokenizer;         /* decodes samples (rank 0): the model's own, see train_run.c */
     int doc_eot;                 /* -db 1: the end-of-text id of the data's tokenizer.bin; -1 without -db */
+    int *prompt;                 /* -gp / -gf: the token ids samples continue (NULL: none) */
+    int prompt_len;
 } TrainRun;
 
 /* Sets up the run on every rank of comm; ranks other than 0 print nothing to stdout from here on. A fresh
@@ -69,6 +72,9 @@ int train_run_task_due(const TrainRun *run, int step);
 /* Every rank, together: saves the checkpoint after `step` steps. Rank 0 writes the model file (params:
  * all parameters; ignored elsewhere), each rank the state file of its checkpoint shard (m, v: the
  * moments of checkpoint_shard_range of this rank), and rank 0 the DONE marker once all are written. */
+/* What a sample reads and draws (model/cpu_sample.h): end of text (token 0 if the tokenizer has none), the
+ * prompt, and -g tokens with -st, -sk and -ge. */
+SampleSettings train_run_sample_settings(const TrainRun *run);
 void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v);
 void train_run_free(TrainRun *run);
 

@@ -14,6 +14,11 @@
  * third micro-batch, must give exactly the losses, gradients and norm of the run that keeps every
  * activation (-r 0): the backward recomputes with the same kernels on the same inputs.
  *
+ * Generation (GPUFeeder): the logits after a prompt read in pieces and after each token fed one at a time
+ * through the carried state, against the CPU's prefill and recurrence (mamba_step). Tolerance as the
+ * gradients' (max |error| over max |reference| of each position's logits): FP32 1e-4; bf16 6e-2, the
+ * forward's roundings plus the logits themselves in bf16.
+ *
  * Then the bucketed all-reduce of the backward (reduce_bucket in train_ssd.cu) against a world of two
  * identical ranks: every gradient, and the norm, must be exactly twice those of one rank, which shows
  * a bucket that misses a slice, reduces one twice, or is read before it is done.
@@ -27,6 +32,7 @@
 
 extern "C" {
 #include "model/cpu_model.h"
+#include "model/cpu_sample.h"
 }
 
 #if defined(ENABLE_FP32)
@@ -199,6 +205,51 @@ static void run_recompute_case(const char *label, const char *json, int B, int T
     free(tokens);
 }
 
+static void run_generation_case(const char *label, const char *json, int prompt_len, int steps, int max_T,
+                                cudaStream_t stream) {
+    char name[160];
+    ModelConfig config;
+    ParamLayout layout;
+    float *params = case_params(label, json, 11, &config, &layout);
+    if (params == NULL) return;
+    int n = prompt_len + steps;
+    int *tokens = (int *)mallocCheck(n * sizeof(int));
+    for (int i = 0; i < n; i++) tokens[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+
+    Mamba cpu;
+    mamba_build(&cpu, &config, params);
+    CPUFeeder cpu_feeder;
+    TokenFeeder want = sample_cpu_feeder_init(&cpu_feeder, &cpu);
+    MambaGPU gpu;
+    mamba_gpu_build(&gpu, &config, params, stream);
+    mamba_gpu_alloc_activations(&gpu, 1, max_T);
+    GPUFeeder gpu_feeder;
+    TokenFeeder got = gpu_feeder_init(&gpu_feeder, &gpu, max_T);
+    double *want_logits = (double *)mallocCheck(config.padded_vocab * sizeof(double));
+    double *got_logits = (double *)mallocCheck(config.padded_vocab * sizeof(double));
+    double worst = 0.0;
+    for (int round = 0; round < 2; round++) { /* the second from a reset state: nothing of the first remains */
+        want.feed(want.self, tokens, prompt_len, 1, want_logits);
+        got.feed(got.self, tokens, prompt_len, 1, got_logits);
+        worst = fmax(worst, test_rel_error(got_logits, want_logits, config.vocab_size));
+        for (int t = prompt_len; t < n; t++) {
+            want.feed(want.self, tokens + t, 1, 0, want_logits);
+            got.feed(got.self, tokens + t, 1, 0, got_logits);
+            worst = fmax(worst, test_rel_error(got_logits, want_logits, config.vocab_size)); /* NaN: infinity */
+        }
+    }
+    snprintf(name, sizeof(name), "%s generation: prompt %d in pieces of %d, %d steps", label, prompt_len, max_T, steps);
+    test_report(worst <= GRAD_TOL, name, "max rel err of the logits %.3e (tol %.0e)", worst, GRAD_TOL);
+    gpu_feeder_free(&gpu_feeder);
+    mamba_gpu_free(&gpu);
+    sample_cpu_feeder_free(&cpu_feeder);
+    mamba_free(&cpu);
+    free(want_logits);
+    free(got_logits);
+    free(tokens);
+    free(params);
+}
+
 /* A fake world of two identical ranks: an all-reduce doubles its buffer (the sum of two equal ranks),
  * after spinning some 2 ms on the device, so that a reader that does not wait for it sees the old values.
  * Collectives called inside a group are held until group_end, as NCCL launches them. */
@@ -341,6 +392,16 @@ int main(void) {
                        "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
                        "\"a_structure\":\"diagonal\"}",
                        3, 64, stream);
+    run_generation_case("mamba2 G=2",
+                        "{\"name\":\"g1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
+                        "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,"
+                        "\"a_structure\":\"scalar\"}",
+                        37, 20, 16, stream);
+    run_generation_case("ssd-mamba G=1",
+                        "{\"name\":\"g2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
+                        "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
+                        "\"a_structure\":\"diagonal\"}",
+                        2, 40, 64, stream);
     run_bucket_case("mamba2 L=3",
                     "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                     "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"
