@@ -104,9 +104,11 @@ def bf16_to_f32(b):
 
 
 def write_atomic(path, chunks):
-    """Writes the byte chunks to path.tmp, fsyncs, renames over path and fsyncs the directory."""
+    """Writes the byte chunks to path.tmp, fsyncs, renames over path and fsyncs the directory (made
+    first when it does not exist)."""
     tmp = path + ".tmp"
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)

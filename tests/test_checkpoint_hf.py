@@ -363,6 +363,10 @@ def test_diagonal(tmp):
         t2["wte"][:V], tensors["wte"][:V])
     report(r.returncode == 0 and "cannot load" in r.stderr and cfg2["a_structure"] == "diagonal" and same,
            "hf_export_diagonal", f"with --allow-diagonal: A_log {t2['A_log'].shape} round trip exact, note printed")
+    nested = os.path.join(tmp, "not", "made", "yet", "diag.bin")
+    r = run([sys.executable, os.path.join(ROOT, "scripts", "hf_import.py"), "--in", out, "--out", nested])
+    report(r.returncode == 0 and os.path.isfile(nested), "hf_import_makes_folder",
+           f"--out into a folder that does not exist yet: exit {r.returncode} {r.stderr.strip()[:120]}")
 
 
 def main():
