@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Turns the raw output of results/run_gpu_18b.sh (the directory OUT, brought back here) into the committed
+# Turns the raw output of scripts/results_gpu_training.sh (the directory OUT, brought back here) into the committed
 # reports: results/wikitext2-lastword, results/wikitext2-scaling and results/parity-torch. Give every OUT
 # of the runs (one per GPU command when the items ran separately); each item's folder is taken where found.
-#   bash results/make_reports_18b.sh OUT [OUT...]
+#   bash scripts/results_training_reports.sh OUT [OUT...]
 set -eu
-[ $# -ge 1 ] || { echo "usage: bash results/make_reports_18b.sh OUT [OUT...]"; exit 1; }
+[ $# -ge 1 ] || { echo "usage: bash scripts/results_training_reports.sh OUT [OUT...]"; exit 1; }
 dirs=()
 for R in "$@"; do
     [ -d "$R" ] || { echo "error: $R is not a directory"; exit 1; }

@@ -3,14 +3,14 @@
 # d_state x width scaling sweep (scripts/compare.py --preset gpt2-scaling) and the loss-curve parity with
 # PyTorch (scripts/parity_torch.py). Each item runs under its own time cap; logs and raw numbers go to OUT.
 #
-#   bash results/run_gpu_18b.sh OUT [DATA] [ITEMS]     e.g. bash results/run_gpu_18b.sh $OUT datasets "4 6"
+#   bash scripts/results_gpu_training.sh OUT [DATA] [ITEMS]     e.g. bash scripts/results_gpu_training.sh $OUT datasets "4 6"
 #
 # DATA (default datasets) must hold wikitext2_lastword/ (scripts/prepare_lastword.py), wikitext2_gpt2/
 # (scripts/prepro.py --recipe wikitext2 --tokenizer gpt2) and parity_bytes/ (scripts/parity_torch.py data).
 # ITEMS defaults to "4 5 6" (about 3 + 6 + 3 minutes after the build). Afterwards, where the repository is:
-#   bash results/make_reports_18b.sh OUT
+#   bash scripts/results_training_reports.sh OUT
 set -u
-OUT=${1:?usage: bash results/run_gpu_18b.sh OUT [DATA] [ITEMS]}
+OUT=${1:?usage: bash scripts/results_gpu_training.sh OUT [DATA] [ITEMS]}
 DATA=${2:-datasets}
 ITEMS=${3:-4 5 6}
 WORK=${WORK:-/tmp/ssd_issue18b}
