@@ -8,6 +8,9 @@
  * behaviour of the loop is tested on CPUs: the gradients are summed over ranks with MPI_Allreduce, or
  * with -z 1 (ZeRO-1) reduce-scattered so that each rank updates its shard of the parameters and AdamW
  * moments, after which the parameters are all-gathered.
+ *
+ * With -cs 1 row b of micro-batch m is one stream (data/dataloader.h): carry[m*B + b] holds its conv and SSD
+ * states, read and replaced by each step's forward (mamba_forward_carry), the gradient stopping at the window.
  */
 #include <math.h>
 #include <omp.h>
@@ -34,14 +37,23 @@ typedef struct {
     size_t lo, hi;      /* the parameters this rank updates */
     int B, T;           /* of the training micro-batches */
     double micro_loss;  /* summed over the last one's counted targets (the backward does not keep it) */
+    MambaInferenceState *carry; /* -cs 1: grad_accum * B streams' states, NULL without */
+    int carry_streams;
+    int micro;          /* the step's micro-batches trained so far */
     MambaEvaluator evaluator;
 } CPUCompute;
 
-static void cpu_zero_grad(void *self) { mamba_zero_grad(&((CPUCompute *)self)->model); }
+static void cpu_zero_grad(void *self) {
+    CPUCompute *c = (CPUCompute *)self;
+    mamba_zero_grad(&c->model);
+    c->micro = 0;
+}
 
 static void cpu_train_micro(void *self, const int *inputs, const int *targets, float loss_scale, int last) {
     CPUCompute *c = (CPUCompute *)self;
-    mamba_forward(&c->model, inputs, targets, c->B, c->T);
+    if (c->carry) mamba_forward_carry(&c->model, inputs, targets, c->B, c->T, c->carry + (size_t)c->micro * c->B);
+    else mamba_forward(&c->model, inputs, targets, c->B, c->T);
+    c->micro++;
     /* the model's loss is the mean over the counted targets: scaled by their count, the sum's weight is loss_scale */
     double counted = c->model.counted_targets;
     c->micro_loss = c->model.mean_loss * counted;
@@ -96,6 +108,40 @@ static void cpu_set_moments(void *self, size_t offset, size_t count, const float
     memcpy(model->adam_v + offset, v, count * sizeof(float));
 }
 
+/* the floats of one stream's carried states: conv, then SSD, of every layer */
+static size_t carry_conv_floats(const ModelConfig *m) { return (size_t)m->n_layer * (m->d_conv - 1) * m->conv_dim; }
+static size_t carry_ssm_floats(const ModelConfig *m) {
+    return (size_t)m->n_layer * m->nheads * m->headdim * m->d_state;
+}
+
+static void cpu_restart_carry(void *self) {
+    CPUCompute *c = (CPUCompute *)self;
+    for (int i = 0; i < c->carry_streams; i++) inference_state_reset(&c->carry[i], &c->model.config);
+}
+
+static void cpu_get_carry(void *self, float *out) {
+    CPUCompute *c = (CPUCompute *)self;
+    size_t nc = carry_conv_floats(&c->model.config), ns = carry_ssm_floats(&c->model.config);
+    for (int i = 0; i < c->carry_streams; i++, out += nc + ns) {
+        memcpy(out, c->carry[i].conv_state, nc * sizeof(float));
+        memcpy(out + nc, c->carry[i].ssm_state, ns * sizeof(float));
+    }
+}
+
+static void cpu_set_carry(CPUCompute *c, const float *in, size_t count) {
+    size_t nc = carry_conv_floats(&c->model.config), ns = carry_ssm_floats(&c->model.config);
+    if (count != (nc + ns) * c->carry_streams) {
+        fprintf(stderr, "error: -cs 1: the checkpoint holds %zu floats of carried states, this run's %d streams need "
+                        "%zu: resume with the checkpoint's -b, -d and ranks\n", count, c->carry_streams,
+                (nc + ns) * c->carry_streams);
+        exit(1);
+    }
+    for (int i = 0; i < c->carry_streams; i++, in += nc + ns) {
+        memcpy(c->carry[i].conv_state, in, nc * sizeof(float));
+        memcpy(c->carry[i].ssm_state, in + nc, ns * sizeof(float));
+    }
+}
+
 /* MPI when mpirun started this process, else one process on its own */
 static void comm_init(Comm *comm, int *argc, char ***argv, double rank_timeout) {
     LaunchInfo info;
@@ -141,18 +187,28 @@ int main(int argc, char **argv) {
         c.shard = comm_shard_size(n, comm.world);
         c.padded = (float *)callocCheck(c.shard * comm.world, sizeof(float));
     }
+    if (args.carry_state && run.train) {
+        c.carry_streams = run.grad_accum * args.B;
+        c.carry = (MambaInferenceState *)mallocCheck(sizeof(MambaInferenceState) * c.carry_streams);
+        for (int i = 0; i < c.carry_streams; i++) inference_state_init(&c.carry[i], &run.config);
+    }
     if (run.resumed) cpu_set_moments(&c, c.lo, c.hi - c.lo, run.resume_state.m, run.resume_state.v);
+    if (run.resumed && c.carry) cpu_set_carry(&c, run.resume_state.carry, run.resume_state.carry_count);
     train_run_release_params(&run);
     c.B = args.B;
     c.T = args.T;
 
     TrainCompute compute = {&c, c.lo, c.hi - c.lo, cpu_zero_grad, cpu_train_micro, cpu_micro_loss, cpu_grad_norm,
                             cpu_update, mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params,
-                            cpu_get_moments, cpu_set_moments, {NULL, NULL, NULL} /* samples from a copy */};
+                            cpu_get_moments, cpu_set_moments, {NULL, NULL, NULL} /* samples from a copy */,
+                            c.carry ? (carry_conv_floats(&run.config) + carry_ssm_floats(&run.config)) * c.carry_streams : 0,
+                            cpu_restart_carry, cpu_get_carry};
     int status = train_loop_run(&run, &compute);
 
     train_run_free(&run);
     mamba_evaluator_free(&c.evaluator);
+    for (int i = 0; i < c.carry_streams; i++) inference_state_free(&c.carry[i]);
+    free(c.carry);
     free(c.padded);
     mamba_free(&c.model);
     comm.ops->free(&comm);

@@ -960,6 +960,11 @@ int main(int argc, char **argv) {
                         "does not restart its state inside a row yet; train with ./train_ssd, or leave out -db\n");
         exit(1);
     }
+    if (args.carry_state) {
+        fprintf(stderr, "error: -cs 1 (a state carried from window to window) runs on the CPU trainer only for now: the "
+                        "GPU backward does not take a starting state yet; train with ./train_ssd, or leave out -cs\n");
+        exit(1);
+    }
     require_gpu();
     Comm comm;
     comm_init(&comm, &args);

@@ -432,7 +432,9 @@ static void ensure_block(DataLoader *loader, int s, size_t block) {
         loader->rows_ordered = 0;
     }
     if (!loader->rows_ordered || loader->rows_epoch != loader->epoch) {
-        for (size_t i = 0; i < loader->block_num_rows; i++) loader->row_order[i] = i;
+        size_t S = loader->step_rows, K = loader->block_num_rows / S; /* whole steps in the block */
+        for (size_t i = 0; i < loader->block_num_rows; i++)
+            loader->row_order[i] = loader->streams && i < K * S ? (i % S) * K + i / S : i;
         if (loader->shuffle) {
             uint64_t rng = order_rng(loader, (uint64_t)s, (uint64_t)block);
             shuffle_sizes(loader->row_order, loader->block_num_rows, &rng);
@@ -458,6 +460,7 @@ void dataloader_next_batch(DataLoader *loader) {
     size_t row = loader->batch_in_shard * (size_t)loader->world * B;
     ensure_block(loader, s, row / loader->block_rows);
     size_t first = row % loader->block_rows + (size_t)loader->rank * B;
+    loader->stream_start = row % loader->block_rows < loader->step_rows;
     int two_bytes = loader->shards[s].token_bytes == 2;
     for (size_t b = 0; b < B; b++) {
         size_t offset = loader->row_order[first + b] * T;
@@ -476,6 +479,12 @@ void dataloader_next_batch(DataLoader *loader) {
         }
     }
     loader->batch_in_shard++;
+}
+
+void dataloader_set_streams(DataLoader *loader) {
+    if (loader->shuffle) data_error(loader->shards[0].path, "stream order needs unshuffled rows (-sh 0)");
+    loader->streams = 1;
+    loader->rows_ordered = 0;
 }
 
 size_t count_targets(const int *targets, size_t n) {
@@ -501,7 +510,7 @@ static void state_words(const DataLoader *loader, uint64_t *w) {
     w[1] = STATE_VERSION;
     w[2] = loader->T;
     w[3] = loader->step_rows;
-    w[4] = (uint64_t)loader->shuffle;
+    w[4] = loader->streams ? 2 : (uint64_t)loader->shuffle; /* 1: shuffled, 2: stream order, 0: file order */
     w[5] = loader->seed;
     w[6] = (uint64_t)loader->num_shards;
     w[7] = total_tokens;
@@ -525,11 +534,11 @@ void dataloader_get_state(const DataLoader *loader, void *buf) {
 /* exits unless the first n configuration words of a state equal this loader's */
 static void check_state_config(const DataLoader *loader, const uint64_t *saved, int n) {
     static const char *const names[STATE_CONFIG_WORDS] = {
-        "magic", "version", "T", "rows per optimizer step", "shuffle", "seed", "number of shards", "total tokens",
+        "magic", "version", "T", "rows per optimizer step", "row order (1 shuffle, 2 streams of -cs 1)", "seed", "number of shards", "total tokens",
         "block rows"};
     static const char *const keep[STATE_CONFIG_WORDS] = {
         "not a loader state", "a state written by another version of the loader", "keep T equal to resume",
-        "keep world x B x grad accum equal to resume", "keep the shuffle setting to resume",
+        "keep world x B x grad accum equal to resume", "keep -sh and -cs as they were to resume",
         "keep the seed to resume", "resume on the same shards", "resume on the same shards",
         "keep the loader's block size to resume"};
     uint64_t mine[STATE_WORDS];

@@ -91,6 +91,7 @@ typedef struct {
     int micro_per_step;         /* micro-batches per optimizer step (gradient accumulation) */
     size_t step_rows;           /* S = world * B * micro_per_step */
     int shuffle;
+    int streams;                /* rows in stream order (dataloader_set_streams) */
     uint64_t seed;
     int vocab_size;
     size_t block_rows;          /* rows per block: a multiple of step_rows that depends only on it and T */
@@ -116,6 +117,7 @@ typedef struct {
     /* outputs */
     int *inputs;                /* B*T */
     int *targets;               /* B*T; IGNORE_TARGET where the shard's mask says the target does not count */
+    int stream_start;           /* streams: this micro-batch's rows start their streams (a block's first step) */
 } DataLoader;
 
 /* the targets of targets[n] that count (not IGNORE_TARGET) */
@@ -132,6 +134,14 @@ void dataloader_init_blocks(DataLoader *loader, const char *pattern, size_t B, s
                             int shuffle, uint64_t seed, int vocab_size, size_t block_tokens);
 void dataloader_init_steps_blocks(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                                   int micro_per_step, int shuffle, uint64_t seed, int vocab_size, size_t block_tokens);
+/* Stream order (training with a carried state, -cs 1), unshuffled only, set before the first batch: the S rows of
+ * a step are S parallel streams, and each stream reads a contiguous stretch of the block: with K = steps in the
+ * block, stream j (global position j of the step: micro-batch m, rank k, row b is j = m*W*B + k*B + b) reads rows
+ * j*K, j*K + 1, ..., j*K + K-1 of the block at the block's steps 0..K-1, so row b of a rank's micro-batch m
+ * continues, step after step, where it stopped. A stream ends with its block (a block is at most
+ * DATALOADER_BLOCK_TOKENS tokens, so a stream at most that / S); stream_start marks the first step of each block,
+ * where the caller restarts its carried states. The rows used per block and epoch are those of file order. */
+void dataloader_set_streams(DataLoader *loader);
 /* fills inputs/targets with the next micro-batch; after the last one of an epoch it starts the next epoch */
 void dataloader_next_batch(DataLoader *loader);
 /* back to the first micro-batch of epoch 0 */
@@ -139,7 +149,7 @@ void dataloader_reset(DataLoader *loader);
 /* micro-batches in one epoch (the same on every rank, a multiple of micro_per_step) */
 size_t dataloader_num_batches(const DataLoader *loader);
 /* The position state: epoch, shard position and rows consumed in the shard (the same on every rank), plus
- * the configuration the row sequence depends on: T, step rows S, shuffle, seed, shard count, total tokens
+ * the configuration the row sequence depends on: T, step rows S, row order (shuffle, or streams), seed, shard count, total tokens
  * and block rows; not world, B or micro_per_step. Any rank's state restores any rank of any loader with the
  * same configuration, whatever its world x B x micro_per_step split of S, as long as the position lies on
  * that loader's micro-batch grid (a multiple of its world*B rows): checkpoints store a state taken at an

@@ -165,7 +165,7 @@ static double loss(const Model *m, Layer *L, const Batch *b, double *grad) {
         memset(L->dB, 0, sizeof(real) * T * N);
         memset(L->dC, 0, sizeof(real) * T * N);
         L->dD[0] = 0;
-        ssd_backward_chunked(s, CHUNK, x, L->delta, L->A, L->B, L->C, L->D, L->dy, L->dx, L->ddelta, L->dA, L->dB,
+        ssd_backward_chunked(s, CHUNK, x, L->delta, L->A, L->B, L->C, L->D, NULL, L->dy, L->dx, L->ddelta, L->dA, L->dB,
                              L->dC, L->dD);
         /* chain rules: B_t = B, C_t = C, delta_t = softplus(dt_raw), A = -exp(A_log) */
         for (int t = 0; t < T; t++) {

@@ -107,6 +107,7 @@ void mamba_free(Mamba *model) {
     free(a->delta); free(a->y); free(a->gated_rstd); free(a->gated_out); free(a->final_norm); free(a->final_rstd);
     free(a->logits); free(a->losses); free(a->lse); free(model->scratch); free(model->targets); free(model->segment);
     free(model->params); free(model->grads); free(model->adam_m); free(model->adam_v);
+    free(model->carry_conv); free(model->carry_ssm);
     memset(model, 0, sizeof(*model));
 }
 
@@ -172,6 +173,26 @@ static void check_tokens(const ModelConfig *c, const int *tokens, size_t n, cons
     }
 }
 
+static size_t conv_state_size(const ModelConfig *c) { return (size_t)(c->d_conv - 1) * c->conv_dim; }
+static size_t ssm_state_size(const ModelConfig *c) { return (size_t)c->nheads * c->headdim * c->d_state; }
+/* the states row b of layer l started the last carried forward from */
+static real *start_conv(const Mamba *model, int l, int b) {
+    return model->carry_conv + ((size_t)l * model->B + b) * conv_state_size(&model->config);
+}
+static real *start_ssm(const Mamba *model, int l, int b) {
+    return model->carry_ssm + ((size_t)l * model->B + b) * ssm_state_size(&model->config);
+}
+
+static void carry_alloc(Mamba *model, int B) {
+    const ModelConfig *c = &model->config;
+    if (model->carry_rows >= B) return;
+    free(model->carry_conv);
+    free(model->carry_ssm);
+    model->carry_conv = (real *)mallocCheck(sizeof(real) * c->n_layer * B * conv_state_size(c));
+    model->carry_ssm = (real *)mallocCheck(sizeof(real) * c->n_layer * B * ssm_state_size(c));
+    model->carry_rows = B;
+}
+
 /* The causal conv of one sequence continuing from conv_state ([d_conv-1, conv_dim], oldest first):
  * the state rows are prepended to the input, the conv runs over the extended sequence, and the
  * first d_conv-1 outputs (which would need inputs before the state) are dropped. The state becomes
@@ -205,10 +226,14 @@ static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState
     for (int b = 0; b < B; b++) {
         real *conv_out = a.xbc_conv + (size_t)b * T * c->conv_dim;
         const real *conv_in = a.zxbcdt + (size_t)b * T * c->d_in_proj + E;
-        if (states)
-            conv_forward_carry(c, p, conv_out, conv_in, T, states[b].conv_state + (size_t)l * (c->d_conv - 1) * c->conv_dim,
-                               row_segment(model, b));
-        else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv,
+        if (states) {
+            real *conv_state = states[b].conv_state + (size_t)l * conv_state_size(c);
+            real *ssm_state = states[b].ssm_state + (size_t)l * ssm_state_size(c);
+            /* the starting states, for the backward: the forward replaces them */
+            memcpy(start_conv(model, l, b), conv_state, sizeof(real) * conv_state_size(c));
+            memcpy(start_ssm(model, l, b), ssm_state, sizeof(real) * ssm_state_size(c));
+            conv_forward_carry(c, p, conv_out, conv_in, T, conv_state, row_segment(model, b));
+        } else conv_forward(conv_out, conv_in, c->d_in_proj, p.conv_w, p.conv_b, T, c->conv_dim, c->d_conv,
                           row_segment(model, b));
     }
     for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) a.xbc[i] = silu_of(a.xbc_conv[i]);
@@ -236,6 +261,7 @@ static void mixer_forward(Mamba *model, int l, int B, int T, MambaInferenceState
 static void forward_from(Mamba *model, const int *inputs, const int *targets, int B, int T, MambaInferenceState *states) {
     const ModelConfig *c = &model->config;
     activations_alloc(model, B, T);
+    if (states) carry_alloc(model, B);
     int BT = B * T, D = c->d_model;
     check_tokens(c, inputs, BT, "input", 0);
     model->inputs = inputs;
@@ -257,6 +283,10 @@ static void forward_from(Mamba *model, const int *inputs, const int *targets, in
         model->counted_targets = 0;
     }
     model->carried_state = states != NULL;
+    /* a row whose last input ends a document hands the next window a fresh start */
+    if (states && model->doc_eot >= 0)
+        for (int b = 0; b < B; b++)
+            if (inputs[(size_t)b * T + T - 1] == model->doc_eot) inference_state_reset(&states[b], c);
 }
 
 void mamba_forward(Mamba *model, const int *inputs, const int *targets, int B, int T) {
@@ -291,6 +321,28 @@ static BackwardScratch backward_scratch(Mamba *model) {
     return s;
 }
 
+/* Backward of conv_forward_carry from the conv state the forward started from: over the extended sequence
+ * (the carried rows, then the inputs) with no output gradient on the dropped first d_conv-1 outputs, so the
+ * carried rows reach the conv weights only; their own gradient stops there. */
+static void conv_backward_carry(const ModelConfig *c, LayerParams g, real *dinp, const real *dout, const real *inp,
+                                const real *conv_w, int T, const real *conv_state, const int *segment) {
+    int K = c->d_conv, C = c->conv_dim, TK = T + K - 1;
+    real *ext_in = (real *)mallocCheck(sizeof(real) * TK * C);
+    real *ext_dout = (real *)callocCheck((size_t)TK * C, sizeof(real));
+    real *ext_din = (real *)mallocCheck(sizeof(real) * TK * C);
+    int *ext_segment = (int *)callocCheck(TK, sizeof(int));
+    memcpy(ext_in, conv_state, sizeof(real) * (K - 1) * C);
+    for (int t = 0; t < T; t++) memcpy(ext_in + (size_t)(t + K - 1) * C, inp + (size_t)t * c->d_in_proj, sizeof(real) * C);
+    memcpy(ext_dout + (size_t)(K - 1) * C, dout, sizeof(real) * T * C);
+    if (segment) memcpy(ext_segment + K - 1, segment, sizeof(int) * T);
+    conv_backward(ext_din, C, g.conv_w, g.conv_b, ext_dout, ext_in, conv_w, TK, C, K, segment ? ext_segment : NULL);
+    for (int t = 0; t < T; t++) memcpy(dinp + (size_t)t * c->d_in_proj, ext_din + (size_t)(t + K - 1) * C, sizeof(real) * C);
+    free(ext_in);
+    free(ext_dout);
+    free(ext_din);
+    free(ext_segment);
+}
+
 static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
     const ModelConfig *c = &model->config;
     LayerParams p = layer_params(&model->layout, model->param_tensors, l);
@@ -315,8 +367,8 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
         real *dxbc = sc->dxbc + (size_t)b * T * c->conv_dim;
         s.segment = row_segment(model, b);
         ssd_backward_chunked(&s, c->chunk_size, xbc, a.delta + (size_t)b * T * H, A, xbc + E, xbc + E + GN, p.D,
-                             sc->dy + (size_t)b * T * E, dxbc, sc->ddelta + (size_t)b * T * H, dA, dxbc + E,
-                             dxbc + E + GN, g.D);
+                             model->carried_state ? start_ssm(model, l, b) : NULL, sc->dy + (size_t)b * T * E, dxbc,
+                             sc->ddelta + (size_t)b * T * H, dA, dxbc + E, dxbc + E + GN, g.D);
     }
     for (int i = 0; i < na; i++) g.A_log[i] += dA[i] * A[i]; /* dA/dA_log = -exp(A_log) = A */
     free(A);
@@ -329,10 +381,14 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
             g.dt_bias[h] += dv;
         }
     for (size_t i = 0; i < (size_t)BT * c->conv_dim; i++) sc->dxbc[i] *= silu_grad(a.xbc_conv[i]);
-    for (int b = 0; b < B; b++)
-        conv_backward(sc->dzxbcdt + (size_t)b * T * c->d_in_proj + E, c->d_in_proj, g.conv_w, g.conv_b,
-                      sc->dxbc + (size_t)b * T * c->conv_dim, a.zxbcdt + (size_t)b * T * c->d_in_proj + E, p.conv_w, T,
-                      c->conv_dim, c->d_conv, row_segment(model, b));
+    for (int b = 0; b < B; b++) {
+        real *dinp = sc->dzxbcdt + (size_t)b * T * c->d_in_proj + E;
+        const real *dout = sc->dxbc + (size_t)b * T * c->conv_dim, *inp = a.zxbcdt + (size_t)b * T * c->d_in_proj + E;
+        if (model->carried_state)
+            conv_backward_carry(c, g, dinp, dout, inp, p.conv_w, T, start_conv(model, l, b), row_segment(model, b));
+        else conv_backward(dinp, c->d_in_proj, g.conv_w, g.conv_b, dout, inp, p.conv_w, T, c->conv_dim, c->d_conv,
+                           row_segment(model, b));
+    }
     memset(sc->dnorm, 0, sizeof(real) * BT * c->d_model);
     matmul_backward(sc->dnorm, g.in_proj_w, sc->dzxbcdt, a.norm_out, p.in_proj_w, BT, c->d_model, c->d_in_proj);
     rmsnorm_backward(sc->dresidual, g.norm_w, sc->dnorm, a.residual, p.norm_w, a.norm_rstd, BT, c->d_model);
@@ -341,10 +397,6 @@ static void mixer_backward(Mamba *model, int l, BackwardScratch *sc) {
 void mamba_backward(Mamba *model, real loss_scale) {
     if (model->mean_loss < 0) {
         fprintf(stderr, "error: mamba_backward needs a forward pass with targets first\n");
-        exit(1);
-    }
-    if (model->carried_state) {
-        fprintf(stderr, "error: mamba_backward after mamba_forward_carry: the carried initial state has no gradient\n");
         exit(1);
     }
     const ModelConfig *c = &model->config;

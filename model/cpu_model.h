@@ -62,7 +62,10 @@ typedef struct {
     int *targets;                      /* copy of the last forward's targets (NULL: no loss) */
     real mean_loss;                    /* of the last forward over its counted targets (0 if none), -1 without targets */
     int counted_targets;               /* targets of the last forward that count (not -1) */
-    int carried_state;                 /* the last forward started from a carried state: no backward */
+    int carried_state;                 /* the last forward started from carried states (mamba_forward_carry) */
+    real *carry_conv;                  /* [L, B, d_conv-1, conv_dim] the conv states it started from */
+    real *carry_ssm;                   /* [L, B, H, P, N] the SSD states it started from */
+    int carry_rows;                    /* rows carry_conv and carry_ssm hold */
     int doc_eot;                       /* document boundaries: this input token ends a document; -1: off */
     int *segment;                      /* [B, T] of the last forward: documents started at or before t */
 } Mamba;
@@ -113,7 +116,11 @@ void mamba_step(Mamba *model, int token, MambaInferenceState *state, real *logit
 /* Forward of B streams that continue from a carried recurrent state: states[b] (one sequence each,
  * as in generation) holds the conv and SSM states after stream b's earlier tokens; it is read as the
  * initial state and replaced by the state after these T tokens. With zero states this is
- * mamba_forward. Per-token losses are in acts.losses. For evaluation: no backward after it. */
+ * mamba_forward. Per-token losses are in acts.losses. mamba_backward may follow: the starting states
+ * (kept in carry_conv, carry_ssm) are constants, the gradient stops at the window's start. Their terms
+ * reach the parameters: the carried conv inputs through the conv weights, the carried SSD state
+ * through C, delta and A (model/cpu_ssd.h); with document boundaries only up to a row's first one, and a row
+ * whose last input ends a document leaves zero states (the next window starts a document). */
 void mamba_forward_carry(Mamba *model, const int *inputs, const int *targets, int B, int T,
                          MambaInferenceState *states);
 /* Samples from logits [Vp] (vocab_size valid) with temperature and top-k; coin in [0, 1). */

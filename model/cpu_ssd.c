@@ -224,8 +224,8 @@ void ssd_forward_recurrent(const SSDShape *s, const real *x, const real *delta, 
 }
 
 void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta, const real *A, const real *B,
-                            const real *C, const real *D, const real *dy, real *dx, real *ddelta, real *dA,
-                            real *dB, real *dC, real *dD) {
+                            const real *C, const real *D, const real *init_state, const real *dy, real *dx,
+                            real *ddelta, real *dA, real *dB, real *dC, real *dD) {
     size_t PN = (size_t)s->P * s->N, TN = (size_t)s->T * s->N;
     real *dB_heads = (real *)callocCheck((size_t)s->H * TN, sizeof(real));
     real *dC_heads = (real *)callocCheck((size_t)s->H * TN, sizeof(real));
@@ -233,7 +233,8 @@ void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta,
     for (int h = 0; h < s->H; h++) {
         Head hd = head_view(s, h, x, delta, A, B, C, D);
         int N = s->N, P = s->P;
-        /* states[t] = S_t for t = 0..T-1, with S_{-1} = 0 */
+        /* states[t] = S_t for t = 0..T-1, with S_{-1} = init_state (or 0) */
+        const real *init = init_state ? init_state + h * PN : NULL;
         real *states = (real *)callocCheck((size_t)s->T * PN, sizeof(real));
         real *grad = (real *)callocCheck(PN, sizeof(real));
         real *du = (real *)callocCheck((size_t)s->T * P, sizeof(real));
@@ -242,7 +243,7 @@ void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta,
             const real *xt = head_x(&hd, t), *Bt = head_B(&hd, t);
             real dt = head_dt(&hd, t);
             real *cur = states + (size_t)t * PN;
-            const real *prev = t > 0 ? states + (size_t)(t - 1) * PN : NULL;
+            const real *prev = t > 0 ? states + (size_t)(t - 1) * PN : init;
             for (int p = 0; p < P; p++)
                 for (int n = 0; n < N; n++)
                     cur[p * N + n] = (prev ? same_doc(&hd, t, t - 1) * exp(dt * hd.A_h[col(&hd, n)]) * prev[p * N + n] : 0) +
@@ -252,7 +253,7 @@ void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta,
             const real *xt = head_x(&hd, t), *Bt = head_B(&hd, t), *Ct = head_C(&hd, t);
             const real *dyt = dy + (size_t)t * s->y_stride + (size_t)h * P;
             const real *cur = states + (size_t)t * PN;
-            const real *prev = t > 0 ? states + (size_t)(t - 1) * PN : NULL;
+            const real *prev = t > 0 ? states + (size_t)(t - 1) * PN : init;
             real dt = head_dt(&hd, t);
             real *dBt = dB_heads + h * TN + (size_t)t * N, *dCt = dC_heads + h * TN + (size_t)t * N;
             for (int p = 0; p < P; p++)
@@ -485,8 +486,8 @@ static void chunk_backward(const Head *hd, int t0, int len, const real *cum, con
 }
 
 void ssd_backward_chunked(const SSDShape *s, int chunk_size, const real *x, const real *delta, const real *A,
-                          const real *B, const real *C, const real *D, const real *dy, real *dx, real *ddelta,
-                          real *dA, real *dB, real *dC, real *dD) {
+                          const real *B, const real *C, const real *D, const real *init_state, const real *dy,
+                          real *dx, real *ddelta, real *dA, real *dB, real *dC, real *dD) {
     size_t PN = (size_t)s->P * s->N, TN = (size_t)s->T * s->N;
     int Q = chunk_size < s->T ? chunk_size : s->T; /* one chunk of T steps is the whole sequence */
     int nchunks = (s->T + Q - 1) / Q;
@@ -500,7 +501,9 @@ void ssd_backward_chunked(const SSDShape *s, int chunk_size, const real *x, cons
         real *du = (real *)callocCheck((size_t)s->T * s->P, sizeof(real));
         real *cum = (real *)mallocCheck(sizeof(real) * (size_t)Q * hd.nk);
         real *dcum = (real *)mallocCheck(sizeof(real) * (size_t)Q * hd.nk);
-        chunked_forward_head(&hd, Q, NULL, NULL, NULL, states);
+        /* chunk 0's entering state is the initial one: its terms reach C, delta and A through chunk_backward;
+         * the gradient left in grad after chunk 0 is that of the initial state, which stops here */
+        chunked_forward_head(&hd, Q, init_state ? init_state + h * PN : NULL, NULL, NULL, states);
         for (int c = nchunks - 1; c >= 0; c--) {
             int t0 = c * Q, len = s->T - t0 < Q ? s->T - t0 : Q;
             cumulative_decay(&hd, t0, len, cum);

@@ -49,15 +49,18 @@ void ssd_forward_chunked(const SSDShape *s, int chunk_size, const real *x, const
                          const real *B, const real *C, const real *D, const real *init_state, real *y,
                          real *final_state);
 
-/* Gradients of sum(dy . y) for a zero initial state; each accumulates into dx, ddelta, dA, dB, dC, dD. */
+/* Gradients of sum(dy . y); each accumulates into dx, ddelta, dA, dB, dC, dD. init_state ([H, P, N] or NULL: zero)
+ * is the state the forward started from: a constant whose term y_t += S0 exp(cum_t) C_t (up to the first document
+ * boundary) reaches C, delta and A; no gradient flows into it (the caller's gradient stop). The quadratic form
+ * has no initial state. */
 void ssd_backward_recurrent(const SSDShape *s, const real *x, const real *delta, const real *A, const real *B,
-                            const real *C, const real *D, const real *dy, real *dx, real *ddelta, real *dA,
-                            real *dB, real *dC, real *dD);
+                            const real *C, const real *D, const real *init_state, const real *dy, real *dx,
+                            real *ddelta, real *dA, real *dB, real *dC, real *dD);
 void ssd_backward_quadratic(const SSDShape *s, const real *x, const real *delta, const real *A, const real *B,
                             const real *C, const real *D, const real *dy, real *dx, real *ddelta, real *dA,
                             real *dB, real *dC, real *dD);
 void ssd_backward_chunked(const SSDShape *s, int chunk_size, const real *x, const real *delta, const real *A,
-                          const real *B, const real *C, const real *D, const real *dy, real *dx, real *ddelta,
-                          real *dA, real *dB, real *dC, real *dD);
+                          const real *B, const real *C, const real *D, const real *init_state, const real *dy,
+                          real *dx, real *ddelta, real *dA, real *dB, real *dC, real *dD);
 
 #endif

@@ -86,7 +86,7 @@ static inline void grads_free(SSDGrads *g) { free(g->dx); free(g->ddelta); free(
 
 /* The three backward passes on the inputs of in, accumulating into g. */
 static inline void backward_recurrent(const SSDInputs *in, SSDGrads *g) {
-    ssd_backward_recurrent(&in->s, in->x, in->delta, in->A, in->B, in->C, in->D, in->dy, g->dx, g->ddelta, g->dA,
+    ssd_backward_recurrent(&in->s, in->x, in->delta, in->A, in->B, in->C, in->D, NULL, in->dy, g->dx, g->ddelta, g->dA,
                            g->dB, g->dC, g->dD);
 }
 static inline void backward_quadratic(const SSDInputs *in, SSDGrads *g) {
@@ -94,7 +94,7 @@ static inline void backward_quadratic(const SSDInputs *in, SSDGrads *g) {
                            g->dB, g->dC, g->dD);
 }
 static inline void backward_chunked(const SSDInputs *in, int Q, SSDGrads *g) {
-    ssd_backward_chunked(&in->s, Q, in->x, in->delta, in->A, in->B, in->C, in->D, in->dy, g->dx, g->ddelta, g->dA,
+    ssd_backward_chunked(&in->s, Q, in->x, in->delta, in->A, in->B, in->C, in->D, NULL, in->dy, g->dx, g->ddelta, g->dA,
                          g->dB, g->dC, g->dD);
 }
 

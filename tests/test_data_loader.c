@@ -8,6 +8,8 @@
  *   - the rows of each optimizer step depend only on the rows per step S = world x B x micro-batches, shuffled
  *     or not: W=2, W=4 with B/2, W=1 with two micro-batches and W=1 with 2B rows read the same steps, and a
  *     state saved by one of these splits resumes in another;
+ *   - stream order (-cs 1): over 2 ranks x 2 micro-batches and several blocks each stream's row continues its
+ *     previous step's row except at a block's first step (marked stream_start), and an epoch reads file order's rows;
  *   - the shuffled order is reproducible from the seed and changes with the seed and the epoch;
  *   - get_state/set_state resume exactly, reset restarts;
  *   - every kind of bad input, and a state of another configuration, exits non-zero with a message naming
@@ -1059,6 +1061,66 @@ static int bench_main(int argc, char **argv) {
     return 0;
 }
 
+/* rows of T ints, compared as a whole (qsort) */
+static size_t row_ints;
+static int compare_rows(const void *a, const void *b) { return memcmp(a, b, row_ints * sizeof(int)); }
+
+/* the rows of one epoch on every rank of world with micro micro-batches per step, in stream order or file order;
+ * checks in stream order that each stream's row continues its previous step's row within a block */
+static int *epoch_rows(const char *pattern, size_t B, size_t T, int world, int micro, int streams, size_t block_tokens,
+                       size_t *nrows, size_t *broken, size_t *starts) {
+    DataLoader loaders[2];
+    for (int k = 0; k < world; k++) {
+        dataloader_init_steps_blocks(&loaders[k], pattern, B, T, k, world, micro, 0, 0, 50257, block_tokens);
+        if (streams) dataloader_set_streams(&loaders[k]);
+    }
+    size_t batches = dataloader_num_batches(&loaders[0]), S = (size_t)world * B * micro;
+    int *rows = (int *)malloc(batches * world * B * T * sizeof(int));
+    int *last = (int *)malloc(S * sizeof(int)); /* each stream's last target */
+    *nrows = 0;
+    *broken = *starts = 0;
+    for (size_t i = 0; i < batches; i++) {
+        int m = (int)(i % (size_t)micro);
+        for (int k = 0; k < world; k++) {
+            DataLoader *l = &loaders[k];
+            dataloader_next_batch(l);
+            if (k == 0 && m == 0) *starts += l->stream_start;
+            for (size_t b = 0; b < B; b++) {
+                size_t j = (size_t)m * world * B + (size_t)k * B + b;
+                if (!l->stream_start && l->inputs[b * T] != last[j]) (*broken)++;
+                last[j] = l->targets[b * T + T - 1];
+                memcpy(rows + (*nrows)++ * T, l->inputs + b * T, T * sizeof(int));
+            }
+        }
+    }
+    for (int k = 0; k < world; k++) dataloader_free(&loaders[k]);
+    free(last);
+    row_ints = T;
+    qsort(rows, *nrows, T * sizeof(int), compare_rows);
+    return rows;
+}
+
+/* stream order (-cs 1): each stream's rows are contiguous text within a block, and an epoch reads the same rows
+ * as file order */
+static void test_streams(void) {
+    const size_t N = 10007, B = 2, T = 16;
+    uint32_t *tok = make_tokens(N, 50257, 5);
+    write_shard("streams_000.bin", tok, N, 2, 0);
+    size_t block_tokens = 5 * 8 * T; /* 5 steps of S = 8 rows: the epoch crosses blocks, the last one shorter */
+    size_t n_stream, n_file, broken, starts, unused, unused2;
+    int *stream_rows = epoch_rows(test_path("streams_*.bin"), B, T, 2, 2, 1, block_tokens, &n_stream, &broken, &starts);
+    int *file_rows = epoch_rows(test_path("streams_*.bin"), B, T, 2, 2, 0, block_tokens, &n_file, &unused, &unused2);
+    size_t steps = (N - 1) / T / 8, blocks = (steps + 4) / 5;
+    int same = n_stream == n_file && memcmp(stream_rows, file_rows, n_stream * T * sizeof(int)) == 0;
+    test_report(broken == 0 && starts == blocks && same, "loader_streams",
+                "2 ranks x B 2 x 2 micro-batches, %zu steps in %zu blocks: %zu stream breaks inside a block, %zu stream "
+                "starts, the epoch's %zu rows %s file order's", steps, blocks, broken, starts, n_stream,
+                same ? "equal" : "differ from");
+    free(stream_rows);
+    free(file_rows);
+    free(tok);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "dump") == 0) return dump_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "decode") == 0) return decode_main(argc, argv);
@@ -1073,6 +1135,7 @@ int main(int argc, char **argv) {
     write_split_shards();
     test_step_splits();
     test_state_across_splits();
+    test_streams();
     test_bad_inputs();
     test_masks();
     test_masks_refused();

@@ -87,9 +87,9 @@ static void check_forms(int diagonal) {
     size_t sizes[6] = {nx, ndt, (size_t)nA, nbc, nbc, (size_t)s.H};
     for (int f = 0; f < 3; f++)
         for (int k = 0; k < 6; k++) g[f][k] = calloc(sizes[k], sizeof(real));
-    ssd_backward_recurrent(&s, x, dt, A, Bm, Cm, D, dy, g[0][0], g[0][1], g[0][2], g[0][3], g[0][4], g[0][5]);
+    ssd_backward_recurrent(&s, x, dt, A, Bm, Cm, D, NULL, dy, g[0][0], g[0][1], g[0][2], g[0][3], g[0][4], g[0][5]);
     ssd_backward_quadratic(&s, x, dt, A, Bm, Cm, D, dy, g[1][0], g[1][1], g[1][2], g[1][3], g[1][4], g[1][5]);
-    ssd_backward_chunked(&s, Q, x, dt, A, Bm, Cm, D, dy, g[2][0], g[2][1], g[2][2], g[2][3], g[2][4], g[2][5]);
+    ssd_backward_chunked(&s, Q, x, dt, A, Bm, Cm, D, NULL, dy, g[2][0], g[2][1], g[2][2], g[2][3], g[2][4], g[2][5]);
     double worst = 0;
     for (int f = 1; f < 3; f++)
         for (int k = 0; k < 6; k++) {

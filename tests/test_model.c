@@ -5,7 +5,8 @@
  *  - the same with a loss mask (every third target -1): the loss is the mean of the unmasked forward's
  *    per-token losses over the counted targets only, and its gradient passes the same finite-difference
  *    check; a batch where no target counts has loss 0 and zero gradients (no NaN);
- *  - gradient check of the SSD layer's inputs (x, delta, A, B, C, D) through the chunked form;
+ *  - gradient check of the SSD layer's inputs (x, delta, A, B, C, D) through the chunked form, from a zero
+ *    and from a random (carried) initial state;
  *  - a diagonal model whose A_log rows are constant equals the scalar model (outputs, loss, every
  *    gradient; the scalar A_log gradient is the row sum of the diagonal one);
  *  - generation by the recurrence (prefill + token-by-token steps) gives the chunked forward's logits;
@@ -125,8 +126,9 @@ static void check_no_counted_target(void) {
     mamba_free(&model);
 }
 
-/* loss = sum(w . y) of the chunked SSD; checks every input's gradient by finite differences */
-static void check_ssd_input_gradients(int diagonal) {
+/* loss = sum(w . y) of the chunked SSD; checks every input's gradient by finite differences. with_init: the
+ * forward starts from a random state (a carried one), a constant of the loss */
+static void check_ssd_input_gradients(int diagonal, int with_init) {
     SSDShape s = {.T = 9, .H = 4, .P = 3, .G = 2, .N = 5, .diagonal = diagonal};
     s.x_stride = s.H * s.P;
     s.y_stride = s.H * s.P;
@@ -143,9 +145,15 @@ static void check_ssd_input_gradients(int diagonal) {
     for (int i = 0; i < nA; i++) A[i] = -(0.5 + 3 * rng_uniform(&rng));
     for (size_t i = 0; i < nbc; i++) { Bm[i] = rng_normal(&rng); Cm[i] = rng_normal(&rng); }
     for (int i = 0; i < s.H; i++) D[i] = rng_normal(&rng);
+    size_t ninit = (size_t)s.H * s.P * s.N;
+    real *init = NULL;
+    if (with_init) {
+        init = malloc(sizeof(real) * ninit);
+        for (size_t i = 0; i < ninit; i++) init[i] = rng_normal(&rng);
+    }
     real *dx = calloc(nx, sizeof(real)), *ddt = calloc(ndt, sizeof(real)), *dA = calloc(nA, sizeof(real));
     real *dB = calloc(nbc, sizeof(real)), *dC = calloc(nbc, sizeof(real)), *dD = calloc(s.H, sizeof(real));
-    ssd_backward_chunked(&s, Q, x, dt, A, Bm, Cm, D, w, dx, ddt, dA, dB, dC, dD);
+    ssd_backward_chunked(&s, Q, x, dt, A, Bm, Cm, D, init, w, dx, ddt, dA, dB, dC, dD);
     real *inputs[6] = {x, dt, A, Bm, Cm, D};
     real *grads[6] = {dx, ddt, dA, dB, dC, dD};
     size_t sizes[6] = {nx, ndt, (size_t)nA, nbc, nbc, (size_t)s.H};
@@ -158,7 +166,7 @@ static void check_ssd_input_gradients(int diagonal) {
             double loss_at[4], offsets[4] = {-2e-4, -1e-4, 1e-4, 2e-4};
             for (int k2 = 0; k2 < 4; k2++) {
                 inputs[k][i] = saved + offsets[k2];
-                ssd_forward_chunked(&s, Q, x, dt, A, Bm, Cm, D, NULL, y, NULL);
+                ssd_forward_chunked(&s, Q, x, dt, A, Bm, Cm, D, init, y, NULL);
                 loss_at[k2] = 0;
                 for (size_t j = 0; j < nx; j++) loss_at[k2] += w[j] * y[j];
             }
@@ -170,10 +178,11 @@ static void check_ssd_input_gradients(int diagonal) {
             worst = fmax(worst, err);
         }
         char name[96];
-        snprintf(name, sizeof(name), "ssd_gradcheck[%s,d%s]", diagonal ? "diagonal" : "scalar", names[k]);
+        snprintf(name, sizeof(name), "ssd_gradcheck[%s%s,d%s]", diagonal ? "diagonal" : "scalar",
+                 with_init ? ",initial state" : "", names[k]);
         test_report(worst <= 1e-6 && gmax > 0, name, "max rel error %.2e over all %zu entries (tol 1e-6)", worst, sizes[k]);
     }
-    free(x); free(dt); free(A); free(Bm); free(Cm); free(D); free(w); free(y);
+    free(x); free(dt); free(A); free(Bm); free(Cm); free(D); free(w); free(y); free(init);
     free(dx); free(ddt); free(dA); free(dB); free(dC); free(dD);
 }
 
@@ -399,8 +408,10 @@ int main(void) {
     check_matmul(300, 33, 530);
     check_matmul(520, 64, 16);
     check_matmul(3, 5, 2);
-    check_ssd_input_gradients(0);
-    check_ssd_input_gradients(1);
+    for (int with_init = 0; with_init < 2; with_init++) {
+        check_ssd_input_gradients(0, with_init);
+        check_ssd_input_gradients(1, with_init);
+    }
     check_model_gradients(0, 0);
     check_model_gradients(1, 0);
     check_model_gradients(0, 1);

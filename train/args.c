@@ -27,6 +27,7 @@ void args_defaults(TrainArgs *a) {
     a->val_max_steps = 20;
     a->eval_carry = 0;
     a->doc_boundaries = 0;
+    a->carry_state = 0;
     a->task_path = NULL;
     a->task_every = 0;
     a->task_rows_path = NULL;
@@ -68,6 +69,10 @@ void args_print_help(const char *program) {
             "  -db <0|1>    document boundaries: the conv and the SSD state restart after every end-of-text\n"
             "               input (the id in tokenizer.bin beside the train shards), in training and\n"
             "               evaluation; CPU only for now (default 0)\n"
+            "  -cs <0|1>    carried state: each row of each micro-batch reads one contiguous stream of the train\n"
+            "               data, and its conv and SSD state pass from one step's window to the next (the gradient\n"
+            "               stops at the window start), so a model of window T learns from context beyond T;\n"
+            "               needs -sh 0; CPU only for now (default 0; docs/data.md)\n"
             "model\n"
             "  -e <file>    JSON config (fresh init; fields and ranges: docs/config.md) or model file\n"
             "               (fine-tune) (default configs/mamba2-tiny.json)\n"
@@ -161,7 +166,7 @@ static const FlagSpec FLAGS[] = {
     FLOAT("q", final_lr_frac, 0, 1), FLOAT("c", weight_decay, 0, 100), FLOAT("C", grad_clip, 0, 1e6),
     INT("nf", max_nonfinite, 1, 1000000), INT("v", val_every, 0, ARGS_MAX_COUNT),
     {"m", FLAG_INT, offsetof(TrainArgs, val_max_steps), 1, ARGS_MAX_COUNT, 1}, INT("ec", eval_carry, 0, 1),
-    INT("db", doc_boundaries, 0, 1),
+    INT("db", doc_boundaries, 0, 1), INT("cs", carry_state, 0, 1),
     INT("s", sample_every, 0, ARGS_MAX_COUNT), INT("g", gen_T, 0, 1048576), FLOAT("st", temperature, 0, 100),
     INT("sk", top_k, 0, ARGS_MAX_COUNT), INT("n", checkpoint_every, 0, ARGS_MAX_COUNT), INT("y", resume, 0, 1),
     INT("nk", keep_last, 0, ARGS_MAX_COUNT), INT("nm", keep_every, 0, ARGS_MAX_COUNT), INT("ow", overwrite, 0, 1),

@@ -52,6 +52,8 @@ typedef struct {
     int keep_every;              /* -nm also keep every M-th step's checkpoint (0: none) */
     int seed;                    /* -R  seed of init, data order and sampling */
     int shuffle;                 /* -sh 1: shuffle train shards and samples */
+    int carry_state;             /* -cs 1: each row of a micro-batch reads a stream and carries its conv and SSD state
+                                         from one step's window to the next (train_ssd only; needs -sh 0) */
     int num_threads;             /* -th OpenMP threads (0: default) */
     int zero;                    /* -z  1: ZeRO-1, each rank keeps and updates 1/W of the AdamW moments */
     int recompute;               /* -r  activation recomputation in the backward: 0 off, 1 norms/conv/gates, 2 also

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,10 @@
 #endif
 
 #define STATE_MAGIC "SSDSTATE"
-#define STATE_FILE_VERSION 1
+#define STATE_FILE_VERSION 2  /* version 1 is version 2 without the carried states (flag bit 1) */
 #define STATE_HEADER_BYTES 104
 #define STATE_FLAG_MASTER 1u
+#define STATE_FLAG_CARRY 2u
 /* Bounds a marker's world size, so that a corrupt one cannot ask for an absurd allocation. */
 #define MAX_WORLD_SIZE (1 << 20)
 
@@ -171,10 +173,12 @@ void state_file_write(const char *path, const ModelConfig *config, const TrainSe
         data_crc = checkpoint_crc32(data_crc, state->loader_state, state->loader_state_bytes);
         atomic_file_write(&f, state->loader_state, state->loader_state_bytes);
     }
+    if (state->carry_count > 0) atomic_file_write_floats(&f, state->carry, state->carry_count, 0, &data_crc);
 
     memcpy(header, STATE_MAGIC, 8);
-    le_put_u32(header + 8, STATE_FILE_VERSION);
-    le_put_u32(header + 12, state->master ? STATE_FLAG_MASTER : 0);
+    /* a file without carried states is a version 1 file, which earlier builds read */
+    le_put_u32(header + 8, state->carry_count > 0 ? STATE_FILE_VERSION : 1);
+    le_put_u32(header + 12, (state->master ? STATE_FLAG_MASTER : 0) | (state->carry_count > 0 ? STATE_FLAG_CARRY : 0));
     le_put_u64(header + 16, (uint64_t)state->step);
     le_put_u64(header + 24, state->rng_state);
     le_put_u64(header + 32, state->run_id);
@@ -201,7 +205,8 @@ void train_state_free(TrainState *state) {
     free(state->v);
     free(state->master);
     free(state->loader_state);
-    state->m = state->v = state->master = NULL;
+    free(state->carry);
+    state->m = state->v = state->master = state->carry = NULL;
     state->loader_state = NULL;
 }
 
@@ -210,6 +215,7 @@ typedef struct {
     uint8_t header[STATE_HEADER_BYTES]; /* as stored: a second open can check it is the same file */
     long long data_start;               /* file offset of m[0] */
     int has_master;
+    size_t carry_count;                 /* floats of carried states after the loader state (version 2) */
     uint32_t data_crc;
 } StateFileInfo;
 
@@ -231,11 +237,12 @@ static int state_file_read_header(FILE *fp, const char *path, ModelConfig *confi
     }
     uint32_t version = le_get_u32(header + 8), flags = le_get_u32(header + 12);
     uint32_t config_bytes = le_get_u32(header + 80), settings_bytes = le_get_u32(header + 84);
-    if (version != STATE_FILE_VERSION) {
-        snprintf(err, errlen, "%s: state file version %u, this build reads version %d", path, version, STATE_FILE_VERSION);
+    if (version < 1 || version > STATE_FILE_VERSION) {
+        snprintf(err, errlen, "%s: state file version %u, this build reads versions 1 to %d", path, version,
+                 STATE_FILE_VERSION);
         return 1;
     }
-    if ((flags & ~STATE_FLAG_MASTER) != 0 || le_get_u32(header + 92) != 0 || le_get_u32(header + 100) != 0) {
+    if ((flags & ~(STATE_FLAG_MASTER | (version >= 2 ? STATE_FLAG_CARRY : 0))) != 0 || le_get_u32(header + 92) != 0 || le_get_u32(header + 100) != 0) {
         snprintf(err, errlen, "%s: unknown flags or non-zero reserved fields (corrupt header)", path);
         return 1;
     }
@@ -300,6 +307,13 @@ static int state_file_read_header(FILE *fp, const char *path, ModelConfig *confi
     info->data_start = STATE_HEADER_BYTES + (long long)config_bytes + settings_bytes;
     long long payload = (long long)count * 4 * (info->has_master ? 3 : 2);
     long long expected = info->data_start + payload;
+    /* the carried states fill what follows the loader state */
+    long long carry_bytes = loader_bytes > (uint64_t)size ? 0 : size - expected - (long long)loader_bytes;
+    info->carry_count = 0;
+    if ((flags & STATE_FLAG_CARRY) && carry_bytes > 0 && carry_bytes % 4 == 0) {
+        info->carry_count = (size_t)(carry_bytes / 4);
+        expected += carry_bytes;
+    }
     if (loader_bytes > (uint64_t)size || size != expected + (long long)loader_bytes) {
         snprintf(err, errlen, "%s: file is %lld bytes but its header describes %lld bytes (truncated or trailing data)",
                  path, size, expected + (long long)(loader_bytes > (uint64_t)size ? 0 : loader_bytes));
@@ -308,6 +322,7 @@ static int state_file_read_header(FILE *fp, const char *path, ModelConfig *confi
     state->shard_offset = offset;
     state->shard_count = count;
     state->loader_state_bytes = loader_bytes;
+    state->carry_count = info->carry_count;
     return 0;
 }
 
@@ -332,14 +347,16 @@ static int state_file_read_open(FILE *fp, const char *path, ModelConfig *config,
     state->v = (float *)mallocCheck(count * sizeof(float));
     state->master = info.has_master ? (float *)mallocCheck(count * sizeof(float)) : NULL;
     state->loader_state = loader_bytes ? mallocCheck(loader_bytes) : NULL;
+    state->carry = info.carry_count ? (float *)mallocCheck(info.carry_count * sizeof(float)) : NULL;
     uint32_t crc = 0;
     int status =
         read_floats(fp, state->m, count, 0, &crc, path, "the first moments", err, errlen) ||
         read_floats(fp, state->v, count, 0, &crc, path, "the second moments", err, errlen) ||
         (info.has_master && read_floats(fp, state->master, count, 0, &crc, path, "the master weights", err, errlen)) ||
         read_exact(fp, state->loader_state, loader_bytes, path, "the data loader state", err, errlen);
+    if (status == 0) crc = checkpoint_crc32(crc, state->loader_state, loader_bytes);
+    status = status || read_floats(fp, state->carry, info.carry_count, 0, &crc, path, "the carried states", err, errlen);
     if (status == 0) {
-        crc = checkpoint_crc32(crc, state->loader_state, loader_bytes);
         if (crc != info.data_crc) {
             snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
             status = 1;
@@ -856,8 +873,14 @@ static int read_stored_data(const char *path, const StoredShard *s, const ParamL
                                                  layout, path, "master weights", err, errlen));
     void *loader = bytes ? mallocCheck(bytes) : NULL;
     status = status || read_exact(fp, loader, bytes, path, "the data loader state", err, errlen);
+    if (status == 0) crc = checkpoint_crc32(crc, loader, bytes);
+    /* the carried states (checkpoint_load_carry takes them): read for the checksum only */
+    for (size_t start = 0; status == 0 && start < s->info.carry_count; start += SHARD_CHUNK) {
+        size_t n = s->info.carry_count - start < SHARD_CHUNK ? s->info.carry_count - start : SHARD_CHUNK;
+        status = read_floats(fp, buf, n, 0, &crc, path, "the carried states", err, errlen);
+    }
     fclose(fp);
-    if (status == 0 && checkpoint_crc32(crc, loader, bytes) != s->info.data_crc) {
+    if (status == 0 && crc != s->info.data_crc) {
         snprintf(err, errlen, "%s: data checksum mismatch (corrupt optimizer or loader state)", path);
         status = 1;
     }
@@ -933,6 +956,27 @@ int checkpoint_try_load_shard(const char *dir, long long step, const ModelConfig
         *stored_world = world;
     }
     return status;
+}
+
+void checkpoint_load_carry(const char *dir, long long step, int rank, float **carry, size_t *count) {
+    char path[4096], err[8192];
+    state_path(path, sizeof(path), dir, step, rank);
+    ModelConfig config;
+    TrainSettings settings;
+    TrainState state;
+    if (state_file_try_read(path, &config, &settings, &state, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        exit(1);
+    }
+    for (size_t i = 0; i < state.carry_count; i++)
+        if (!isfinite(state.carry[i])) {
+            fprintf(stderr, "error: %s: carried state %zu is not finite\n", path, i);
+            exit(1);
+        }
+    *carry = state.carry;
+    *count = state.carry_count;
+    state.carry = NULL;
+    train_state_free(&state);
 }
 
 void checkpoint_load_shard(const char *dir, long long step, const ModelConfig *expected_config,

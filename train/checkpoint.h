@@ -8,8 +8,8 @@
  *
  * STATE FILE (one per process: AdamW moments, master weights, RNG, data loader position)
  *   0      8     magic "SSDSTATE"
- *   8      4     u32 version = 1
- *   12     4     u32 flags: bit 0 = fp32 master weights present
+ *   8      4     u32 version: 1, or 2 when the carried states are present (flag bit 1)
+ *   12     4     u32 flags: bit 0 = fp32 master weights present, bit 1 = carried states present (-cs 1)
  *   16     8     i64 step: optimizer steps completed
  *   24     8     u64 rng_state of the run
  *   32     8     u64 run_id: random at a run's first start, kept across resumes
@@ -25,7 +25,9 @@
  *   92     4     u32 reserved, 0
  *   96     4     u32 header_crc: CRC-32 of bytes 0..95 followed by both JSON texts
  *   100    4     u32 reserved, 0
- *   104    ...   config JSON, settings JSON, m[S] f32, v[S] f32, master[S] f32 (if flag), loader state
+ *   104    ...   config JSON, settings JSON, m[S] f32, v[S] f32, master[S] f32 (if flag), loader state,
+ *                carried states f32 (if flag; their count is what the file holds after the loader state):
+ *                this rank's conv and SSD states of its streams, for an exact resume of -cs 1
  *
  * CHECKPOINT DIRECTORY (the run's output dir)
  *   model_%08d.bin        model file at that step (written by rank 0)
@@ -88,6 +90,8 @@ typedef struct {
     float *master;               /* fp32 master weights of the shard, or NULL */
     void *loader_state;          /* opaque data loader position (data/dataloader.h), may be NULL if 0 bytes */
     size_t loader_state_bytes;
+    float *carry;                /* this rank's carried states (-cs 1, opaque to the file), NULL if none */
+    size_t carry_count;
 } TrainState;
 
 void state_file_write(const char *path, const ModelConfig *config, const TrainSettings *settings,
@@ -153,6 +157,10 @@ void checkpoint_load(const char *dir, long long step, const ModelConfig *expecte
 int checkpoint_try_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
                               const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
                               float **params, TrainState *state, int *stored_world, char *err, size_t errlen);
+/* The carried states rank `rank` saved at step (malloc'd; count 0 and NULL if it saved none): read from its state
+ * file whole, checksum and finiteness checked; exits with a message naming the file otherwise. The caller checks
+ * that the checkpoint was written by as many ranks as it has. */
+void checkpoint_load_carry(const char *dir, long long step, int rank, float **carry, size_t *count);
 void checkpoint_load_shard(const char *dir, long long step, const ModelConfig *expected_config,
                            const TrainSettings *settings, size_t want_offset, size_t want_count, ModelConfig *config,
                            float **params, TrainState *state, int *stored_world);

@@ -94,14 +94,18 @@ static int save_checkpoint(TrainRun *run, TrainCompute *compute, int step, float
     float *m = (float *)mallocCheck(sizeof(float) * (count ? count : 1));
     float *v = (float *)mallocCheck(sizeof(float) * (count ? count : 1));
     compute->get_moments(compute->self, offset, count, m, v);
+    float *carry = compute->carry_count ? (float *)mallocCheck(sizeof(float) * compute->carry_count) : NULL;
+    if (carry) compute->get_carry(compute->self, carry);
     if (comm->rank == 0) compute->get_params(compute->self, params);
-    double bad = !all_finite(m, count) || !all_finite(v, count) || (comm->rank == 0 && !all_finite(params, layout.total));
+    double bad = !all_finite(m, count) || !all_finite(v, count) || (comm->rank == 0 && !all_finite(params, layout.total)) ||
+                 !all_finite(carry, compute->carry_count);
     comm->ops->sum_doubles(comm, &bad, 1);
-    if (bad == 0) train_run_save_checkpoint(run, step, params, m, v);
+    if (bad == 0) train_run_save_checkpoint(run, step, params, m, v, carry, compute->carry_count);
     else fprintf(stderr, "error: parameters or optimizer moments after step %d are not finite: no checkpoint written, "
                          "the last one is left as it was\n", step);
     free(m);
     free(v);
+    free(carry);
     return bad == 0;
 }
 
@@ -149,6 +153,7 @@ static StepResult train_step(TrainRun *run, TrainCompute *compute, const AdamWSe
     int accum = run->grad_accum;
     StepResult r = {0.0, 0.0f, 0, 0, 0};
     double counted = step_batches_read(batches, run);
+    if (compute->carry_count && run->train_loader.stream_start) compute->restart_carry(compute->self);
     if (counted == 0) {
         r.empty = 1;
         r.stop = stop_requested(run);
@@ -212,6 +217,7 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
         h.step = step + 1;
         StepResult r = train_step(run, compute, &h, &batches);
         stop = r.stop;
+        if (compute->carry_count && (r.empty || !r.finite)) compute->restart_carry(compute->self);
         double seconds = wall_seconds() - t0;
         if (step > run->start_step) { /* the first step pays for warm-ups (cuBLASLt, allocators, NCCL) */
             timed_seconds += seconds;

@@ -13,6 +13,11 @@
  * step's micro-batches first, sums their counted targets over the ranks, and weights each counted
  * target's loss by 1 / that count; the gradients are summed over ranks. A step with no counted target
  * anywhere is skipped: no forward, no update (its data is consumed and the LR schedule moves on).
+ *
+ * With -cs 1 (carried state) the train loader reads streams (data/dataloader.h, dataloader_set_streams) and the
+ * compute carries each stream's states from step to step; the loop restarts them where the streams start (a
+ * block's first step) and after a step that was skipped (empty, or not finite: its states cannot go on), and
+ * saves them in the checkpoint, each rank its own.
  */
 #ifndef SSD_TRAIN_TRAIN_LOOP_H
 #define SSD_TRAIN_TRAIN_LOOP_H
@@ -61,6 +66,12 @@ typedef struct {
     void (*set_moments)(void *self, size_t offset, size_t count, const float *m, const float *v);
     /* samples are drawn through this (model/cpu_sample.h); feed NULL: on the CPU from a copy of get_params */
     TokenFeeder feeder;
+    /* -cs 1: the states carried from one step's windows to the next, carry_count floats (0: none carried);
+     * restart_carry zeroes them (new streams, or a step whose states cannot go on), get_carry copies them out
+     * for a checkpoint */
+    size_t carry_count;
+    void (*restart_carry)(void *self);
+    void (*get_carry)(void *self, float *out);
 } TrainCompute;
 
 /* Runs the steps of run from run->start_step to run->max_steps (evaluations, samples and

@@ -189,9 +189,15 @@ static void open_data(TrainRun *run) {
     const TrainArgs *args = run->args;
     int vocab = run->config.vocab_size, rank = run->comm->rank, world = run->comm->world;
     run->train = args->max_steps != 0;
-    if (run->train)
+    if (args->carry_state && args->shuffle) {
+        fprintf(stderr, "error: -cs 1 (carried state) reads each row's stream in order: give -sh 0 with it\n");
+        exit(1);
+    }
+    if (run->train) {
         dataloader_init_steps(&run->train_loader, args->train_pattern, args->B, args->T, rank, world, run->grad_accum,
                               args->shuffle, (uint64_t)args->seed, vocab);
+        if (args->carry_state) dataloader_set_streams(&run->train_loader);
+    }
     run->use_val = args->val_every > 0 && args->val_pattern[0] != '\0';
     run->full_val = run->use_val && args->val_max_steps < 0;
     if (run->full_val) {
@@ -269,6 +275,17 @@ static void resume_if_asked(TrainRun *run) {
     run->run_id = run->resume_state.run_id;
     if (run->train)
         dataloader_set_state(&run->train_loader, run->resume_state.loader_state, run->resume_state.loader_state_bytes);
+    if (args->carry_state && run->train) {
+        /* each rank's streams are its rows: the carried states go back to the same ranks */
+        if (stored_world != comm->world) {
+            fprintf(stderr, "error: -cs 1: the checkpoint in %s was written by %d rank%s; resume with as many (the "
+                            "carried states belong to each rank's rows)\n", args->output_dir, stored_world,
+                    stored_world == 1 ? "" : "s");
+            exit(1);
+        }
+        checkpoint_load_carry(args->output_dir, latest, comm->rank, &run->resume_state.carry,
+                              &run->resume_state.carry_count);
+    }
     run->resumed = 1;
     printf("resumed from %s at step %d", args->output_dir, run->start_step);
     if (stored_world != comm->world)
@@ -311,11 +328,6 @@ static int samples_wanted(const TrainArgs *args) { return args->gen_T > 0 && arg
 /* -db 1: the end-of-text id of the tokenizer.bin beside the train shards; exits when there is none. */
 static int document_eot(const TrainArgs *args) {
     if (!args->doc_boundaries) return -1;
-    if (args->eval_carry) {
-        fprintf(stderr, "error: -db 1 with -ec 1 is not supported yet (a carried window does not know whether the "
-                        "previous window ended a document): evaluate with -ec 0\n");
-        exit(1);
-    }
     char path[4096];
     args_tokenizer_path(args, path, sizeof(path));
     if (access(path, R_OK) != 0) {
@@ -541,7 +553,8 @@ int train_run_task_due(const TrainRun *run, int step) {
     return run->use_task && ((every > 0 && step % every == 0) || step == run->max_steps);
 }
 
-void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v) {
+void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v,
+                               const float *carry, size_t carry_count) {
     Comm *comm = run->comm;
     const char *dir = run->args->output_dir;
     ParamLayout layout;
@@ -554,7 +567,7 @@ void train_run_save_checkpoint(TrainRun *run, int step, const float *params, con
     TrainState state = {.step = step, .rng_state = run->sample_rng, .run_id = run->run_id, .world_size = comm->world,
                         .rank = comm->rank, .shard_offset = offset, .shard_count = count, .m = (float *)m,
                         .v = (float *)v, .master = NULL, .loader_state = loader_state,
-                        .loader_state_bytes = loader_bytes};
+                        .loader_state_bytes = loader_bytes, .carry = (float *)carry, .carry_count = carry_count};
     uint32_t model_crc = 0;
     if (comm->rank == 0) model_crc = checkpoint_save_model(dir, step, &run->config, params, 0);
     checkpoint_save_state(dir, &run->config, &run->settings, &state);

@@ -48,7 +48,7 @@ typedef struct {
     uint64_t sample_rng;
     uint64_t run_id;
     int resumed;                 /* 1: resume_state holds the AdamW moments of [moments_offset, +moments_count) */
-    TrainState resume_state;
+    TrainState resume_state;     /* with -cs 1 its carry holds this rank's carried states */
     size_t moments_offset, moments_count;  /* the moments this rank keeps: its shard with -z 1, else all */
     Logger logger;
     int init_from_model_file;    /* 1: -e named a model file (fine-tune), 0: a JSON config (fresh weights) */
@@ -69,13 +69,15 @@ int train_run_checkpoint_due(const TrainRun *run, int step);
 int train_run_val_due(const TrainRun *run, int step);
 int train_run_sample_due(const TrainRun *run, int step);
 int train_run_task_due(const TrainRun *run, int step);
-/* Every rank, together: saves the checkpoint after `step` steps. Rank 0 writes the model file (params:
- * all parameters; ignored elsewhere), each rank the state file of its checkpoint shard (m, v: the
- * moments of checkpoint_shard_range of this rank), and rank 0 the DONE marker once all are written. */
 /* What a sample reads and draws (model/cpu_sample.h): end of text (token 0 if the tokenizer has none), the
  * prompt, and -g tokens with -st, -sk and -ge. */
 SampleSettings train_run_sample_settings(const TrainRun *run);
-void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v);
+/* Every rank, together: saves the checkpoint after `step` steps. Rank 0 writes the model file (params:
+ * all parameters; ignored elsewhere), each rank the state file of its checkpoint shard (m, v: the
+ * moments of checkpoint_shard_range of this rank; carry: its carried states, -cs 1), and rank 0 the DONE
+ * marker once all are written. */
+void train_run_save_checkpoint(TrainRun *run, int step, const float *params, const float *m, const float *v,
+                               const float *carry, size_t carry_count);
 void train_run_free(TrainRun *run);
 
 #ifdef __cplusplus

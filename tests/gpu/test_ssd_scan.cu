@@ -131,7 +131,7 @@ static void reference(Reference *ref, const Inputs *in) {
         const double *dl = delta.data() + (size_t)b * s->T * s->H;
         ssd_forward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), NULL,
                               ref->y.data() + (size_t)b * s->T * HP, NULL);
-        ssd_backward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), dy.data() + (size_t)b * s->T * HP,
+        ssd_backward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), nullptr, dy.data() + (size_t)b * s->T * HP,
                                dx, ddelta.data() + (size_t)b * s->T * s->H, dA.data(), dx + HP, dx + HP + GN,
                                ref->dD.data());
     }
