@@ -124,7 +124,7 @@ static void reference(Reference *ref, const Inputs *in) {
     ref->y.assign(rows * HP, 0.0);
     ref->dxBC.assign(xBC.size(), 0.0);
     ref->dD.assign(s->H, 0.0);
-    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H};
+    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H, NULL};
     for (int b = 0; b < s->B; b++) {
         const double *x = xBC.data() + (size_t)b * s->T * s->conv_dim;
         double *dx = ref->dxBC.data() + (size_t)b * s->T * s->conv_dim;
@@ -355,7 +355,7 @@ static void run_carry_case(const char *cname, SSDScanShape s, uint64_t seed) {
     for (int i = 0; i < na; i++) A[i] = -exp((double)in.A_log[i]);
     for (int h = 0; h < s.H; h++) D[h] = in.D[h];
     std::vector<double> y_ref(rows * HP), state_ref(S0.size());
-    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H};
+    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H, NULL};
     for (int b = 0; b < s.B; b++) {
         const double *x = xBC.data() + (size_t)b * s.T * s.conv_dim;
         ssd_forward_recurrent(&cs, x, delta.data() + (size_t)b * s.T * s.H, A.data(), x + HP, x + HP + GN, D.data(),
@@ -389,6 +389,7 @@ static SSDScanShape make_shape(int B, int T, int H, int P, int G, int N, int Q, 
     s.diagonal = diagonal;
     s.conv_dim = H * P + 2 * G * N;
     s.d_in_proj = 2 * H * P + 2 * G * N + H;
+    s.path = SSD_PATH_AUTO;
     return s;
 }
 
