@@ -223,9 +223,9 @@ static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool 
     }
 }
 
-/* state: NULL (each sequence starts from zero) or the carried [B][H][P][N] state, updated in place */
-void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                      const float *A_log, const float *D, float *state, void *workspace, cudaStream_t stream) {
+/* the inputs that forward and backward share, and the workspace's arrays, for the dispatch */
+static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
+                                 const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanCall c = {};
     c.ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
@@ -235,6 +235,13 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     c.dt_bias = dt_bias;
     c.A_log = A_log;
     c.D = D;
+    return c;
+}
+
+/* state: NULL (each sequence starts from zero) or the carried [B][H][P][N] state, updated in place */
+void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
+                      const float *A_log, const float *D, float *state, void *workspace, cudaStream_t stream) {
+    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, workspace, stream);
     c.y = y;
     c.state = state;
     ssd_scan_dispatch(s, &c, false);
@@ -243,15 +250,7 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
 void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, float *ddt_bias, float *dA_log, float *dD,
                        const floatX *dy, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                        const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
-    ssd_scan_check_shape(s);
-    SSDScanCall c = {};
-    c.ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
-    c.stream = stream;
-    c.xBC = xBC;
-    c.dt_raw = dt_raw;
-    c.dt_bias = dt_bias;
-    c.A_log = A_log;
-    c.D = D;
+    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, workspace, stream);
     c.dy = dy;
     c.dxBC = dxBC;
     c.ddt_raw = ddt_raw;
