@@ -243,6 +243,7 @@ static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
     s.diagonal = c->a_structure == A_DIAGONAL;
     s.conv_dim = c->conv_dim;
     s.d_in_proj = c->d_in_proj;
+    s.path = SSD_PATH_AUTO;
     return s;
 }
 

@@ -1,7 +1,9 @@
 /*
- * The chunk-parallel SSD scan for a scalar A on bf16 tensor cores (bf16 builds; included by
- * ssd_scan.cuh, which holds the shared steps: delta and dc, state passing, the dt backward and the
- * sums). Within a chunk, with dc_t the inclusive cumulative sum of delta, L[t][s] = exp(A (dc_t - dc_s))
+ * The tensor-core path of the SSD scan (SSD_PATH_MMA): the chunk-parallel scan for a scalar A on bf16
+ * tensor cores, bf16 builds only, heads of width P <= 64; what AUTO runs there. It shares delta and dc
+ * (ssd_scan_dt.cuh), the state passing (ssd_scan_passing.cuh) and the sums (ssd_scan_sums.cuh) with
+ * the sub-block path, and runs the stages that need nothing from the ones before them on a side
+ * stream (ssd_fork, ssd_join). Within a chunk, with dc_t the inclusive cumulative sum of delta, L[t][s] = exp(A (dc_t - dc_s))
  * for s <= t (else 0, and always <= 1), S_in the state entering the chunk and G_out the gradient
  * w.r.t. the state leaving it:
  *   chunk states:  Z     = sum_t x_t^T (delta_t exp(A (dc_last - dc_t)) B_t)        (P x N, K = steps)
@@ -27,6 +29,11 @@
  */
 #ifndef SSD_KERNELS_SSD_SCAN_MMA_CUH
 #define SSD_KERNELS_SSD_SCAN_MMA_CUH
+
+#include "ssd_scan_common.cuh"
+#include "ssd_scan_dt.cuh"
+#include "ssd_scan_passing.cuh"
+#include "ssd_scan_sums.cuh"
 
 #define SSDM_THREADS 128
 #define SSDM_PAD 8 /* bf16 row padding: rows 16 bytes apart in bank phase, for ldmatrix */
@@ -710,8 +717,43 @@ __global__ void ssdm_ddelta_kernel(floatX *ddt_raw, float *ddt_part, float *dA_p
 }
 
 /* ------------------------------------------------------------------------------------------------
- * Launchers
+ * Launchers, and the path's forward and backward (called by ssd_scan_dispatch)
  */
+/* A second stream for the tensor-core path's stages that need nothing from the ones before them (C B^T
+ * beside the dt and chunk-state stages of the forward, dC and its sum over heads beside dstates, the
+ * state passing and dx in the backward): forked from the caller's stream and joined back into it by
+ * events, so the caller sees one stream. Created on first use (one process drives one GPU). */
+typedef struct {
+    cudaStream_t stream;
+    cudaEvent_t fork, join;
+} SSDSide;
+
+static SSDSide *ssd_side(void) {
+    static SSDSide side;
+    static bool ready = false;
+    if (!ready) {
+        cudaCheck(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
+        cudaCheck(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
+        ready = true;
+    }
+    return &side;
+}
+
+/* the side stream, after all that `stream` holds so far */
+static cudaStream_t ssd_fork(cudaStream_t stream) {
+    SSDSide *side = ssd_side();
+    cudaCheck(cudaEventRecord(side->fork, stream));
+    cudaCheck(cudaStreamWaitEvent(side->stream, side->fork, 0));
+    return side->stream;
+}
+
+/* `stream` goes on once the side stream's work so far is done */
+static void ssd_join(cudaStream_t stream) {
+    SSDSide *side = ssd_side();
+    cudaCheck(cudaEventRecord(side->join, side->stream));
+    cudaCheck(cudaStreamWaitEvent(stream, side->join, 0));
+}
 
 template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
@@ -744,7 +786,7 @@ static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *
     cudaCheckLaunch();
 }
 
-/* dC and its sum over heads into dxBC (the side stream's part of the backward, ssd_launch_side_backward) */
+/* dC and its sum over heads into dxBC (the side stream's part of the backward) */
 template <int N_>
 static void ssdm_launch_dc(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
                            const SSDScanWorkspace *ws, const float *A_log, cudaStream_t stream) {
@@ -776,6 +818,32 @@ static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *dd
                                                                        ws->din, ws->dcum, ws->gs_part, ssd_pass_warps(s),
                                                                        dt_raw, dt_bias, A_log, *s);
     cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssdm_scan_forward(const SSDScanShape *s, const SSDScanCall *c) {
+    const SSDScanWorkspace *ws = &c->ws;
+    cudaStream_t side = ssd_fork(c->stream);
+    ssdm_launch_cb<N_>(s, ws->cb, c->xBC, side);
+    ssd_launch_dt_forward(s, ws, c->dt_raw, c->dt_bias, c->stream);
+    /* the chunk states go to scratch (dstates: a later layer's saved part, or this layer's backward
+     * scratch, both free during this forward) and come back as planes in states */
+    ssdm_launch_states<N_>(s, ws->dstates, c->xBC, c->xBC, ws->delta, ws->dcum, c->A_log, SSD_REDUCE_STATES, c->stream);
+    ssd_launch_passing(s, ws->dstates, ws->states, c->state, ws, c->A_log, 0, c->stream);
+    ssd_join(c->stream);
+    ssdm_launch_forward<N_>(s, c->y, c->xBC, ws, c->A_log, c->D, c->stream);
+}
+
+template <int N_>
+static void ssdm_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
+    const SSDScanWorkspace *ws = &c->ws;
+    cudaStream_t side = ssd_fork(c->stream); /* joined before d delta (ssdm_launch_backward) */
+    ssdm_launch_dc<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->A_log, side);
+    ssdm_launch_states<N_>(s, ws->dstates, c->dy, c->xBC, ws->delta, ws->dcum, c->A_log, SSD_REDUCE_DSTATES, c->stream);
+    ssd_launch_passing(s, ws->dstates, ws->g_planes, NULL, ws, c->A_log, 1, c->stream);
+    ssdm_launch_backward<N_>(s, c->dxBC, c->ddt_raw, c->dy, c->xBC, c->dt_raw, c->dt_bias, ws, c->A_log, c->D, c->stream);
+    int blocks = s->B * ssd_num_chunks(s);
+    ssd_launch_param_grads(s, c->ddt_bias, c->dA_log, c->dD, ws, blocks * ssd_num_tiles(s), blocks, c->stream);
 }
 
 #endif

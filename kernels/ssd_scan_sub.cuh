@@ -1,12 +1,28 @@
 /*
- * The SSD scan's sub-block kernels (included by ssd_scan.cuh, which has the math, the workspace and the
- * shared steps): the chunk-state GEMMs (step 2) and the chunk scan forward and backward (step 4) for a
- * diagonal A, heads wider than 64 and the FP32 build. Operands sit in fp32 shared memory; bf16 builds
- * multiply 16 x 8 warp tiles on tensor cores with split-bf16 operands (ssd_mma), the FP32 build with
- * fp32 FMAs in the same register layout.
+ * The sub-block path of the SSD scan (SSD_PATH_SUB): every shape, and what AUTO runs for a diagonal A,
+ * heads wider than 64 and the FP32 build. Its own steps (the overview is in ssd_scan.cuh):
+ *   2. chunk states, per chunk a P x N GEMM over its steps i:
+ *        states:  Z[p, n]  = sum_i (delta_i x_i[p]) B_i[n] exp(A[n] (dc_last - dc_i))
+ *        dstates: dZ[p, n] = sum_i dy_i[p] C_i[n] exp(A[n] dc_i)
+ *   4. the chunk scan: one block per (chunk, head) holds the head's P x N state in shared memory and
+ *      walks the chunk in sub-blocks of SSD_SUB steps (ref = dc before the sub-block, end = dc at its
+ *      last step, M[t][s] = C_t . B_s decayed from s to t, W[t][s] = dy_t . (delta x)_s):
+ *        forward:  y  = (C exp(A (dc - ref))) S^T + M (delta x) + D x
+ *                  S <- exp(A (end - ref)) S + (delta x)^T (B exp(A (end - dc)))
+ *        backward: a forward sweep re-forms S for dC, a reverse sweep carries G = dL/dS for dx, dB and
+ *                  the decays' gradient d delta, dA_log (the formulas in ssd_scan.cuh, backward 3).
+ * For a diagonal A, M and the intra-sub-block parts of dB, dC take one exp per (t, s, n) (SIMT).
+ * Operands sit in fp32 shared memory; bf16 builds multiply 16 x 8 warp tiles on tensor cores with
+ * split-bf16 operands (ssd_mma), the FP32 build with fp32 FMAs in the same register layout. The
+ * backward's dt step (ssd_scan_dt.cuh) and sums (ssd_scan_sums.cuh) follow the chunk scan.
  */
 #ifndef SSD_KERNELS_SSD_SCAN_SUB_CUH
 #define SSD_KERNELS_SSD_SCAN_SUB_CUH
+
+#include "ssd_scan_common.cuh"
+#include "ssd_scan_dt.cuh"
+#include "ssd_scan_passing.cuh"
+#include "ssd_scan_sums.cuh"
 
 /* ------------------------------------------------------------------------------------------------
  * 2. Per-chunk GEMMs over the chunk's steps i, out[p, n] = sum_i u_i[p] v_i[n]:
@@ -597,6 +613,77 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
         dA_part[part] = sum * sm.A[0];
     }
     if (tid == 0) dD_part[part] = dD_acc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Launchers, and the path's forward and backward (called by ssd_scan_dispatch)
+ */
+template <int N_>
+static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
+                              const SSDScanWorkspace *ws, const float *A_log, int mode, cudaStream_t stream) {
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_reduce_smem_bytes(s);
+    ssd_set_smem(ssd_chunk_reduce_kernel<N_>, smem);
+    ssd_chunk_reduce_kernel<N_><<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, A_log, *s,
+                                                                     mode);
+    cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
+                                    const float *A_log, const float *D, cudaStream_t stream) {
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_scan_smem_bytes(s);
+    if (s->diagonal) {
+        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, true>, smem);
+        ssd_chunk_scan_forward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
+                                                                                     ws->states, A_log, D, *s);
+    } else {
+        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, false>, smem);
+        ssd_chunk_scan_forward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
+                                                                                      ws->states, A_log, D, *s);
+    }
+    cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
+                                     const SSDScanWorkspace *ws, const float *A_log, const float *D,
+                                     cudaStream_t stream) {
+    dim3 grid(ssd_num_chunks(s), s->B * s->H);
+    size_t smem = ssd_scan_smem_bytes(s);
+    if (s->diagonal) {
+        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, true>, smem);
+        ssd_chunk_scan_backward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(
+            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
+            A_log, D, *s);
+    } else {
+        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, false>, smem);
+        ssd_chunk_scan_backward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(
+            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
+            A_log, D, *s);
+    }
+    cudaCheckLaunch();
+}
+
+template <int N_>
+static void ssd_sub_scan_forward(const SSDScanShape *s, const SSDScanCall *c) {
+    const SSDScanWorkspace *ws = &c->ws;
+    ssd_launch_dt_forward(s, ws, c->dt_raw, c->dt_bias, c->stream);
+    ssd_launch_reduce<N_>(s, ws->states, c->xBC, c->xBC, ws, c->A_log, SSD_REDUCE_STATES, c->stream);
+    ssd_launch_passing(s, ws->states, NULL, c->state, ws, c->A_log, 0, c->stream);
+    ssd_launch_forward_scan<N_>(s, c->y, c->xBC, ws, c->A_log, c->D, c->stream);
+}
+
+template <int N_>
+static void ssd_sub_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
+    const SSDScanWorkspace *ws = &c->ws;
+    ssd_launch_reduce<N_>(s, ws->dstates, c->dy, c->xBC, ws, c->A_log, SSD_REDUCE_DSTATES, c->stream);
+    ssd_launch_passing(s, ws->dstates, NULL, NULL, ws, c->A_log, 1, c->stream);
+    ssd_launch_backward_scan<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->A_log, c->D, c->stream);
+    ssd_launch_dt_backward(s, c->ddt_raw, ws, c->dt_raw, c->dt_bias, c->stream);
+    ssd_launch_dBC_store(s, c->dxBC, (const float *)ws->dBC, 0, 2, c->stream);
+    ssd_launch_param_grads(s, c->ddt_bias, c->dA_log, c->dD, ws, s->B * ssd_num_chunks(s), s->B, c->stream);
 }
 
 #endif

@@ -9,9 +9,15 @@
  * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
  * poisoned with other bytes) must give bitwise-equal outputs and gradients.
  * Carried state: a forward from a random entering state must give the reference's y and final state.
+ * Paths: every case runs on the path the trainer takes (SSD_PATH_AUTO); the cases that run on the
+ * tensor-core path run once more with the sub-block path forced (names ending in _sub), to the same
+ * tolerances.
  *
- *   test_ssd_scan            run the tests
- *   test_ssd_scan --bench    time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128 Q=256
+ *   test_ssd_scan                      run the tests
+ *   test_ssd_scan --path P             run the tests with path P (auto, sub, mma) forced, skipping the
+ *                                      cases it cannot run: the check of a scan variant
+ *   test_ssd_scan --bench [--path P]   time forward and forward+backward at B=8 T=2048 H=24 P=64 N=128
+ *                                      Q=256 (scalar and diagonal A) on path P (default auto)
  *   test_ssd_scan --table    the differences to the CPU reference over results/equivalence's sweep (CSV)
  *   test_ssd_scan --lengths  forward and forward+backward times for T = 128 ... 65536 (CSV, results/runtime)
  */
@@ -52,6 +58,7 @@ static const double STRESS_FACTOR = 1.0;
 #endif
 
 static int checks = 0; /* PASS/FAIL lines printed */
+static SSDScanPath forced_path = SSD_PATH_AUTO; /* --path: the path of every shape from make_shape */
 
 static float to_host_float(floatX v) { return (float)v; }
 static floatX to_floatX(float v) { return (floatX)v; }
@@ -124,7 +131,7 @@ static void reference(Reference *ref, const Inputs *in) {
     ref->y.assign(rows * HP, 0.0);
     ref->dxBC.assign(xBC.size(), 0.0);
     ref->dD.assign(s->H, 0.0);
-    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H};
+    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H, NULL};
     for (int b = 0; b < s->B; b++) {
         const double *x = xBC.data() + (size_t)b * s->T * s->conv_dim;
         double *dx = ref->dxBC.data() + (size_t)b * s->T * s->conv_dim;
@@ -355,7 +362,7 @@ static void run_carry_case(const char *cname, SSDScanShape s, uint64_t seed) {
     for (int i = 0; i < na; i++) A[i] = -exp((double)in.A_log[i]);
     for (int h = 0; h < s.H; h++) D[h] = in.D[h];
     std::vector<double> y_ref(rows * HP), state_ref(S0.size());
-    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H};
+    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H, NULL};
     for (int b = 0; b < s.B; b++) {
         const double *x = xBC.data() + (size_t)b * s.T * s.conv_dim;
         ssd_forward_recurrent(&cs, x, delta.data() + (size_t)b * s.T * s.H, A.data(), x + HP, x + HP + GN, D.data(),
@@ -389,6 +396,7 @@ static SSDScanShape make_shape(int B, int T, int H, int P, int G, int N, int Q, 
     s.diagonal = diagonal;
     s.conv_dim = H * P + 2 * G * N;
     s.d_in_proj = 2 * H * P + 2 * G * N + H;
+    s.path = forced_path;
     return s;
 }
 
@@ -434,10 +442,18 @@ static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, doubl
 
 static void bench(int diagonal) {
     SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, 256, diagonal);
+    const char *a = diagonal ? "diagonal" : "scalar";
+    if (!ssd_scan_path_applies(&s, s.path)) {
+        printf("bench %s %s: path %s does not run this shape in this build\n", PRECISION_NAME, a,
+               ssd_scan_path_name(s.path));
+        return;
+    }
     double fwd, both;
     time_scan(s, 1234 + diagonal, 50, &fwd, &both);
-    printf("bench %s %s B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms (median of %d)\n",
-           PRECISION_NAME, diagonal ? "diagonal" : "scalar", s.B, s.T, s.H, s.P, s.N, s.Q, s.G, fwd, both, 50);
+    printf("bench %s %s path %s (runs %s) B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms "
+           "(median of %d)\n",
+           PRECISION_NAME, a, ssd_scan_path_name(s.path), ssd_scan_path_name(ssd_scan_path(&s)), s.B, s.T, s.H, s.P,
+           s.N, s.Q, s.G, fwd, both, 50);
 }
 
 /* --lengths: the scan's time against T (results/runtime), CSV on stdout, at one sequence (B = 1) of
@@ -503,39 +519,96 @@ static void equivalence_table(void) {
                 }
 }
 
+/* The test cases: shape, seed, stress (dt_raw ~ 1 + N(0, 1)) */
+typedef struct {
+    const char *name;
+    SSDScanShape s;
+    uint64_t seed;
+    bool stress;
+} Case;
+
+/* Runs the cases on their shapes' path; with forced_path AUTO, those on the tensor-core path once more
+ * with the sub-block path forced. A forced path skips the cases it cannot run. */
+static void run_cases(const Case *cases, int count, bool carry) {
+    for (int i = 0; i < count; i++) {
+        Case c = cases[i];
+        std::string name = c.name;
+        if (forced_path != SSD_PATH_AUTO) {
+            if (!ssd_scan_path_applies(&c.s, forced_path)) {
+                printf("skip %s: path %s does not run it\n", c.name, ssd_scan_path_name(forced_path));
+                continue;
+            }
+            name += std::string("_") + ssd_scan_path_name(forced_path);
+        }
+        if (carry) run_carry_case(name.c_str(), c.s, c.seed);
+        else run_case(name.c_str(), c.s, c.seed, c.stress);
+        if (forced_path == SSD_PATH_AUTO && ssd_scan_path(&c.s) == SSD_PATH_MMA) {
+            c.s.path = SSD_PATH_SUB;
+            name += "_sub";
+            if (carry) run_carry_case(name.c_str(), c.s, c.seed);
+            else run_case(name.c_str(), c.s, c.seed, c.stress);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+    const char *mode = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--path") == 0 && i + 1 < argc) {
+            const char *p = argv[++i];
+            if (strcmp(p, "auto") == 0) forced_path = SSD_PATH_AUTO;
+            else if (strcmp(p, "sub") == 0) forced_path = SSD_PATH_SUB;
+            else if (strcmp(p, "mma") == 0) forced_path = SSD_PATH_MMA;
+            else {
+                fprintf(stderr, "test_ssd_scan: --path takes auto, sub or mma, not '%s'\n", p);
+                return 1;
+            }
+        } else if (!mode && (strcmp(argv[i], "--bench") == 0 || strcmp(argv[i], "--lengths") == 0 ||
+                             strcmp(argv[i], "--table") == 0)) {
+            mode = argv[i];
+        } else {
+            fprintf(stderr, "usage: test_ssd_scan [--bench | --lengths | --table] [--path auto|sub|mma]\n");
+            return 1;
+        }
+    }
+    if (mode && strcmp(mode, "--bench") == 0) {
         bench(0);
         bench(1);
         return 0;
     }
-    if (argc > 1 && strcmp(argv[1], "--lengths") == 0) {
+    if (mode && strcmp(mode, "--lengths") == 0) {
         bench_lengths();
         return 0;
     }
-    if (argc > 1 && strcmp(argv[1], "--table") == 0) {
+    if (mode && strcmp(mode, "--table") == 0) {
         equivalence_table();
         return 0;
     }
-    /*             name                 B    T  H   P  G    N    Q  diagonal */
-    run_case("scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1);
-    run_case("diag_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 2);
-    run_case("diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 3);
-    run_case("scalar_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 0), 4);
-    run_case("diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5);
-    run_case("scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6);
-    run_case("diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7);
-    run_case("scalar_P128_Q100", make_shape(1, 250, 2, 128, 1, 128, 100, 0), 8);
-    run_case("diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9);
-    run_case("diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true);
-    run_case("scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true);
-    /* more heads per group (8, 12, 3) for the sums of dB, dC over heads */
-    run_case("scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15);
-    run_case("scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16);
-    run_case("scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17);
-    run_carry_case("scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12);
-    run_carry_case("diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13);
-    run_carry_case("diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14);
+    const Case cases[] = {
+        /*  name                           B    T  H   P  G    N    Q  diagonal   seed */
+        {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1, false},
+        {"diag_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 2, false},
+        {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 3, false},
+        {"scalar_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 0), 4, false},
+        {"diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5, false},
+        {"scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6, false},
+        {"diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7, false},
+        {"scalar_P128_Q100", make_shape(1, 250, 2, 128, 1, 128, 100, 0), 8, false},
+        {"diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9, false},
+        {"diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true},
+        {"scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true},
+        /* more heads per group (8, 12, 3) for the sums of dB, dC over heads */
+        {"scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15, false},
+        {"scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16, false},
+        {"scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17, false},
+    };
+    const Case carry_cases[] = {
+        {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12, false},
+        {"diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13, false},
+        {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14, false},
+    };
+    run_cases(cases, sizeof(cases) / sizeof(cases[0]), false);
+    run_cases(carry_cases, sizeof(carry_cases) / sizeof(carry_cases[0]), true);
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
     return test_exit_code();
 }
