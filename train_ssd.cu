@@ -1014,7 +1014,7 @@ int main(int argc, char **argv) {
     EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
                             gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments,
-                            gpu_feeder_init(&c.feeder, &c.model, args.T)};
+                            gpu_feeder_init(&c.feeder, &c.model, args.T), 0, NULL, NULL /* -cs 1 is refused */};
     int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 
