@@ -32,13 +32,7 @@ CONFIGS = [  # (label, Mamba2Config kwargs, B, T)
                          n_groups=1, chunk_size=64), 3, 1),
 ]
 TOLERANCE = 1e-4
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def rel_error(a, b):
@@ -169,7 +163,7 @@ def main():
         same = all(np.array_equal(t_bin[k], t_st[k]) for k in t_st)
         report(same, "hf_import_pytorch_bin", f"{label}: mamba_ssm pytorch_model.bin and transformers safetensors "
                f"import to {'identical' if same else 'DIFFERENT'} tensors")
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":

@@ -20,13 +20,7 @@ from ssd_model_file import (ModelFileError, bf16_to_f32, f32_to_bf16, param_shap
                             read_model_file, write_model_file)
 
 C_TOOL = os.path.join(ROOT, "build", "tests", "test_checkpoint")
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 # ---- synthetic Hugging Face checkpoints ----
@@ -377,7 +371,7 @@ def main():
         test_c_interop(tmp, results)
         test_bad_inputs(tmp)
         test_diagonal(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":

@@ -34,13 +34,7 @@ NEOX_PATH = os.path.join(SHARED, "tokenizers", "gpt-neox-20b")
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import prepro  # noqa: E402
 
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def run_prepro(*args):
@@ -345,7 +339,7 @@ def main():
         test_resume(tmp)
         test_hostile(tmp)
         test_end_of_text_literals(tmp, gpt2)
-    return 1 if failures else 0
+    return exit_status()
 
 
 if __name__ == "__main__":

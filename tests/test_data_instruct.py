@@ -28,13 +28,7 @@ NEOX = os.path.join(SHARED, "tokenizers", "gpt-neox-20b", "tokenizer.json")
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 from prepro_shards import shard_header  # noqa: E402
 
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def prepro(*args):
@@ -182,7 +176,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         test_prepro_neox(tmp)
         test_training(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":

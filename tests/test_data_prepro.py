@@ -24,13 +24,7 @@ DRIVER = os.path.join(REPO, "build", "tests", "test_data_loader")
 SHAKESPEARE = os.path.join(SHARED, "data", "tinyshakespeare", "input.txt")
 WIKITEXT = os.path.join(SHARED, "data", "wikitext-2")
 
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def load_prepro():
@@ -219,7 +213,7 @@ def main():
         test_neox_roundtrip(prepro, tmp)
         test_wikitext_word(prepro, tmp)
         test_v2_and_refusals(prepro, tmp)
-    return 1 if failures else 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -23,13 +23,7 @@ BUILDER = os.path.join(REPO, "scripts", "prepare_lastword.py")
 DRIVER = os.path.join(REPO, "build", "tests", "test_data_loader")
 T, B, TRAIN_WINDOWS, VAL_WINDOWS, VOCAB = 8, 4, 20, 6, 400
 
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def write_word_tokenizer(path, vocab):
@@ -111,7 +105,7 @@ def main():
         short = build(src, os.path.join(tmp, "short"), "--val-windows", str(VAL_WINDOWS + 1))
         report(short.returncode == 1 and "wikitext2_val_000000.bin" in short.stderr and "Traceback" not in short.stderr,
                "lastword_too_short", short.stderr.strip())
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":

@@ -20,13 +20,7 @@ from prepro_shards import write_shard  # noqa: E402
 from ssd_model_file import config_check, param_shapes  # noqa: E402
 
 DRIVER = os.path.join(REPO, "build", "tests", "test_data_loader")
-failures = 0
-
-
-def report(ok, name, detail):
-    global failures
-    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-    failures += 0 if ok else 1
+from report import exit_status, report  # noqa: E402
 
 
 def test_batches(tmp):
@@ -79,7 +73,7 @@ def main():
         test_decay_names(tmp)
         test_schedule()
         test_parse(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
