@@ -93,14 +93,15 @@ static const char *ssd_scan_path_name(SSDScanPath path) {
     return path == SSD_PATH_SUB ? "sub" : path == SSD_PATH_MMA ? "mma" : "auto";
 }
 
-/* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh) takes a scalar A
- * and heads of width P <= 64 in bf16 builds; the sub-block path (ssd_scan_sub.cuh) takes every shape. */
+/* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh) takes a scalar A,
+ * heads of width P <= 64 and N <= 128 in bf16 builds; the sub-block path (ssd_scan_sub.cuh) takes every
+ * shape. */
 static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
     if (path != SSD_PATH_MMA) return true;
 #if defined(ENABLE_FP32)
     return false;
 #else
-    return !s->diagonal && s->P <= SSDM_TILE;
+    return !s->diagonal && s->P <= SSDM_TILE && s->N <= SSDM_MAX_N;
 #endif
 }
 
@@ -109,9 +110,9 @@ static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
 static SSDScanPath ssd_scan_path(const SSDScanShape *s) {
     if (s->path == SSD_PATH_AUTO) return ssd_scan_path_applies(s, SSD_PATH_MMA) ? SSD_PATH_MMA : SSD_PATH_SUB;
     if (!ssd_scan_path_applies(s, s->path)) {
-        fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d) in this %s build: it needs a "
-                        "scalar A, P <= %d and a bf16 build\n",
-                ssd_scan_path_name(s->path), s->diagonal, s->P, PRECISION_NAME, SSDM_TILE);
+        fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d N=%d) in this %s build: it needs "
+                        "a scalar A, P <= %d, N <= %d and a bf16 build\n",
+                ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, PRECISION_NAME, SSDM_TILE, SSDM_MAX_N);
         exit(EXIT_FAILURE);
     }
     return s->path;
@@ -163,7 +164,8 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->G < 1) bad = "B, T, H, G must be positive";
     else if (s->H % s->G != 0) bad = "H must be a multiple of G (ngroups)";
     else if (s->P < 16 || s->P % 16 != 0 || s->P > SSD_MAX_P) bad = "P (headdim) must be a multiple of 16 in [16, 128]";
-    else if (s->N != 16 && s->N != 32 && s->N != 64 && s->N != 128) bad = "N (d_state) must be 16, 32, 64 or 128";
+    else if (s->N != 16 && s->N != 32 && s->N != 64 && s->N != 128 && s->N != 256)
+        bad = "N (d_state) must be 16, 32, 64, 128 or 256";
     else if (s->Q < 1 || s->Q > SSD_MAX_CHUNK) bad = "Q (chunk_size) must be in [1, 1024]";
     else if (s->conv_dim != s->H * s->P + 2 * s->G * s->N) bad = "conv_dim must equal H*P + 2*G*N";
     else if ((long)s->B * s->H > 65535) bad = "B*H must be at most 65535";
@@ -203,10 +205,12 @@ size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
 template <int N_>
 static void ssd_scan_run(const SSDScanShape *s, SSDScanPath path, const SSDScanCall *c, bool backward) {
 #if !defined(ENABLE_FP32)
-    if (path == SSD_PATH_MMA) {
-        if (backward) ssdm_scan_backward<N_>(s, c);
-        else ssdm_scan_forward<N_>(s, c);
-        return;
+    if constexpr (N_ <= SSDM_MAX_N) {
+        if (path == SSD_PATH_MMA) {
+            if (backward) ssdm_scan_backward<N_>(s, c);
+            else ssdm_scan_forward<N_>(s, c);
+            return;
+        }
     }
 #endif
     if (backward) ssd_sub_scan_backward<N_>(s, c);
@@ -215,11 +219,12 @@ static void ssd_scan_run(const SSDScanShape *s, SSDScanPath path, const SSDScanC
 
 static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool backward) {
     SSDScanPath path = ssd_scan_path(s);
-    switch (s->N) { /* 16, 32, 64 or 128: ssd_scan_check_shape */
+    switch (s->N) { /* 16, 32, 64, 128 or 256: ssd_scan_check_shape */
     case 16: ssd_scan_run<16>(s, path, c, backward); break;
     case 32: ssd_scan_run<32>(s, path, c, backward); break;
     case 64: ssd_scan_run<64>(s, path, c, backward); break;
-    default: ssd_scan_run<128>(s, path, c, backward); break;
+    case 128: ssd_scan_run<128>(s, path, c, backward); break;
+    default: ssd_scan_run<256>(s, path, c, backward); break;
     }
 }
 

@@ -66,7 +66,7 @@ PRESETS = {
     "gpt2-scaling": dict(configs=["configs/wikitext2-gpt2-medium-mamba2.json", "configs/wikitext2-gpt2-medium-ssd.json"],
                          tokenizer="gpt2", data="datasets/wikitext2_gpt2", batch=16, seq_len=256, lr=3e-3, warmup=30,
                          final_lr_frac=0.1, weight_decay=0.1, steps=300, val_every=100, eval_tokens=50000, seeds=3,
-                         sweep_width=[128, 256, 512], sweep_d_state=[16, 32, 64, 128], sweep_layers=4, carried=False,
+                         sweep_width=[128, 256, 512], sweep_d_state=[16, 32, 64, 128, 256], sweep_layers=4, carried=False,
                          timing_steps=40),
 }
 
@@ -880,7 +880,7 @@ def parse_args(argv):
     p.add_argument("--extra", default="", help="more trainer flags, e.g. \"-C 0.5\"")
     p.add_argument("--sweep-width", type=int_list, help="scaling sweep: d_model values, e.g. 128,256,512 (with "
                                                         "--sweep-d-state; gpt2-scaling: 128,256,512)")
-    p.add_argument("--sweep-d-state", type=int_list, help="scaling sweep: d_state values (gpt2-scaling: 16,32,64,128; the CUDA scan takes 16 to 128)")
+    p.add_argument("--sweep-d-state", type=int_list, help="scaling sweep: d_state values (gpt2-scaling: 16,32,64,128,256)")
     p.add_argument("--sweep-layers", type=int, help="scaling sweep: n_layer of every cell (gpt2-scaling: 4)")
     p.add_argument("--no-carried", dest="carried", action="store_false", default=None,
                    help="skip the carried-state evaluation after training (gpt2-scaling skips it)")

@@ -601,11 +601,15 @@ int main(int argc, char **argv) {
         {"scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15, false},
         {"scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16, false},
         {"scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17, false},
+        /* d_state 256: the sub-block path for both A structures (the tensor-core path stops at 128) */
+        {"scalar_N256_Q100", make_shape(1, 230, 2, 64, 1, 256, 100, 0), 18, false},
+        {"diag_N256_groups", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 19, false},
     };
     const Case carry_cases[] = {
         {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12, false},
         {"diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13, false},
         {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14, false},
+        {"diag_N256", make_shape(1, 140, 2, 32, 1, 256, 64, 1), 20, false},
     };
     run_cases(cases, sizeof(cases) / sizeof(cases[0]), false);
     run_cases(carry_cases, sizeof(carry_cases) / sizeof(carry_cases[0]), true);
