@@ -354,6 +354,7 @@ class Sweep:
             self.done += 1
             if seconds is not None:
                 self.run_seconds.append(seconds)
+            if carried is not None:  # runs without the carried-state evaluation (--no-carried) have none
                 self.carried.append(carried)
             left = ""
             if self.run_seconds and self.done < self.total:

@@ -342,3 +342,22 @@ check_error "not identical" "they differ in d_model" --configs "$work/word_scala
 check_error "same structure" "need one scalar and one diagonal" --configs "$work/word_scalar.json" "$work/word_scalar.json" --data "$work/word"
 check_error "seeds" "at least 3" --seeds 2 --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word"
 check_error "trainer" "not an executable" --trainer ./no_such_trainer --configs "$work/word_scalar.json" "$work/word_diagonal.json" --data "$work/word"
+
+# ---- the time-left estimate of a sweep whose runs skip the carried-state evaluation ----
+out=$(python3 - 2>&1 <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+import compare
+sweep = compare.Sweep(4, 2)
+sweep.finished(5.0, None)   # a --no-carried run
+sweep.finished()            # a run skipped as already done
+print("carried", sweep.carried_seconds())
+sweep.finished(6.0, 2.5)
+print("carried", sweep.carried_seconds())
+PY
+)
+if grep -q "^carried None" <<< "$out" && grep -q "^carried 2.5" <<< "$out"; then
+    pass "sweep_progress_without_carried" "no carried time until a run has one, then its mean"
+else
+    fail "sweep_progress_without_carried" "$out"
+fi
