@@ -36,7 +36,7 @@ typedef struct {
     float *padded;      /* ZeRO-1: world x shard floats, the buffer the collectives work in */
     size_t lo, hi;      /* the parameters this rank updates */
     int B, T;           /* of the training micro-batches */
-    double micro_loss;  /* summed over the last one's counted targets (the backward does not keep it) */
+    double micro_loss;  /* the last one's mean over its counted targets (the backward does not keep it) */
     MambaInferenceState *carry; /* -cs 1: grad_accum * B streams' states, NULL without */
     int carry_streams;
     int micro;          /* the step's micro-batches trained so far */
@@ -55,9 +55,8 @@ static void cpu_train_micro(void *self, const int *inputs, const int *targets, f
     else mamba_forward(&c->model, inputs, targets, c->B, c->T);
     c->micro++;
     /* the model's loss is the mean over the counted targets: scaled by their count, the sum's weight is loss_scale */
-    double counted = c->model.counted_targets;
-    c->micro_loss = c->model.mean_loss * counted;
-    mamba_backward(&c->model, (real)(loss_scale * counted));
+    c->micro_loss = c->model.mean_loss;
+    mamba_backward(&c->model, (real)(loss_scale * c->model.counted_targets));
 }
 
 static double cpu_micro_loss(void *self) { return ((CPUCompute *)self)->micro_loss; }

@@ -773,7 +773,6 @@ typedef struct {
     unsigned char *hits;   /* [B * T] on the device, tasks only, allocated at their first use */
     GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
     GPUFeeder feeder;      /* samples */
-    double micro_counted;  /* counted targets of the last training micro-batch */
     int first_update_done;
 } GPUCompute;
 
@@ -785,7 +784,6 @@ static void gpu_train_micro(void *self, const int *inputs, const int *targets, f
     m->B = c->B;
     m->T = c->T;
     mamba_gpu_set_batch(m, inputs, targets);
-    c->micro_counted = (double)count_targets(targets, (size_t)c->B * c->T);
     mamba_gpu_forward(m, loss_scale, NULL);
     m->reduce_in_backward = last && m->comm->world > 1 && !m->zero;
     mamba_gpu_backward(m);
@@ -793,7 +791,7 @@ static void gpu_train_micro(void *self, const int *inputs, const int *targets, f
 
 static double gpu_micro_loss(void *self) {
     GPUCompute *c = (GPUCompute *)self;
-    return mamba_gpu_mean_loss(&c->model) * c->micro_counted;
+    return mamba_gpu_mean_loss(&c->model);
 }
 
 static float gpu_grad_norm(void *self) {

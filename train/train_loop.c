@@ -127,6 +127,7 @@ typedef struct {
 /* The step's micro-batches, read before any backward: the loss weight needs their counted targets. */
 typedef struct {
     int *inputs, *targets;  /* [grad_accum, B * T] */
+    double *counted;        /* [grad_accum]: the counted targets of each micro-batch */
     size_t tokens;          /* B * T */
 } StepBatches;
 
@@ -138,7 +139,8 @@ static double step_batches_read(StepBatches *s, TrainRun *run) {
         dataloader_next_batch(loader);
         memcpy(s->inputs + micro * s->tokens, loader->inputs, s->tokens * sizeof(int));
         memcpy(s->targets + micro * s->tokens, loader->targets, s->tokens * sizeof(int));
-        counted += (double)count_targets(loader->targets, s->tokens);
+        s->counted[micro] = (double)count_targets(loader->targets, s->tokens);
+        counted += s->counted[micro];
     }
     /* without masks every rank counts every target: no collective needed */
     if (loader->has_masks) run->comm->ops->sum_doubles(run->comm, &counted, 1);
@@ -165,7 +167,7 @@ static StepResult train_step(TrainRun *run, TrainCompute *compute, const AdamWSe
     for (int micro = 0; micro < accum; micro++) {
         compute->train_micro(compute->self, batches->inputs + micro * batches->tokens,
                              batches->targets + micro * batches->tokens, loss_scale, micro == accum - 1);
-        loss += compute->micro_loss(compute->self);
+        if (batches->counted[micro] > 0) loss += compute->micro_loss(compute->self) * batches->counted[micro];
     }
     r.norm = compute->grad_norm(compute->self);
     double sums[3] = {loss, !isfinite(r.norm), stop_signal_received() != 0};
@@ -190,6 +192,7 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
     batches.tokens = (size_t)run->train_loader.B * run->train_loader.T;
     batches.inputs = (int *)mallocCheck(sizeof(int) * run->grad_accum * batches.tokens);
     batches.targets = (int *)mallocCheck(sizeof(int) * run->grad_accum * batches.tokens);
+    batches.counted = (double *)mallocCheck(sizeof(double) * run->grad_accum);
     for (int step = run->start_step; step <= run->max_steps; step++) {
         /* none while steps are being skipped: the last checkpoint stays the newest */
         int save = (train_run_checkpoint_due(run, step) || (stop && args->output_dir && step > run->start_step)) &&
@@ -261,6 +264,7 @@ int train_loop_run(TrainRun *run, TrainCompute *compute) {
     }
     free(batches.inputs);
     free(batches.targets);
+    free(batches.counted);
     free(params);
     return status;
 }

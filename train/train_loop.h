@@ -51,7 +51,8 @@ typedef struct {
      * the losses of its counted targets (a target -1 does not count) accumulated; last: the step's last
      * micro-batch (its backward may start the reduction over ranks) */
     void (*train_micro)(void *self, const int *inputs, const int *targets, float loss_scale, int last);
-    /* the summed loss over the counted targets of the last micro-batch (waits for it) */
+    /* the mean loss over the counted targets of the last micro-batch (waits for it; called only when
+     * some target counts) */
     double (*micro_loss)(void *self);
     /* the gradients summed over ranks and their global norm (before clipping), the same on every rank */
     float (*grad_norm)(void *self);
