@@ -83,13 +83,19 @@ static void split_windows(const int *full, int B, int T, int half, int *out) {
     for (int b = 0; b < B; b++) memcpy(out + (size_t)b * T, full + (size_t)b * 2 * T + half * T, sizeof(int) * T);
 }
 
-static void check_two_windows(int diagonal, int T, int eot) {
+/* the fixture model of model_fixtures.h with params from seed; eot >= 0: documents end at that token */
+static ModelConfig fixture_model(Mamba *model, int diagonal, uint64_t seed, int eot) {
     ModelConfig c = fixture_config(diagonal);
-    float *p = fixture_params(&c, 51 + diagonal);
-    Mamba model;
-    mamba_build(&model, &c, p);
+    float *p = fixture_params(&c, seed);
+    mamba_build(model, &c, p);
     free(p);
-    mamba_set_document_end(&model, eot);
+    mamba_set_document_end(model, eot);
+    return c;
+}
+
+static void check_two_windows(int diagonal, int T, int eot) {
+    Mamba model;
+    ModelConfig c = fixture_model(&model, diagonal, 51 + diagonal, eot);
     int B = 2, n = B * 2 * T;
     int *inputs = (int *)mallocCheck(sizeof(int) * n), *targets = (int *)mallocCheck(sizeof(int) * n);
     random_tokens(inputs, n, c.vocab_size, 5 + T);
@@ -144,12 +150,8 @@ static double carried_loss(Mamba *model, const int *inputs, const int *targets, 
 }
 
 static void check_carried_gradients(int diagonal, int eot) {
-    ModelConfig c = fixture_config(diagonal);
-    float *p = fixture_params(&c, 61 + diagonal);
     Mamba model;
-    mamba_build(&model, &c, p);
-    free(p);
-    mamba_set_document_end(&model, eot);
+    ModelConfig c = fixture_model(&model, diagonal, 61 + diagonal, eot);
     int B = 2, T = 7, inputs[14], targets[14], prefix[14];
     random_tokens(prefix, B * T, c.vocab_size, 71);
     random_tokens(inputs, B * T, c.vocab_size, 72);
