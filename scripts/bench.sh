@@ -10,10 +10,14 @@
 # B=1 x T=131072, and mamba2-2.7b at B=8 x T=2048 (-r 1 and 2 only if -r 0 does not fit); the logs stay
 # in $BENCH_LOGS (default: a temporary directory, removed):
 #   STEPS=6 BENCH_LOGS=bench_logs scripts/bench.sh recompute
+# Where one step's GPU time goes (Nsight Compute, kernel durations only): mamba2-130m at B=8 x T=2048, the
+# second training step's kernels grouped by name, largest first, and by kind (SSD scan, matmuls, ...):
+#   scripts/bench.sh profile
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-default}
-case "$mode" in default | recompute) ;; *) echo "usage: $0 [recompute]"; exit 1 ;; esac
+case "$mode" in default | recompute | profile) ;; *) echo "usage: $0 [recompute | profile]"; exit 1 ;; esac
 steps=${STEPS:-12}
+[ "$mode" = profile ] && steps=3
 if [ -n "$BENCH_LOGS" ]; then
     work=$BENCH_LOGS
     mkdir -p "$work" || exit 1
@@ -70,6 +74,17 @@ PY
 )
     rows+=("$row")
 }
+
+if [ "$mode" = profile ]; then
+    command -v ncu > /dev/null || { echo "bench: profile needs Nsight Compute (ncu) on the PATH"; exit 1; }
+    # step 1 warms up (cuBLASLt heuristics, first allocations); step 2, between the first two AdamW launches'
+    # ends, is the one reported; --clock-control none leaves the GPU at its own clocks, as a training run
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+        ./train_ssdcu -e configs/mamba2-130m.json -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
+        -x "$steps" > "$work/profile.csv" 2> "$work/profile.err" || { tail -n 5 "$work/profile.err"; exit 1; }
+    python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}"
+    exit 0
+fi
 
 if [ "$mode" = recompute ]; then
     for level in 0 1 2; do run_config configs/mamba2-130m.json 8 2048 $level; done
