@@ -74,8 +74,10 @@
  *   dstates:         C_t exp(A dc_t) only at the steps of seg_in
  * so in[c+1] is exactly the state after the chunk's last step. The decays' gradient stays as below: each
  * masked term is 0 in y and in the dB, dC shares alike, so z_t = C_t dC_t - B_t dB_t is still dL/du_t,
- * and gs = <G_end, S_end> uses the masked S_end. Without segments every mask is 1 and the kernels skip
- * the loads (a select of the unchanged value: the same bits as without the masks).
+ * and gs = <G_end, S_end> uses the masked S_end. Without segments (NULL) the chunk kernels run a
+ * variant of their own (a template flag) in which every mask is 1 at compile time, so they compute what
+ * they computed before the masks existed, at the same cost; the state passing tests its one mask per
+ * chunk at run time (a select of the unchanged value: the same bits).
  *
  * Carried state: the forward may take a state [B][H][P][N] (fp32, state_in) that enters the first chunk
  * instead of zero, and may write the state after step T - 1 (state_out: only its last document's part,

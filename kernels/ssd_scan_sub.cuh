@@ -42,7 +42,7 @@ static size_t ssd_reduce_smem_bytes(const SSDScanShape *s) {
     return sizeof(float) * ((size_t)SSD_REDUCE_STEPS * (s->P + 4) + (size_t)SSD_REDUCE_STEPS * (s->N + 4) + s->N);
 }
 
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel(float *out, const floatX *u_src,
                                                                        const floatX *xBC, const float *delta,
                                                                        const float *dcum, const int *segment,
@@ -50,6 +50,7 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
     constexpr int LN = N_ + 4, NTC = N_ / 8, MAX_TILES = (SSD_MAX_P / 16) * NTC / SSD_REDUCE_WARPS;
     constexpr int UPT = SSD_REDUCE_STEPS * SSD_MAX_P / SSD_REDUCE_THREADS, VPT = SSD_REDUCE_STEPS * N_ / SSD_REDUCE_THREADS;
     extern __shared__ __align__(16) float ssd_reduce_smem[];
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int P = s.P, LP = P + 4;
     float *u_s = ssd_reduce_smem;                   /* [steps][LP] */
     float *v_s = u_s + SSD_REDUCE_STEPS * LP;       /* [steps][LN] */
@@ -190,7 +191,7 @@ static size_t ssd_scan_smem_bytes(const SSDScanShape *s) {
  * instead of adding up. */
 #define SSD_BATCH 4
 
-template <int N_>
+template <int N_, bool SEG>
 __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const floatX *xBC, const floatX *dy,
                              const float *dl, const float *dc, const int *segment, int b, int h, int g, int t0, int i0,
                              int len) {
@@ -198,6 +199,7 @@ __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const flo
     constexpr int BB = BPT < SSD_BATCH ? BPT : SSD_BATCH;
     int tid = threadIdx.x, P = s.P, LP = sm.LP, LN = sm.LN;
     int nvalid = min(SSD_SUB, len - i0);
+    if (!SEG) segment = NULL;
     size_t row0 = (size_t)b * s.T + t0 + i0;
     float ref = i0 == 0 ? 0.0f : dc[t0 + i0 - 1];
     float end = dc[t0 + i0 + nvalid - 1];
@@ -227,13 +229,15 @@ __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const flo
         bool valid = tid < nvalid;
         sm.dc[tid] = valid ? dc[t0 + i0 + tid] : end;
         sm.dl[tid] = valid ? dl[t0 + i0 + tid] : 0.0f;
-        sm.seg[tid] = valid ? ssd_segment(segment, s, b, t0 + i0 + tid) : seg_end;
+        if (SEG) sm.seg[tid] = valid ? ssd_segment(segment, s, b, t0 + i0 + tid) : seg_end;
     }
     if (tid == 0) {
         sm.bounds[0] = ref;
         sm.bounds[1] = end;
-        sm.seg[SSD_SUB] = seg_ref;
-        sm.seg[SSD_SUB + 1] = seg_end;
+        if (SEG) {
+            sm.seg[SSD_SUB] = seg_ref;
+            sm.seg[SSD_SUB + 1] = seg_end;
+        }
     }
     int b_col = s.H * P + g * N_, c_col = s.H * P + s.G * N_ + g * N_;
 #pragma unroll 1
@@ -285,13 +289,13 @@ __device__ void ssd_load_state(const SSDSmem &sm, const float *src, int P) {
  * (warps 2-3, when with_w):
  *   M[t][s] = sum_n C_t[n] B_s[n] exp(A[n] (dc_t - dc_s)),  W[t][s] = dy_t . (delta x)_s, times the
  *   decay exp(A (dc_t - dc_s)) when A is scalar; both zero for s > t and between two documents. */
-template <int N_, bool DIAG>
+template <int N_, bool DIAG, bool SEG>
 __device__ void ssd_sub_matrices(const SSDSmem &sm, int P, bool with_m, bool with_w) {
     int tid = threadIdx.x, warp = tid >> 5, LN = sm.LN, LP = sm.LP;
     if (DIAG && with_m) {
         int t = tid >> 4, s = tid & 15;
         float m = 0.0f;
-        if (s <= t && sm.seg[s] == sm.seg[t]) {
+        if (s <= t && (!SEG || sm.seg[s] == sm.seg[t])) {
             float gap = sm.dc[t] - sm.dc[s];
 #pragma unroll 8
             for (int n = 0; n < N_; n++) m += sm.C[t * LN + n] * sm.B[s * LN + n] * expf(sm.A[n] * gap);
@@ -309,7 +313,7 @@ __device__ void ssd_sub_matrices(const SSDSmem &sm, int P, bool with_m, bool wit
         for (int i = 0; i < 4; i++) {
             int t = ssd_tile_row(i), s = s0 + ssd_tile_col(i);
             float v = 0.0f;
-            if (s <= t && sm.seg[s] == sm.seg[t]) v = DIAG ? acc[i] : acc[i] * expf(sm.A[0] * (sm.dc[t] - sm.dc[s]));
+            if (s <= t && (!SEG || sm.seg[s] == sm.seg[t])) v = DIAG ? acc[i] : acc[i] * expf(sm.A[0] * (sm.dc[t] - sm.dc[s]));
             out[t * (SSD_SUB + 1) + s] = v;
         }
     }
@@ -341,7 +345,7 @@ __device__ void ssd_scan_prologue(const SSDSmem &sm, const float *A_log, int h, 
 }
 
 /* Grid (nchunks, B*H). */
-template <int N_, bool DIAG>
+template <int N_, bool DIAG, bool SEG>
 __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(floatX *y, const floatX *xBC,
                                                                              const float *delta, const float *dcum,
                                                                              const float *states, const int *segment,
@@ -359,9 +363,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(
     float Dh = D[h];
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, NULL, dl, dc, segment, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, NULL, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, true, false);
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, true, false);
         __syncthreads();
         /* y tiles (16 steps x 8 rows p) */
         for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
@@ -397,7 +401,7 @@ __device__ void ssd_store_rows(float *dst, int row_stride, const SSDSmem &sm, in
 
 /* Grid (nchunks, B*H). Writes dx, d delta, this head's dB and dC (dBC) and the block's dA_log and dD
  * (dA_part, dD_part, summed over blocks in a fixed order by ssd_scan_backward). */
-template <int N_, bool DIAG>
+template <int N_, bool DIAG, bool SEG>
 __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel(
     floatX *dxBC, float *dBC, float *ddelta, float *dA_part, float *dD_part, const floatX *dy, const floatX *xBC,
     const float *delta, const float *dcum, const float *states, const float *dstates, const int *segment,
@@ -422,9 +426,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
         int nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, false, true);
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, false, true);
         /* dC tiles, state part: exp(A (dc_t - ref)) (dy S)[t][n], at the steps of the entering state's document */
         for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
             int n0 = tile * 8;
@@ -433,7 +437,8 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int t = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
-                sm.dBC[t * LN + n] = sm.seg[t] == sm.seg[SSD_SUB] ? acc[i] * expf(sm.A[n] * (sm.dc[t] - sm.bounds[0])) : 0.0f;
+                bool entered = !SEG || sm.seg[t] == sm.seg[SSD_SUB];
+                sm.dBC[t * LN + n] = entered ? acc[i] * expf(sm.A[n] * (sm.dc[t] - sm.bounds[0])) : 0.0f;
             }
         }
         __syncthreads();
@@ -512,9 +517,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
     for (int k = nsub - 1; k >= 0; k--) {
         int i0 = k * SSD_SUB, nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, true, true);
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, true, true);
         /* gb, state part: (Bt G^T)[s][p] */
         for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
             int p0 = tile * 8;
@@ -531,8 +536,8 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int si = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
-                sm.dBC[si * LN + n] =
-                    sm.seg[si] == sm.seg[SSD_SUB + 1] ? acc[i] * expf(sm.A[n] * (sm.bounds[1] - sm.dc[si])) : 0.0f;
+                bool kept = !SEG || sm.seg[si] == sm.seg[SSD_SUB + 1];
+                sm.dBC[si * LN + n] = kept ? acc[i] * expf(sm.A[n] * (sm.bounds[1] - sm.dc[si])) : 0.0f;
             }
         }
         __syncthreads();
@@ -646,26 +651,25 @@ static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u
                               cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_reduce_smem_bytes(s);
-    ssd_set_smem(ssd_chunk_reduce_kernel<N_>, smem);
-    ssd_chunk_reduce_kernel<N_><<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, segment,
-                                                                            A_log, *s, mode);
+    auto kernel = segment ? ssd_chunk_reduce_kernel<N_, true> : ssd_chunk_reduce_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, segment, A_log, *s, mode);
     cudaCheckLaunch();
 }
 
+/* The chunk scan kernels come in four variants: diagonal or scalar A, with or without segments (without,
+ * every mask is 1 at compile time, so the kernels run as they would without the masks). */
 template <int N_>
 static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
                                     const int *segment, const float *A_log, const float *D, cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
-    if (s->diagonal) {
-        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, true>, smem);
-        ssd_chunk_scan_forward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
-                                                                                     ws->states, segment, A_log, D, *s);
-    } else {
-        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, false>, smem);
-        ssd_chunk_scan_forward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
-                                                                                      ws->states, segment, A_log, D, *s);
-    }
+    auto kernel = s->diagonal ? (segment ? ssd_chunk_scan_forward_kernel<N_, true, true>
+                                         : ssd_chunk_scan_forward_kernel<N_, true, false>)
+                              : (segment ? ssd_chunk_scan_forward_kernel<N_, false, true>
+                                         : ssd_chunk_scan_forward_kernel<N_, false, false>);
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum, ws->states, segment, A_log, D, *s);
     cudaCheckLaunch();
 }
 
@@ -675,17 +679,13 @@ static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const 
                                      cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
-    if (s->diagonal) {
-        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, true>, smem);
-        ssd_chunk_scan_backward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
-            segment, A_log, D, *s);
-    } else {
-        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, false>, smem);
-        ssd_chunk_scan_backward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
-            segment, A_log, D, *s);
-    }
+    auto kernel = s->diagonal ? (segment ? ssd_chunk_scan_backward_kernel<N_, true, true>
+                                         : ssd_chunk_scan_backward_kernel<N_, true, false>)
+                              : (segment ? ssd_chunk_scan_backward_kernel<N_, false, true>
+                                         : ssd_chunk_scan_backward_kernel<N_, false, false>);
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_THREADS, smem, stream>>>(dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta,
+                                                ws->dcum, ws->states, ws->dstates, segment, A_log, D, *s);
     cudaCheckLaunch();
 }
 

@@ -310,7 +310,7 @@ typedef struct {
 
 template <typename T>
 static bool same_bits(const std::vector<T> &a, const std::vector<T> &b) {
-    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 /* One forward + backward with outputs and workspace filled with the byte poison first and the
@@ -366,9 +366,9 @@ static std::vector<Compared> compare_outputs(const Inputs *in, const Reference *
 }
 
 /* What a case runs with besides its shape: stress (dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the
- * tolerances scaled by STRESS_FACTOR), document boundaries (make_segments), an entering state (then
- * state_out is checked too: in place without segments, as the trainer carries it, else into a buffer of
- * its own). */
+ * tolerances scaled by STRESS_FACTOR), document boundaries (make_segments), an entering state. With
+ * either of the last two state_out is checked too: in place without segments (as the trainer carries
+ * it), else into a buffer of its own. */
 typedef struct {
     bool stress, segments, carry;
 } Options;
@@ -399,7 +399,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options o
     reference(&ref, &in);
     size_t rows = (size_t)s.B * s.T;
     DeviceCase dev = device_case_alloc(&in);
-    if (opt.carry) device_case_want_state(&dev, !opt.segments);
+    if (opt.carry || opt.segments) device_case_want_state(&dev, !opt.segments);
 
     /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
     Outputs first = device_case_run(&dev, &in, 0xff);
