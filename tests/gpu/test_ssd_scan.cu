@@ -373,18 +373,26 @@ typedef struct {
     bool stress, segments, carry;
 } Options;
 
-static bool same_outputs(const Outputs &a, const Outputs &b, size_t rows, const SSDScanShape &s, std::string *differ) {
-    if (!same_bits(a.y, b.y)) *differ += " y";
-    if (!same_bits(a.dxBC, b.dxBC)) *differ += " dxBC";
+/* A check that two runs gave bitwise-equal outputs and gradients (check: the test's name, runs: which) */
+static void check_same_outputs(const char *cname, const char *check, const char *runs, const Outputs &a,
+                               const Outputs &b, const SSDScanShape &s) {
+    size_t rows = (size_t)s.B * s.T;
+    std::string differ;
+    if (!same_bits(a.y, b.y)) differ += " y";
+    if (!same_bits(a.dxBC, b.dxBC)) differ += " dxBC";
     /* (exact conversions to double; the other in_proj columns hold the two poisons) */
     if (!same_bits(columns(a.din_proj, rows, s.d_in_proj, dt_col(&s), s.H),
                    columns(b.din_proj, rows, s.d_in_proj, dt_col(&s), s.H)))
-        *differ += " ddt_raw";
-    if (!same_bits(a.ddt_bias, b.ddt_bias)) *differ += " ddt_bias";
-    if (!same_bits(a.dA_log, b.dA_log)) *differ += " dA_log";
-    if (!same_bits(a.dD, b.dD)) *differ += " dD";
-    if (!same_bits(a.state_out, b.state_out)) *differ += " state_out";
-    return differ->empty();
+        differ += " ddt_raw";
+    if (!same_bits(a.ddt_bias, b.ddt_bias)) differ += " ddt_bias";
+    if (!same_bits(a.dA_log, b.dA_log)) differ += " dA_log";
+    if (!same_bits(a.dD, b.dD)) differ += " dD";
+    if (!same_bits(a.state_out, b.state_out)) differ += " state_out";
+    char name[128];
+    snprintf(name, sizeof(name), "ssd_scan_%s_%s_%s", PRECISION_NAME, cname, check);
+    checks++;
+    test_report(differ.empty(), name, "%s: %s", runs,
+                differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
 }
 
 static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options opt) {
@@ -420,23 +428,12 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options o
 
     /* zero bytes this time: a value that depended on unwritten workspace would differ */
     Outputs second = device_case_run(&dev, &in, 0x00);
-    std::string differ;
-    same_outputs(first, second, rows, s, &differ);
-    snprintf(name, sizeof(name), "ssd_scan_%s_%s_deterministic", PRECISION_NAME, cname);
-    checks++;
-    test_report(differ.empty(), name, "two runs on the same inputs: %s",
-                differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
-
+    check_same_outputs(cname, "deterministic", "two runs on the same inputs", first, second, s);
     if (!opt.segments) { /* an all-zero segment array: every mask is 1, so the same bits as segment = NULL */
         in.segment.assign(rows, 0);
         dev.segment = to_device(in.segment);
         Outputs zeros = device_case_run(&dev, &in, 0xff);
-        std::string zdiffer;
-        same_outputs(first, zeros, rows, s, &zdiffer);
-        snprintf(name, sizeof(name), "ssd_scan_%s_%s_zero_segments_as_null", PRECISION_NAME, cname);
-        checks++;
-        test_report(zdiffer.empty(), name, "segment all 0 against NULL: %s",
-                    zdiffer.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + zdiffer).c_str());
+        check_same_outputs(cname, "zero_segments_as_null", "segment all 0 against NULL", first, zeros, s);
     }
     device_case_free(&dev);
 }
