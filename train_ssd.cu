@@ -471,10 +471,11 @@ static void layer_mixer_forward(MambaGPU *m, int l, const GPULayerParams *p, con
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
     float *conv_state = carry ? carry->conv + l * carry->conv_floats : NULL;
     float *ssm_state = carry ? carry->ssm + l * carry->ssm_floats : NULL;
-    conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, conv_state, B, T, c->conv_dim, m->stream);
+    conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, NULL, conv_state, conv_state, B, T, c->conv_dim,
+                   m->stream);
     if (scan)
-        ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, ssm_state,
-                         la->ssd_workspace, m->stream);
+        ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, NULL,
+                         ssm_state, ssm_state, la->ssd_workspace, m->stream);
     gated_norm_forward(la->gated, la->gated_rstd, la->y, la->zxbcdt, dip, p->gnorm_w, B * T, E, c->ngroups, c->norm_eps,
                        m->stream);
 }
@@ -653,9 +654,9 @@ void mamba_gpu_backward(MambaGPU *m) {
         gated_norm_backward(a->dy, a->dzxbcdt, g.gnorm_w, a->reduce, a->dgated, la.y, la.zxbcdt, dip, p.gnorm_w,
                             la.gated_rstd, N, E, G, st);
         ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy, la.xbc,
-                          la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, la.ssd_workspace, st);
+                          la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, NULL, la.ssd_workspace, st);
         conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, la.zxbcdt + E, dip, p.conv_w,
-                        p.conv_b, B, T, c->conv_dim, st);
+                        p.conv_b, NULL, NULL, B, T, c->conv_dim, st);
         matmul_backward_weight(g.in_proj_w, a->dzxbcdt, la.norm_out, N, D, dip, st);
         matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
         rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, la.res, la.norm_rstd, p.norm_w, N, D, st);
