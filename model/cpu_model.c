@@ -47,17 +47,6 @@ void mamba_build(Mamba *model, const ModelConfig *config, const float *params) {
 
 void mamba_set_document_end(Mamba *model, int eot) { model->doc_eot = eot; }
 
-/* segment[b*T + t]: the documents started at or before t in row b (a document starts after an eot input) */
-static void document_segments(const Mamba *model, const int *inputs, int B, int T, int *segment) {
-    for (int b = 0; b < B; b++) {
-        int seg = 0;
-        for (int t = 0; t < T; t++) {
-            if (t > 0 && inputs[(size_t)b * T + t - 1] == model->doc_eot) seg++;
-            segment[(size_t)b * T + t] = seg;
-        }
-    }
-}
-
 /* row b's segments, or NULL when document boundaries are off */
 static const int *row_segment(const Mamba *model, int b) {
     return model->doc_eot >= 0 ? model->segment + (size_t)b * model->T : NULL;
@@ -270,7 +259,7 @@ static void forward_from(Mamba *model, const int *inputs, const int *targets, in
     int BT = B * T, D = c->d_model;
     check_tokens(c, inputs, BT, "input", 0);
     model->inputs = inputs;
-    if (model->doc_eot >= 0) document_segments(model, inputs, B, T, model->segment);
+    if (model->doc_eot >= 0) document_segments(inputs, B, T, model->doc_eot, model->segment);
     MambaActivations *a = &model->acts;
     const real *wte = model->param_tensors[P_WTE];
     for (int bt = 0; bt < BT; bt++) memcpy(a->residual + (size_t)bt * D, wte + (size_t)inputs[bt] * D, sizeof(real) * D);
