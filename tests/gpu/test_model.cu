@@ -77,6 +77,16 @@ static float *case_params(const char *label, const char *json, int seed, ModelCo
     return params;
 }
 
+/* every gradient tensor of got against want (flat, layout), each named "<prefix> grad <tensor>" */
+static void check_grad_tensors(const char *prefix, const double *got, const double *want, const ParamLayout *layout) {
+    char name[200];
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "%s grad %s", prefix, PARAM_NAMES[t]);
+        double e = test_rel_error(got + layout->offsets[t], want + layout->offsets[t], (long)layout->sizes[t]);
+        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout->sizes[t]);
+    }
+}
+
 /* mask_every > 0: every mask_every-th target is -1 (a loss mask's 0), which neither loss counts;
  * classifier_rows > 0: the rows per slice of the lm_head and loss (else the trainer's) */
 static void run_case(const char *label, const char *json, int B, int T, int mask_every, int classifier_rows,
@@ -115,11 +125,7 @@ static void run_case(const char *label, const char *json, int B, int T, int mask
     check_scalar(name, gpu_loss, cpu_loss, LOSS_TOL);
 
     double *grads = download_float(gpu.grads, layout.total);
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        snprintf(name, sizeof(name), "%s grad %s", label, PARAM_NAMES[t]);
-        double e = test_rel_error(grads + layout.offsets[t], cpu.grad_tensors[t], (long)layout.sizes[t]);
-        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout.sizes[t]);
-    }
+    check_grad_tensors(label, grads, cpu.grads, &layout);
     free(grads);
 
     mamba_gpu_grad_norm(&gpu);
@@ -336,11 +342,8 @@ static void run_documents_case(const char *label, const char *json, int B, int T
             snprintf(name, sizeof(name), "%s %s -r %d window %d loss", label, what, r, w + 1);
             check_scalar(name, mamba_gpu_mean_loss(&m), cpu_loss[w], LOSS_TOL);
             double *grads = download_float(m.grads, layout.total);
-            for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-                snprintf(name, sizeof(name), "%s %s -r %d window %d grad %s", label, what, r, w + 1, PARAM_NAMES[t]);
-                double e = test_rel_error(grads + layout.offsets[t], cpu_grads[w] + layout.offsets[t], (long)layout.sizes[t]);
-                test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout.sizes[t]);
-            }
+            snprintf(name, sizeof(name), "%s %s -r %d window %d", label, what, r, w + 1);
+            check_grad_tensors(name, grads, cpu_grads[w], &layout);
             if (r == 0) {
                 grads0[w] = grads;
                 continue;
