@@ -161,7 +161,7 @@ fi
 variants=("db:-db 1" "cs:-cs 1" "dbcs:-db 1 -cs 1")
 for variant in "${variants[@]}"; do
     IFS=: read -r tag flags <<< "$variant"
-    ./train_ssd "${common[@]}" $flags -x 30 > "$work/cpu_$tag.log" 2>&1 &
+    ./train_ssd "${common[@]}" $flags -x 30 -th 4 > "$work/cpu_$tag.log" 2>&1 &
 done
 for variant in "${variants[@]}"; do
     IFS=: read -r tag flags <<< "$variant"
