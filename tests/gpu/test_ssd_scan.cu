@@ -64,6 +64,13 @@ static const double STRESS_FACTOR = 10.0;
 #else
 static const double STRESS_FACTOR = 1.0;
 #endif
+/* The parameter gradients of the bf16 tensor-core path at the stress decays: its products take single bf16
+ * operands and these sums cancel, so their relative error is far above the per-step gradients' (measured on
+ * an H200: dA_log 7.1e-3 without segments and 2.6e-2 with segments and an entering state, where the sub-block
+ * path gives 1.6e-4 and 1.1e-3 on the same inputs, and every per-step gradient stays under 5e-3): 3x. */
+static double reduced_stress_factor(const SSDScanShape *s) {
+    return ssd_scan_path(s) == SSD_PATH_MMA ? 3.0 : STRESS_FACTOR;
+}
 
 static int checks = 0; /* PASS/FAIL lines printed */
 static SSDScanPath forced_path = SSD_PATH_AUTO; /* --path: the path of every shape from make_shape */
@@ -402,7 +409,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options o
     if (opt.segments) make_segments(&in);
     if (opt.carry) make_state(&in, seed + 100);
     double tol = stress ? STRESS_FACTOR * TOLERANCE : TOLERANCE;
-    double reduced_tol = stress ? STRESS_FACTOR * REDUCED_TOLERANCE : REDUCED_TOLERANCE;
+    double reduced_tol = stress ? reduced_stress_factor(&s) * REDUCED_TOLERANCE : REDUCED_TOLERANCE;
     Reference ref;
     reference(&ref, &in);
     size_t rows = (size_t)s.B * s.T;
