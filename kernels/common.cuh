@@ -139,6 +139,33 @@ static inline int row_vec_plan(int n, int *threads) {
     *threads = 32 * ceil_div(ceil_div(nvec, vecs), 32);
     return vecs;
 }
+/* where the thread's k-th vector starts in its row; n or past it: the thread has no k-th vector */
+__device__ __forceinline__ int row_vec_start(int k) { return (k * blockDim.x + threadIdx.x) * X_VEC; }
+/* out = x * scale * w over the thread's vectors of a row of n values (the norms' last step) */
+template <int VECS>
+__device__ __forceinline__ void row_vec_store_scaled(floatX *out, const float (&x)[VECS][X_VEC], float scale,
+                                                     const float *w, int n) {
+#pragma unroll
+    for (int k = 0; k < VECS; k++) {
+        int c = row_vec_start(k);
+        if (c >= n) continue;
+        float o[X_VEC];
+#pragma unroll
+        for (int j = 0; j < X_VEC; j++) o[j] = x[k][j] * scale * w[c + j];
+        store_xpack(out + c, o);
+    }
+}
+/* a block's row of per-column partial sums: the thread's columns (no alignment asked of dst) */
+template <int VECS>
+__device__ __forceinline__ void row_vec_store_partial(float *dst, const float (&acc)[VECS][X_VEC], int n) {
+#pragma unroll
+    for (int k = 0; k < VECS; k++) {
+        int c = row_vec_start(k);
+        if (c >= n) continue;
+#pragma unroll
+        for (int j = 0; j < X_VEC; j++) dst[c + j] = acc[k][j];
+    }
+}
 
 /* Sums rows of partial[nrows, ncols] (fp32) into out[ncols] (out += sum): the second stage of every
  * deterministic parameter-gradient reduction in this project. A block takes 32 columns; its warp w

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
     float sumsq = 0.0f;
 #pragma unroll
     for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+        int c = row_vec_start(k);
         if (c >= S) continue;
         XPack yv = load_xpack(y + y_at + c);
         XPack zv = z_aligned ? load_xpack(z + z_at + c) : load_xpack_unaligned(z + z_at + c);
@@ -47,15 +47,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         }
     }
     float rstd = rsqrtf(block_reduce_sum(sumsq) / S + eps);
-#pragma unroll
-    for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
-        if (c >= S) continue;
-        float o[X_VEC];
-#pragma unroll
-        for (int j = 0; j < X_VEC; j++) o[j] = g[k][j] * rstd * w[c + j];
-        store_xpack(out + y_at + c, o);
-    }
+    row_vec_store_scaled<VECS>(out + y_at, g, rstd, w, S);
     if (threadIdx.x == 0) rstd_out[(size_t)row * G + group] = rstd;
 }
 
@@ -78,7 +70,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         float dot = 0.0f;
 #pragma unroll
         for (int k = 0; k < VECS; k++) {
-            int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+            int c = row_vec_start(k);
             if (c >= S) continue;
             yv[k] = load_xpack(y + y_at + c);
             zv[k] = z_aligned ? load_xpack(z + z_at + c) : load_xpack_unaligned(z + z_at + c);
@@ -90,7 +82,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         float mean_dot = block_reduce_sum(dot) * rstd / S;
 #pragma unroll
         for (int k = 0; k < VECS; k++) {
-            int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+            int c = row_vec_start(k);
             if (c >= S) continue;
             float dyv[X_VEC], dzv[X_VEC];
 #pragma unroll
@@ -108,14 +100,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
             else store_xpack_unaligned(dz + z_at + c, dzv);
         }
     }
-    float *partial = dweight_partial + (size_t)blockIdx.x * E + (size_t)group * S;
-#pragma unroll
-    for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
-        if (c >= S) continue;
-#pragma unroll
-        for (int j = 0; j < X_VEC; j++) partial[c + j] = dweight_acc[k][j];
-    }
+    row_vec_store_partial<VECS>(dweight_partial + (size_t)blockIdx.x * E + (size_t)group * S, dweight_acc, S);
 }
 
 __global__ void gated_norm_forward_kernel(floatX *out, float *rstd_out, const floatX *y, const floatX *z, int z_stride,

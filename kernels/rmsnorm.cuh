@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
     float sumsq = 0.0f;
 #pragma unroll
     for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+        int c = row_vec_start(k);
         if (c >= C) continue;
         load_floats_vec(x[k], prev + at + c);
         if (add) {
@@ -47,15 +47,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         for (int j = 0; j < X_VEC; j++) sumsq += x[k][j] * x[k][j];
     }
     float rstd = rsqrtf(block_reduce_sum(sumsq) / C + eps);
-#pragma unroll
-    for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
-        if (c >= C) continue;
-        float o[X_VEC];
-#pragma unroll
-        for (int j = 0; j < X_VEC; j++) o[j] = x[k][j] * rstd * weight[c + j];
-        store_xpack(out + at + c, o);
-    }
+    row_vec_store_scaled<VECS>(out + at, x, rstd, weight, C);
     if (threadIdx.x == 0) rstd_out[blockIdx.x] = rstd;
 }
 
@@ -76,7 +68,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         float dot = 0.0f;
 #pragma unroll
         for (int k = 0; k < VECS; k++) {
-            int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+            int c = row_vec_start(k);
             if (c >= C) continue;
             dv[k] = load_xpack(dout + at + c);
             load_floats_vec(xhat[k], residual + at + c);
@@ -90,7 +82,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
         float mean_dot = block_reduce_sum(dot) / C;
 #pragma unroll
         for (int k = 0; k < VECS; k++) {
-            int c = (k * blockDim.x + threadIdx.x) * X_VEC;
+            int c = row_vec_start(k);
             if (c >= C) continue;
 #pragma unroll
             for (int j = 0; j < X_VEC; j++) {
@@ -102,14 +94,7 @@ __global__ void __launch_bounds__(ROW_VEC_MAX_THREADS)
             store_xpack(dres_x + at + c, dr[k]);
         }
     }
-    float *partial = dweight_partial + (size_t)blockIdx.x * C;
-#pragma unroll
-    for (int k = 0; k < VECS; k++) {
-        int c = (k * blockDim.x + threadIdx.x) * X_VEC;
-        if (c >= C) continue;
-#pragma unroll
-        for (int j = 0; j < X_VEC; j++) partial[c + j] = dweight_acc[k][j];
-    }
+    row_vec_store_partial<VECS>(dweight_partial + (size_t)blockIdx.x * C, dweight_acc, C);
 }
 
 __global__ void rmsnorm_forward_kernel(float *residual, floatX *out, float *rstd_out, const float *prev,
