@@ -13,6 +13,11 @@
  * master weights are all-gathered (the vector parameters are read from them in fp32, so they stay
  * whole on every rank).
  *
+ * Document boundaries (-db 1): each batch's segments [B][T] (data/dataloader.h, document_segments) go to the
+ * device with its tokens, and the conv and the SSD scan of every layer restart their state at each document,
+ * forward, backward and recomputation. A carried state (-cs 1 in training, -ec 1 in evaluation): the state
+ * each row's window starts from and the one it leaves are in train/gpu_carry.cuh.
+ *
  * Precision: parameters and activations in floatX (bf16 by default, fp32 with PRECISION=FP32);
  * fp32 for the residual stream, norm statistics, gradients, AdamW moments and master weights. The
  * vector parameters (norm weights, conv, dt_bias, A_log, D) are read as fp32 from the master
@@ -31,6 +36,7 @@
 #include "train/comm.h"
 #include "model/config.h"
 #include "train/eval_split.h"
+#include "train/gpu_carry.cuh"
 #include "train/launch.h"
 #include "train/stop.h"
 #include "model/params.h"
@@ -63,7 +69,8 @@
  *         from the kept residual and in_proj output; keeps the scan's output and saved workspace.
  *   -r 2: also re-runs the scan's forward (y and its saved workspace): per layer only the residual and
  *         the in_proj output stay, the rest is one layer's worth.
- * The in_proj and out_proj matmuls are never re-run (they are most of the step's FLOPs).
+ * The in_proj and out_proj matmuls are never re-run (they are most of the step's FLOPs). With a carried state
+ * the conv and the scan re-run from the state the window started from (MambaGPU.start), the one the forward read.
  */
 #define RECOMPUTE_CHEAP 1
 #define RECOMPUTE_SCAN 2
@@ -129,11 +136,15 @@ typedef struct {
     size_t ssd_workspace_bytes;  /* stride between layers' SSD workspaces: the part the forward keeps */
     int B, T;                    /* activations are sized for B*T tokens */
     /* the current batch: inputs, targets, and the token buckets of the embedding backward */
-    int *d_batch;                /* device: inputs[N], targets[N], bucket_token[N], bucket_start[N+1], bucket_pos[N] */
+    int *d_batch;                /* device: inputs[N], targets[N], bucket_token[N], bucket_start[N+1], bucket_pos[N],
+                                    segment[N] (with document boundaries) */
     int *h_batch;                /* pinned host copy */
     int *h_count;                /* [vocab_size] scratch of the bucket sort */
     int num_buckets;
     cudaEvent_t batch_copied;
+    int doc_eot;                 /* document boundaries: this input ends a document; -1: off (mamba_gpu_set_document_end) */
+    GPUCarry start;              /* the carried state the last forward started from (conv NULL: zero), which its
+                                    backward and recomputation read */
     float *d_scalars;            /* [0] mean loss, [1] grad norm */
     float *norm_scratch;
     cudaStream_t stream;
@@ -163,6 +174,7 @@ void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *
     m->stream = stream;
     m->comm = comm;
     m->zero = zero;
+    m->doc_eot = -1;
     conv1d_check_width(config->d_conv);
     param_layout_init(&m->layout, config);
     size_t n = m->layout.total, bytes = 0;
@@ -209,6 +221,10 @@ void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *
 void mamba_gpu_build(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream) {
     mamba_gpu_build_ranks(m, config, params, stream, NULL, 0);
 }
+
+/* Document boundaries (model/cpu_model.h, mamba_set_document_end): every input equal to eot ends its document,
+ * and the conv and the SSD state restart after it, forward and backward; eot = -1 turns them off. */
+void mamba_gpu_set_document_end(MambaGPU *m, int eot) { m->doc_eot = eot; }
 
 static void cast_to_floatX_kernel_launch(floatX *dst, const float *src, size_t n, cudaStream_t stream);
 
@@ -260,6 +276,10 @@ typedef struct {
 
 #define MAX_ACTIVATION_BUFFERS 24
 
+/* the ints of a batch of N tokens in MambaGPU.d_batch; the segments start at BATCH_SEGMENT(N) */
+#define BATCH_SEGMENT(N) (5 * (size_t)(N) + 1)
+#define BATCH_INTS(N) (6 * (size_t)(N) + 1)
+
 /* The device buffers of the activations for B x T tokens (a: where their pointers go, batch: the batch's
  * ints): the one list that mamba_gpu_alloc_activations allocates, mamba_gpu_free frees and
  * mamba_gpu_memory_bytes counts. Returns the count. proj_out, final_norm and dxbc live in other buffers
@@ -296,7 +316,7 @@ static int activation_buffers(const ModelConfig *c, int B, int T, int recompute,
         {(void **)&a->dzxbcdt, N * dip * X},
         {(void **)&a->dnorm, N * D * X},
         {(void **)&a->reduce, reduce_floats * F},
-        {(void **)batch, (5 * N + 1) * sizeof(int)}, /* inputs, targets, the embedding backward's buckets */
+        {(void **)batch, BATCH_INTS(N) * sizeof(int)}, /* inputs, targets, the embedding backward's buckets, segments */
     };
     int count = (int)(sizeof(list) / sizeof(list[0]));
     static_assert(sizeof(list) / sizeof(list[0]) <= MAX_ACTIVATION_BUFFERS, "raise MAX_ACTIVATION_BUFFERS");
@@ -342,16 +362,16 @@ size_t mamba_gpu_alloc_activations(MambaGPU *m, int B, int T) {
     a->dxbc = a->dgated;
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
     m->ssd_workspace_bytes = ssd_scan_saved_bytes(&shape);
-    size_t batch_ints = 5 * (size_t)B * T + 1;
-    cudaCheck(cudaMallocHost(&m->h_batch, batch_ints * sizeof(int)));
+    cudaCheck(cudaMallocHost(&m->h_batch, BATCH_INTS((size_t)B * T) * sizeof(int)));
     m->h_count = (int *)mallocCheck((size_t)c->vocab_size * sizeof(int));
     cudaCheck(cudaEventCreateWithFlags(&m->batch_copied, cudaEventDisableTiming));
     cudaCheck(cudaEventRecord(m->batch_copied, m->stream));
     return bytes;
 }
 
-/* Copies a batch (inputs and targets, N = B*T each; targets may be NULL) to the device. Checks the
- * token ids: the kernels index wte with them; a target may be IGNORE_TARGET (it does not count). */
+/* Copies a batch (inputs and targets, N = B*T each; targets may be NULL) to the device, with its document
+ * segments when the model has boundaries (data/dataloader.h, document_segments). Checks the token ids: the
+ * kernels index wte with them; a target may be IGNORE_TARGET (it does not count). */
 void mamba_gpu_set_batch(MambaGPU *m, const int *inputs, const int *targets) {
     const ModelConfig *c = &m->config;
     int N = m->B * m->T;
@@ -370,8 +390,15 @@ void mamba_gpu_set_batch(MambaGPU *m, const int *inputs, const int *targets) {
     if (targets) memcpy(h + N, targets, N * sizeof(int));
     else memset(h + N, 0, N * sizeof(int));
     m->num_buckets = encoder_buckets_build(inputs, N, c->vocab_size, m->h_count, h + 2 * N, h + 3 * N, h + 4 * N + 1);
-    cudaCheck(cudaMemcpyAsync(m->d_batch, h, (5 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+    if (m->doc_eot >= 0) document_segments(inputs, m->B, m->T, m->doc_eot, h + BATCH_SEGMENT(N));
+    size_t ints = m->doc_eot >= 0 ? BATCH_INTS(N) : BATCH_SEGMENT(N);
+    cudaCheck(cudaMemcpyAsync(m->d_batch, h, ints * sizeof(int), cudaMemcpyHostToDevice, m->stream));
     cudaCheck(cudaEventRecord(m->batch_copied, m->stream));
+}
+
+/* the current batch's segments [B][T] on the device, or NULL without document boundaries */
+static const int *batch_segment(const MambaGPU *m) {
+    return m->doc_eot >= 0 ? m->d_batch + BATCH_SEGMENT(m->B * m->T) : NULL;
 }
 
 typedef struct {
@@ -408,30 +435,6 @@ static GPULayerGrads layer_grads(const MambaGPU *m, int l) {
     return g;
 }
 
-/* The recurrent state that evaluation with -ec 1 carries from one window to the next, for each of B
- * rows: per layer the conv's last K-1 inputs [B, K-1, conv_dim] and the SSM state [B, H, P, N], fp32. */
-typedef struct {
-    float *conv, *ssm;
-    size_t conv_floats, ssm_floats; /* per layer */
-} GPUCarry;
-
-static void gpu_carry_alloc(GPUCarry *carry, const ModelConfig *c, int B) {
-    carry->conv_floats = (size_t)B * (c->d_conv - 1) * c->conv_dim;
-    carry->ssm_floats = (size_t)B * c->nheads * c->headdim * c->d_state;
-    cudaCheck(cudaMalloc(&carry->conv, c->n_layer * carry->conv_floats * sizeof(float)));
-    cudaCheck(cudaMalloc(&carry->ssm, c->n_layer * carry->ssm_floats * sizeof(float)));
-}
-
-static void gpu_carry_zero(GPUCarry *carry, int n_layer, cudaStream_t stream) {
-    cudaCheck(cudaMemsetAsync(carry->conv, 0, n_layer * carry->conv_floats * sizeof(float), stream));
-    cudaCheck(cudaMemsetAsync(carry->ssm, 0, n_layer * carry->ssm_floats * sizeof(float), stream));
-}
-
-static void gpu_carry_free(GPUCarry *carry) {
-    cudaCheck(cudaFree(carry->conv));
-    cudaCheck(cudaFree(carry->ssm));
-}
-
 /* Layer l's activations (the shared layer-sized buffers where recomputation keeps one layer's worth). */
 typedef struct {
     float *res, *norm_rstd, *gated_rstd;
@@ -463,21 +466,27 @@ static GPULayerActs layer_acts(const MambaGPU *m, int l) {
 }
 
 /* The part of a layer's forward between in_proj and out_proj: conv, the SSD scan (unless scan is 0:
- * its output and workspace are kept) and the gated norm. carry: as in mamba_gpu_forward. */
-static void layer_mixer_forward(MambaGPU *m, int l, const GPULayerParams *p, const GPULayerActs *la, GPUCarry *carry,
-                                int scan) {
+ * its output and workspace are kept) and the gated norm. in, out: as in mamba_gpu_forward_carry (NULL: a zero
+ * start, no state wanted). */
+static void layer_mixer_forward(MambaGPU *m, int l, const GPULayerParams *p, const GPULayerActs *la, const GPUCarry *in,
+                                GPUCarry *out, int scan) {
     const ModelConfig *c = &m->config;
     int B = m->B, T = m->T, E = c->d_inner, GN = c->ngroups * c->d_state, dip = c->d_in_proj;
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
-    float *conv_state = carry ? carry->conv + l * carry->conv_floats : NULL;
-    float *ssm_state = carry ? carry->ssm + l * carry->ssm_floats : NULL;
-    conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, conv_state, B, T, c->conv_dim, m->stream);
+    const int *segment = batch_segment(m);
+    const float *conv_in = in ? in->conv + l * in->conv_floats : NULL, *ssm_in = in ? in->ssm + l * in->ssm_floats : NULL;
+    float *conv_out = out ? out->conv + l * out->conv_floats : NULL, *ssm_out = out ? out->ssm + l * out->ssm_floats : NULL;
+    conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, segment, conv_in, conv_out, B, T, c->conv_dim,
+                   m->stream);
     if (scan)
-        ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, ssm_state,
-                         la->ssd_workspace, m->stream);
+        ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, segment,
+                         ssm_in, ssm_out, la->ssd_workspace, m->stream);
     gated_norm_forward(la->gated, la->gated_rstd, la->y, la->zxbcdt, dip, p->gnorm_w, B * T, E, c->ngroups, c->norm_eps,
                        m->stream);
 }
+
+/* the state the last forward started from, or NULL (zero) */
+static const GPUCarry *forward_start(const MambaGPU *m) { return m->start.conv ? &m->start : NULL; }
 
 /* Before layer l's backward with recomputation: its input norm (from the kept residual, which the
  * forward's fused add wrote: the norm of the same fp32 values) and its mixer's cheap parts, into the
@@ -486,7 +495,7 @@ static void layer_recompute(MambaGPU *m, int l, const GPULayerParams *p, const G
     const ModelConfig *c = &m->config;
     rmsnorm_forward(la->res, la->norm_out, la->norm_rstd, la->res, NULL, p->norm_w, m->B * m->T, c->d_model,
                     c->norm_eps, m->stream);
-    layer_mixer_forward(m, l, p, la, NULL, m->recompute >= RECOMPUTE_SCAN);
+    layer_mixer_forward(m, l, p, la, forward_start(m), NULL, m->recompute >= RECOMPUTE_SCAN);
 }
 
 /*
@@ -495,16 +504,20 @@ static void layer_recompute(MambaGPU *m, int l, const GPULayerParams *p, const G
  * final norm's output gradient in acts.dnorm, for mamba_gpu_backward; dloss == 0: losses only. The
  * losses of targets that do not count are 0. With m->greedy_hits set (dloss == 0), also each target's
  * greedy hit.
- * carry: NULL (every row starts from a zero state) or the state entering the batch, which the
- * forward replaces by the state after it (evaluation only: the backward ignores it).
+ * in: NULL (every row starts from a zero state) or the state entering each row (with document boundaries, up to
+ * the row's first boundary); out: NULL or receives the state after the batch (a row whose last input ends a
+ * document: zero). A forward whose backward follows keeps in and out apart: the backward (and its recomputation)
+ * reads in, the state its window started from; the gradient stops there. They may be the same buffer otherwise.
  * The mean loss stays on the device until mamba_gpu_mean_loss reads it.
  */
-void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
+void mamba_gpu_forward_carry(MambaGPU *m, float dloss, const GPUCarry *in, GPUCarry *out) {
     const ModelConfig *c = &m->config;
     GPUActivations *a = &m->acts;
     cudaStream_t st = m->stream;
     int N = m->B * m->T, D = c->d_model, E = c->d_inner, V = c->vocab_size, Vp = c->padded_vocab;
     const int *inputs = m->d_batch, *targets = m->d_batch + N;
+    if (in) m->start = *in;
+    else memset(&m->start, 0, sizeof(m->start));
     encoder_forward(a->residual, inputs, m->master_t[P_WTE], N, D, st);
     for (int l = 0; l < c->n_layer; l++) {
         GPULayerParams p = layer_params(m, l);
@@ -513,9 +526,10 @@ void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
         rmsnorm_forward(la.res, la.norm_out, la.norm_rstd, prev, l == 0 ? NULL : a->proj_out, p.norm_w, N, D,
                         c->norm_eps, st);
         matmul_forward(la.zxbcdt, la.norm_out, p.in_proj_w, N, D, c->d_in_proj, st);
-        layer_mixer_forward(m, l, &p, &la, carry, 1);
+        layer_mixer_forward(m, l, &p, &la, in, out, 1);
         matmul_forward(a->proj_out, la.gated, p.out_proj_w, N, E, D, st);
     }
+    if (out && m->doc_eot >= 0) gpu_carry_zero_ended(out, c, inputs, m->B, m->T, m->doc_eot, st);
     float *last = layer_residual(m, c->n_layer);
     rmsnorm_forward(last, a->final_norm, a->final_rstd, layer_residual(m, c->n_layer - 1), a->proj_out,
                     m->master_t[P_NORM_F], N, D, c->norm_eps, st);
@@ -534,6 +548,10 @@ void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) {
     }
     mean_loss(m->d_scalars, a->losses, targets, N, st);
 }
+
+/* carry: NULL (a zero start) or the state entering the batch, replaced by the state after it (evaluation and
+ * generation: no backward follows a carried forward). */
+void mamba_gpu_forward(MambaGPU *m, float dloss, GPUCarry *carry) { mamba_gpu_forward_carry(m, dloss, carry, carry); }
 
 /* Waits for everything enqueued on the model's stream; over NCCL, watching the other ranks. */
 static void stream_wait(MambaGPU *m) {
@@ -635,7 +653,8 @@ void mamba_gpu_backward(MambaGPU *m) {
     int B = m->B, T = m->T, N = B * T, D = c->d_model, E = c->d_inner, G = c->ngroups, GN = c->ngroups * c->d_state;
     int dip = c->d_in_proj, L = c->n_layer;
     SSDScanShape shape = mamba_gpu_ssd_shape(c, B, T);
-    const int *buckets = m->d_batch + 2 * N;
+    const int *buckets = m->d_batch + 2 * N, *segment = batch_segment(m);
+    const GPUCarry *start = forward_start(m);
 
     /* the final norm, from the gradient of its output that the forward's lm_head backward left in dnorm */
     cudaCheck(cudaMemsetAsync(a->dres, 0, (size_t)N * D * sizeof(float), st));
@@ -653,9 +672,9 @@ void mamba_gpu_backward(MambaGPU *m) {
         gated_norm_backward(a->dy, a->dzxbcdt, g.gnorm_w, a->reduce, a->dgated, la.y, la.zxbcdt, dip, p.gnorm_w,
                             la.gated_rstd, N, E, G, st);
         ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy, la.xbc,
-                          la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, la.ssd_workspace, st);
+                          la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, segment, la.ssd_workspace, st);
         conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, la.zxbcdt + E, dip, p.conv_w,
-                        p.conv_b, B, T, c->conv_dim, st);
+                        p.conv_b, segment, start ? start->conv + l * start->conv_floats : NULL, B, T, c->conv_dim, st);
         matmul_backward_weight(g.in_proj_w, a->dzxbcdt, la.norm_out, N, D, dip, st);
         matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
         rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, la.res, la.norm_rstd, p.norm_w, N, D, st);
@@ -772,21 +791,36 @@ typedef struct {
     float *host_losses;    /* [B * T] */
     unsigned char *hits;   /* [B * T] on the device, tasks only, allocated at their first use */
     GPUCarry carry;        /* evaluation with -ec 1, allocated at its first use */
+    GPUStreamCarry *streams; /* -cs 1: the training streams' states (train/gpu_carry.cuh), NULL without */
+    int micro;             /* the step's micro-batches trained so far */
     GPUFeeder feeder;      /* samples */
     int first_update_done;
 } GPUCompute;
 
-static void gpu_zero_grad(void *self) { mamba_gpu_zero_grad(&((GPUCompute *)self)->model); }
+static void gpu_zero_grad(void *self) {
+    GPUCompute *c = (GPUCompute *)self;
+    mamba_gpu_zero_grad(&c->model);
+    c->micro = 0;
+}
 
+/* with -cs 1, micro-batch m's rows continue streams m*B .. m*B + B-1 (train_ssd.c does the same) */
 static void gpu_train_micro(void *self, const int *inputs, const int *targets, float loss_scale, int last) {
     GPUCompute *c = (GPUCompute *)self;
     MambaGPU *m = &c->model;
     m->B = c->B;
     m->T = c->T;
     mamba_gpu_set_batch(m, inputs, targets);
-    mamba_gpu_forward(m, loss_scale, NULL);
+    if (c->streams) {
+        GPUCarry in, out;
+        gpu_stream_carry_micro(c->streams, &m->config, c->micro, &in, &out);
+        mamba_gpu_forward_carry(m, loss_scale, &in, &out);
+    } else {
+        mamba_gpu_forward(m, loss_scale, NULL);
+    }
     m->reduce_in_backward = last && m->comm->world > 1 && !m->zero;
     mamba_gpu_backward(m);
+    c->micro++;
+    if (c->streams && last) gpu_stream_carry_swap(c->streams);
 }
 
 static double gpu_micro_loss(void *self) {
@@ -877,6 +911,16 @@ static void gpu_set_moments(void *self, size_t offset, size_t count, const float
     mamba_gpu_set_moments(&((GPUCompute *)self)->model, offset, count, m, v);
 }
 
+static void gpu_restart_carry(void *self) {
+    GPUCompute *c = (GPUCompute *)self;
+    gpu_carry_zero(&c->streams->in, c->model.config.n_layer, c->model.stream);
+}
+
+static void gpu_get_carry(void *self, float *out) {
+    GPUCompute *c = (GPUCompute *)self;
+    gpu_stream_carry_get(c->streams, &c->model.config, out, c->model.stream);
+}
+
 /* Before anything else touches CUDA: a machine without a usable GPU gets told what to run instead of a
  * CUDA driver message. */
 static void require_gpu(void) {
@@ -954,16 +998,6 @@ int main(int argc, char **argv) {
     TrainArgs args;
     args_defaults(&args);
     args_parse(&args, argc, argv, "train_ssdcu");
-    if (args.doc_boundaries) {
-        fprintf(stderr, "error: -db 1 (document boundaries) runs on the CPU trainer only for now: the GPU SSD scan "
-                        "does not restart its state inside a row yet; train with ./train_ssd, or leave out -db\n");
-        exit(1);
-    }
-    if (args.carry_state) {
-        fprintf(stderr, "error: -cs 1 (a state carried from window to window) runs on the CPU trainer only for now: the "
-                        "GPU backward does not take a starting state yet; train with ./train_ssd, or leave out -cs\n");
-        exit(1);
-    }
     require_gpu();
     Comm comm;
     comm_init(&comm, &args);
@@ -986,7 +1020,9 @@ int main(int argc, char **argv) {
     c.T = args.T;
     size_t free_bytes, total_bytes;
     cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
-    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero, args.recompute);
+    int carry_streams = args.carry_state && run.train ? run.grad_accum * args.B : 0;
+    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero, args.recompute) +
+                  (carry_streams ? gpu_stream_carry_bytes(&run.config, carry_streams) : 0.0);
     if (need > (double)free_bytes) {
         fprintf(stderr, "error: the model and activations (B %d, T %d, -r %d) need %.3g GiB of device memory, %.3g GiB "
                         "of %.3g GiB are free%s\n", args.B, args.T, args.recompute, need / 1073741824.0,
@@ -996,6 +1032,7 @@ int main(int argc, char **argv) {
     }
     mamba_gpu_build_ranks(&c.model, &run.config, run.params, stream, &comm, args.zero);
     c.model.recompute = args.recompute;
+    if (run.doc_eot >= 0) mamba_gpu_set_document_end(&c.model, run.doc_eot);
     size_t act_bytes = mamba_gpu_alloc_activations(&c.model, args.B, args.T);
     printf("activations %.3f GiB (%zu bytes, -r %d), estimated device memory %.2f GiB\n", act_bytes / 1073741824.0,
            act_bytes, args.recompute, need / 1073741824.0);
@@ -1007,17 +1044,28 @@ int main(int argc, char **argv) {
     c.host_losses = (float *)mallocCheck((size_t)args.B * args.T * sizeof(float));
     if (run.resumed) mamba_gpu_set_moments(&c.model, run.moments_offset, run.moments_count, run.resume_state.m,
                                            run.resume_state.v);
+    GPUStreamCarry streams;
+    if (carry_streams) {
+        c.streams = &streams;
+        gpu_stream_carry_alloc(&streams, &run.config, carry_streams, args.B);
+        gpu_carry_zero(&streams.in, run.config.n_layer, stream);
+        if (run.resumed)
+            gpu_stream_carry_set(&streams, &run.config, run.resume_state.carry, run.resume_state.carry_count, stream);
+    }
     train_run_release_params(&run);
 
     EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
                             gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments,
-                            gpu_feeder_init(&c.feeder, &c.model, args.T), 0, NULL, NULL /* -cs 1 is refused */};
+                            gpu_feeder_init(&c.feeder, &c.model, args.T),
+                            carry_streams ? gpu_stream_carry_floats(&run.config) * carry_streams : 0, gpu_restart_carry,
+                            gpu_get_carry};
     int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 
     free(c.host_losses);
     if (c.carry.conv) gpu_carry_free(&c.carry);
+    if (c.streams) gpu_stream_carry_free(c.streams);
     gpu_feeder_free(&c.feeder);
     if (c.hits) cudaCheck(cudaFree(c.hits));
     train_run_free(&run);

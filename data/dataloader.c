@@ -493,6 +493,16 @@ size_t count_targets(const int *targets, size_t n) {
     return counted;
 }
 
+void document_segments(const int *inputs, int B, int T, int eot, int *segment) {
+    for (int b = 0; b < B; b++) {
+        int seg = 0;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && inputs[(size_t)b * T + t - 1] == eot) seg++;
+            segment[(size_t)b * T + t] = seg;
+        }
+    }
+}
+
 size_t dataloader_num_batches(const DataLoader *loader) {
     size_t total = 0;
     for (int i = 0; i < loader->num_shards; i++) total += loader->shards[i].num_batches;

@@ -122,6 +122,10 @@ typedef struct {
 
 /* the targets of targets[n] that count (not IGNORE_TARGET) */
 size_t count_targets(const int *targets, size_t n);
+/* Document boundaries (-db 1): segment[b*T + t] = the documents started at or before t in row b of inputs [B, T],
+ * a document starting after every input equal to eot (so segment[b*T] = 0: a row's first position continues what
+ * came before it). Both trainers' models mask the conv and the SSD state with it (model/cpu_model.h). */
+void document_segments(const int *inputs, int B, int T, int eot, int *segment);
 /* one micro-batch per optimizer step: dataloader_init_steps with micro_per_step = 1 */
 void dataloader_init(DataLoader *loader, const char *pattern, size_t B, size_t T, int rank, int world,
                      int shuffle, uint64_t seed, int vocab_size);

@@ -1,13 +1,19 @@
 /*
- * Causal depthwise conv1d (kernel width K = 4) + bias + SiLU over each sequence of T steps:
- *   pre[t, c] = b[c] + sum_k w[c, k] * x[t - (K-1) + k, c]      (x before t = 0 is zero)
+ * Causal depthwise conv1d (kernel width K = 4) + bias + SiLU over each sequence (row) of T steps:
+ *   pre[t, c] = b[c] + sum_k m(t, src) w[c, k] x[src, c],   src = t - (K-1) + k
  *   out[t, c] = silu(pre[t, c])
  * backward, with dpre = dout * silu'(pre) (pre recomputed from x):
- *   dx[t, c] = sum_k w[c, k] * dpre[t + (K-1) - k, c]   (dpre past T - 1 is zero)
- *   dw[c, k] += sum_t dpre[t, c] * x[t - (K-1) + k, c]       db[c] += sum_t dpre[t, c]
+ *   dx[t, c] = sum_k m(t + (K-1) - k, t) w[c, k] dpre[t + (K-1) - k, c]   (dpre past T - 1 is zero)
+ *   dw[c, k] += sum_t m(t, src) dpre[t, c] x[src, c]        db[c] += sum_t dpre[t, c]
+ * Document boundaries: m(t, src) = 1 when segment[src] = segment[t] and 0 otherwise (segment [B][T]: the
+ * number of documents that started at or before t in the row; NULL: one document, m = 1), so an output
+ * never reads an input of another document. The inputs before t = 0 (src < 0) are in document 0: they
+ * come from state_in [B][K-1][C] (the carried inputs of the previous window) or are zero.
+ * state_out [B][K-1][C] receives the window's last K-1 inputs (the older ones from state_in when T < K-1),
+ * each stored as 0 when its document is not segment[T-1]'s, so the next window's first steps see only the
+ * document that continues into it. The backward takes the forward's state_in: its products reach dw
+ * (there is no gradient for the state itself).
  * x is read with row stride x_stride (the xBC columns of in_proj's output), out/dout are [N, C].
- * Carried state (evaluation across consecutive windows): state [B, K-1, C] holds the K-1 inputs
- * before t = 0 instead of zeros, and is then replaced by the window's last K-1 inputs.
  * Each thread owns one channel of one span of CONV_SPAN steps of one sequence and slides a window
  * over time; the weight gradients are per-span partial sums, reduced in a fixed order.
  */
@@ -20,97 +26,135 @@
 #define CONV_SPAN 64
 #define CONV_THREADS 128
 
+/* the document of step t of row b (NULL: one document, 0) */
+__device__ __forceinline__ int conv1d_segment(const int *segment, int b, int T, int t) {
+    return segment ? segment[(size_t)b * T + t] : 0;
+}
+
+/* input t >= -(K-1) of row b (xs: the row's column c) and its document in *seg: x, or before t = 0 state_in
+ * (zeros without it) in document 0 */
+__device__ __forceinline__ float conv1d_input(const floatX *xs, int x_stride, const float *state_in, const int *segment,
+                                              int b, int T, int C, int c, int t, int *seg) {
+    if (t >= 0) {
+        *seg = conv1d_segment(segment, b, T, t);
+        return to_float(xs[(size_t)t * x_stride]);
+    }
+    *seg = 0;
+    return state_in ? state_in[((size_t)b * (CONV_K - 1) + CONV_K - 1 + t) * C + c] : 0.0f;
+}
+
 __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
-                                      const float *state, int B, int T, int C) {
+                                      const int *segment, const float *state_in, int B, int T, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
     int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
     int t1 = min(t0 + CONV_SPAN, T);
     float wk[CONV_K], window[CONV_K];
+    int wseg[CONV_K];
 #pragma unroll
     for (int k = 0; k < CONV_K; k++) wk[k] = w[c * CONV_K + k];
     float bc = bias[c];
     const floatX *xs = x + (size_t)b * T * x_stride + c;
 #pragma unroll
-    for (int k = 0; k < CONV_K - 1; k++) {
-        int t = t0 - (CONV_K - 1) + k;
-        if (t >= 0) window[k] = to_float(xs[(size_t)t * x_stride]);
-        else window[k] = state ? state[((size_t)b * (CONV_K - 1) + CONV_K - 1 + t) * C + c] : 0.0f;
-    }
+    for (int k = 0; k < CONV_K - 1; k++)
+        window[k] = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, t0 - (CONV_K - 1) + k, &wseg[k]);
     for (int t = t0; t < t1; t++) {
         window[CONV_K - 1] = to_float(xs[(size_t)t * x_stride]);
+        wseg[CONV_K - 1] = conv1d_segment(segment, b, T, t);
         float pre = bc;
 #pragma unroll
-        for (int k = 0; k < CONV_K; k++) pre += wk[k] * window[k];
+        for (int k = 0; k < CONV_K; k++) pre += wk[k] * (wseg[k] == wseg[CONV_K - 1] ? window[k] : 0.0f);
         out[((size_t)b * T + t) * C + c] = from_float<floatX>(silu(pre));
 #pragma unroll
-        for (int k = 0; k < CONV_K - 1; k++) window[k] = window[k + 1];
+        for (int k = 0; k < CONV_K - 1; k++) {
+            window[k] = window[k + 1];
+            wseg[k] = wseg[k + 1];
+        }
     }
 }
 
-/* state[b, j, c] (input j - (K-1)) <- the input at T - (K-1) + j, from the old state when T < K - 1 */
-__global__ void conv1d_state_update_kernel(float *state, const floatX *x, int x_stride, int B, int T, int C) {
+/* state_out[b, j, c] (input j - (K-1) of the next window) <- the input at T - (K-1) + j (from state_in, or
+ * zero, when T < K - 1), or 0 when its document is not segment[T-1]'s. Reads all before it writes, so
+ * state_out may be state_in. */
+__global__ void conv1d_state_update_kernel(float *state_out, const float *state_in, const floatX *x, int x_stride,
+                                           const int *segment, int B, int T, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (c >= C) return;
-    float *st = state + (size_t)b * (CONV_K - 1) * C + c;
+    int last = conv1d_segment(segment, b, T, T - 1);
+    const floatX *xs = x + (size_t)b * T * x_stride + c;
     float next[CONV_K - 1];
 #pragma unroll
     for (int j = 0; j < CONV_K - 1; j++) {
-        int t = T - (CONV_K - 1) + j;
-        next[j] = t >= 0 ? to_float(x[((size_t)b * T + t) * x_stride + c]) : st[(size_t)(j + T) * C];
+        int seg;
+        float v = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, T - (CONV_K - 1) + j, &seg);
+        next[j] = seg == last ? v : 0.0f;
     }
 #pragma unroll
-    for (int j = 0; j < CONV_K - 1; j++) st[(size_t)j * C] = next[j];
+    for (int j = 0; j < CONV_K - 1; j++) state_out[((size_t)b * (CONV_K - 1) + j) * C + c] = next[j];
 }
 
 __global__ void conv1d_backward_kernel(floatX *dx, int dx_stride, float *dw_partial, float *db_partial,
                                        const floatX *dout, const floatX *x, int x_stride, const float *w,
-                                       const float *bias, int B, int T, int C) {
+                                       const float *bias, const int *segment, const float *state_in, int B, int T,
+                                       int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
     int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
     int t1 = min(t0 + CONV_SPAN, T);
     float wk[CONV_K], xwin[CONV_K], dwin[CONV_K], dwacc[CONV_K];
+    int xseg[CONV_K], dseg[CONV_K];
 #pragma unroll
     for (int k = 0; k < CONV_K; k++) {
         wk[k] = w[c * CONV_K + k];
         dwin[k] = 0.0f;
+        dseg[k] = 0;
         dwacc[k] = 0.0f;
     }
     float bc = bias[c], dbacc = 0.0f;
     const floatX *xs = x + (size_t)b * T * x_stride + c;
 #pragma unroll
-    for (int k = 0; k < CONV_K - 1; k++) {
-        int t = t0 - (CONV_K - 1) + k;
-        xwin[k] = t >= 0 ? to_float(xs[(size_t)t * x_stride]) : 0.0f;
-    }
+    for (int k = 0; k < CONV_K - 1; k++)
+        xwin[k] = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, t0 - (CONV_K - 1) + k, &xseg[k]);
     /* step t computes dpre[t] (zero past T-1) and then dx[t - (K-1)], which needs dpre[t-3 .. t] */
     for (int t = t0; t < t1 + CONV_K - 1; t++) {
         float dpre = 0.0f;
+        int st = 0;
         if (t < T) {
+            st = conv1d_segment(segment, b, T, t);
             xwin[CONV_K - 1] = to_float(xs[(size_t)t * x_stride]);
-            float pre = bc;
+            xseg[CONV_K - 1] = st;
+            float xm[CONV_K], pre = bc; /* the inputs output t reads */
 #pragma unroll
-            for (int k = 0; k < CONV_K; k++) pre += wk[k] * xwin[k];
+            for (int k = 0; k < CONV_K; k++) {
+                xm[k] = xseg[k] == st ? xwin[k] : 0.0f;
+                pre += wk[k] * xm[k];
+            }
             dpre = to_float(dout[((size_t)b * T + t) * C + c]) * silu_grad(pre);
             if (t < t1) {
 #pragma unroll
-                for (int k = 0; k < CONV_K; k++) dwacc[k] += dpre * xwin[k];
+                for (int k = 0; k < CONV_K; k++) dwacc[k] += dpre * xm[k];
                 dbacc += dpre;
             }
 #pragma unroll
-            for (int k = 0; k < CONV_K - 1; k++) xwin[k] = xwin[k + 1];
+            for (int k = 0; k < CONV_K - 1; k++) {
+                xwin[k] = xwin[k + 1];
+                xseg[k] = xseg[k + 1];
+            }
         }
 #pragma unroll
-        for (int k = 0; k < CONV_K - 1; k++) dwin[k] = dwin[k + 1];
-        dwin[CONV_K - 1] = dpre;  /* dwin[j] = dpre[t - (K-1) + j] */
+        for (int k = 0; k < CONV_K - 1; k++) {
+            dwin[k] = dwin[k + 1];
+            dseg[k] = dseg[k + 1];
+        }
+        dwin[CONV_K - 1] = dpre; /* dwin[j] = dpre[t - (K-1) + j], dseg[j] its document */
+        dseg[CONV_K - 1] = st;
         int ts = t - (CONV_K - 1);
         if (ts >= t0) {
-            float d = 0.0f;
+            float d = 0.0f; /* dseg[0]: input ts's document */
 #pragma unroll
-            for (int k = 0; k < CONV_K; k++) d += wk[k] * dwin[CONV_K - 1 - k];
+            for (int k = 0; k < CONV_K; k++) d += wk[k] * (dseg[CONV_K - 1 - k] == dseg[0] ? dwin[CONV_K - 1 - k] : 0.0f);
             dx[((size_t)b * T + ts) * dx_stride + c] = from_float<floatX>(d);
         }
     }
@@ -127,15 +171,17 @@ static inline void conv1d_check_width(int d_conv) {
     }
 }
 
-/* state: NULL (zeros before t = 0) or the carried [B, K-1, C] inputs, updated in place */
+/* segment: NULL or [B][T] on the device; state_in: NULL (zeros before t = 0) or the carried [B][K-1][C]
+ * inputs; state_out: NULL or where the next window's carried inputs go (may be state_in) */
 static inline void conv1d_forward(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
-                                  float *state, int B, int T, int C, cudaStream_t stream) {
+                                  const int *segment, const float *state_in, float *state_out, int B, int T, int C,
+                                  cudaStream_t stream) {
     dim3 grid(ceil_div(C, CONV_THREADS), B * ceil_div(T, CONV_SPAN));
-    conv1d_forward_kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, state, B, T, C);
+    conv1d_forward_kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, segment, state_in, B, T, C);
     cudaCheckLaunch();
-    if (state) {
-        conv1d_state_update_kernel<<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(state, x, x_stride, B,
-                                                                                                    T, C);
+    if (state_out) {
+        conv1d_state_update_kernel<<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(
+            state_out, state_in, x, x_stride, segment, B, T, C);
         cudaCheckLaunch();
     }
 }
@@ -144,15 +190,15 @@ static inline size_t conv1d_backward_scratch_floats(int B, int T, int C) {
     return (size_t)B * ceil_div(T, CONV_SPAN) * C * (CONV_K + 1);
 }
 
-/* Writes dx (row stride dx_stride); dw [C, K] and db [C] accumulate. */
+/* Writes dx (row stride dx_stride); dw [C, K] and db [C] accumulate. segment, state_in: the forward's. */
 static inline void conv1d_backward(floatX *dx, int dx_stride, float *dw, float *db, float *scratch, const floatX *dout,
-                                   const floatX *x, int x_stride, const float *w, const float *bias, int B, int T, int C,
-                                   cudaStream_t stream) {
+                                   const floatX *x, int x_stride, const float *w, const float *bias, const int *segment,
+                                   const float *state_in, int B, int T, int C, cudaStream_t stream) {
     int spans = B * ceil_div(T, CONV_SPAN);
     float *dw_partial = scratch, *db_partial = scratch + (size_t)spans * C * CONV_K;
     dim3 grid(ceil_div(C, CONV_THREADS), spans);
     conv1d_backward_kernel<<<grid, CONV_THREADS, 0, stream>>>(dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w,
-                                                              bias, B, T, C);
+                                                              bias, segment, state_in, B, T, C);
     cudaCheckLaunch();
     sum_rows_accumulate(dw, dw_partial, spans, C * CONV_K, stream);
     sum_rows_accumulate(db, db_partial, spans, C, stream);

@@ -60,9 +60,31 @@
  * reference) computes the same tiles with fp32 FMAs in the same register layout, so both builds run
  * the same indexing.
  *
- * Carried state (evaluation across consecutive windows): the forward may take a state [B][H][P][N]
- * (fp32) that enters the first chunk instead of zero; it is replaced by the state after step T - 1.
- * The backward does not give its gradient (training starts every sequence from zero).
+ * Document boundaries: with segment ([B][T] ints, per row non-decreasing: the number of documents that
+ * started at or before t; NULL: one document per row) a contribution from step s to step t (s <= t)
+ * exists only when segment[s] = segment[t], and the state entering the row (zero or carried) belongs to
+ * document 0, so it reaches t only when segment[t] = 0 (the CPU reference's rule, model/cpu_ssd.h). Every
+ * stage multiplies its decays by these 0/1 masks (selects, where the decay is formed), and the decays
+ * themselves stay exp(A (dc_t - dc_s)) <= 1. Per chunk, with seg_in the document of the state entering
+ * it (segment[t0 - 1], or 0 for the first chunk) and seg_last that of its last step:
+ *   intra-chunk:     M[t][s], W[t][s] are 0 unless segment[s] = segment[t]
+ *   state-to-output: the entering state reaches t only when segment[t] = seg_in (dC's state part alike)
+ *   chunk state:     Z takes B_s only from the steps of seg_last (dB's state part alike)
+ *   passing:         in[c+1] = [seg_last = seg_in] exp(A dc_last) in[c] + Z (dstates in reverse alike)
+ *   dstates:         C_t exp(A dc_t) only at the steps of seg_in
+ * so in[c+1] is exactly the state after the chunk's last step. The decays' gradient stays as below: each
+ * masked term is 0 in y and in the dB, dC shares alike, so z_t = C_t dC_t - B_t dB_t is still dL/du_t,
+ * and gs = <G_end, S_end> uses the masked S_end. Without segments (NULL) the chunk kernels run a
+ * variant of their own (a template flag) in which every mask is 1 at compile time, so they compute what
+ * they computed before the masks existed, at the same cost; the state passing tests its one mask per
+ * chunk at run time (a select of the unchanged value: the same bits).
+ *
+ * Carried state: the forward may take a state [B][H][P][N] (fp32, state_in) that enters the first chunk
+ * instead of zero, and may write the state after step T - 1 (state_out: only its last document's part,
+ * by the masks; it may be state_in, updated in place). The backward reads the entering state from the
+ * forward's saved states (chunk 0's entering state is state_in), so it gives the gradients of the CPU's
+ * ssd_backward_chunked(init_state): the entering state's terms reach C, delta and A_log; no gradient
+ * flows into the state itself.
  *
  * Deterministic: no atomics. Every sum runs in a fixed order (warp shuffles, then shared memory in
  * a fixed order), so two runs on the same inputs give bitwise-equal outputs and gradients. Each
@@ -230,7 +252,8 @@ static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool 
 
 /* the inputs that forward and backward share, and the workspace's arrays, for the dispatch */
 static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                                 const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
+                                 const float *A_log, const float *D, const int *segment, void *workspace,
+                                 cudaStream_t stream) {
     ssd_scan_check_shape(s);
     SSDScanCall c = {};
     c.ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
@@ -240,22 +263,28 @@ static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const
     c.dt_bias = dt_bias;
     c.A_log = A_log;
     c.D = D;
+    c.segment = segment;
     return c;
 }
 
-/* state: NULL (each sequence starts from zero) or the carried [B][H][P][N] state, updated in place */
+/* segment: NULL (one document per row) or [B][T] on the device (see above). state_in: NULL (zero) or the
+ * [B][H][P][N] fp32 state entering each row; state_out: NULL or where the state after step T - 1 goes (only
+ * its last document's part); the two may be one array. */
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                      const float *A_log, const float *D, float *state, void *workspace, cudaStream_t stream) {
-    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, workspace, stream);
+                      const float *A_log, const float *D, const int *segment, const float *state_in, float *state_out,
+                      void *workspace, cudaStream_t stream) {
+    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.y = y;
-    c.state = state;
+    c.state_in = state_in;
+    c.state_out = state_out;
     ssd_scan_dispatch(s, &c, false);
 }
 
+/* segment: the forward's; the entering state comes from the forward's workspace (no gradient into it) */
 void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, float *ddt_bias, float *dA_log, float *dD,
                        const floatX *dy, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                       const float *A_log, const float *D, void *workspace, cudaStream_t stream) {
-    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, workspace, stream);
+                       const float *A_log, const float *D, const int *segment, void *workspace, cudaStream_t stream) {
+    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.dy = dy;
     c.dxBC = dxBC;
     c.ddt_raw = ddt_raw;

@@ -69,8 +69,10 @@ typedef struct {
     cudaStream_t stream;
     const floatX *xBC, *dt_raw;
     const float *dt_bias, *A_log, *D;
+    const int *segment;            /* NULL (one document per row) or [B][T] document index of each step */
     floatX *y;                     /* forward: the output */
-    float *state;                  /* forward: NULL or the carried [B][H][P][N] state, updated in place */
+    const float *state_in;         /* forward: NULL (zero) or the [B][H][P][N] state entering each row */
+    float *state_out;              /* forward: NULL or where the state after step T - 1 goes (may be state_in) */
     const floatX *dy;              /* backward: the output's gradient */
     floatX *dxBC, *ddt_raw;        /* backward: the input gradients */
     float *ddt_bias, *dA_log, *dD; /* backward: the parameter gradients, added to */
@@ -101,6 +103,16 @@ __device__ __forceinline__ float ssd_softplus_grad(float d_delta, float v) { ret
 /* A[h, n] = -exp(A_log): one rate per head (scalar) or per head and state (diagonal) */
 __device__ __forceinline__ float ssd_rate(const float *A_log, int h, int n, int N, int diagonal) {
     return -expf(diagonal ? A_log[h * N + n] : A_log[h]);
+}
+
+/* The document index of step t of row b (segment [B][T]; NULL: one document, index 0), and that of the
+ * state entering a chunk that starts at t0: the step before it, or segment 0 (the state entering the row)
+ * for the first chunk. A contribution from step s to step t exists only where their indices are equal. */
+__device__ __forceinline__ int ssd_segment(const int *segment, const SSDScanShape &s, int b, int t) {
+    return segment ? segment[(size_t)b * s.T + t] : 0;
+}
+__device__ __forceinline__ int ssd_segment_before(const int *segment, const SSDScanShape &s, int b, int t0) {
+    return t0 > 0 ? ssd_segment(segment, s, b, t0 - 1) : 0;
 }
 
 /* Inclusive prefix sum over the block (blockDim.x a multiple of 32). */

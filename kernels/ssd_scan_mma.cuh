@@ -16,6 +16,12 @@
  *   d delta:       z_t   = C_t.dC_t - B_t.dB_t (this head's shares), gs = <G_out, S_out>,
  *                  r_t   = sum_{t'>=t in the chunk} z_t' + gs,   d delta_t = A r_t + din_t,
  *                  dA_log += A (sum_t z_t dc_t + gs dc_last)
+ * Document boundaries (segment, ssd_scan.cuh): L[t][s] is also 0 when t and s are in two documents;
+ * exp(A dc_t) (S_in and the dstates weight) is 0 at the steps t of another document than the state
+ * entering the chunk (seg_in = ssd_segment_before), and exp(A (dc_last - dc_s)) (the chunk states'
+ * weight, the state parts of gb and dB) is 0 at the steps s of another document than the chunk's last
+ * step (seg_last). The z_t, r_t formulas hold unchanged: each masked term is 0 in y, dB and dC alike.
+ * Each kernel comes with and without segments (SEG): without, every mask is 1 at compile time.
  * Every product above is a GEMM over whole 64-step tiles: one block of 4 warps per (64-step tile,
  * chunk, batch*head), each warp 16 rows, no sequential dependence inside a chunk. The inputs x, B, C,
  * dy are bf16 already, so they enter the tensor cores exactly. In every product the backward's sums
@@ -185,6 +191,12 @@ __device__ __forceinline__ void ssdm_load_steps(float *dc_s, float *dl_s, const 
     }
 }
 
+/* the documents of a tile's steps t0.. of row b (rows from nrows on: -1, which no step has) */
+__device__ __forceinline__ void ssdm_load_segments(int *seg_s, const int *segment, const SSDScanShape &s, int b, int t0,
+                                                   int nrows) {
+    for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) seg_s[r] = r < nrows ? ssd_segment(segment, s, b, t0 + r) : -1;
+}
+
 /* a 64 x 64 fp32 tile of a chunk's CB (row stride QP) into dst [64][ld], with the tile's other loads
  * (ssdm_cp_wait completes it) */
 __device__ __forceinline__ void ssdm_load_cb(float *dst, int ld, const float *src, int QP) {
@@ -221,28 +233,39 @@ __device__ __forceinline__ SSDMPlace ssdm_place(const SSDScanShape &s) {
 __device__ __forceinline__ int ssdm_row(int i) { return 16 * (threadIdx.x >> 5) + ((threadIdx.x & 31) >> 2) + 8 * i; }
 __device__ __forceinline__ int ssdm_col(int j, int e) { return 8 * j + 2 * (threadIdx.x & 3) + e; }
 
+/* the documents of the thread's two accumulator rows of the block's tile (-1 past the chunk's end) */
+__device__ __forceinline__ void ssdm_row_segments(int (&seg)[2], const int *segment, const SSDScanShape &s, int b,
+                                                  int t0, int nrows) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) seg[i] = ssdm_row(i) < nrows ? ssd_segment(segment, s, b, t0 + ssdm_row(i)) : -1;
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Chunk states and dstates: out[p][n] = sum_t (w_t u_t[p]) v_t[n] over the chunk, u = x and
- * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates). The weight goes
- * on u (P columns, fewer than N) and w u is split; v enters exact.
+ * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates), w = 0 at the steps
+ * of another document than seg_last (states) or seg_in (dstates). The weight goes on u (P columns, fewer
+ * than N) and w u is split; v enters exact.
  * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
  */
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
                                                                   const float *delta, const float *dcum,
-                                                                  const float *A_log, SSDScanShape s, int mode) {
+                                                                  const int *segment, const float *A_log,
+                                                                  SSDScanShape s, int mode) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Uhi = (ssdm_bf16 *)ssdm_smem, *Ulo = Uhi + SSDM_TILE * SSDM_LP; /* u, then w u split in place */
     ssdm_bf16 *V = Ulo + SSDM_TILE * SSDM_LP;                                   /* B or C */
     float *wf = (float *)(V + SSDM_TILE * LN);                                  /* w per step */
     SSDMPlace w = ssdm_place(s);
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int warp = threadIdx.x >> 5;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
     bool states = mode == SSD_REDUCE_STATES;
     size_t u_stride = states ? s.conv_dim : (size_t)s.H * s.P;
     int v_col = s.H * s.P + (states ? 0 : s.G * N_) + w.g * N_;
+    int key = states ? ssd_segment(segment, s, w.b, w.t0 + w.len - 1) : ssd_segment_before(segment, s, w.b, w.t0);
     float acc[NT][4] = {};
     for (int r0 = 0; r0 < w.len; r0 += SSDM_TILE) {
         int nrows = min(SSDM_TILE, w.len - r0);
@@ -251,7 +274,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out
         ssdm_load_rows(Uhi, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
         ssdm_load_rows(V, LN, N_, xBC + row * s.conv_dim, s.conv_dim, v_col, N_, nrows);
         for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
-            wf[r] = r >= nrows ? 0.0f
+            wf[r] = r >= nrows || ssd_segment(segment, s, w.b, w.t0 + r0 + r) != key ? 0.0f
                     : states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r]))
                              : __expf(A * dc[r0 + r]);
         ssdm_cp_wait();
@@ -345,7 +368,8 @@ __host__ __device__ constexpr int ssdm_region(void) {
                : SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP;
 }
 
-/* shared memory of the forward: C_t, a region for S_in then x_s, then dc_s and delta_s */
+/* shared memory of the forward: C_t, a region for S_in then x_s, then dc_s and delta_s, the CB tile and the
+ * s tile's documents */
 template <int N_>
 __host__ __device__ constexpr int ssdm_forward_region(void) {
     return SSDM_TILE * (N_ + SSDM_PAD > SSDM_LP ? N_ + SSDM_PAD : SSDM_LP);
@@ -353,22 +377,24 @@ __host__ __device__ constexpr int ssdm_forward_region(void) {
 template <int N_>
 static size_t ssdm_forward_smem(void) {
     return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + ssdm_forward_region<N_>()) +
-           sizeof(float) * (2 * SSDM_TILE + SSDM_TILE * SSDM_CB_LD);
+           sizeof(float) * (2 * SSDM_TILE + SSDM_TILE * SSDM_CB_LD) + sizeof(int) * SSDM_TILE;
 }
 
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
                                                                    const float *delta, const float *dcum,
-                                                                   const float *s_planes, const float *A_log,
-                                                                   const float *D, SSDScanShape s) {
+                                                                   const float *s_planes, const int *segment,
+                                                                   const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16;
     constexpr int REGION = ssdm_forward_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
     ssdm_bf16 *Cs = (ssdm_bf16 *)ssdm_smem, *region = Cs + SSDM_TILE * LN;
     ssdm_bf16 *Ss = region, *Xs = region; /* S_in in the prologue, then the s tiles' x */
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE, *CBs = dl_s + SSDM_TILE;
+    int *seg_s = (int *)(CBs + SSDM_TILE * SSDM_CB_LD);
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int P = s.P, QP = ssdm_cb_stride(&s);
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     const float *cbc = ssdm_cb_chunk(cb, s, w.b, w.g, w.c, w.nc);
@@ -378,16 +404,18 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
     ssdm_load_planes<N_>(Ss, NULL, LN, s_planes, (size_t)w.bh * w.nc + w.c, P);
     float dct[2];
+    int segt[2], seg_in = ssd_segment_before(segment, s, w.b, w.t0);
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    ssdm_row_segments(segt, segment, s, w.b, w.t0 + w.row0, w.nrows);
     ssdm_cp_wait();
     __syncthreads();
-    /* state part: exp(A dc_t) (C_t . S_in[p]) */
+    /* state part: exp(A dc_t) (C_t . S_in[p]), at the steps of S_in's document */
     float acc[8][4] = {};
     ssdm_mma_rows<KN, 8>(acc, Cs, LN, Ss, NULL, LN);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        float e = __expf(A * dct[i]);
+        float e = segt[i] == seg_in ? __expf(A * dct[i]) : 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[j][2 * i] *= e, acc[j][2 * i + 1] *= e;
     }
@@ -397,6 +425,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
         __syncthreads();
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        if (SEG) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
         ssdm_load_cb(CBs, SSDM_CB_LD, cbc + (size_t)w.row0 * QP + s0, QP);
         ssdm_cp_wait();
         __syncthreads();
@@ -413,7 +442,9 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
-                m[j][e] = s0 + sl <= t ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+                m[j][e] = s0 + sl <= t && (!SEG || segt[e >> 1] == seg_s[sl])
+                              ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl]
+                              : 0.0f;
             }
         ssdm_mma_acc_t<4, 8, false>(acc, m, Xs, SSDM_LP, 0);
     }
@@ -444,7 +475,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
 template <int N_>
 static size_t ssdm_backward_smem(void) {
     return sizeof(ssdm_bf16) * (SSDM_TILE * (N_ + SSDM_PAD) + SSDM_TILE * SSDM_LP + ssdm_region<N_>()) +
-           sizeof(float) * 2 * SSDM_TILE;
+           sizeof(float) * 2 * SSDM_TILE + sizeof(int) * SSDM_TILE;
 }
 
 /* a row's value summed over the 4 lanes (a quad) that hold the row's accumulator columns */
@@ -453,24 +484,28 @@ __device__ __forceinline__ float ssdm_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
-/* m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)) for t >= s, else 0: rows s of the thread (dc in dcs), columns
- * t of a tile starting `offset` steps after the block's first row (dc in dc_t) */
-__device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const float (&dcs)[2], float A,
-                                             int offset) {
+/* m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)) for t >= s in one document, else 0: rows s of the thread (dc in
+ * dcs, documents in segs), columns t of a tile starting `offset` steps after the block's first row (dc in dc_t,
+ * documents in seg_t) */
+template <bool SEG>
+__device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const int *seg_t,
+                                             const float (&dcs)[2], const int (&segs)[2], float A, int offset) {
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int tl = ssdm_col(j, e & 1);
-            m[j][e] = offset + tl >= ssdm_row(e >> 1) ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
+            m[j][e] = offset + tl >= ssdm_row(e >> 1) && (!SEG || seg_t[tl] == segs[e >> 1])
+                          ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1]))
+                          : 0.0f;
         }
 }
 
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     floatX *dxBC, ssdm_bf16 *dBC, float *zb, float *din, float *dD_part, const floatX *dy, const floatX *xBC,
-    const float *cb, const float *delta, const float *dcum, const float *g_planes, const float *A_log, const float *D,
-    SSDScanShape s) {
+    const float *cb, const float *delta, const float *dcum, const float *g_planes, const int *segment,
+    const float *A_log, const float *D, SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, KN = N_ / 16, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
@@ -478,12 +513,14 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     ssdm_bf16 *Ghi = region, *Glo = region + SSDM_TILE * LN; /* prologue: G_out */
     ssdm_bf16 *Ct = region, *dYt = region + SSDM_TILE * LN;  /* then: the t tiles */
     float *dc_t = (float *)(region + REGION);
+    int *seg_t = (int *)(dc_t + 2 * SSDM_TILE);
     SSDMPlace w = ssdm_place(s);
     size_t dD_slot = (((size_t)w.b * w.nc + w.c) * gridDim.x + w.tile) * s.H + w.h;
     if (w.nrows <= 0) { /* a tile past the end of a short last chunk */
         if (threadIdx.x == 0) dD_part[dD_slot] = 0.0f;
         return;
     }
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int warp = threadIdx.x >> 5, P = s.P, HP = s.H * P, QP = ssdm_cb_stride(&s);
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     const float *cbc = ssdm_cb_chunk(cb, s, w.b, w.g, w.c, w.nc);
@@ -494,18 +531,21 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, w.h * P, P, w.nrows);
     ssdm_load_planes<N_>(Ghi, Glo, LN, g_planes, (size_t)w.bh * w.nc + w.c, P);
     float dcs[2], dls[2];
+    int segs[2], seg_last = ssd_segment(segment, s, w.b, w.t0 + w.len - 1);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         bool valid = ssdm_row(i) < w.nrows;
         dcs[i] = valid ? dc[w.row0 + ssdm_row(i)] : dc_last;
         dls[i] = valid ? dl[w.row0 + ssdm_row(i)] : 0.0f;
     }
+    ssdm_row_segments(segs, segment, s, w.b, w.t0 + w.row0, w.nrows);
     ssdm_cp_wait();
     __syncthreads();
     uint32_t xf[4][4];
 #pragma unroll
     for (int kb = 0; kb < 4; kb++) ssdm_load_a(xf[kb], Xs, SSDM_LP, 16 * warp, 16 * kb);
-    /* state parts: gb = B_s G_out^T, dB = x_s G_out, both times exp(A (dc_last - dc_s)) */
+    /* state parts: gb = B_s G_out^T, dB = x_s G_out, both times exp(A (dc_last - dc_s)) at the steps of the
+     * chunk's last step's document (0 elsewhere) */
     float gb[8][4] = {}, dB[NT][4] = {};
     ssdm_mma_rows<KN, 8, false, true>(gb, Bs, LN, Ghi, Glo, LN);
 #pragma unroll
@@ -520,7 +560,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        float e = __expf(A * (dc_last - dcs[i]));
+        float e = segs[i] == seg_last ? __expf(A * (dc_last - dcs[i])) : 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; j++) gb[j][2 * i] *= e, gb[j][2 * i + 1] *= e;
 #pragma unroll
@@ -533,6 +573,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
         ssdm_load_rows(Ct, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, trows);
         ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + r0) * HP, HP, w.h * P, P, trows);
         ssdm_load_steps(dc_t, NULL, dc + r0, NULL, trows, dc_last);
+        if (SEG) ssdm_load_segments(seg_t, segment, s, w.b, w.t0 + r0, trows);
         ssdm_cp_wait();
         __syncthreads();
         /* gb += ((B_s . C_t) L[t][s]) dy_t */
@@ -542,7 +583,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 m[j][e] = __ldg(cbc + (size_t)(r0 + ssdm_col(j, e & 1)) * QP + w.row0 + ssdm_row(e >> 1));
-        ssdm_decay_t(m, dc_t, dcs, A, r0 - w.row0);
+        ssdm_decay_t<SEG>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, 8>(gb, m, dYt, SSDM_LP, 0);
         /* dB += ((x_s . dy_t) L[t][s]) C_t */
 #pragma unroll
@@ -557,7 +598,7 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
                 ssdm_load_b(b, dYt, SSDM_LP, 8 * j, 16 * kb);
                 ssdm_mma2(m + j, xf[kb], b);
             }
-        ssdm_decay_t(m, dc_t, dcs, A, r0 - w.row0);
+        ssdm_decay_t<SEG>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, NT>(dB, m, Ct, LN, 0);
     }
     /* epilogue: dx, din, dD (x_s from Xs, dy_s from global), then dB and zb (B_s from Bs) */
@@ -606,11 +647,12 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
  * Backward, dC for the tile's 64 steps t (s tiles up to the diagonal one). Writes this head's dC
  * share (dBC index 1, bf16) and zc_t = C_t . dC_t. Grid (tiles per chunk, nchunks, B*H).
  */
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_bf16 *dBC, float *zc, const floatX *dy,
                                                                        const floatX *xBC, const float *delta,
                                                                        const float *dcum, const float *s_planes,
-                                                                       const float *A_log, SSDScanShape s) {
+                                                                       const int *segment, const float *A_log,
+                                                                       SSDScanShape s) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     constexpr int REGION = ssdm_region<N_>();
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
@@ -618,8 +660,10 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     ssdm_bf16 *Shi = region, *Slo = region + SSDM_TILE * LN; /* prologue: S_in */
     ssdm_bf16 *Bs = region, *Xs = region + SSDM_TILE * LN;   /* then: the s tiles */
     float *dc_s = (float *)(region + REGION), *dl_s = dc_s + SSDM_TILE;
+    int *seg_s = (int *)(dl_s + SSDM_TILE);
     SSDMPlace w = ssdm_place(s);
     if (w.nrows <= 0) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int P = s.P, HP = s.H * P;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
@@ -629,16 +673,19 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
     ssdm_load_planes<N_>(Shi, Slo, LN, s_planes, (size_t)w.bh * w.nc + w.c, P);
     float dct[2];
+    int segt[2], seg_in = ssd_segment_before(segment, s, w.b, w.t0);
 #pragma unroll
     for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    ssdm_row_segments(segt, segment, s, w.b, w.t0 + w.row0, w.nrows);
     ssdm_cp_wait();
     __syncthreads();
-    /* state part: exp(A dc_t) dy_t S_in (the dy_t fragments are reloaded where needed: registers are short) */
+    /* state part: exp(A dc_t) dy_t S_in at the steps of S_in's document (the dy_t fragments are reloaded where
+     * needed: registers are short) */
     float dC[NT][4] = {};
     ssdm_mma_rows<4, NT, true, true>(dC, dYt, SSDM_LP, Shi, Slo, LN);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        float e = __expf(A * dct[i]);
+        float e = segt[i] == seg_in ? __expf(A * dct[i]) : 0.0f;
 #pragma unroll
         for (int j = 0; j < NT; j++) dC[j][2 * i] *= e, dC[j][2 * i + 1] *= e;
     }
@@ -648,6 +695,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
         ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
+        if (SEG) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
         ssdm_cp_wait();
         __syncthreads();
         /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
@@ -658,7 +706,9 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
-                m[j][e] = s0 + sl <= t ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+                m[j][e] = s0 + sl <= t && (!SEG || segt[e >> 1] == seg_s[sl])
+                              ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl]
+                              : 0.0f;
             }
         ssdm_mma_acc_t<4, NT>(dC, m, Bs, LN, 0);
     }
@@ -757,12 +807,13 @@ static void ssd_join(cudaStream_t stream) {
 
 template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
-                               const float *delta, const float *dcum, const float *A_log, int mode,
+                               const float *delta, const float *dcum, const int *segment, const float *A_log, int mode,
                                cudaStream_t stream) {
     size_t smem = sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * SSDM_TILE;
-    ssd_set_smem(ssdm_states_kernel<N_>, smem);
+    auto kernel = segment ? ssdm_states_kernel<N_, true> : ssdm_states_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
     dim3 grid(1, ssd_num_chunks(s), s->B * s->H);
-    ssdm_states_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, A_log, *s, mode);
+    kernel<<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, segment, A_log, *s, mode);
     cudaCheckLaunch();
 }
 
@@ -777,24 +828,25 @@ static void ssdm_launch_cb(const SSDScanShape *s, float *cb, const floatX *xBC, 
 
 template <int N_>
 static void ssdm_launch_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
-                                const float *A_log, const float *D, cudaStream_t stream) {
+                                const int *segment, const float *A_log, const float *D, cudaStream_t stream) {
     size_t smem = ssdm_forward_smem<N_>();
-    ssd_set_smem(ssdm_forward_kernel<N_>, smem);
+    auto kernel = segment ? ssdm_forward_kernel<N_, true> : ssdm_forward_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
     dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
-    ssdm_forward_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->cb, ws->delta, ws->dcum, ws->states, A_log,
-                                                                  D, *s);
+    kernel<<<grid, SSDM_THREADS, smem, stream>>>(y, xBC, ws->cb, ws->delta, ws->dcum, ws->states, segment, A_log, D, *s);
     cudaCheckLaunch();
 }
 
 /* dC and its sum over heads into dxBC (the side stream's part of the backward) */
 template <int N_>
 static void ssdm_launch_dc(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
-                           const SSDScanWorkspace *ws, const float *A_log, cudaStream_t stream) {
+                           const SSDScanWorkspace *ws, const int *segment, const float *A_log, cudaStream_t stream) {
     dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
-    ssd_set_smem(ssdm_backward_dc_kernel<N_>, smem);
-    ssdm_backward_dc_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>((ssdm_bf16 *)ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum,
-                                                                     ws->states, A_log, *s);
+    auto kernel = segment ? ssdm_backward_dc_kernel<N_, true> : ssdm_backward_dc_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSDM_THREADS, smem, stream>>>((ssdm_bf16 *)ws->dBC, ws->zc, dy, xBC, ws->delta, ws->dcum, ws->states,
+                                                 segment, A_log, *s);
     cudaCheckLaunch();
     ssd_launch_dBC_store(s, dxBC, (const ssdm_bf16 *)ws->dBC, 1, 1, stream);
 }
@@ -803,13 +855,14 @@ static void ssdm_launch_dc(const SSDScanShape *s, floatX *dxBC, const floatX *dy
 template <int N_>
 static void ssdm_launch_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, const floatX *dy,
                                  const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                                 const SSDScanWorkspace *ws, const float *A_log, const float *D, cudaStream_t stream) {
+                                 const SSDScanWorkspace *ws, const int *segment, const float *A_log, const float *D,
+                                 cudaStream_t stream) {
     dim3 grid(ssd_num_tiles(s), ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssdm_backward_smem<N_>();
-    ssd_set_smem(ssdm_backward_dx_kernel<N_>, smem);
-    ssdm_backward_dx_kernel<N_><<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy,
-                                                                     xBC, ws->cb, ws->delta, ws->dcum, ws->g_planes, A_log, D,
-                                                                     *s);
+    auto kernel = segment ? ssdm_backward_dx_kernel<N_, true> : ssdm_backward_dx_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSDM_THREADS, smem, stream>>>(dxBC, (ssdm_bf16 *)ws->dBC, ws->zb, ws->din, ws->dD_part, dy, xBC, ws->cb,
+                                                 ws->delta, ws->dcum, ws->g_planes, segment, A_log, D, *s);
     cudaCheckLaunch();
     ssd_launch_dBC_store(s, dxBC, (const ssdm_bf16 *)ws->dBC, 0, 1, stream);
     ssd_join(stream); /* dC, its sum and zc, from the side stream */
@@ -828,20 +881,23 @@ static void ssdm_scan_forward(const SSDScanShape *s, const SSDScanCall *c) {
     ssd_launch_dt_forward(s, ws, c->dt_raw, c->dt_bias, c->stream);
     /* the chunk states go to scratch (dstates: a later layer's saved part, or this layer's backward
      * scratch, both free during this forward) and come back as planes in states */
-    ssdm_launch_states<N_>(s, ws->dstates, c->xBC, c->xBC, ws->delta, ws->dcum, c->A_log, SSD_REDUCE_STATES, c->stream);
-    ssd_launch_passing(s, ws->dstates, ws->states, c->state, ws, c->A_log, 0, c->stream);
+    ssdm_launch_states<N_>(s, ws->dstates, c->xBC, c->xBC, ws->delta, ws->dcum, c->segment, c->A_log, SSD_REDUCE_STATES,
+                           c->stream);
+    ssd_launch_passing(s, ws->dstates, ws->states, c->state_in, c->state_out, c->segment, ws, c->A_log, 0, c->stream);
     ssd_join(c->stream);
-    ssdm_launch_forward<N_>(s, c->y, c->xBC, ws, c->A_log, c->D, c->stream);
+    ssdm_launch_forward<N_>(s, c->y, c->xBC, ws, c->segment, c->A_log, c->D, c->stream);
 }
 
 template <int N_>
 static void ssdm_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
     const SSDScanWorkspace *ws = &c->ws;
     cudaStream_t side = ssd_fork(c->stream); /* joined before d delta (ssdm_launch_backward) */
-    ssdm_launch_dc<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->A_log, side);
-    ssdm_launch_states<N_>(s, ws->dstates, c->dy, c->xBC, ws->delta, ws->dcum, c->A_log, SSD_REDUCE_DSTATES, c->stream);
-    ssd_launch_passing(s, ws->dstates, ws->g_planes, NULL, ws, c->A_log, 1, c->stream);
-    ssdm_launch_backward<N_>(s, c->dxBC, c->ddt_raw, c->dy, c->xBC, c->dt_raw, c->dt_bias, ws, c->A_log, c->D, c->stream);
+    ssdm_launch_dc<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->segment, c->A_log, side);
+    ssdm_launch_states<N_>(s, ws->dstates, c->dy, c->xBC, ws->delta, ws->dcum, c->segment, c->A_log, SSD_REDUCE_DSTATES,
+                           c->stream);
+    ssd_launch_passing(s, ws->dstates, ws->g_planes, NULL, NULL, c->segment, ws, c->A_log, 1, c->stream);
+    ssdm_launch_backward<N_>(s, c->dxBC, c->ddt_raw, c->dy, c->xBC, c->dt_raw, c->dt_bias, ws, c->segment, c->A_log, c->D,
+                             c->stream);
     int blocks = s->B * ssd_num_chunks(s);
     ssd_launch_param_grads(s, c->ddt_bias, c->dA_log, c->dD, ws, blocks * ssd_num_tiles(s), blocks, c->stream);
 }

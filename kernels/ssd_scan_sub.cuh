@@ -11,6 +11,12 @@
  *                  S <- exp(A (end - ref)) S + (delta x)^T (B exp(A (end - dc)))
  *        backward: a forward sweep re-forms S for dC, a reverse sweep carries G = dL/dS for dx, dB and
  *                  the decays' gradient d delta, dA_log (the formulas in ssd_scan.cuh, backward 3).
+ * Document boundaries (segment, ssd_scan.cuh): M and W are 0 between steps of two documents, the state
+ * entering the sub-block (that of the step before it, in document seg_ref) reaches only the steps of
+ * seg_ref (C exp(A (dc - ref)) is 0 at the others), and the state leaving it (document seg_end of its
+ * last step) takes only the steps of seg_end (B exp(A (end - dc)) is 0 at the others) and keeps the
+ * entering state only when seg_end = seg_ref (exp(A (end - ref)) is 0 otherwise). The backward's state
+ * parts of dC and dB take the same masks; without segments every mask is 1.
  * For a diagonal A, M and the intra-sub-block parts of dB, dC take one exp per (t, s, n) (SIMT).
  * Operands sit in fp32 shared memory; bf16 builds multiply 16 x 8 warp tiles on tensor cores with
  * split-bf16 operands (ssd_mma), the FP32 build with fp32 FMAs in the same register layout. The
@@ -28,20 +34,23 @@
  * 2. Per-chunk GEMMs over the chunk's steps i, out[p, n] = sum_i u_i[p] v_i[n]:
  *    states:  u = delta x, v = B exp(A (dc_last - dc_i))   (the chunk's final state from zero)
  *    dstates: u = dy,      v = C exp(A dc_i)               (dL/d entering state, from the chunk's outputs)
+ * With segments v is 0 at the steps of another document than the chunk's last step (states) or than
+ * the state entering the chunk (dstates).
  * Grid (nchunks, B*H). Warp w owns the 16 x 8 tiles w, w + 16, ... of the P x N result in registers.
  */
 static size_t ssd_reduce_smem_bytes(const SSDScanShape *s) {
     return sizeof(float) * ((size_t)SSD_REDUCE_STEPS * (s->P + 4) + (size_t)SSD_REDUCE_STEPS * (s->N + 4) + s->N);
 }
 
-template <int N_>
+template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel(float *out, const floatX *u_src,
                                                                        const floatX *xBC, const float *delta,
-                                                                       const float *dcum, const float *A_log,
-                                                                       SSDScanShape s, int mode) {
+                                                                       const float *dcum, const int *segment,
+                                                                       const float *A_log, SSDScanShape s, int mode) {
     constexpr int LN = N_ + 4, NTC = N_ / 8, MAX_TILES = (SSD_MAX_P / 16) * NTC / SSD_REDUCE_WARPS;
     constexpr int UPT = SSD_REDUCE_STEPS * SSD_MAX_P / SSD_REDUCE_THREADS, VPT = SSD_REDUCE_STEPS * N_ / SSD_REDUCE_THREADS;
     extern __shared__ __align__(16) float ssd_reduce_smem[];
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int P = s.P, LP = P + 4;
     float *u_s = ssd_reduce_smem;                   /* [steps][LP] */
     float *v_s = u_s + SSD_REDUCE_STEPS * LP;       /* [steps][LN] */
@@ -51,6 +60,7 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
     int t0 = c * s.Q, len = min(s.Q, s.T - t0);
     const float *dl = delta + (size_t)bh * s.T, *dc = dcum + (size_t)bh * s.T;
     float last = dc[t0 + len - 1];
+    int key = mode == SSD_REDUCE_STATES ? ssd_segment(segment, s, b, t0 + len - 1) : ssd_segment_before(segment, s, b, t0);
     int u_stride = mode == SSD_REDUCE_STATES ? s.conv_dim : s.H * s.P;
     int v_col = s.H * s.P + (mode == SSD_REDUCE_STATES ? 0 : s.G * N_) + g * N_;
     for (int n = tid; n < N_; n += SSD_REDUCE_THREADS) A_s[n] = ssd_rate(A_log, h, n, N_, s.diagonal);
@@ -63,6 +73,7 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
         __syncthreads();
         /* a batch of global loads per thread, then the shared-memory stores (overlapped latencies) */
         float uv[UPT], dv[UPT], vv[VPT], cv[VPT];
+        bool keep[VPT];
 #pragma unroll
         for (int k = 0; k < UPT; k++) {
             int idx = tid + k * SSD_REDUCE_THREADS, i = idx / P, p = idx % P, t = t0 + i0 + i;
@@ -81,12 +92,13 @@ __global__ void __launch_bounds__(SSD_REDUCE_THREADS, 1) ssd_chunk_reduce_kernel
             bool valid = i0 + i < len;
             vv[k] = valid ? to_float(xBC[((size_t)b * s.T + t) * s.conv_dim + v_col + n]) : 0.0f;
             cv[k] = valid ? dc[t] : 0.0f;
+            keep[k] = !valid || ssd_segment(segment, s, b, t) == key;
         }
 #pragma unroll
         for (int k = 0; k < VPT; k++) {
             int idx = tid + k * SSD_REDUCE_THREADS, i = idx / N_, n = idx % N_;
             float e = mode == SSD_REDUCE_STATES ? last - cv[k] : cv[k];
-            v_s[i * LN + n] = vv[k] * expf(A_s[n] * e);
+            v_s[i * LN + n] = keep[k] ? vv[k] * expf(A_s[n] * e) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -129,6 +141,7 @@ struct SSDSmem {
     float *A, *decE, *dA;  /* [N] rates, exp(A (end - ref)), backward dA sums (of dA_rows) */
     float *dA_rows;        /* [SUB][N] backward: dA partial sums of the epilogue thread rows */
     float *w, *din;        /* [Q] backward: sum_n A z_t, x_t . (G_t B_t) */
+    int *seg;              /* [SUB + 2] the steps' documents, then seg_ref (the entering state's), seg_end */
 };
 
 /* Lays the arrays out from base (NULL: only counts); returns the number of floats. */
@@ -153,6 +166,7 @@ __host__ __device__ static size_t ssd_smem_carve(SSDSmem *sm, float *base, int P
     sm->dc = take(SSD_SUB);
     sm->dl = take(SSD_SUB);
     sm->bounds = take(2);
+    sm->seg = (int *)take(SSD_SUB + 2);
     sm->A = take(N);
     sm->decE = take(N);
     sm->dA = take(N);
@@ -177,16 +191,19 @@ static size_t ssd_scan_smem_bytes(const SSDScanShape *s) {
  * instead of adding up. */
 #define SSD_BATCH 4
 
-template <int N_>
+template <int N_, bool SEG>
 __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const floatX *xBC, const floatX *dy,
-                             const float *dl, const float *dc, int b, int h, int g, int t0, int i0, int len) {
+                             const float *dl, const float *dc, const int *segment, int b, int h, int g, int t0, int i0,
+                             int len) {
     constexpr int XPT = SSD_SUB * SSD_MAX_P / SSD_THREADS, BPT = SSD_SUB * N_ / SSD_THREADS;
     constexpr int BB = BPT < SSD_BATCH ? BPT : SSD_BATCH;
     int tid = threadIdx.x, P = s.P, LP = sm.LP, LN = sm.LN;
     int nvalid = min(SSD_SUB, len - i0);
+    if (!SEG) segment = NULL;
     size_t row0 = (size_t)b * s.T + t0 + i0;
     float ref = i0 == 0 ? 0.0f : dc[t0 + i0 - 1];
     float end = dc[t0 + i0 + nvalid - 1];
+    int seg_ref = ssd_segment_before(segment, s, b, t0 + i0), seg_end = ssd_segment(segment, s, b, t0 + i0 + nvalid - 1);
 #pragma unroll 1
     for (int u0 = 0; u0 < XPT; u0 += SSD_BATCH) {
         float xv[SSD_BATCH], dv[SSD_BATCH], yv[SSD_BATCH];
@@ -212,15 +229,21 @@ __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const flo
         bool valid = tid < nvalid;
         sm.dc[tid] = valid ? dc[t0 + i0 + tid] : end;
         sm.dl[tid] = valid ? dl[t0 + i0 + tid] : 0.0f;
+        if (SEG) sm.seg[tid] = valid ? ssd_segment(segment, s, b, t0 + i0 + tid) : seg_end;
     }
     if (tid == 0) {
         sm.bounds[0] = ref;
         sm.bounds[1] = end;
+        if (SEG) {
+            sm.seg[SSD_SUB] = seg_ref;
+            sm.seg[SSD_SUB + 1] = seg_end;
+        }
     }
     int b_col = s.H * P + g * N_, c_col = s.H * P + s.G * N_ + g * N_;
 #pragma unroll 1
     for (int u0 = 0; u0 < BPT; u0 += BB) {
         float Bv[BB], Cv[BB], dcv[BB];
+        int sg[BB];
 #pragma unroll
         for (int u = 0; u < BB; u++) {
             int idx = tid + (u0 + u) * SSD_THREADS, i = idx / N_, n = idx % N_;
@@ -229,17 +252,18 @@ __device__ void ssd_load_sub(const SSDSmem &sm, const SSDScanShape &s, const flo
             Bv[u] = valid ? to_float(r[b_col + n]) : 0.0f;
             Cv[u] = valid ? to_float(r[c_col + n]) : 0.0f;
             dcv[u] = valid ? dc[t0 + i0 + i] : end;
+            sg[u] = valid ? ssd_segment(segment, s, b, t0 + i0 + i) : seg_end;
         }
 #pragma unroll
         for (int u = 0; u < BB; u++) {
             int idx = tid + (u0 + u) * SSD_THREADS, i = idx / N_, n = idx % N_;
             sm.B[i * LN + n] = Bv[u];
             sm.C[i * LN + n] = Cv[u];
-            sm.Bt[i * LN + n] = Bv[u] * expf(sm.A[n] * (end - dcv[u]));
-            sm.Ct[i * LN + n] = Cv[u] * expf(sm.A[n] * (dcv[u] - ref));
+            sm.Bt[i * LN + n] = sg[u] == seg_end ? Bv[u] * expf(sm.A[n] * (end - dcv[u])) : 0.0f;
+            sm.Ct[i * LN + n] = sg[u] == seg_ref ? Cv[u] * expf(sm.A[n] * (dcv[u] - ref)) : 0.0f;
         }
     }
-    for (int n = tid; n < N_; n += SSD_THREADS) sm.decE[n] = expf(sm.A[n] * (end - ref));
+    for (int n = tid; n < N_; n += SSD_THREADS) sm.decE[n] = seg_end == seg_ref ? expf(sm.A[n] * (end - ref)) : 0.0f;
 }
 
 /* Copies a [P][N] fp32 state from global memory into the [P][LN] state buffer, 8 loads in flight per
@@ -264,14 +288,14 @@ __device__ void ssd_load_state(const SSDSmem &sm, const float *src, int P) {
 /* The M tiles (warps 0-1, scalar A) or the whole of M (all threads, diagonal A), and the W tiles
  * (warps 2-3, when with_w):
  *   M[t][s] = sum_n C_t[n] B_s[n] exp(A[n] (dc_t - dc_s)),  W[t][s] = dy_t . (delta x)_s, times the
- *   decay exp(A (dc_t - dc_s)) when A is scalar; both zero for s > t. */
-template <int N_, bool DIAG>
+ *   decay exp(A (dc_t - dc_s)) when A is scalar; both zero for s > t and between two documents. */
+template <int N_, bool DIAG, bool SEG>
 __device__ void ssd_sub_matrices(const SSDSmem &sm, int P, bool with_m, bool with_w) {
     int tid = threadIdx.x, warp = tid >> 5, LN = sm.LN, LP = sm.LP;
     if (DIAG && with_m) {
         int t = tid >> 4, s = tid & 15;
         float m = 0.0f;
-        if (s <= t) {
+        if (s <= t && (!SEG || sm.seg[s] == sm.seg[t])) {
             float gap = sm.dc[t] - sm.dc[s];
 #pragma unroll 8
             for (int n = 0; n < N_; n++) m += sm.C[t * LN + n] * sm.B[s * LN + n] * expf(sm.A[n] * gap);
@@ -289,7 +313,7 @@ __device__ void ssd_sub_matrices(const SSDSmem &sm, int P, bool with_m, bool wit
         for (int i = 0; i < 4; i++) {
             int t = ssd_tile_row(i), s = s0 + ssd_tile_col(i);
             float v = 0.0f;
-            if (s <= t) v = DIAG ? acc[i] : acc[i] * expf(sm.A[0] * (sm.dc[t] - sm.dc[s]));
+            if (s <= t && (!SEG || sm.seg[s] == sm.seg[t])) v = DIAG ? acc[i] : acc[i] * expf(sm.A[0] * (sm.dc[t] - sm.dc[s]));
             out[t * (SSD_SUB + 1) + s] = v;
         }
     }
@@ -321,11 +345,12 @@ __device__ void ssd_scan_prologue(const SSDSmem &sm, const float *A_log, int h, 
 }
 
 /* Grid (nchunks, B*H). */
-template <int N_, bool DIAG>
+template <int N_, bool DIAG, bool SEG>
 __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(floatX *y, const floatX *xBC,
                                                                              const float *delta, const float *dcum,
-                                                                             const float *states, const float *A_log,
-                                                                             const float *D, SSDScanShape s) {
+                                                                             const float *states, const int *segment,
+                                                                             const float *A_log, const float *D,
+                                                                             SSDScanShape s) {
     extern __shared__ __align__(16) float ssd_smem[];
     SSDSmem sm;
     ssd_smem_carve(&sm, ssd_smem, s.P, N_, s.Q);
@@ -338,9 +363,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_forward_kernel(
     float Dh = D[h];
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, NULL, dl, dc, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, NULL, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, true, false);
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, true, false);
         __syncthreads();
         /* y tiles (16 steps x 8 rows p) */
         for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
@@ -376,11 +401,11 @@ __device__ void ssd_store_rows(float *dst, int row_stride, const SSDSmem &sm, in
 
 /* Grid (nchunks, B*H). Writes dx, d delta, this head's dB and dC (dBC) and the block's dA_log and dD
  * (dA_part, dD_part, summed over blocks in a fixed order by ssd_scan_backward). */
-template <int N_, bool DIAG>
+template <int N_, bool DIAG, bool SEG>
 __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel(
     floatX *dxBC, float *dBC, float *ddelta, float *dA_part, float *dD_part, const floatX *dy, const floatX *xBC,
-    const float *delta, const float *dcum, const float *states, const float *dstates, const float *A_log,
-    const float *D, SSDScanShape s) {
+    const float *delta, const float *dcum, const float *states, const float *dstates, const int *segment,
+    const float *A_log, const float *D, SSDScanShape s) {
     constexpr int J = N_ / 16;
     static_assert(SSD_THREADS % N_ == 0 && SSD_THREADS <= SSD_SUB * N_, "the G load's dA shares need a slot per thread");
     extern __shared__ __align__(16) float ssd_smem[];
@@ -401,10 +426,10 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
     for (int i0 = 0; i0 < len; i0 += SSD_SUB) {
         int nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, false, true);
-        /* dC tiles, state part: exp(A (dc_t - ref)) (dy S)[t][n] */
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, false, true);
+        /* dC tiles, state part: exp(A (dc_t - ref)) (dy S)[t][n], at the steps of the entering state's document */
         for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
             int n0 = tile * 8;
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -412,7 +437,8 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int t = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
-                sm.dBC[t * LN + n] = acc[i] * expf(sm.A[n] * (sm.dc[t] - sm.bounds[0]));
+                bool entered = !SEG || sm.seg[t] == sm.seg[SSD_SUB];
+                sm.dBC[t * LN + n] = entered ? acc[i] * expf(sm.A[n] * (sm.dc[t] - sm.bounds[0])) : 0.0f;
             }
         }
         __syncthreads();
@@ -491,9 +517,9 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
     for (int k = nsub - 1; k >= 0; k--) {
         int i0 = k * SSD_SUB, nvalid = min(SSD_SUB, len - i0);
         __syncthreads();
-        ssd_load_sub<N_>(sm, s, xBC, dy, dl, dc, b, h, g, t0, i0, len);
+        ssd_load_sub<N_, SEG>(sm, s, xBC, dy, dl, dc, segment, b, h, g, t0, i0, len);
         __syncthreads();
-        ssd_sub_matrices<N_, DIAG>(sm, P, true, true);
+        ssd_sub_matrices<N_, DIAG, SEG>(sm, P, true, true);
         /* gb, state part: (Bt G^T)[s][p] */
         for (int tile = warp; tile < P / 8; tile += SSD_WARPS) {
             int p0 = tile * 8;
@@ -502,7 +528,7 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
 #pragma unroll
             for (int i = 0; i < 4; i++) sm.gb[ssd_tile_row(i) * LP + p0 + ssd_tile_col(i)] = acc[i];
         }
-        /* dB, state part: exp(A (end - dc_s)) ((delta x) G)[s][n] */
+        /* dB, state part: exp(A (end - dc_s)) ((delta x) G)[s][n], at the steps of the leaving state's document */
         for (int tile = warp; tile < N_ / 8; tile += SSD_WARPS) {
             int n0 = tile * 8;
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -510,7 +536,8 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int si = ssd_tile_row(i), n = n0 + ssd_tile_col(i);
-                sm.dBC[si * LN + n] = acc[i] * expf(sm.A[n] * (sm.bounds[1] - sm.dc[si]));
+                bool kept = !SEG || sm.seg[si] == sm.seg[SSD_SUB + 1];
+                sm.dBC[si * LN + n] = kept ? acc[i] * expf(sm.A[n] * (sm.bounds[1] - sm.dc[si])) : 0.0f;
             }
         }
         __syncthreads();
@@ -620,49 +647,45 @@ __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_scan_backward_kernel
  */
 template <int N_>
 static void ssd_launch_reduce(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
-                              const SSDScanWorkspace *ws, const float *A_log, int mode, cudaStream_t stream) {
+                              const SSDScanWorkspace *ws, const int *segment, const float *A_log, int mode,
+                              cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_reduce_smem_bytes(s);
-    ssd_set_smem(ssd_chunk_reduce_kernel<N_>, smem);
-    ssd_chunk_reduce_kernel<N_><<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, A_log, *s,
-                                                                     mode);
+    auto kernel = segment ? ssd_chunk_reduce_kernel<N_, true> : ssd_chunk_reduce_kernel<N_, false>;
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_REDUCE_THREADS, smem, stream>>>(out, u_src, xBC, ws->delta, ws->dcum, segment, A_log, *s, mode);
     cudaCheckLaunch();
 }
 
+/* The chunk scan kernels come in four variants: diagonal or scalar A, with or without segments (without,
+ * every mask is 1 at compile time, so the kernels run as they would without the masks). */
 template <int N_>
 static void ssd_launch_forward_scan(const SSDScanShape *s, floatX *y, const floatX *xBC, const SSDScanWorkspace *ws,
-                                    const float *A_log, const float *D, cudaStream_t stream) {
+                                    const int *segment, const float *A_log, const float *D, cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
-    if (s->diagonal) {
-        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, true>, smem);
-        ssd_chunk_scan_forward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
-                                                                                     ws->states, A_log, D, *s);
-    } else {
-        ssd_set_smem(ssd_chunk_scan_forward_kernel<N_, false>, smem);
-        ssd_chunk_scan_forward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum,
-                                                                                      ws->states, A_log, D, *s);
-    }
+    auto kernel = s->diagonal ? (segment ? ssd_chunk_scan_forward_kernel<N_, true, true>
+                                         : ssd_chunk_scan_forward_kernel<N_, true, false>)
+                              : (segment ? ssd_chunk_scan_forward_kernel<N_, false, true>
+                                         : ssd_chunk_scan_forward_kernel<N_, false, false>);
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_THREADS, smem, stream>>>(y, xBC, ws->delta, ws->dcum, ws->states, segment, A_log, D, *s);
     cudaCheckLaunch();
 }
 
 template <int N_>
 static void ssd_launch_backward_scan(const SSDScanShape *s, floatX *dxBC, const floatX *dy, const floatX *xBC,
-                                     const SSDScanWorkspace *ws, const float *A_log, const float *D,
+                                     const SSDScanWorkspace *ws, const int *segment, const float *A_log, const float *D,
                                      cudaStream_t stream) {
     dim3 grid(ssd_num_chunks(s), s->B * s->H);
     size_t smem = ssd_scan_smem_bytes(s);
-    if (s->diagonal) {
-        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, true>, smem);
-        ssd_chunk_scan_backward_kernel<N_, true><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
-            A_log, D, *s);
-    } else {
-        ssd_set_smem(ssd_chunk_scan_backward_kernel<N_, false>, smem);
-        ssd_chunk_scan_backward_kernel<N_, false><<<grid, SSD_THREADS, smem, stream>>>(
-            dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta, ws->dcum, ws->states, ws->dstates,
-            A_log, D, *s);
-    }
+    auto kernel = s->diagonal ? (segment ? ssd_chunk_scan_backward_kernel<N_, true, true>
+                                         : ssd_chunk_scan_backward_kernel<N_, true, false>)
+                              : (segment ? ssd_chunk_scan_backward_kernel<N_, false, true>
+                                         : ssd_chunk_scan_backward_kernel<N_, false, false>);
+    ssd_set_smem(kernel, smem);
+    kernel<<<grid, SSD_THREADS, smem, stream>>>(dxBC, ws->dBC, ws->ddelta, ws->dA_part, ws->dD_part, dy, xBC, ws->delta,
+                                                ws->dcum, ws->states, ws->dstates, segment, A_log, D, *s);
     cudaCheckLaunch();
 }
 
@@ -670,17 +693,17 @@ template <int N_>
 static void ssd_sub_scan_forward(const SSDScanShape *s, const SSDScanCall *c) {
     const SSDScanWorkspace *ws = &c->ws;
     ssd_launch_dt_forward(s, ws, c->dt_raw, c->dt_bias, c->stream);
-    ssd_launch_reduce<N_>(s, ws->states, c->xBC, c->xBC, ws, c->A_log, SSD_REDUCE_STATES, c->stream);
-    ssd_launch_passing(s, ws->states, NULL, c->state, ws, c->A_log, 0, c->stream);
-    ssd_launch_forward_scan<N_>(s, c->y, c->xBC, ws, c->A_log, c->D, c->stream);
+    ssd_launch_reduce<N_>(s, ws->states, c->xBC, c->xBC, ws, c->segment, c->A_log, SSD_REDUCE_STATES, c->stream);
+    ssd_launch_passing(s, ws->states, NULL, c->state_in, c->state_out, c->segment, ws, c->A_log, 0, c->stream);
+    ssd_launch_forward_scan<N_>(s, c->y, c->xBC, ws, c->segment, c->A_log, c->D, c->stream);
 }
 
 template <int N_>
 static void ssd_sub_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
     const SSDScanWorkspace *ws = &c->ws;
-    ssd_launch_reduce<N_>(s, ws->dstates, c->dy, c->xBC, ws, c->A_log, SSD_REDUCE_DSTATES, c->stream);
-    ssd_launch_passing(s, ws->dstates, NULL, NULL, ws, c->A_log, 1, c->stream);
-    ssd_launch_backward_scan<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->A_log, c->D, c->stream);
+    ssd_launch_reduce<N_>(s, ws->dstates, c->dy, c->xBC, ws, c->segment, c->A_log, SSD_REDUCE_DSTATES, c->stream);
+    ssd_launch_passing(s, ws->dstates, NULL, NULL, NULL, c->segment, ws, c->A_log, 1, c->stream);
+    ssd_launch_backward_scan<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->segment, c->A_log, c->D, c->stream);
     ssd_launch_dt_backward(s, c->ddt_raw, ws, c->dt_raw, c->dt_bias, c->stream);
     ssd_launch_dBC_store(s, c->dxBC, (const float *)ws->dBC, 0, 2, c->stream);
     ssd_launch_param_grads(s, c->ddt_bias, c->dA_log, c->dD, ws, s->B * ssd_num_chunks(s), s->B, c->stream);

@@ -47,17 +47,6 @@ void mamba_build(Mamba *model, const ModelConfig *config, const float *params) {
 
 void mamba_set_document_end(Mamba *model, int eot) { model->doc_eot = eot; }
 
-/* segment[b*T + t]: the documents started at or before t in row b (a document starts after an eot input) */
-static void document_segments(const Mamba *model, const int *inputs, int B, int T, int *segment) {
-    for (int b = 0; b < B; b++) {
-        int seg = 0;
-        for (int t = 0; t < T; t++) {
-            if (t > 0 && inputs[(size_t)b * T + t - 1] == model->doc_eot) seg++;
-            segment[(size_t)b * T + t] = seg;
-        }
-    }
-}
-
 /* row b's segments, or NULL when document boundaries are off */
 static const int *row_segment(const Mamba *model, int b) {
     return model->doc_eot >= 0 ? model->segment + (size_t)b * model->T : NULL;
@@ -196,7 +185,8 @@ static void carry_alloc(Mamba *model, int B) {
 /* The causal conv of one sequence continuing from conv_state ([d_conv-1, conv_dim], oldest first):
  * the state rows are prepended to the input, the conv runs over the extended sequence, and the
  * first d_conv-1 outputs (which would need inputs before the state) are dropped. The state becomes
- * the last d_conv-1 rows of the extended input. */
+ * the last d_conv-1 rows of the extended input, a row of another document than the last input's
+ * stored as 0: the next window's first steps continue the last input's document only. */
 static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, const real *inp, int T, real *conv_state,
                                const int *segment) {
     int K = c->d_conv, C = c->conv_dim, TK = T + K - 1;
@@ -207,9 +197,13 @@ static void conv_forward_carry(const ModelConfig *c, LayerParams p, real *out, c
     for (int t = 0; t < T; t++) memcpy(ext_in + (size_t)(t + K - 1) * C, inp + (size_t)t * c->d_in_proj, sizeof(real) * C);
     if (segment) memcpy(ext_segment + K - 1, segment, sizeof(int) * T);
     conv_forward(ext_out, ext_in, C, p.conv_w, p.conv_b, TK, C, K, segment ? ext_segment : NULL);
-    free(ext_segment);
     memcpy(out, ext_out + (size_t)(K - 1) * C, sizeof(real) * T * C);
-    memcpy(conv_state, ext_in + (size_t)T * C, sizeof(real) * (K - 1) * C);
+    for (int k = 0; k < K - 1; k++) {
+        real *row = conv_state + (size_t)k * C;
+        if (ext_segment[T + k] == ext_segment[TK - 1]) memcpy(row, ext_in + (size_t)(T + k) * C, sizeof(real) * C);
+        else memset(row, 0, sizeof(real) * C);
+    }
+    free(ext_segment);
     free(ext_in);
     free(ext_out);
 }
@@ -265,7 +259,7 @@ static void forward_from(Mamba *model, const int *inputs, const int *targets, in
     int BT = B * T, D = c->d_model;
     check_tokens(c, inputs, BT, "input", 0);
     model->inputs = inputs;
-    if (model->doc_eot >= 0) document_segments(model, inputs, B, T, model->segment);
+    if (model->doc_eot >= 0) document_segments(inputs, B, T, model->doc_eot, model->segment);
     MambaActivations *a = &model->acts;
     const real *wte = model->param_tensors[P_WTE];
     for (int bt = 0; bt < BT; bt++) memcpy(a->residual + (size_t)bt * D, wte + (size_t)inputs[bt] * D, sizeof(real) * D);

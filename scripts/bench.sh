@@ -13,9 +13,14 @@
 # Where one step's GPU time goes (Nsight Compute, kernel durations only): mamba2-130m at B=8 x T=2048, the
 # second training step's kernels grouped by name, largest first, and by kind (SSD scan, matmuls, ...):
 #   scripts/bench.sh profile
+# Document boundaries (-db 1): mamba2-130m at B=8 x T=2048 on a shard of documents of random lengths (mean
+# ~500 tokens, each starting with the end-of-text id 50256, as scripts/prepro.py writes them; its tokenizer.bin
+# beside it records that id), with and without -db 1: tokens/s of both and the cost of the boundaries in %
+# (issue #16: at most 5%):
+#   STEPS=12 BENCH_LOGS=bench_logs scripts/bench.sh documents
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-default}
-case "$mode" in default | recompute | profile) ;; *) echo "usage: $0 [recompute | profile]"; exit 1 ;; esac
+case "$mode" in default | recompute | profile | documents) ;; *) echo "usage: $0 [recompute | profile | documents]"; exit 1 ;; esac
 steps=${STEPS:-12}
 [ "$mode" = profile ] && steps=3
 if [ -n "$BENCH_LOGS" ]; then
@@ -30,26 +35,42 @@ fi
 # a shard of random GPT-2 token ids, enough for the steps at the largest B x T (llm.c's shard format, uint16)
 max_tokens=$((8 * 2048))
 [ "$mode" = recompute ] && max_tokens=131072
-python3 - "$work/synthetic_train_000000.bin" $(( (steps + 1) * max_tokens + 1 )) <<'PY'
-import sys, numpy as np
-path, ntok = sys.argv[1], int(sys.argv[2])
+python3 - "$work" $(( (steps + 1) * max_tokens + 1 )) "$mode" <<'PY'
+import os, sys, numpy as np
+work, ntok, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+vocab, eot = 50257, 50256
+rng = np.random.default_rng(1234)
+tokens = rng.integers(0, eot, size=ntok, dtype=np.uint16)
+if mode == "documents":
+    # documents of exponentially distributed lengths, mean ~500 tokens, each opened by the end of text
+    starts = np.cumsum(1 + rng.exponential(499.0, size=ntok // 100).astype(np.int64))
+    tokens[np.concatenate(([0], starts[starts < ntok]))] = eot
+    # tokenizer.bin (data/tokenizer.h): [magic, version, vocab, eot, kind gpt2]; each id's bytes are its number
+    header = np.zeros(256, dtype="<i4")
+    header[:5] = [20251123, 1, vocab, eot, 1]
+    parts = [header.tobytes()]
+    for i in range(vocab):
+        b = str(i).encode()
+        parts += [np.uint32(len(b)).tobytes(), b]
+    with open(os.path.join(work, "tokenizer.bin.tmp"), "wb") as f:
+        f.write(b"".join(parts))
+    os.replace(os.path.join(work, "tokenizer.bin.tmp"), os.path.join(work, "tokenizer.bin"))
 header = np.zeros(256, dtype=np.int32)
 header[:3] = [20240520, 1, ntok]
-tokens = np.random.default_rng(1234).integers(0, 50257, size=ntok, dtype=np.uint16)
-with open(path, "wb") as f:
+with open(os.path.join(work, "synthetic_train_000000.bin"), "wb") as f:
     f.write(header.tobytes())
     f.write(tokens.tobytes())
 PY
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1)
 rows=()
-# run_config <config> <B> <T> <recompute level>: trains $steps steps, adds a table row; fails if the run did
+# run_config <config> <B> <T> <recompute level> [flags]: trains $steps steps, adds a table row; fails if the run did
 run_config() {
-    local config=$1 B=$2 T=$3 level=$4 name log row
+    local config=$1 B=$2 T=$3 level=$4 flags=$5 name log row
     name=$(basename "$config" .json)
-    log="$work/$name-b$B-t$T-r$level.log"
+    log="$work/$name-b$B-t$T-r$level${flags// /}.log"
     if ! ./train_ssdcu -e "$config" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b "$B" -t "$T" -r "$level" \
-        -x "$steps" > "$log" 2>&1; then
+        $flags -x "$steps" > "$log" 2>&1; then
         echo "bench: $name B=$B T=$T -r $level failed: $(grep -m 1 error "$log" || tail -n 1 "$log")"
         return 1
     fi
@@ -83,6 +104,23 @@ if [ "$mode" = profile ]; then
         ./train_ssdcu -e configs/mamba2-130m.json -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
         -x "$steps" > "$work/profile.csv" 2> "$work/profile.err" || { tail -n 5 "$work/profile.err"; exit 1; }
     python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}"
+    exit 0
+fi
+
+# tokens/s of the last run_config: its log's mean ms per step
+tokens_per_second() { sed -nE 's/.*average ([0-9.]+) ms per step.*/\1/p' "$1" | awk -v n="$2" '{ printf "%.0f", n / ($1 / 1e3) }'; }
+
+if [ "$mode" = documents ]; then
+    run_config configs/mamba2-130m.json 8 2048 0 || exit 1
+    run_config configs/mamba2-130m.json 8 2048 0 "-db 1" || exit 1
+    grep -m 1 '^document boundaries' "$work/mamba2-130m-b8-t2048-r0-db1.log"
+    without=$(tokens_per_second "$work/mamba2-130m-b8-t2048-r0.log" $((8 * 2048)))
+    with=$(tokens_per_second "$work/mamba2-130m-b8-t2048-r0-db1.log" $((8 * 2048)))
+    echo
+    echo "train_ssdcu mamba2-130m, B=8 x T=2048, bf16, $steps steps, documents of mean ~500 tokens, on: ${gpu:-unknown GPU}"
+    awk -v a="$without" -v b="$with" 'BEGIN {
+        printf "without -db: %d tokens/s | with -db 1: %d tokens/s | cost of the boundaries: %.2f%% of the step (issue #16: at most 5%%)\n",
+               a, b, 100 * (a - b) / a }'
     exit 0
 fi
 

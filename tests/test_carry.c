@@ -5,8 +5,9 @@
  *     chunked form's finite-difference check from an initial state is in test_model.c);
  *   - two windows of T with the state carried from the first to the second give the per-token losses of
  *     one window of 2T (1e-12), for T a multiple of the chunk size, not, and shorter than the conv's
- *     d_conv-1 = 3 inputs; also with document boundaries, a document ending inside a window and one ending
- *     exactly at the first window's last input;
+ *     d_conv-1 = 3 inputs; also with document boundaries, a document ending inside a window, one ending
+ *     exactly at the first window's last input, and one ending at its last input but one (the carried conv
+ *     inputs then span two documents: the older one's must not reach the next window);
  *   - the model's gradient after a carried forward passes the finite-difference check (4-point stencil,
  *     h = 1e-3, relative error 1e-6 as in test_model.c) on sampled entries of every parameter tensor, with
  *     the starting states held constant (the gradient stop), with and without document boundaries.
@@ -93,7 +94,8 @@ static ModelConfig fixture_model(Mamba *model, int diagonal, uint64_t seed, int 
     return c;
 }
 
-static void check_two_windows(int diagonal, int T, int eot) {
+/* eot >= 0: row 1's first window ends a document at its input first_end */
+static void check_two_windows(int diagonal, int T, int eot, int first_end) {
     Mamba model;
     ModelConfig c = fixture_model(&model, diagonal, 51 + diagonal, eot);
     int B = 2, n = B * 2 * T;
@@ -103,7 +105,7 @@ static void check_two_windows(int diagonal, int T, int eot) {
     if (eot >= 0) {
         for (int i = 0; i < n; i++) inputs[i] = inputs[i] == eot ? (eot + 1) % c.vocab_size : inputs[i];
         inputs[T - 1] = eot;                         /* row 0: a document ends at the first window's last input */
-        inputs[2 * T + T / 2] = eot;                 /* row 1: one ends inside the first window */
+        inputs[2 * T + first_end] = eot;             /* row 1: one ends inside the first window */
         if (T > 2) inputs[2 * T + T + 1] = eot;      /* and one inside the second */
     }
     mamba_forward(&model, inputs, targets, B, 2 * T);
@@ -123,8 +125,9 @@ static void check_two_windows(int diagonal, int T, int eot) {
     }
     if (isnan(worst)) worst = INFINITY;
     char name[96];
-    snprintf(name, sizeof(name), "two_windows_equal_one[%s,T=%d%s]", diagonal ? "diagonal" : "scalar", T,
-             eot >= 0 ? ",documents" : "");
+    char docs[32] = "";
+    if (eot >= 0) snprintf(docs, sizeof(docs), ",documents,end %d", first_end);
+    snprintf(name, sizeof(name), "two_windows_equal_one[%s,T=%d%s]", diagonal ? "diagonal" : "scalar", T, docs);
     test_report(worst <= 1e-12, name, "max |loss diff| %.2e of 2 windows of T carried vs one of 2T (tol 1e-12)", worst);
     for (int b = 0; b < B; b++) inference_state_free(&states[b]);
     free(inputs);
@@ -210,9 +213,12 @@ int main(void) {
     for (int diagonal = 0; diagonal <= 1; diagonal++) {
         for (int segmented = 0; segmented <= 1; segmented++) check_ssd_backward_forms(diagonal, segmented);
         const int windows[] = {8, 7, 2};
-        for (int k = 0; k < 3; k++) check_two_windows(diagonal, windows[k], -1);
-        check_two_windows(diagonal, 7, 5);
-        check_two_windows(diagonal, 2, 5);
+        for (int k = 0; k < 3; k++) check_two_windows(diagonal, windows[k], -1, 0);
+        check_two_windows(diagonal, 7, 5, 7 / 2);
+        check_two_windows(diagonal, 7, 5, 7 - 2);
+        check_two_windows(diagonal, 8, 5, 8 - 2);
+        check_two_windows(diagonal, 2, 5, 2 / 2);
+        check_two_windows(diagonal, 2, 5, 2 - 2);
         check_carried_gradients(diagonal, -1);
         check_carried_gradients(diagonal, 5);
     }

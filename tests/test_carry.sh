@@ -6,7 +6,7 @@
 #    checkpoint written without it is refused;
 #  - 2 MPI ranks x B 2 equal 1 rank x B 2 with 2-fold accumulation (the same streams: loss 1e-5 relative),
 #    and the 2-rank run resumes bit-identically on 2 ranks, while resuming it on 1 rank is refused;
-#  - -cs 1 with -sh 1 is refused, and train_ssdcu refuses -cs 1 (when built).
+#  - -cs 1 with -sh 1 is refused. (train_ssdcu's -cs 1: tests/gpu/test_train.sh.)
 source "$(dirname "$0")/common.sh"
 
 python3 scripts/prepro.py --tokenizer bytes --input ../shared/data/tinyshakespeare/input.txt --out "$work/data" > "$work/prep.log" 2>&1 ||
@@ -44,11 +44,6 @@ if ./train_ssd "${common[@]}" -cs 1 -n 6 -y 1 -o "$work/plain" > "$work/mix.log"
     fail "carry_resume_needs_carry" "resumed a checkpoint without carried states"
 else
     pass "carry_resume_needs_carry" "$(grep error "$work/mix.log" | head -1)"
-fi
-if [ -x ./train_ssdcu ]; then
-    if ./train_ssdcu "${common[@]}" -cs 1 > "$work/cu.log" 2>&1; then fail "carry_refused_by_cuda" "train_ssdcu ran"
-    elif grep -q "CPU trainer only" "$work/cu.log"; then pass "carry_refused_by_cuda" "$(grep error "$work/cu.log")"
-    else fail "carry_refused_by_cuda" "$(tail -1 "$work/cu.log")"; fi
 fi
 
 # ---- two ranks ----

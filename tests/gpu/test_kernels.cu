@@ -4,12 +4,16 @@
  * several shapes (odd T, ngroups > 1, rows and channels that fill no block exactly). Output
  * buffers are poisoned with NaN first, so an element a kernel fails to write fails the test.
  * Tolerance: 1e-5 in the FP32 build, 2e-2 in bf16 (max |error| over max |reference|).
+ * conv1d with document boundaries and a carried state is checked against the CPU model's own conv
+ * (model/cpu_layers.c, double) over the row with the carried inputs in front.
  * The norms' shapes cover their vectorised kernels (1 and 2 vectors per thread, z rows 16-byte
  * aligned or not) and their scalar fallbacks in both precisions: each name says which one ran.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <vector>
 
 #include "kernels/adamw.cuh"
 #include "kernels/classifier.cuh"
@@ -19,6 +23,10 @@
 #include "kernels/matmul.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "tests/gpu/gpu_test.h"
+
+extern "C" {
+#include "model/cpu_layers.h"
+}
 
 static double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 static double silu_d(double x) { return x * sigmoid_d(x); }
@@ -148,8 +156,8 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
     /* dx is written into a strided buffer: the columns outside [0, C) must stay as they were */
     floatX *d_dx = upload_floatX(x, N * x_stride);
     float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, B, T, C, 0);
-    conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, NULL, NULL, B, T, C, 0);
+    conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, NULL, NULL, B, T, C, 0);
 
     double *pre = (double *)malloc(N * C * sizeof(double)), *out = (double *)malloc(N * C * sizeof(double));
     double *dx = (double *)malloc(N * x_stride * sizeof(double)), *dpre = (double *)malloc(N * C * sizeof(double));
@@ -196,8 +204,9 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
 }
 
-/* Forward with a carried state [B, K-1, C]: the inputs before t = 0 come from it, and it must then
- * hold the last K-1 inputs (partly the old state when T < K-1). */
+/* Forward with a carried state [B, K-1, C] updated in place (state_in = state_out, as the trainer carries
+ * it): the inputs before t = 0 come from it, and it must then hold the last K-1 inputs (partly the old
+ * state when T < K-1). */
 static void test_conv1d_carry(int B, int T, int C, int x_stride) {
     char name[96];
     const int K = CONV_K;
@@ -207,7 +216,7 @@ static void test_conv1d_carry(int B, int T, int C, int x_stride) {
     floatX *d_x = upload_floatX(x, N * x_stride);
     float *d_w = upload_float(w, (size_t)C * K), *d_b = upload_float(bias, C), *d_state = upload_float(state0, S);
     floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, d_state, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, d_state, d_state, B, T, C, 0);
     double *out = (double *)malloc(N * C * sizeof(double)), *state = (double *)malloc(S * sizeof(double));
     /* input at time ts of row b, ts >= -(K-1): the carried state before t = 0 */
 #define CARRY_INPUT(b, ts) ((ts) >= 0 ? x[((size_t)(b) * T + (ts)) * x_stride + c] \
@@ -228,6 +237,147 @@ static void test_conv1d_carry(int B, int T, int C, int x_stride) {
     check_close(name, download_float(d_state, S), state, S, 1e-6);
     free(x); free(w); free(bias); free(state0); free(out); free(state);
     void *bufs[] = {d_x, d_w, d_b, d_state, d_out};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
+}
+
+/* Document boundaries: row b's documents start at the steps of its list (row b % 3): 0 holds boundaries one
+ * and two steps apart (1, 2), at a span edge (CONV_SPAN) and two before the end (so the last K-1 inputs hold
+ * two documents); 1 starts a document at t = 0 (the carried inputs reach nothing); 2 has none. */
+static std::vector<int> conv_segments(int B, int T) {
+    std::vector<int> segment((size_t)B * T);
+    for (int b = 0; b < B; b++) {
+        std::vector<int> starts = b % 3 == 0 ? std::vector<int>{1, 2, 5, CONV_SPAN, CONV_SPAN + 2, T - 2}
+                                  : b % 3 == 1 ? std::vector<int>{0, 30, CONV_SPAN - 1}
+                                               : std::vector<int>{};
+        for (int t = 0; t < T; t++) {
+            int seg = 0;
+            for (int start : starts) seg += start <= t;
+            segment[(size_t)b * T + t] = seg;
+        }
+    }
+    return segment;
+}
+
+/* conv1d with segments, forward and backward, with a carried state_in (state_out into a buffer of its own)
+ * or without one (state_out still written: the inputs before t = 0 are then zeros), against the CPU
+ * model's conv_forward / conv_backward with the same segments over each row with its K-1 carried inputs
+ * in front (in document 0), and state_out against the rule of kernels/conv1d.cuh: the last K-1 inputs,
+ * 0 where an input's document is not segment[T-1]'s. */
+static void test_conv1d_segments(int B, int T, int C, int x_stride, int with_state) {
+    char name[128];
+    const int K = CONV_K, Te = T + K - 1; /* a row with its carried inputs in front */
+    size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
+    double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
+    double *bias = random_host(C, -0.3, 0.3, 0), *dout = random_host(N * C, -1, 1, 1);
+    double *dw0 = random_host((size_t)C * K, -1, 1, 0), *db0 = random_host(C, -1, 1, 0);
+    double *state0 = random_host(S, -1.5, 1.5, 0);
+    if (!with_state) memset(state0, 0, S * sizeof(double)); /* what the kernels take for a NULL state_in */
+    std::vector<int> segment = conv_segments(B, T);
+    floatX *d_x = upload_floatX(x, N * x_stride), *d_dout = upload_floatX(dout, N * C);
+    float *d_w = upload_float(w, (size_t)C * K), *d_b = upload_float(bias, C);
+    float *d_dw = upload_float(dw0, (size_t)C * K), *d_db = upload_float(db0, C);
+    float *d_state_in = with_state ? upload_float(state0, S) : NULL;
+    float *d_state_out = (float *)poisoned_alloc(S * sizeof(float));
+    int *d_segment;
+    cudaCheck(cudaMalloc(&d_segment, N * sizeof(int)));
+    cudaCheck(cudaMemcpy(d_segment, segment.data(), N * sizeof(int), cudaMemcpyHostToDevice));
+    floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX));
+    floatX *d_dx = upload_floatX(x, N * x_stride); /* columns outside [0, C) must stay */
+    float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, d_segment, d_state_in, d_state_out, B, T, C, 0);
+    conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, d_segment, d_state_in, B, T,
+                    C, 0);
+
+    double *out = (double *)malloc(N * C * sizeof(double)), *dx = (double *)malloc(N * x_stride * sizeof(double));
+    double *dw = (double *)malloc((size_t)C * K * sizeof(double)), *db = (double *)malloc(C * sizeof(double));
+    double *state = (double *)malloc(S * sizeof(double));
+    double *xe = (double *)malloc((size_t)Te * C * sizeof(double)), *pre = (double *)malloc((size_t)Te * C * sizeof(double));
+    double *dpre = (double *)malloc((size_t)Te * C * sizeof(double)), *dxe = (double *)malloc((size_t)Te * C * sizeof(double));
+    std::vector<int> seg_e(Te);
+    memcpy(dx, x, N * x_stride * sizeof(double));
+    memcpy(dw, dw0, (size_t)C * K * sizeof(double));
+    memcpy(db, db0, C * sizeof(double));
+    for (int b = 0; b < B; b++) {
+        const int *seg = segment.data() + (size_t)b * T;
+        for (int te = 0; te < Te; te++) {
+            int t = te - (K - 1);
+            seg_e[te] = t < 0 ? 0 : seg[t];
+            for (int c = 0; c < C; c++)
+                xe[(size_t)te * C + c] = t < 0 ? state0[((size_t)b * (K - 1) + te) * C + c] : x[((size_t)b * T + t) * x_stride + c];
+        }
+        conv_forward(pre, xe, C, w, bias, Te, C, K, seg_e.data());
+        for (int te = 0; te < Te; te++)
+            for (int c = 0; c < C; c++) {
+                size_t i = (size_t)te * C + c, o = ((size_t)b * T + te - (K - 1)) * C + c;
+                dpre[i] = te < K - 1 ? 0.0 : dout[o] * silu_grad_d(pre[i]);
+                if (te >= K - 1) out[o] = silu_d(pre[i]);
+            }
+        conv_backward(dxe, C, dw, db, dpre, xe, w, Te, C, K, seg_e.data());
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) dx[((size_t)b * T + t) * x_stride + c] = dxe[(size_t)(t + K - 1) * C + c];
+        for (int j = 0; j < K - 1; j++) /* input T - (K-1) + j is row te = T + j of xe */
+            for (int c = 0; c < C; c++)
+                state[((size_t)b * (K - 1) + j) * C + c] = seg_e[T + j] == seg[T - 1] ? xe[(size_t)(T + j) * C + c] : 0.0;
+    }
+    const char *kind = with_state ? "state_in" : "no_state_in";
+    snprintf(name, sizeof(name), "conv1d_segments_forward %s B=%d T=%d C=%d", kind, B, T, C);
+    check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
+    snprintf(name, sizeof(name), "conv1d_segments_state_out %s B=%d T=%d C=%d", kind, B, T, C);
+    check_close(name, download_float(d_state_out, S), state, S, 1e-6);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dx %s B=%d T=%d C=%d", kind, B, T, C);
+    check_close(name, download_floatX(d_dx, N * x_stride), dx, N * x_stride, KERNEL_TOL);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dw %s B=%d T=%d C=%d", kind, B, T, C);
+    check_close(name, download_float(d_dw, (size_t)C * K), dw, (size_t)C * K, 1e-5);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dbias %s B=%d T=%d C=%d", kind, B, T, C);
+    check_close(name, download_float(d_db, C), db, C, 1e-5);
+    free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(state0); free(out); free(dx); free(dw); free(db);
+    free(state); free(xe); free(pre); free(dpre); free(dxe);
+    void *bufs[] = {d_x, d_dout, d_w, d_b, d_dw, d_db, d_state_in, d_state_out, d_segment, d_out, d_dx, scratch};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
+}
+
+/* segment = NULL and an all-zero segment array give the same bits (forward, state_out, backward) */
+static void test_conv1d_zero_segments(int B, int T, int C, int x_stride) {
+    char name[128];
+    const int K = CONV_K;
+    size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
+    double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
+    double *bias = random_host(C, -0.3, 0.3, 0), *dout = random_host(N * C, -1, 1, 1);
+    double *state0 = random_host(S, -1.5, 1.5, 0);
+    floatX *d_x = upload_floatX(x, N * x_stride), *d_dout = upload_floatX(dout, N * C);
+    float *d_w = upload_float(w, (size_t)C * K), *d_b = upload_float(bias, C), *d_state_in = upload_float(state0, S);
+    std::vector<int> zeros(N, 0);
+    int *d_zeros;
+    cudaCheck(cudaMalloc(&d_zeros, N * sizeof(int)));
+    cudaCheck(cudaMemcpy(d_zeros, zeros.data(), N * sizeof(int), cudaMemcpyHostToDevice));
+    std::vector<float> got[2][4]; /* [NULL, zeros][out, state_out, dx, dw and db] */
+    for (int run = 0; run < 2; run++) {
+        const int *seg = run ? d_zeros : NULL;
+        floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX)), *d_dx = upload_floatX(x, N * x_stride);
+        float *d_state_out = (float *)poisoned_alloc(S * sizeof(float)), *d_dwdb = (float *)poisoned_alloc((size_t)C * (K + 1) * sizeof(float));
+        float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
+        cudaCheck(cudaMemset(d_dwdb, 0, (size_t)C * (K + 1) * sizeof(float)));
+        conv1d_forward(d_out, d_x, x_stride, d_w, d_b, seg, d_state_in, d_state_out, B, T, C, 0);
+        conv1d_backward(d_dx, x_stride, d_dwdb, d_dwdb + (size_t)C * K, scratch, d_dout, d_x, x_stride, d_w, d_b, seg,
+                        d_state_in, B, T, C, 0);
+        double *o = download_floatX(d_out, N * C), *st = download_float(d_state_out, S);
+        double *g = download_floatX(d_dx, N * x_stride), *p = download_float(d_dwdb, (size_t)C * (K + 1));
+        got[run][0].assign(o, o + N * C);
+        got[run][1].assign(st, st + S);
+        got[run][2].assign(g, g + N * x_stride);
+        got[run][3].assign(p, p + (size_t)C * (K + 1));
+        free(o); free(st); free(g); free(p);
+        void *bufs[] = {d_out, d_dx, d_state_out, d_dwdb, scratch};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
+    }
+    int same = 1;
+    for (int k = 0; k < 4; k++)
+        same &= got[0][k].size() == got[1][k].size() &&
+                memcmp(got[0][k].data(), got[1][k].data(), got[0][k].size() * sizeof(float)) == 0;
+    snprintf(name, sizeof(name), "conv1d_zero_segments_as_null B=%d T=%d C=%d", B, T, C);
+    test_report(same, name, "out, state_out, dx, dw, dbias %s", same ? "bitwise equal" : "differ");
+    free(x); free(w); free(bias); free(dout); free(state0);
+    void *bufs[] = {d_x, d_dout, d_w, d_b, d_state_in, d_zeros};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
 }
 
@@ -469,6 +619,12 @@ int main(void) {
     test_conv1d_carry(2, 37, 100, 130);
     test_conv1d_carry(1, 150, 64, 64);
     test_conv1d_carry(2, 2, 40, 50);
+    test_conv1d_segments(3, 150, 100, 130, 1);
+    test_conv1d_segments(3, 150, 100, 130, 0);
+    test_conv1d_segments(3, 37, 64, 64, 1);
+    test_conv1d_segments(2, 2, 40, 50, 1);
+    test_conv1d_segments(2, 2, 40, 50, 0);
+    test_conv1d_zero_segments(2, 150, 100, 130);
     /* gated norm: z rows unaligned in bf16 by the stride (300, 3353) or in both precisions by the
      * offset; groups of 1536 (mamba2-130m, more rows than backward blocks), 5120 (vec2 in bf16, scalar
      * in fp32), 3000 (vec1 in bf16, vec2 in fp32), 36 (scalar in bf16), 30 and 9000 (scalar in both) */

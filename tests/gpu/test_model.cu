@@ -19,6 +19,15 @@
  * gradients' (max |error| over max |reference| of each position's logits): FP32 1e-4; bf16 6e-2, the
  * forward's roundings plus the logits themselves in bf16.
  *
+ * Document boundaries (-db 1) and a carried state (-cs 1): two consecutive windows of B rows, with end-of-text
+ * inputs at position 0, at a chunk's last step (the next document starts at a chunk edge), inside a chunk, at
+ * T-2 (the carried conv inputs then span two documents) and at T-1 (the row hands on a zero state), against
+ * the CPU's mamba_forward / mamba_forward_carry and mamba_backward per window: the loss and every gradient
+ * (the tolerances above), with -r 0 and -r 2 (whose losses and gradients must equal -r 0's exactly); with a
+ * carried state also the states after the second window, read in the checkpoint's order (GPUStreamCarry, as
+ * train_ssd.c's cpu_get_carry writes them; tolerance as the gradients'), and an evaluation forward that reads
+ * and replaces one buffer (-ec 1) over the same windows (its mean losses: the loss tolerance).
+ *
  * Then the bucketed all-reduce of the backward (reduce_bucket in train_ssd.cu) against a world of two
  * identical ranks: every gradient, and the norm, must be exactly twice those of one rank, which shows
  * a bucket that misses a slice, reduces one twice, or is read before it is done.
@@ -68,6 +77,16 @@ static float *case_params(const char *label, const char *json, int seed, ModelCo
     return params;
 }
 
+/* every gradient tensor of got against want (flat, layout), each named "<prefix> grad <tensor>" */
+static void check_grad_tensors(const char *prefix, const double *got, const double *want, const ParamLayout *layout) {
+    char name[200];
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "%s grad %s", prefix, PARAM_NAMES[t]);
+        double e = test_rel_error(got + layout->offsets[t], want + layout->offsets[t], (long)layout->sizes[t]);
+        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout->sizes[t]);
+    }
+}
+
 /* mask_every > 0: every mask_every-th target is -1 (a loss mask's 0), which neither loss counts;
  * classifier_rows > 0: the rows per slice of the lm_head and loss (else the trainer's) */
 static void run_case(const char *label, const char *json, int B, int T, int mask_every, int classifier_rows,
@@ -106,11 +125,7 @@ static void run_case(const char *label, const char *json, int B, int T, int mask
     check_scalar(name, gpu_loss, cpu_loss, LOSS_TOL);
 
     double *grads = download_float(gpu.grads, layout.total);
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        snprintf(name, sizeof(name), "%s grad %s", label, PARAM_NAMES[t]);
-        double e = test_rel_error(grads + layout.offsets[t], cpu.grad_tensors[t], (long)layout.sizes[t]);
-        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout.sizes[t]);
-    }
+    check_grad_tensors(label, grads, cpu.grads, &layout);
     free(grads);
 
     mamba_gpu_grad_norm(&gpu);
@@ -248,6 +263,132 @@ static void run_generation_case(const char *label, const char *json, int prompt_
     free(got_logits);
     free(tokens);
     free(params);
+}
+
+/* the end-of-text id of the document cases, and where it is put in each row of a window of T steps, chunks of Q */
+#define DOC_EOT 3
+
+static void place_documents(int *inputs, int B, int T, int Q, int window) {
+    for (int i = 0; i < B * T; i++)
+        if (inputs[i] == DOC_EOT) inputs[i] = DOC_EOT + 1;
+    for (int b = 0; b < B; b++) {
+        int *row = inputs + (size_t)b * T;
+        int ends[] = {0, Q - 1, Q + Q / 2, (b + window) % 2 ? T - 2 : T - 1};
+        for (int k = 0; k < 4; k++) row[ends[k]] = DOC_EOT;
+    }
+}
+
+/* Two windows [2][B][T] of random tokens through the CPU reference (double) and the GPU model with -r 0 and
+ * -r 2: with documents, end-of-text inputs placed by place_documents; with carry, the second window continues
+ * the first's states (training: separate in and out buffers). Compares each window's loss and gradients. */
+static void run_documents_case(const char *label, const char *json, int B, int T, int documents, int carry,
+                               cudaStream_t stream) {
+    char name[200];
+    ModelConfig config;
+    ParamLayout layout;
+    float *params = case_params(label, json, 17, &config, &layout);
+    if (params == NULL) return;
+    int N = B * T;
+    int *inputs = (int *)mallocCheck(2 * N * sizeof(int)), *targets = (int *)mallocCheck(2 * N * sizeof(int));
+    for (int i = 0; i < 2 * N; i++) {
+        inputs[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+        targets[i] = (int)(rng_next(&test_rng) % (uint64_t)config.vocab_size);
+    }
+    if (documents)
+        for (int w = 0; w < 2; w++) place_documents(inputs + w * N, B, T, config.chunk_size, w);
+    int eot = documents ? DOC_EOT : -1;
+
+    Mamba cpu;
+    mamba_build(&cpu, &config, params);
+    mamba_set_document_end(&cpu, eot);
+    MambaInferenceState *states = (MambaInferenceState *)mallocCheck(B * sizeof(MambaInferenceState));
+    for (int b = 0; b < B; b++) inference_state_init(&states[b], &config);
+    double cpu_loss[2], *cpu_grads[2];
+    for (int w = 0; w < 2; w++) {
+        if (carry) mamba_forward_carry(&cpu, inputs + w * N, targets + w * N, B, T, states);
+        else mamba_forward(&cpu, inputs + w * N, targets + w * N, B, T);
+        cpu_loss[w] = cpu.mean_loss;
+        mamba_zero_grad(&cpu);
+        mamba_backward(&cpu, 1.0);
+        cpu_grads[w] = (double *)mallocCheck(layout.total * sizeof(double));
+        for (size_t i = 0; i < layout.total; i++) cpu_grads[w][i] = cpu.grads[i];
+    }
+    size_t per_stream = gpu_stream_carry_floats(&config);
+    double *cpu_states = (double *)mallocCheck(B * per_stream * sizeof(double));
+    size_t conv_floats = config.n_layer * gpu_carry_conv_row(&config);
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < per_stream; i++)
+            cpu_states[b * per_stream + i] = i < conv_floats ? states[b].conv_state[i] : states[b].ssm_state[i - conv_floats];
+
+    const char *what = documents && carry ? "documents, carried" : documents ? "documents" : "carried";
+    double *grads0[2] = {NULL, NULL};
+    for (int r = 0; r <= RECOMPUTE_SCAN; r += RECOMPUTE_SCAN) {
+        MambaGPU m;
+        mamba_gpu_build(&m, &config, params, stream);
+        m.recompute = r;
+        mamba_gpu_alloc_activations(&m, B, T);
+        mamba_gpu_set_document_end(&m, eot);
+        GPUStreamCarry streams;
+        gpu_stream_carry_alloc(&streams, &config, B, B);
+        gpu_carry_zero(&streams.in, config.n_layer, stream);
+        for (int w = 0; w < 2; w++) {
+            mamba_gpu_set_batch(&m, inputs + w * N, targets + w * N);
+            mamba_gpu_zero_grad(&m);
+            GPUCarry in, out;
+            gpu_stream_carry_micro(&streams, &config, 0, &in, &out);
+            mamba_gpu_forward_carry(&m, 1.0f / N, carry ? &in : NULL, carry ? &out : NULL);
+            mamba_gpu_backward(&m);
+            gpu_stream_carry_swap(&streams);
+            snprintf(name, sizeof(name), "%s %s -r %d window %d loss", label, what, r, w + 1);
+            check_scalar(name, mamba_gpu_mean_loss(&m), cpu_loss[w], LOSS_TOL);
+            double *grads = download_float(m.grads, layout.total);
+            snprintf(name, sizeof(name), "%s %s -r %d window %d", label, what, r, w + 1);
+            check_grad_tensors(name, grads, cpu_grads[w], &layout);
+            if (r == 0) {
+                grads0[w] = grads;
+                continue;
+            }
+            size_t wrong = 0;
+            for (size_t i = 0; i < layout.total; i++) wrong += !(grads[i] == grads0[w][i]);
+            snprintf(name, sizeof(name), "%s %s -r %d window %d grads equal -r 0's", label, what, r, w + 1);
+            test_report(wrong == 0, name, "%zu of %zu values differ", wrong, layout.total);
+            free(grads);
+        }
+        if (carry) {
+            float *got = (float *)mallocCheck(B * per_stream * sizeof(float));
+            gpu_stream_carry_get(&streams, &config, got, stream);
+            double *got_d = (double *)mallocCheck(B * per_stream * sizeof(double));
+            for (size_t i = 0; i < B * per_stream; i++) got_d[i] = got[i];
+            snprintf(name, sizeof(name), "%s %s -r %d states after window 2 (checkpoint order)", label, what, r);
+            check_close(name, got_d, cpu_states, B * per_stream, GRAD_TOL);
+            free(got);
+        }
+        if (carry && r == 0) { /* evaluation (-ec 1): one buffer read and replaced */
+            GPUCarry eval;
+            gpu_carry_alloc(&eval, &config, B);
+            gpu_carry_zero(&eval, config.n_layer, stream);
+            for (int w = 0; w < 2; w++) {
+                mamba_gpu_set_batch(&m, inputs + w * N, targets + w * N);
+                mamba_gpu_forward(&m, 0.0f, &eval);
+                snprintf(name, sizeof(name), "%s %s evaluation through one buffer, window %d loss", label, what, w + 1);
+                check_scalar(name, mamba_gpu_mean_loss(&m), cpu_loss[w], LOSS_TOL);
+            }
+            gpu_carry_free(&eval);
+        }
+        gpu_stream_carry_free(&streams);
+        mamba_gpu_free(&m);
+    }
+    for (int w = 0; w < 2; w++) {
+        free(cpu_grads[w]);
+        free(grads0[w]);
+    }
+    for (int b = 0; b < B; b++) inference_state_free(&states[b]);
+    free(states);
+    free(cpu_states);
+    mamba_free(&cpu);
+    free(params);
+    free(inputs);
+    free(targets);
 }
 
 /* A fake world of two identical ranks: an all-reduce doubles its buffer (the sum of two equal ranks),
@@ -402,6 +543,19 @@ int main(void) {
                         "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
                         "\"a_structure\":\"diagonal\"}",
                         2, 40, 64, stream);
+    const char *doc_configs[2][2] = {
+        {"mamba2 G=2 T=37",
+         "{\"name\":\"d1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
+         "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}"},
+        {"ssd-mamba G=1 T=64",
+         "{\"name\":\"d2\",\"d_model\":48,\"n_layer\":3,\"vocab_size\":257,\"pad_vocab_multiple\":16,\"d_state\":32,"
+         "\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"diagonal\"}"}};
+    const int doc_T[2] = {37, 64};
+    for (int k = 0; k < 2; k++) {
+        run_documents_case(doc_configs[k][0], doc_configs[k][1], 2, doc_T[k], 1, 0, stream);
+        run_documents_case(doc_configs[k][0], doc_configs[k][1], 2, doc_T[k], 0, 1, stream);
+        run_documents_case(doc_configs[k][0], doc_configs[k][1], 2, doc_T[k], 1, 1, stream);
+    }
     run_bucket_case("mamba2 L=3",
                     "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                     "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"

@@ -8,7 +8,15 @@
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
  * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
  * poisoned with other bytes) must give bitwise-equal outputs and gradients.
- * Carried state: a forward from a random entering state must give the reference's y and final state.
+ * Carried state: a forward from a random entering state (state_in) must give the reference's y and final
+ * state (state_out, in place as the trainer passes it), and the backward after it the reference's
+ * gradients with that initial state (no gradient into the state).
+ * Document boundaries (segment [B][T]): cases whose rows hold boundaries at a chunk edge, inside a chunk,
+ * two in one chunk (and one 16-step sub-block), at the first step (segment[0] = 1: the entering state
+ * reaches nothing) and at the last, a 64-step tile edge inside a chunk, T not a multiple of Q, with and
+ * without a random entering state, scalar and diagonal A, N 16 to 256: y, state_out and every gradient
+ * against the reference with the same segments. Every case without segments runs once more with an
+ * all-zero segment array, which must give the same bits as segment = NULL (the masks are exact selects).
  * Paths: every case runs on the path the trainer takes (SSD_PATH_AUTO); the cases that run on the
  * tensor-core path run once more with the sub-block path forced (names ending in _sub), to the same
  * tolerances.
@@ -69,6 +77,8 @@ typedef struct {
     std::vector<floatX> xBC, in_proj, dy;     /* in_proj: [B*T, d_in_proj], dt in the last H columns */
     std::vector<float> dt_bias, A_log, D;
     std::vector<float> ddt_bias0, dA_log0, dD0; /* parameter gradients before the backward */
+    std::vector<int> segment;                   /* [B][T], or empty: segment = NULL */
+    std::vector<float> state0;                  /* [B][H][P][N] entering state, or empty: none (zero) */
 } Inputs;
 
 static int a_count(const SSDScanShape *s) { return s->diagonal ? s->H * s->N : s->H; }
@@ -105,11 +115,40 @@ static void make_inputs(Inputs *in, const SSDScanShape *s, uint64_t seed, double
         in->A_log[i] = (float)log(1.0 + 15.0 * rng_uniform(&rng));
         in->dA_log0[i] = (float)(1e-3 * rng_normal(&rng));
     }
+    in->segment.clear();
+    in->state0.clear();
+}
+
+/* A random entering state [B][H][P][N] of unit scale (the states of the typical inputs are of that order) */
+static void make_state(Inputs *in, uint64_t seed) {
+    uint64_t rng = rng_seed(seed);
+    in->state0.resize((size_t)in->s.B * in->s.H * in->s.P * in->s.N);
+    for (auto &v : in->state0) v = (float)rng_normal(&rng);
+}
+
+/* Document boundaries: row b's documents start after the steps in its list (segment[t] = how many of them
+ * are <= t). Even rows: inside the first chunk (20), at the second chunk's first step (Q), two inside the
+ * second chunk 10 steps apart (Q + 36, Q + 46: one 16-step sub-block when Q = 64) and at the last step.
+ * Odd rows: at the first step (0: the entering state reaches nothing), inside a chunk (37), at half a
+ * chunk (Q / 2: a sub-block or a 64-step tile edge), at the third chunk's start and right after it. */
+static void make_segments(Inputs *in) {
+    const SSDScanShape &s = in->s;
+    in->segment.assign((size_t)s.B * s.T, 0);
+    for (int b = 0; b < s.B; b++) {
+        std::vector<int> starts = b % 2 == 0 ? std::vector<int>{20, s.Q, s.Q + 36, s.Q + 46, s.T - 1}
+                                             : std::vector<int>{0, 37, s.Q / 2, 2 * s.Q, 2 * s.Q + 1};
+        for (int t = 0; t < s.T; t++) {
+            int seg = 0;
+            for (int start : starts) seg += start <= t;
+            in->segment[(size_t)b * s.T + t] = seg;
+        }
+    }
 }
 
 /* Reference outputs in double, from the recurrent CPU form plus the softplus and A_log chain rules. */
 typedef struct {
     std::vector<double> y, dxBC, ddt_raw, ddt_bias, dA_log, dD; /* ddt_raw: [B*T, H] */
+    std::vector<double> state_out;                              /* [B][H][P][N] the state after step T - 1 */
 } Reference;
 
 static void reference(Reference *ref, const Inputs *in) {
@@ -131,14 +170,19 @@ static void reference(Reference *ref, const Inputs *in) {
     ref->y.assign(rows * HP, 0.0);
     ref->dxBC.assign(xBC.size(), 0.0);
     ref->dD.assign(s->H, 0.0);
-    SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H, NULL};
+    size_t state_size = (size_t)s->H * s->P * s->N;
+    std::vector<double> state0(in->state0.begin(), in->state0.end());
+    ref->state_out.assign(s->B * state_size, 0.0);
     for (int b = 0; b < s->B; b++) {
+        SSDShape cs = {s->T, s->H, s->P, s->G, s->N, s->diagonal, s->conv_dim, HP, s->conv_dim, s->H,
+                       in->segment.empty() ? NULL : in->segment.data() + (size_t)b * s->T};
         const double *x = xBC.data() + (size_t)b * s->T * s->conv_dim;
         double *dx = ref->dxBC.data() + (size_t)b * s->T * s->conv_dim;
         const double *dl = delta.data() + (size_t)b * s->T * s->H;
-        ssd_forward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), NULL,
-                              ref->y.data() + (size_t)b * s->T * HP, NULL);
-        ssd_backward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), nullptr, dy.data() + (size_t)b * s->T * HP,
+        const double *init = state0.empty() ? NULL : state0.data() + b * state_size;
+        ssd_forward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), init,
+                              ref->y.data() + (size_t)b * s->T * HP, ref->state_out.data() + b * state_size);
+        ssd_backward_recurrent(&cs, x, dl, A.data(), x + HP, x + HP + GN, D.data(), init, dy.data() + (size_t)b * s->T * HP,
                                dx, ddelta.data() + (size_t)b * s->T * s->H, dA.data(), dx + HP, dx + HP + GN,
                                ref->dD.data());
     }
@@ -198,11 +242,15 @@ static std::vector<double> increments(const std::vector<float> &after, const std
     return out;
 }
 
-/* Device copies of one case's inputs, outputs and workspace. */
+/* Device copies of one case's inputs, outputs and workspace. segment: NULL or [B][T]; state_in: NULL or
+ * the entering state (reloaded from the inputs before each forward); state_out: NULL, state_in (in place)
+ * or a buffer of its own. */
 typedef struct {
     SSDScanShape s;
     floatX *xBC, *in_proj, *dy, *y, *dxBC, *din_proj;
     float *dt_bias, *A_log, *D, *ddt_bias, *dA_log, *dD;
+    int *segment;
+    float *state_in, *state_out;
     void *workspace;
 } DeviceCase;
 
@@ -223,33 +271,46 @@ static DeviceCase device_case_alloc(const Inputs *in) {
     cudaCheck(cudaMalloc(&d.dxBC, rows * d.s.conv_dim * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d.din_proj, rows * d.s.d_in_proj * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d.workspace, ssd_scan_workspace_bytes(&d.s)));
+    d.segment = in->segment.empty() ? NULL : to_device(in->segment);
+    d.state_in = in->state0.empty() ? NULL : to_device(in->state0);
+    d.state_out = NULL;
     return d;
+}
+
+static size_t state_count(const SSDScanShape *s) { return (size_t)s->B * s->H * s->P * s->N; }
+
+/* state_out: in place (into state_in, as the trainer carries it) or a buffer of its own */
+static void device_case_want_state(DeviceCase *d, bool in_place) {
+    if (in_place && d->state_in) d->state_out = d->state_in;
+    else cudaCheck(cudaMalloc(&d->state_out, state_count(&d->s) * sizeof(float)));
 }
 
 static void device_case_free(DeviceCase *d) {
     void *bufs[] = {d->xBC, d->in_proj, d->dy, d->y, d->dxBC, d->din_proj, d->dt_bias, d->A_log, d->D,
-                    d->ddt_bias, d->dA_log, d->dD, d->workspace};
+                    d->ddt_bias, d->dA_log, d->dD, d->workspace, d->segment, d->state_in};
     for (void *p : bufs) cudaCheck(cudaFree(p));
+    if (d->state_out != d->state_in) cudaCheck(cudaFree(d->state_out));
 }
 
 static void device_forward(DeviceCase *d) {
-    ssd_scan_forward(&d->s, d->y, d->xBC, d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, NULL, d->workspace, 0);
+    ssd_scan_forward(&d->s, d->y, d->xBC, d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, d->segment,
+                     d->state_in, d->state_out, d->workspace, 0);
 }
 
 static void device_backward(DeviceCase *d) {
     ssd_scan_backward(&d->s, d->dxBC, d->din_proj + dt_col(&d->s), d->ddt_bias, d->dA_log, d->dD, d->dy, d->xBC,
-                      d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, d->workspace, 0);
+                      d->in_proj + dt_col(&d->s), d->dt_bias, d->A_log, d->D, d->segment, d->workspace, 0);
 }
 
-/* What one forward + backward gives, copied to the host */
+/* What one forward + backward gives, copied to the host (state_out empty when not wanted) */
 typedef struct {
     std::vector<floatX> y, dxBC, din_proj;
-    std::vector<float> ddt_bias, dA_log, dD;
+    std::vector<float> ddt_bias, dA_log, dD, state_out;
 } Outputs;
 
 template <typename T>
 static bool same_bits(const std::vector<T> &a, const std::vector<T> &b) {
-    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 /* One forward + backward with outputs and workspace filled with the byte poison first and the
@@ -264,12 +325,17 @@ static Outputs device_case_run(DeviceCase *d, const Inputs *in, int poison) {
     cudaCheck(cudaMemcpy(d->ddt_bias, in->ddt_bias0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(d->dA_log, in->dA_log0.data(), in->dA_log0.size() * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(d->dD, in->dD0.data(), s.H * sizeof(float), cudaMemcpyHostToDevice));
+    if (d->state_in) /* a forward in place replaced it */
+        cudaCheck(cudaMemcpy(d->state_in, in->state0.data(), in->state0.size() * sizeof(float), cudaMemcpyHostToDevice));
+    if (d->state_out && d->state_out != d->state_in)
+        cudaCheck(cudaMemset(d->state_out, poison, state_count(&s) * sizeof(float)));
     device_forward(d);
     device_backward(d);
     cudaCheck(cudaDeviceSynchronize());
     Outputs out = {to_host(d->y, rows * s.H * s.P), to_host(d->dxBC, rows * s.conv_dim),
                    to_host(d->din_proj, rows * s.d_in_proj), to_host(d->ddt_bias, s.H),
-                   to_host(d->dA_log, in->dA_log0.size()), to_host(d->dD, s.H)};
+                   to_host(d->dA_log, in->dA_log0.size()), to_host(d->dD, s.H),
+                   d->state_out ? to_host(d->state_out, state_count(&s)) : std::vector<float>()};
     return out;
 }
 
@@ -294,19 +360,54 @@ static std::vector<Compared> compare_outputs(const Inputs *in, const Reference *
     c.push_back({"ddt_bias", increments(out->ddt_bias, in->ddt_bias0), ref->ddt_bias, true});
     c.push_back({"dA_log", increments(out->dA_log, in->dA_log0), ref->dA_log, true});
     c.push_back({"dD", increments(out->dD, in->dD0), ref->dD, true});
+    if (!out->state_out.empty())
+        c.push_back({"state_out", std::vector<double>(out->state_out.begin(), out->state_out.end()), ref->state_out, false});
     return c;
 }
 
-/* stress: dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the tolerances scaled by STRESS_FACTOR */
-static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stress = false) {
+/* What a case runs with besides its shape: stress (dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the
+ * tolerances scaled by STRESS_FACTOR), document boundaries (make_segments), an entering state. With
+ * either of the last two state_out is checked too: in place without segments (as the trainer carries
+ * it), else into a buffer of its own. */
+typedef struct {
+    bool stress, segments, carry;
+} Options;
+
+/* A check that two runs gave bitwise-equal outputs and gradients (check: the test's name, runs: which) */
+static void check_same_outputs(const char *cname, const char *check, const char *runs, const Outputs &a,
+                               const Outputs &b, const SSDScanShape &s) {
+    size_t rows = (size_t)s.B * s.T;
+    std::string differ;
+    if (!same_bits(a.y, b.y)) differ += " y";
+    if (!same_bits(a.dxBC, b.dxBC)) differ += " dxBC";
+    /* (exact conversions to double; the other in_proj columns hold the two poisons) */
+    if (!same_bits(columns(a.din_proj, rows, s.d_in_proj, dt_col(&s), s.H),
+                   columns(b.din_proj, rows, s.d_in_proj, dt_col(&s), s.H)))
+        differ += " ddt_raw";
+    if (!same_bits(a.ddt_bias, b.ddt_bias)) differ += " ddt_bias";
+    if (!same_bits(a.dA_log, b.dA_log)) differ += " dA_log";
+    if (!same_bits(a.dD, b.dD)) differ += " dD";
+    if (!same_bits(a.state_out, b.state_out)) differ += " state_out";
+    char name[128];
+    snprintf(name, sizeof(name), "ssd_scan_%s_%s_%s", PRECISION_NAME, cname, check);
+    checks++;
+    test_report(differ.empty(), name, "%s: %s", runs,
+                differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
+}
+
+static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options opt) {
+    bool stress = opt.stress;
     Inputs in;
     make_inputs(&in, &s, seed, stress ? 1.0 : -4.0);
+    if (opt.segments) make_segments(&in);
+    if (opt.carry) make_state(&in, seed + 100);
     double tol = stress ? STRESS_FACTOR * TOLERANCE : TOLERANCE;
     double reduced_tol = stress ? STRESS_FACTOR * REDUCED_TOLERANCE : REDUCED_TOLERANCE;
     Reference ref;
     reference(&ref, &in);
     size_t rows = (size_t)s.B * s.T;
     DeviceCase dev = device_case_alloc(&in);
+    if (opt.carry || opt.segments) device_case_want_state(&dev, !opt.segments);
 
     /* all-ones bytes are NaN in fp32 and bf16: an unwritten element fails */
     Outputs first = device_case_run(&dev, &in, 0xff);
@@ -327,61 +428,14 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, bool stre
 
     /* zero bytes this time: a value that depended on unwritten workspace would differ */
     Outputs second = device_case_run(&dev, &in, 0x00);
-    std::string differ;
-    if (!same_bits(first.y, second.y)) differ += " y";
-    if (!same_bits(first.dxBC, second.dxBC)) differ += " dxBC";
-    /* (exact conversions to double; the other in_proj columns hold the two poisons) */
-    if (!same_bits(columns(first.din_proj, rows, s.d_in_proj, dt_col(&s), s.H),
-                   columns(second.din_proj, rows, s.d_in_proj, dt_col(&s), s.H)))
-        differ += " ddt_raw";
-    if (!same_bits(first.ddt_bias, second.ddt_bias)) differ += " ddt_bias";
-    if (!same_bits(first.dA_log, second.dA_log)) differ += " dA_log";
-    if (!same_bits(first.dD, second.dD)) differ += " dD";
-    snprintf(name, sizeof(name), "ssd_scan_%s_%s_deterministic", PRECISION_NAME, cname);
-    checks++;
-    test_report(differ.empty(), name, "two runs on the same inputs: %s",
-                differ.empty() ? "all outputs and gradients bitwise equal" : ("differ in" + differ).c_str());
-
-    device_case_free(&dev);
-}
-
-/* Forward from a random entering state [B][H][P][N]: y and the leaving state against the recurrence. */
-static void run_carry_case(const char *cname, SSDScanShape s, uint64_t seed) {
-    Inputs in;
-    make_inputs(&in, &s, seed, -4.0);
-    size_t rows = (size_t)s.B * s.T, state_size = (size_t)s.H * s.P * s.N;
-    int HP = s.H * s.P, GN = s.G * s.N, na = a_count(&s);
-    uint64_t rng = rng_seed(seed + 100);
-    std::vector<float> state0((size_t)s.B * state_size);
-    for (auto &v : state0) v = (float)rng_normal(&rng);
-    std::vector<double> xBC(in.xBC.size()), delta(rows * s.H), A(na), D(s.H), S0(state0.begin(), state0.end());
-    for (size_t i = 0; i < xBC.size(); i++) xBC[i] = to_host_float(in.xBC[i]);
-    for (size_t r = 0; r < rows; r++)
-        for (int h = 0; h < s.H; h++)
-            delta[r * s.H + h] = log1p(exp((double)to_host_float(in.in_proj[r * s.d_in_proj + dt_col(&s) + h]) + in.dt_bias[h]));
-    for (int i = 0; i < na; i++) A[i] = -exp((double)in.A_log[i]);
-    for (int h = 0; h < s.H; h++) D[h] = in.D[h];
-    std::vector<double> y_ref(rows * HP), state_ref(S0.size());
-    SSDShape cs = {s.T, s.H, s.P, s.G, s.N, s.diagonal, s.conv_dim, HP, s.conv_dim, s.H, NULL};
-    for (int b = 0; b < s.B; b++) {
-        const double *x = xBC.data() + (size_t)b * s.T * s.conv_dim;
-        ssd_forward_recurrent(&cs, x, delta.data() + (size_t)b * s.T * s.H, A.data(), x + HP, x + HP + GN, D.data(),
-                              S0.data() + b * state_size, y_ref.data() + (size_t)b * s.T * HP,
-                              state_ref.data() + b * state_size);
+    check_same_outputs(cname, "deterministic", "two runs on the same inputs", first, second, s);
+    if (!opt.segments) { /* an all-zero segment array: every mask is 1, so the same bits as segment = NULL */
+        in.segment.assign(rows, 0);
+        dev.segment = to_device(in.segment);
+        Outputs zeros = device_case_run(&dev, &in, 0xff);
+        check_same_outputs(cname, "zero_segments_as_null", "segment all 0 against NULL", first, zeros, s);
     }
-    floatX *xBC_d = to_device(in.xBC), *in_proj = to_device(in.in_proj), *y;
-    float *dt_bias = to_device(in.dt_bias), *A_log = to_device(in.A_log), *D_d = to_device(in.D);
-    float *state = to_device(state0);
-    void *workspace;
-    cudaCheck(cudaMalloc(&y, rows * HP * sizeof(floatX)));
-    cudaCheck(cudaMalloc(&workspace, ssd_scan_workspace_bytes(&s)));
-    ssd_scan_forward(&s, y, xBC_d, in_proj + dt_col(&s), dt_bias, A_log, D_d, state, workspace, 0);
-    std::vector<floatX> y_h = to_host(y, rows * HP);
-    std::vector<float> state_h = to_host(state, state0.size());
-    check(cname, "carried_y", columns(y_h, rows, HP, 0, HP), y_ref, TOLERANCE);
-    check(cname, "carried_final_state", std::vector<double>(state_h.begin(), state_h.end()), state_ref, TOLERANCE);
-    void *bufs[] = {xBC_d, in_proj, y, dt_bias, A_log, D_d, state, workspace};
-    for (void *p : bufs) cudaCheck(cudaFree(p));
+    device_case_free(&dev);
 }
 
 static SSDScanShape make_shape(int B, int T, int H, int P, int G, int N, int Q, int diagonal) {
@@ -519,17 +573,17 @@ static void equivalence_table(void) {
                 }
 }
 
-/* The test cases: shape, seed, stress (dt_raw ~ 1 + N(0, 1)) */
+/* The test cases: shape, seed, options */
 typedef struct {
     const char *name;
     SSDScanShape s;
     uint64_t seed;
-    bool stress;
+    Options opt;
 } Case;
 
 /* Runs the cases on their shapes' path; with forced_path AUTO, those on the tensor-core path once more
  * with the sub-block path forced. A forced path skips the cases it cannot run. */
-static void run_cases(const Case *cases, int count, bool carry) {
+static void run_cases(const Case *cases, int count) {
     for (int i = 0; i < count; i++) {
         Case c = cases[i];
         std::string name = c.name;
@@ -540,13 +594,11 @@ static void run_cases(const Case *cases, int count, bool carry) {
             }
             name += std::string("_") + ssd_scan_path_name(forced_path);
         }
-        if (carry) run_carry_case(name.c_str(), c.s, c.seed);
-        else run_case(name.c_str(), c.s, c.seed, c.stress);
+        run_case(name.c_str(), c.s, c.seed, c.opt);
         if (forced_path == SSD_PATH_AUTO && ssd_scan_path(&c.s) == SSD_PATH_MMA) {
             c.s.path = SSD_PATH_SUB;
             name += "_sub";
-            if (carry) run_carry_case(name.c_str(), c.s, c.seed);
-            else run_case(name.c_str(), c.s, c.seed, c.stress);
+            run_case(name.c_str(), c.s, c.seed, c.opt);
         }
     }
 }
@@ -584,35 +636,54 @@ int main(int argc, char **argv) {
         equivalence_table();
         return 0;
     }
+    const Options plain = {false, false, false}, stress = {true, false, false}, carry = {false, false, true};
+    const Options segments = {false, true, false}, segments_carry = {false, true, true};
+    const Options segments_stress = {true, true, true};
     const Case cases[] = {
         /*  name                           B    T  H   P  G    N    Q  diagonal   seed */
-        {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1, false},
-        {"diag_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 2, false},
-        {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 3, false},
-        {"scalar_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 0), 4, false},
-        {"diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5, false},
-        {"scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6, false},
-        {"diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7, false},
-        {"scalar_P128_Q100", make_shape(1, 250, 2, 128, 1, 128, 100, 0), 8, false},
-        {"diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9, false},
-        {"diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, true},
-        {"scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, true},
+        {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1, plain},
+        {"diag_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 2, plain},
+        {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 3, plain},
+        {"scalar_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 0), 4, plain},
+        {"diag_Q7", make_shape(2, 45, 2, 16, 1, 16, 7, 1), 5, plain},
+        {"scalar_N128_Q256", make_shape(2, 300, 2, 64, 1, 128, 256, 0), 6, plain},
+        {"diag_N128_Q256", make_shape(1, 300, 2, 64, 1, 128, 256, 1), 7, plain},
+        {"scalar_P128_Q100", make_shape(1, 250, 2, 128, 1, 128, 100, 0), 8, plain},
+        {"diag_P128_N32_Q48", make_shape(2, 131, 2, 128, 2, 32, 48, 1), 9, plain},
+        {"diag_stress_large_decay", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 10, stress},
+        {"scalar_stress_large_decay", make_shape(1, 150, 2, 32, 1, 64, 64, 0), 11, stress},
         /* more heads per group (8, 12, 3) for the sums of dB, dC over heads */
-        {"scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15, false},
-        {"scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16, false},
-        {"scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17, false},
+        {"scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15, plain},
+        {"scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16, plain},
+        {"scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17, plain},
         /* d_state 256: the sub-block path for both A structures (the tensor-core path stops at 128) */
-        {"scalar_N256_Q100", make_shape(1, 230, 2, 64, 1, 256, 100, 0), 18, false},
-        {"diag_N256_groups", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 19, false},
+        {"scalar_N256_Q100", make_shape(1, 230, 2, 64, 1, 256, 100, 0), 18, plain},
+        {"diag_N256_groups", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 19, plain},
+        /* an entering state (in place), forward and backward */
+        {"carry_scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12, carry},
+        {"carry_diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13, carry},
+        {"carry_diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14, carry},
+        {"carry_diag_N256", make_shape(1, 140, 2, 32, 1, 256, 64, 1), 20, carry},
+        {"carry_scalar_N128_Q128", make_shape(1, 200, 2, 64, 1, 128, 128, 0), 21, carry},
+        /* document boundaries (make_segments), without and with an entering state */
+        {"seg_scalar_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 30, segments},
+        {"seg_carry_scalar_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 31, segments_carry},
+        {"seg_diag_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 32, segments},
+        {"seg_carry_diag_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 33, segments_carry},
+        {"seg_scalar_N64_Q50", make_shape(2, 181, 6, 64, 3, 64, 50, 0), 34, segments},
+        {"seg_carry_scalar_N64_Q50", make_shape(2, 181, 6, 64, 3, 64, 50, 0), 35, segments_carry},
+        {"seg_carry_diag_N64", make_shape(2, 203, 4, 32, 2, 64, 64, 1), 36, segments_carry},
+        {"seg_scalar_N128_Q128", make_shape(2, 300, 2, 64, 1, 128, 128, 0), 37, segments},
+        {"seg_carry_scalar_N128_Q128", make_shape(2, 300, 2, 64, 1, 128, 128, 0), 38, segments_carry},
+        {"seg_carry_diag_N128_Q100", make_shape(2, 250, 2, 64, 1, 128, 100, 1), 39, segments_carry},
+        {"seg_carry_scalar_P128_N32_Q48", make_shape(2, 200, 2, 128, 1, 32, 48, 0), 40, segments_carry},
+        {"seg_scalar_N256", make_shape(2, 203, 2, 64, 1, 256, 64, 0), 41, segments},
+        {"seg_carry_scalar_N256", make_shape(2, 203, 2, 64, 1, 256, 64, 0), 42, segments_carry},
+        {"seg_carry_diag_N256", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 43, segments_carry},
+        {"seg_carry_diag_stress", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 44, segments_stress},
+        {"seg_carry_scalar_stress", make_shape(2, 150, 2, 32, 1, 64, 64, 0), 45, segments_stress},
     };
-    const Case carry_cases[] = {
-        {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 12, false},
-        {"diag_Q50_head_groups", make_shape(2, 101, 6, 64, 3, 64, 50, 1), 13, false},
-        {"diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14, false},
-        {"diag_N256", make_shape(1, 140, 2, 32, 1, 256, 64, 1), 20, false},
-    };
-    run_cases(cases, sizeof(cases) / sizeof(cases[0]), false);
-    run_cases(carry_cases, sizeof(carry_cases) / sizeof(carry_cases[0]), true);
+    run_cases(cases, sizeof(cases) / sizeof(cases[0]));
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
     return test_exit_code();
 }

@@ -6,7 +6,11 @@
 #     losses from fewer bytes of activations;
 #  3. full-split evaluation (every target of the val split, fresh and carried state) gives the CPU
 #     trainer's mean loss from the same checkpoint;
-#  4. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model.
+#  4. compute-sanitizer memcheck and racecheck report no error over two steps of a tiny model;
+#  5. document boundaries (-db 1), a carried state (-cs 1) and both: 30 steps of each build track the CPU
+#     trainer's losses with the same flags (the tolerances of 1.); a -db 1 -cs 1 run resumed from its step-10
+#     checkpoint continues bit-identically, and the CPU trainer resumes the FP32 build's step-10 checkpoint
+#     (its carried states in the same order) and tracks that run's steps 11..20 (tolerance as 1.'s FP32).
 # Needs train_ssd, train_ssdcu, build/gpu/FP32/train_ssdcu and the tokenized shards in
 # datasets/tinyshakespeare (scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2).
 cd "$(dirname "$0")/../.." || exit 1
@@ -49,6 +53,17 @@ report_kernels() {
          }' | if command -v c++filt > /dev/null; then c++filt; else cat; fi
 }
 
+# check_parity <name> <tol> <cpu log> <gpu log> <steps>: the two runs' step losses agree within tol, every step
+# is there, and the loss fell by more than 1 (the run trains)
+check_parity() {
+    paste <(losses "$3") <(losses "$4") | awk -v tol="$2" -v name="$1" -v steps="$5" '
+        { n++; d = $2 - $4; if (d < 0) d = -d; if (d > max) { max = d; at = $1 } first_cpu = (n == 1 ? $2 : first_cpu); last_cpu = $2; last_gpu = $4 }
+        END {
+            ok = (n == steps && max <= tol && last_cpu < first_cpu - 1.0)
+            printf "%s %s: %d steps, max |gpu - cpu| loss %.5f at step %d (tol %s), final cpu %.4f gpu %.4f (start %.4f)\n",
+                   ok ? "PASS" : "FAIL", name, n, max, at, tol, last_cpu, last_gpu, first_cpu }'
+}
+
 # 1. training parity with the CPU trainer
 ./train_ssd "${common[@]}" -x 50 > "$work/cpu.log" 2>&1 || { echo "FAIL train_cpu: train_ssd failed"; tail "$work/cpu.log"; }
 for build in bf16:./train_ssdcu:0.05 fp32:build/gpu/FP32/train_ssdcu:0.002; do
@@ -58,12 +73,7 @@ for build in bf16:./train_ssdcu:0.05 fp32:build/gpu/FP32/train_ssdcu:0.002; do
         tail -n 5 "$work/gpu_$name.log"
         continue
     fi
-    paste <(losses "$work/cpu.log") <(losses "$work/gpu_$name.log") | awk -v tol="$tol" -v name="$name" '
-        { n++; d = $2 - $4; if (d < 0) d = -d; if (d > max) { max = d; at = $1 } first_cpu = (n == 1 ? $2 : first_cpu); last_cpu = $2; last_gpu = $4 }
-        END {
-            ok = (n == 50 && max <= tol && last_cpu < first_cpu - 1.0)
-            printf "%s train_parity_%s: %d steps, max |gpu - cpu| loss %.5f at step %d (tol %s), final cpu %.4f gpu %.4f (start %.4f)\n",
-                   ok ? "PASS" : "FAIL", name, n, max, at, tol, last_cpu, last_gpu, first_cpu }'
+    check_parity "train_parity_$name" "$tol" "$work/cpu.log" "$work/gpu_$name.log" 50
 done
 
 # 2. determinism (two identical runs) and exact resume on the GPU
@@ -145,3 +155,51 @@ if command -v compute-sanitizer > /dev/null; then
 else
     echo "FAIL sanitizer: compute-sanitizer not found"
 fi
+
+# 5. document boundaries and a carried state: parity with the CPU trainer, then an exact -cs 1 resume. The CPU
+#    runs go in the background while the GPU runs.
+variants=("db:-db 1" "cs:-cs 1" "dbcs:-db 1 -cs 1")
+for variant in "${variants[@]}"; do
+    IFS=: read -r tag flags <<< "$variant"
+    ./train_ssd "${common[@]}" $flags -x 30 -th 4 > "$work/cpu_$tag.log" 2>&1 &
+done
+for variant in "${variants[@]}"; do
+    IFS=: read -r tag flags <<< "$variant"
+    for build in bf16:./train_ssdcu fp32:build/gpu/FP32/train_ssdcu; do
+        IFS=: read -r name bin <<< "$build"
+        "$bin" "${common[@]}" $flags -x 30 > "$work/gpu_${tag}_$name.log" 2>&1 ||
+            { echo "FAIL train_${tag}_$name: $bin $flags failed: $(grep -m 1 error "$work/gpu_${tag}_$name.log")"; }
+    done
+done
+wait
+for variant in "${variants[@]}"; do
+    IFS=: read -r tag flags <<< "$variant"
+    for build in bf16:0.05 fp32:0.002; do
+        IFS=: read -r name tol <<< "$build"
+        check_parity "train_parity_${tag}_$name ($flags)" "$tol" "$work/cpu_$tag.log" "$work/gpu_${tag}_$name.log" 30
+    done
+done
+grep -q '^document boundaries:' "$work/gpu_db_bf16.log" ||
+    echo "FAIL train_db_announced: train_ssdcu -db 1 did not print its end-of-text id"
+
+carried=(-db 1 -cs 1 -x 20 -n 10)
+./train_ssdcu "${common[@]}" "${carried[@]}" -o "$work/carry_full" > "$work/carry_full.log" 2>&1
+mkdir -p "$work/carry_resumed"
+cp "$work/carry_full"/*00000010* "$work/carry_resumed/"
+./train_ssdcu "${common[@]}" "${carried[@]}" -o "$work/carry_resumed" -y 1 > "$work/carry_resumed.log" 2>&1
+full=$(losses "$work/carry_full.log" | awk '$1 > 10')
+resumed=$(losses "$work/carry_resumed.log")
+if [ -n "$full" ] && [ "$full" = "$resumed" ] && [ "$(echo "$full" | wc -l)" -eq 10 ]; then
+    echo "PASS carry_resume_exact: -db 1 -cs 1 steps 11..20 bit-identical after resuming from step 10"
+else
+    echo "FAIL carry_resume_exact: losses differ after resume: $(paste -d' ' <(echo "$full") <(echo "$resumed") | awk '$2 != $4 {printf "step %s %s vs %s; ", $1, $2, $4}' | head -c 300)"
+fi
+build/gpu/FP32/train_ssdcu "${common[@]}" "${carried[@]}" -o "$work/carry_fp32" > "$work/carry_fp32.log" 2>&1
+mkdir -p "$work/carry_cpu"
+cp "$work/carry_fp32"/*00000010* "$work/carry_cpu/"
+./train_ssd "${common[@]}" "${carried[@]}" -o "$work/carry_cpu" -y 1 > "$work/carry_cpu.log" 2>&1
+paste <(losses "$work/carry_fp32.log" | awk '$1 > 10') <(losses "$work/carry_cpu.log") | awk '
+    { n++; d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d }
+    END { ok = (n == 10 && max <= 0.002)
+          printf "%s carry_checkpoint_gpu_to_cpu: train_ssd resumed the FP32 GPU step-10 checkpoint with -cs 1: %d steps, max |loss diff| %.5f (tol 0.002)\n",
+                 ok ? "PASS" : "FAIL", n, max }'
