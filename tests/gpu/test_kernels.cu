@@ -6,6 +6,8 @@
  * Tolerance: 1e-5 in the FP32 build, 2e-2 in bf16 (max |error| over max |reference|).
  * conv1d with document boundaries and a carried state is checked against the CPU model's own conv
  * (model/cpu_layers.c, double) over the row with the carried inputs in front.
+ * The norms' shapes cover their vectorised kernels (1 and 2 vectors per thread, z rows 16-byte
+ * aligned or not) and their scalar fallbacks in both precisions: each name says which one ran.
  */
 #include <math.h>
 #include <stdio.h>
@@ -68,8 +70,15 @@ static void test_encoder(int N, int V, int C) {
     cudaCheck(cudaFree(d_res)); cudaCheck(cudaFree(d_bucket));
 }
 
+/* which kernel of rmsnorm.cuh / gated_norm.cuh takes rows of n values (the buffers here are aligned) */
+static const char *norm_path(int n) {
+    int threads;
+    int vecs = row_vec_plan(n, &threads);
+    return vecs == 0 ? "scalar" : vecs == 1 ? "vec1" : "vec2";
+}
+
 static void test_rmsnorm(int N, int C, int with_add) {
-    char name[96];
+    char name[128];
     double eps = 1e-5;
     double *prev = random_host((size_t)N * C, -2, 2, 0), *add = random_host((size_t)N * C, -1, 1, 1);
     double *w = random_host(C, 0.5, 1.5, 0), *dout = random_host((size_t)N * C, -1, 1, 1);
@@ -93,12 +102,12 @@ static void test_rmsnorm(int N, int C, int with_add) {
         rstd[i] = 1.0 / sqrt(ss / C + eps);
         for (int c = 0; c < C; c++) out[(size_t)i * C + c] = r[(size_t)i * C + c] * rstd[i] * w[c];
     }
-    snprintf(name, sizeof(name), "rmsnorm_forward N=%d C=%d add=%d", N, C, with_add);
+    snprintf(name, sizeof(name), "rmsnorm_forward N=%d C=%d add=%d %s", N, C, with_add, norm_path(C));
     check_close(name, download_floatX(d_out, (size_t)N * C), out, (size_t)N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "rmsnorm_forward rstd N=%d C=%d add=%d", N, C, with_add);
+    snprintf(name, sizeof(name), "rmsnorm_forward rstd N=%d C=%d add=%d %s", N, C, with_add, norm_path(C));
     check_close(name, download_float(d_rstd, N), rstd, N, 1e-5);
     if (with_add) {
-        snprintf(name, sizeof(name), "rmsnorm_forward residual N=%d C=%d", N, C);
+        snprintf(name, sizeof(name), "rmsnorm_forward residual N=%d C=%d %s", N, C, norm_path(C));
         check_close(name, download_float(d_res, (size_t)N * C), r, (size_t)N * C, 1e-6);
     }
 
@@ -121,11 +130,11 @@ static void test_rmsnorm(int N, int C, int with_add) {
             dw[c] += dout[k] * xhat;
         }
     }
-    snprintf(name, sizeof(name), "rmsnorm_backward dres N=%d C=%d", N, C);
+    snprintf(name, sizeof(name), "rmsnorm_backward dres N=%d C=%d %s", N, C, norm_path(C));
     check_close(name, download_float(d_dres, (size_t)N * C), dres, (size_t)N * C, 1e-5);
-    snprintf(name, sizeof(name), "rmsnorm_backward dres_x N=%d C=%d", N, C);
+    snprintf(name, sizeof(name), "rmsnorm_backward dres_x N=%d C=%d %s", N, C, norm_path(C));
     check_close(name, download_floatX(d_dres_x, (size_t)N * C), dres, (size_t)N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "rmsnorm_backward dweight N=%d C=%d", N, C);
+    snprintf(name, sizeof(name), "rmsnorm_backward dweight N=%d C=%d %s", N, C, norm_path(C));
     check_close(name, download_float(d_dw, C), dw, C, 1e-5);
     free(prev); free(add); free(w); free(dout); free(dres0); free(dw0); free(r); free(out); free(rstd); free(dres); free(dw);
     void *bufs[] = {d_prev, d_w, d_add, d_dout, d_out, d_rstd, d_r, d_rstd_ref, d_dres, d_dw, d_dres_x, scratch};
@@ -372,27 +381,34 @@ static void test_conv1d_zero_segments(int B, int T, int C, int x_stride) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
 }
 
-static void test_gated_norm(int N, int E, int G, int z_stride) {
-    char name[96];
+/* z (and dz) start z_offset values into their buffer, row stride z_stride: either may break the
+ * 16-byte alignment of the z rows */
+static void test_gated_norm(int N, int E, int G, int z_stride, int z_offset) {
+    char name[128], shape[96];
     double eps = 1e-5;
     int S = E / G;
-    double *y = random_host((size_t)N * E, -2, 2, 1), *z = random_host((size_t)N * z_stride, -3, 3, 1);
+    size_t z_values = (size_t)N * z_stride + z_offset;
+    snprintf(shape, sizeof(shape), "N=%d E=%d G=%d z_stride=%d z_offset=%d %s", N, E, G, z_stride, z_offset,
+             norm_path(S));
+    double *y = random_host((size_t)N * E, -2, 2, 1), *zbuf = random_host(z_values, -3, 3, 1);
+    const double *z = zbuf + z_offset;
     double *w = random_host(E, 0.5, 1.5, 0), *dout = random_host((size_t)N * E, -1, 1, 1), *dw0 = random_host(E, -1, 1, 0);
-    floatX *d_y = upload_floatX(y, (size_t)N * E), *d_z = upload_floatX(z, (size_t)N * z_stride);
+    floatX *d_y = upload_floatX(y, (size_t)N * E), *d_zbuf = upload_floatX(zbuf, z_values), *d_z = d_zbuf + z_offset;
     floatX *d_dout = upload_floatX(dout, (size_t)N * E);
     float *d_w = upload_float(w, E), *d_dw = upload_float(dw0, E);
     floatX *d_out = (floatX *)poisoned_alloc((size_t)N * E * sizeof(floatX));
     float *d_rstd = (float *)poisoned_alloc((size_t)N * G * sizeof(float));
     gated_norm_forward(d_out, d_rstd, d_y, d_z, z_stride, d_w, N, E, G, (float)eps, 0);
     floatX *d_dy = (floatX *)poisoned_alloc((size_t)N * E * sizeof(floatX));
-    floatX *d_dz = upload_floatX(z, (size_t)N * z_stride);  /* columns >= E must stay */
+    floatX *d_dzbuf = upload_floatX(zbuf, z_values), *d_dz = d_dzbuf + z_offset;  /* columns >= E must stay */
     float *scratch = (float *)poisoned_alloc(gated_norm_backward_scratch_floats(E) * sizeof(float));
     gated_norm_backward(d_dy, d_dz, d_dw, scratch, d_dout, d_y, d_z, z_stride, d_w, d_rstd, N, E, G, 0);
 
     double *out = (double *)malloc((size_t)N * E * sizeof(double)), *rstd = (double *)malloc((size_t)N * G * sizeof(double));
-    double *dy = (double *)malloc((size_t)N * E * sizeof(double)), *dz = (double *)malloc((size_t)N * z_stride * sizeof(double));
+    double *dy = (double *)malloc((size_t)N * E * sizeof(double)), *dzbuf = (double *)malloc(z_values * sizeof(double));
     double *dw = (double *)malloc(E * sizeof(double));
-    memcpy(dz, z, (size_t)N * z_stride * sizeof(double));
+    memcpy(dzbuf, zbuf, z_values * sizeof(double));
+    double *dz = dzbuf + z_offset;
     memcpy(dw, dw0, E * sizeof(double));
     for (int i = 0; i < N; i++)
         for (int g = 0; g < G; g++) {
@@ -418,18 +434,41 @@ static void test_gated_norm(int N, int E, int G, int z_stride) {
                 dw[c] += d * ghat;
             }
         }
-    snprintf(name, sizeof(name), "gated_norm_forward N=%d E=%d G=%d", N, E, G);
+    snprintf(name, sizeof(name), "gated_norm_forward %s", shape);
     check_close(name, download_floatX(d_out, (size_t)N * E), out, (size_t)N * E, KERNEL_TOL);
-    snprintf(name, sizeof(name), "gated_norm_forward rstd N=%d E=%d G=%d", N, E, G);
+    snprintf(name, sizeof(name), "gated_norm_forward rstd %s", shape);
     check_close(name, download_float(d_rstd, (size_t)N * G), rstd, (size_t)N * G, 1e-5);
-    snprintf(name, sizeof(name), "gated_norm_backward dy N=%d E=%d G=%d", N, E, G);
+    snprintf(name, sizeof(name), "gated_norm_backward dy %s", shape);
     check_close(name, download_floatX(d_dy, (size_t)N * E), dy, (size_t)N * E, KERNEL_TOL);
-    snprintf(name, sizeof(name), "gated_norm_backward dz N=%d E=%d G=%d", N, E, G);
-    check_close(name, download_floatX(d_dz, (size_t)N * z_stride), dz, (size_t)N * z_stride, KERNEL_TOL);
-    snprintf(name, sizeof(name), "gated_norm_backward dweight N=%d E=%d G=%d", N, E, G);
+    snprintf(name, sizeof(name), "gated_norm_backward dz %s", shape);
+    check_close(name, download_floatX(d_dzbuf, z_values), dzbuf, z_values, KERNEL_TOL);
+    snprintf(name, sizeof(name), "gated_norm_backward dweight %s", shape);
     check_close(name, download_float(d_dw, E), dw, E, 1e-5);
-    free(y); free(z); free(w); free(dout); free(dw0); free(out); free(rstd); free(dy); free(dz); free(dw);
-    void *bufs[] = {d_y, d_z, d_dout, d_w, d_dw, d_out, d_rstd, d_dy, d_dz, scratch};
+    free(y); free(zbuf); free(w); free(dout); free(dw0); free(out); free(rstd); free(dy); free(dzbuf); free(dw);
+    void *bufs[] = {d_y, d_zbuf, d_dout, d_w, d_dw, d_out, d_rstd, d_dy, d_dzbuf, scratch};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
+}
+
+/* out += column sums of partial [nrows, ncols]; two runs from the same out must give the same bits */
+static void test_sum_rows(int nrows, int ncols) {
+    char name[96];
+    double *partial = random_host((size_t)nrows * ncols, -1, 1, 0), *out0 = random_host(ncols, -1, 1, 0);
+    float *d_partial = upload_float(partial, (size_t)nrows * ncols);
+    float *d_out = upload_float(out0, ncols), *d_again = upload_float(out0, ncols);
+    sum_rows_accumulate(d_out, d_partial, nrows, ncols, 0);
+    sum_rows_accumulate(d_again, d_partial, nrows, ncols, 0);
+    double *want = (double *)malloc(ncols * sizeof(double));
+    memcpy(want, out0, ncols * sizeof(double));
+    for (int r = 0; r < nrows; r++)
+        for (int c = 0; c < ncols; c++) want[c] += partial[(size_t)r * ncols + c];
+    double *got = download_float(d_out, ncols), *again = download_float(d_again, ncols);
+    snprintf(name, sizeof(name), "sum_rows runs bit-identical nrows=%d ncols=%d", nrows, ncols);
+    test_report(memcmp(got, again, ncols * sizeof(double)) == 0, name, "%d columns", ncols);
+    free(again);
+    snprintf(name, sizeof(name), "sum_rows nrows=%d ncols=%d", nrows, ncols);
+    check_close(name, got, want, ncols, 1e-5);
+    free(partial); free(out0); free(want);
+    void *bufs[] = {d_partial, d_out, d_again};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaCheck(cudaFree(bufs[i]));
 }
 
@@ -566,9 +605,14 @@ int main(void) {
     matmul_init();
     test_encoder(300, 1000, 96);
     test_encoder(37, 50, 130);
+    /* rmsnorm paths (bf16 / fp32): vec1 / vec1, scalar / vec1, vec1 / vec1 with more rows than backward
+     * blocks, vec2 / scalar, vec1 / vec2, scalar / scalar */
     test_rmsnorm(77, 64, 1);
     test_rmsnorm(33, 300, 0);
-    test_rmsnorm(300, 768, 1);
+    test_rmsnorm(1037, 768, 1);
+    test_rmsnorm(19, 5000, 1);
+    test_rmsnorm(7, 3000, 0);
+    test_rmsnorm(5, 9000, 1);
     test_conv1d(2, 37, 100, 130);
     test_conv1d(3, 130, 160, 160);
     test_conv1d(1, 5, 40, 50);
@@ -581,9 +625,26 @@ int main(void) {
     test_conv1d_segments(2, 2, 40, 50, 1);
     test_conv1d_segments(2, 2, 40, 50, 0);
     test_conv1d_zero_segments(2, 150, 100, 130);
-    test_gated_norm(41, 128, 1, 300);
-    test_gated_norm(67, 96, 3, 200);
-    test_gated_norm(300, 1536, 2, 1600);
+    /* gated norm: z rows unaligned in bf16 by the stride (300, 3353) or in both precisions by the
+     * offset; groups of 1536 (mamba2-130m, more rows than backward blocks), 5120 (vec2 in bf16, scalar
+     * in fp32), 3000 (vec1 in bf16, vec2 in fp32), 36 (scalar in bf16), 30 and 9000 (scalar in both) */
+    test_gated_norm(41, 128, 1, 300, 0);
+    test_gated_norm(67, 96, 3, 200, 0);
+    test_gated_norm(300, 1536, 2, 1600, 0);
+    test_gated_norm(1037, 1536, 1, 3352, 0);
+    test_gated_norm(77, 1536, 1, 3353, 0);
+    test_gated_norm(50, 1536, 1, 3352, 3);
+    test_gated_norm(1100, 192, 4, 200, 0);
+    test_gated_norm(29, 5120, 1, 10584, 0);
+    test_gated_norm(13, 3000, 1, 3008, 0);
+    test_gated_norm(9, 36, 1, 40, 0);
+    test_gated_norm(23, 60, 2, 70, 0);
+    test_gated_norm(5, 9000, 1, 9000, 0);
+    test_sum_rows(1500, 1000);
+    test_sum_rows(1024, 1536);
+    test_sum_rows(37, 7168);
+    test_sum_rows(5, 33);
+    test_sum_rows(1, 1);
     test_matmul(37, 48, 80);
     test_matmul(256, 128, 520);
     test_classifier(9, 1000, 1008);
