@@ -477,7 +477,7 @@ static void layer_mixer_forward(MambaGPU *m, int l, const GPULayerParams *p, con
     const float *conv_in = in ? in->conv + l * in->conv_floats : NULL, *ssm_in = in ? in->ssm + l * in->ssm_floats : NULL;
     float *conv_out = out ? out->conv + l * out->conv_floats : NULL, *ssm_out = out ? out->ssm + l * out->ssm_floats : NULL;
     conv1d_forward(la->xbc, la->zxbcdt + E, dip, p->conv_w, p->conv_b, segment, conv_in, conv_out, B, T, c->conv_dim,
-                   m->stream);
+                   c->d_conv, m->stream);
     if (scan)
         ssd_scan_forward(&shape, la->y, la->xbc, la->zxbcdt + 2 * E + 2 * GN, p->dt_bias, p->A_log, p->D, segment,
                          ssm_in, ssm_out, la->ssd_workspace, m->stream);
@@ -674,7 +674,8 @@ void mamba_gpu_backward(MambaGPU *m) {
         ssd_scan_backward(&shape, a->dxbc, a->dzxbcdt + 2 * E + 2 * GN, g.dt_bias, g.A_log, g.D, a->dy, la.xbc,
                           la.zxbcdt + 2 * E + 2 * GN, p.dt_bias, p.A_log, p.D, segment, la.ssd_workspace, st);
         conv1d_backward(a->dzxbcdt + E, dip, g.conv_w, g.conv_b, a->reduce, a->dxbc, la.zxbcdt + E, dip, p.conv_w,
-                        p.conv_b, segment, start ? start->conv + l * start->conv_floats : NULL, B, T, c->conv_dim, st);
+                        p.conv_b, segment, start ? start->conv + l * start->conv_floats : NULL, B, T, c->conv_dim,
+                        c->d_conv, st);
         matmul_backward_weight(g.in_proj_w, a->dzxbcdt, la.norm_out, N, D, dip, st);
         matmul_backward_input(a->dnorm, a->dzxbcdt, p.in_proj_w, N, D, dip, st);
         rmsnorm_backward(a->dres, a->dres_x, g.norm_w, a->reduce, a->dnorm, la.res, la.norm_rstd, p.norm_w, N, D, st);

@@ -1,5 +1,5 @@
 /*
- * Causal depthwise conv1d (kernel width K = 4) + bias + SiLU over each sequence (row) of T steps:
+ * Causal depthwise conv1d (kernel width K = d_conv, 2 to 4) + bias + SiLU over each sequence (row) of T steps:
  *   pre[t, c] = b[c] + sum_k m(t, src) w[c, k] x[src, c],   src = t - (K-1) + k
  *   out[t, c] = silu(pre[t, c])
  * backward, with dpre = dout * silu'(pre) (pre recomputed from x):
@@ -15,14 +15,15 @@
  * (there is no gradient for the state itself).
  * x is read with row stride x_stride (the xBC columns of in_proj's output), out/dout are [N, C].
  * Each thread owns one channel of one span of CONV_SPAN steps of one sequence and slides a window
- * over time; the weight gradients are per-span partial sums, reduced in a fixed order.
+ * over time; the weight gradients are per-span partial sums, reduced in a fixed order. The kernels are
+ * templates over K and over SEG (whether there are segments): without, every mask is 1 at compile time.
  */
 #ifndef SSD_KERNELS_CONV1D_CUH
 #define SSD_KERNELS_CONV1D_CUH
 
 #include "common.cuh"
 
-#define CONV_K 4
+#define CONV_MAX_K 4
 #define CONV_SPAN 64
 #define CONV_THREADS 128
 
@@ -33,6 +34,7 @@ __device__ __forceinline__ int conv1d_segment(const int *segment, int b, int T, 
 
 /* input t >= -(K-1) of row b (xs: the row's column c) and its document in *seg: x, or before t = 0 state_in
  * (zeros without it) in document 0 */
+template <int K>
 __device__ __forceinline__ float conv1d_input(const floatX *xs, int x_stride, const float *state_in, const int *segment,
                                               int b, int T, int C, int c, int t, int *seg) {
     if (t >= 0) {
@@ -40,34 +42,36 @@ __device__ __forceinline__ float conv1d_input(const floatX *xs, int x_stride, co
         return to_float(xs[(size_t)t * x_stride]);
     }
     *seg = 0;
-    return state_in ? state_in[((size_t)b * (CONV_K - 1) + CONV_K - 1 + t) * C + c] : 0.0f;
+    return state_in ? state_in[((size_t)b * (K - 1) + K - 1 + t) * C + c] : 0.0f;
 }
 
+template <int K, bool SEG>
 __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
                                       const int *segment, const float *state_in, int B, int T, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
     int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
     int t1 = min(t0 + CONV_SPAN, T);
-    float wk[CONV_K], window[CONV_K];
-    int wseg[CONV_K];
+    float wk[K], window[K];
+    int wseg[K];
 #pragma unroll
-    for (int k = 0; k < CONV_K; k++) wk[k] = w[c * CONV_K + k];
+    for (int k = 0; k < K; k++) wk[k] = w[c * K + k];
     float bc = bias[c];
     const floatX *xs = x + (size_t)b * T * x_stride + c;
 #pragma unroll
-    for (int k = 0; k < CONV_K - 1; k++)
-        window[k] = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, t0 - (CONV_K - 1) + k, &wseg[k]);
+    for (int k = 0; k < K - 1; k++)
+        window[k] = conv1d_input<K>(xs, x_stride, state_in, segment, b, T, C, c, t0 - (K - 1) + k, &wseg[k]);
     for (int t = t0; t < t1; t++) {
-        window[CONV_K - 1] = to_float(xs[(size_t)t * x_stride]);
-        wseg[CONV_K - 1] = conv1d_segment(segment, b, T, t);
+        window[K - 1] = to_float(xs[(size_t)t * x_stride]);
+        wseg[K - 1] = conv1d_segment(segment, b, T, t);
         float pre = bc;
 #pragma unroll
-        for (int k = 0; k < CONV_K; k++) pre += wk[k] * (wseg[k] == wseg[CONV_K - 1] ? window[k] : 0.0f);
+        for (int k = 0; k < K; k++) pre += wk[k] * (wseg[k] == wseg[K - 1] ? window[k] : 0.0f);
         out[((size_t)b * T + t) * C + c] = from_float<floatX>(silu(pre));
 #pragma unroll
-        for (int k = 0; k < CONV_K - 1; k++) {
+        for (int k = 0; k < K - 1; k++) {
             window[k] = window[k + 1];
             wseg[k] = wseg[k + 1];
         }
@@ -77,37 +81,40 @@ __global__ void conv1d_forward_kernel(floatX *out, const floatX *x, int x_stride
 /* state_out[b, j, c] (input j - (K-1) of the next window) <- the input at T - (K-1) + j (from state_in, or
  * zero, when T < K - 1), or 0 when its document is not segment[T-1]'s. Reads all before it writes, so
  * state_out may be state_in. */
+template <int K>
 __global__ void conv1d_state_update_kernel(float *state_out, const float *state_in, const floatX *x, int x_stride,
                                            const int *segment, int B, int T, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (c >= C) return;
     int last = conv1d_segment(segment, b, T, T - 1);
     const floatX *xs = x + (size_t)b * T * x_stride + c;
-    float next[CONV_K - 1];
+    float next[K - 1];
 #pragma unroll
-    for (int j = 0; j < CONV_K - 1; j++) {
+    for (int j = 0; j < K - 1; j++) {
         int seg;
-        float v = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, T - (CONV_K - 1) + j, &seg);
+        float v = conv1d_input<K>(xs, x_stride, state_in, segment, b, T, C, c, T - (K - 1) + j, &seg);
         next[j] = seg == last ? v : 0.0f;
     }
 #pragma unroll
-    for (int j = 0; j < CONV_K - 1; j++) state_out[((size_t)b * (CONV_K - 1) + j) * C + c] = next[j];
+    for (int j = 0; j < K - 1; j++) state_out[((size_t)b * (K - 1) + j) * C + c] = next[j];
 }
 
+template <int K, bool SEG>
 __global__ void conv1d_backward_kernel(floatX *dx, int dx_stride, float *dw_partial, float *db_partial,
                                        const floatX *dout, const floatX *x, int x_stride, const float *w,
                                        const float *bias, const int *segment, const float *state_in, int B, int T,
                                        int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
     int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
     int t1 = min(t0 + CONV_SPAN, T);
-    float wk[CONV_K], xwin[CONV_K], dwin[CONV_K], dwacc[CONV_K];
-    int xseg[CONV_K], dseg[CONV_K];
+    float wk[K], xwin[K], dwin[K], dwacc[K];
+    int xseg[K], dseg[K];
 #pragma unroll
-    for (int k = 0; k < CONV_K; k++) {
-        wk[k] = w[c * CONV_K + k];
+    for (int k = 0; k < K; k++) {
+        wk[k] = w[c * K + k];
         dwin[k] = 0.0f;
         dseg[k] = 0;
         dwacc[k] = 0.0f;
@@ -115,93 +122,113 @@ __global__ void conv1d_backward_kernel(floatX *dx, int dx_stride, float *dw_part
     float bc = bias[c], dbacc = 0.0f;
     const floatX *xs = x + (size_t)b * T * x_stride + c;
 #pragma unroll
-    for (int k = 0; k < CONV_K - 1; k++)
-        xwin[k] = conv1d_input(xs, x_stride, state_in, segment, b, T, C, c, t0 - (CONV_K - 1) + k, &xseg[k]);
-    /* step t computes dpre[t] (zero past T-1) and then dx[t - (K-1)], which needs dpre[t-3 .. t] */
-    for (int t = t0; t < t1 + CONV_K - 1; t++) {
+    for (int k = 0; k < K - 1; k++)
+        xwin[k] = conv1d_input<K>(xs, x_stride, state_in, segment, b, T, C, c, t0 - (K - 1) + k, &xseg[k]);
+    /* step t computes dpre[t] (zero past T-1) and then dx[t - (K-1)], which needs dpre[t-(K-1) .. t] */
+    for (int t = t0; t < t1 + K - 1; t++) {
         float dpre = 0.0f;
         int st = 0;
         if (t < T) {
             st = conv1d_segment(segment, b, T, t);
-            xwin[CONV_K - 1] = to_float(xs[(size_t)t * x_stride]);
-            xseg[CONV_K - 1] = st;
-            float xm[CONV_K], pre = bc; /* the inputs output t reads */
+            xwin[K - 1] = to_float(xs[(size_t)t * x_stride]);
+            xseg[K - 1] = st;
+            float xm[K], pre = bc; /* the inputs output t reads */
 #pragma unroll
-            for (int k = 0; k < CONV_K; k++) {
+            for (int k = 0; k < K; k++) {
                 xm[k] = xseg[k] == st ? xwin[k] : 0.0f;
                 pre += wk[k] * xm[k];
             }
             dpre = to_float(dout[((size_t)b * T + t) * C + c]) * silu_grad(pre);
             if (t < t1) {
 #pragma unroll
-                for (int k = 0; k < CONV_K; k++) dwacc[k] += dpre * xm[k];
+                for (int k = 0; k < K; k++) dwacc[k] += dpre * xm[k];
                 dbacc += dpre;
             }
 #pragma unroll
-            for (int k = 0; k < CONV_K - 1; k++) {
+            for (int k = 0; k < K - 1; k++) {
                 xwin[k] = xwin[k + 1];
                 xseg[k] = xseg[k + 1];
             }
         }
 #pragma unroll
-        for (int k = 0; k < CONV_K - 1; k++) {
+        for (int k = 0; k < K - 1; k++) {
             dwin[k] = dwin[k + 1];
             dseg[k] = dseg[k + 1];
         }
-        dwin[CONV_K - 1] = dpre; /* dwin[j] = dpre[t - (K-1) + j], dseg[j] its document */
-        dseg[CONV_K - 1] = st;
-        int ts = t - (CONV_K - 1);
+        dwin[K - 1] = dpre; /* dwin[j] = dpre[t - (K-1) + j], dseg[j] its document */
+        dseg[K - 1] = st;
+        int ts = t - (K - 1);
         if (ts >= t0) {
             float d = 0.0f; /* dseg[0]: input ts's document */
 #pragma unroll
-            for (int k = 0; k < CONV_K; k++) d += wk[k] * (dseg[CONV_K - 1 - k] == dseg[0] ? dwin[CONV_K - 1 - k] : 0.0f);
+            for (int k = 0; k < K; k++) d += wk[k] * (dseg[K - 1 - k] == dseg[0] ? dwin[K - 1 - k] : 0.0f);
             dx[((size_t)b * T + ts) * dx_stride + c] = from_float<floatX>(d);
         }
     }
     size_t span_index = blockIdx.y;
 #pragma unroll
-    for (int k = 0; k < CONV_K; k++) dw_partial[span_index * C * CONV_K + c * CONV_K + k] = dwacc[k];
+    for (int k = 0; k < K; k++) dw_partial[span_index * C * K + c * K + k] = dwacc[k];
     db_partial[span_index * C + c] = dbacc;
 }
 
 static inline void conv1d_check_width(int d_conv) {
-    if (d_conv != CONV_K) {
-        fprintf(stderr, "conv1d: d_conv = %d is not supported by the CUDA kernels (only %d)\n", d_conv, CONV_K);
+    if (d_conv < 2 || d_conv > CONV_MAX_K) {
+        fprintf(stderr, "conv1d: d_conv = %d is not supported by the CUDA kernels (2 to %d)\n", d_conv, CONV_MAX_K);
         exit(EXIT_FAILURE);
     }
 }
 
-/* segment: NULL or [B][T] on the device; state_in: NULL (zeros before t = 0) or the carried [B][K-1][C]
- * inputs; state_out: NULL or where the next window's carried inputs go (may be state_in) */
-static inline void conv1d_forward(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
-                                  const int *segment, const float *state_in, float *state_out, int B, int T, int C,
-                                  cudaStream_t stream) {
+template <int K>
+static void conv1d_forward_k(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
+                             const int *segment, const float *state_in, float *state_out, int B, int T, int C,
+                             cudaStream_t stream) {
     dim3 grid(ceil_div(C, CONV_THREADS), B * ceil_div(T, CONV_SPAN));
-    conv1d_forward_kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, segment, state_in, B, T, C);
+    auto kernel = segment ? conv1d_forward_kernel<K, true> : conv1d_forward_kernel<K, false>;
+    kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, segment, state_in, B, T, C);
     cudaCheckLaunch();
     if (state_out) {
-        conv1d_state_update_kernel<<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(
+        conv1d_state_update_kernel<K><<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(
             state_out, state_in, x, x_stride, segment, B, T, C);
         cudaCheckLaunch();
     }
 }
 
+/* K: d_conv (conv1d_check_width); segment: NULL or [B][T] on the device; state_in: NULL (zeros before t = 0)
+ * or the carried [B][K-1][C] inputs; state_out: NULL or where the next window's carried inputs go (may be
+ * state_in) */
+static inline void conv1d_forward(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
+                                  const int *segment, const float *state_in, float *state_out, int B, int T, int C,
+                                  int K, cudaStream_t stream) {
+    auto run = K == 2 ? conv1d_forward_k<2> : K == 3 ? conv1d_forward_k<3> : conv1d_forward_k<4>;
+    run(out, x, x_stride, w, bias, segment, state_in, state_out, B, T, C, stream);
+}
+
+/* enough for every supported K */
 static inline size_t conv1d_backward_scratch_floats(int B, int T, int C) {
-    return (size_t)B * ceil_div(T, CONV_SPAN) * C * (CONV_K + 1);
+    return (size_t)B * ceil_div(T, CONV_SPAN) * C * (CONV_MAX_K + 1);
+}
+
+template <int K>
+static void conv1d_backward_k(floatX *dx, int dx_stride, float *dw, float *db, float *scratch, const floatX *dout,
+                              const floatX *x, int x_stride, const float *w, const float *bias, const int *segment,
+                              const float *state_in, int B, int T, int C, cudaStream_t stream) {
+    int spans = B * ceil_div(T, CONV_SPAN);
+    float *dw_partial = scratch, *db_partial = scratch + (size_t)spans * C * K;
+    dim3 grid(ceil_div(C, CONV_THREADS), spans);
+    auto kernel = segment ? conv1d_backward_kernel<K, true> : conv1d_backward_kernel<K, false>;
+    kernel<<<grid, CONV_THREADS, 0, stream>>>(dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w, bias,
+                                              segment, state_in, B, T, C);
+    cudaCheckLaunch();
+    sum_rows_accumulate(dw, dw_partial, spans, C * K, stream);
+    sum_rows_accumulate(db, db_partial, spans, C, stream);
 }
 
 /* Writes dx (row stride dx_stride); dw [C, K] and db [C] accumulate. segment, state_in: the forward's. */
 static inline void conv1d_backward(floatX *dx, int dx_stride, float *dw, float *db, float *scratch, const floatX *dout,
                                    const floatX *x, int x_stride, const float *w, const float *bias, const int *segment,
-                                   const float *state_in, int B, int T, int C, cudaStream_t stream) {
-    int spans = B * ceil_div(T, CONV_SPAN);
-    float *dw_partial = scratch, *db_partial = scratch + (size_t)spans * C * CONV_K;
-    dim3 grid(ceil_div(C, CONV_THREADS), spans);
-    conv1d_backward_kernel<<<grid, CONV_THREADS, 0, stream>>>(dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w,
-                                                              bias, segment, state_in, B, T, C);
-    cudaCheckLaunch();
-    sum_rows_accumulate(dw, dw_partial, spans, C * CONV_K, stream);
-    sum_rows_accumulate(db, db_partial, spans, C, stream);
+                                   const float *state_in, int B, int T, int C, int K, cudaStream_t stream) {
+    auto run = K == 2 ? conv1d_backward_k<2> : K == 3 ? conv1d_backward_k<3> : conv1d_backward_k<4>;
+    run(dx, dx_stride, dw, db, scratch, dout, x, x_stride, w, bias, segment, state_in, B, T, C, stream);
 }
 
 #endif

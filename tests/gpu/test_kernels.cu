@@ -142,9 +142,8 @@ static void test_rmsnorm(int N, int C, int with_add) {
     if (with_add) cudaCheck(cudaFree(d_res));
 }
 
-static void test_conv1d(int B, int T, int C, int x_stride) {
+static void test_conv1d(int K, int B, int T, int C, int x_stride) {
     char name[96];
-    const int K = CONV_K;
     size_t N = (size_t)B * T;
     double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
     double *bias = random_host(C, -0.3, 0.3, 0), *dout = random_host(N * C, -1, 1, 1);
@@ -156,8 +155,8 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
     /* dx is written into a strided buffer: the columns outside [0, C) must stay as they were */
     floatX *d_dx = upload_floatX(x, N * x_stride);
     float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, NULL, NULL, B, T, C, 0);
-    conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, NULL, NULL, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, NULL, NULL, B, T, C, K, 0);
+    conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, NULL, NULL, B, T, C, K, 0);
 
     double *pre = (double *)malloc(N * C * sizeof(double)), *out = (double *)malloc(N * C * sizeof(double));
     double *dx = (double *)malloc(N * x_stride * sizeof(double)), *dpre = (double *)malloc(N * C * sizeof(double));
@@ -191,13 +190,13 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
                 }
                 dx[((size_t)b * T + t) * x_stride + c] = s;
             }
-    snprintf(name, sizeof(name), "conv1d_forward B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_backward dx B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dx K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_floatX(d_dx, N * x_stride), dx, N * x_stride, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_backward dw B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dw K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_float(d_dw, (size_t)C * K), dw, (size_t)C * K, 1e-5);
-    snprintf(name, sizeof(name), "conv1d_backward dbias B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dbias K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_float(d_db, C), db, C, 1e-5);
     free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(pre); free(out); free(dx); free(dpre); free(dw); free(db);
     void *bufs[] = {d_x, d_dout, d_w, d_b, d_dw, d_db, d_out, d_dx, scratch};
@@ -207,16 +206,15 @@ static void test_conv1d(int B, int T, int C, int x_stride) {
 /* Forward with a carried state [B, K-1, C] updated in place (state_in = state_out, as the trainer carries
  * it): the inputs before t = 0 come from it, and it must then hold the last K-1 inputs (partly the old
  * state when T < K-1). */
-static void test_conv1d_carry(int B, int T, int C, int x_stride) {
+static void test_conv1d_carry(int K, int B, int T, int C, int x_stride) {
     char name[96];
-    const int K = CONV_K;
     size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
     double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
     double *bias = random_host(C, -0.3, 0.3, 0), *state0 = random_host(S, -1.5, 1.5, 0);
     floatX *d_x = upload_floatX(x, N * x_stride);
     float *d_w = upload_float(w, (size_t)C * K), *d_b = upload_float(bias, C), *d_state = upload_float(state0, S);
     floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, d_state, d_state, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, NULL, d_state, d_state, B, T, C, K, 0);
     double *out = (double *)malloc(N * C * sizeof(double)), *state = (double *)malloc(S * sizeof(double));
     /* input at time ts of row b, ts >= -(K-1): the carried state before t = 0 */
 #define CARRY_INPUT(b, ts) ((ts) >= 0 ? x[((size_t)(b) * T + (ts)) * x_stride + c] \
@@ -231,9 +229,9 @@ static void test_conv1d_carry(int B, int T, int C, int x_stride) {
             for (int j = 0; j < K - 1; j++) state[((size_t)b * (K - 1) + j) * C + c] = CARRY_INPUT(b, T - (K - 1) + j);
         }
 #undef CARRY_INPUT
-    snprintf(name, sizeof(name), "conv1d_forward_carry out B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward_carry out K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_forward_carry state B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward_carry state K=%d B=%d T=%d C=%d", K, B, T, C);
     check_close(name, download_float(d_state, S), state, S, 1e-6);
     free(x); free(w); free(bias); free(state0); free(out); free(state);
     void *bufs[] = {d_x, d_w, d_b, d_state, d_out};
@@ -263,9 +261,9 @@ static std::vector<int> conv_segments(int B, int T) {
  * model's conv_forward / conv_backward with the same segments over each row with its K-1 carried inputs
  * in front (in document 0), and state_out against the rule of kernels/conv1d.cuh: the last K-1 inputs,
  * 0 where an input's document is not segment[T-1]'s. */
-static void test_conv1d_segments(int B, int T, int C, int x_stride, int with_state) {
+static void test_conv1d_segments(int K, int B, int T, int C, int x_stride, int with_state) {
     char name[128];
-    const int K = CONV_K, Te = T + K - 1; /* a row with its carried inputs in front */
+    const int Te = T + K - 1; /* a row with its carried inputs in front */
     size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
     double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
     double *bias = random_host(C, -0.3, 0.3, 0), *dout = random_host(N * C, -1, 1, 1);
@@ -284,9 +282,9 @@ static void test_conv1d_segments(int B, int T, int C, int x_stride, int with_sta
     floatX *d_out = (floatX *)poisoned_alloc(N * C * sizeof(floatX));
     floatX *d_dx = upload_floatX(x, N * x_stride); /* columns outside [0, C) must stay */
     float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
-    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, d_segment, d_state_in, d_state_out, B, T, C, 0);
+    conv1d_forward(d_out, d_x, x_stride, d_w, d_b, d_segment, d_state_in, d_state_out, B, T, C, K, 0);
     conv1d_backward(d_dx, x_stride, d_dw, d_db, scratch, d_dout, d_x, x_stride, d_w, d_b, d_segment, d_state_in, B, T,
-                    C, 0);
+                    C, K, 0);
 
     double *out = (double *)malloc(N * C * sizeof(double)), *dx = (double *)malloc(N * x_stride * sizeof(double));
     double *dw = (double *)malloc((size_t)C * K * sizeof(double)), *db = (double *)malloc(C * sizeof(double));
@@ -320,15 +318,15 @@ static void test_conv1d_segments(int B, int T, int C, int x_stride, int with_sta
                 state[((size_t)b * (K - 1) + j) * C + c] = seg_e[T + j] == seg[T - 1] ? xe[(size_t)(T + j) * C + c] : 0.0;
     }
     const char *kind = with_state ? "state_in" : "no_state_in";
-    snprintf(name, sizeof(name), "conv1d_segments_forward %s B=%d T=%d C=%d", kind, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_forward %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_segments_state_out %s B=%d T=%d C=%d", kind, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_state_out %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
     check_close(name, download_float(d_state_out, S), state, S, 1e-6);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dx %s B=%d T=%d C=%d", kind, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dx %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
     check_close(name, download_floatX(d_dx, N * x_stride), dx, N * x_stride, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dw %s B=%d T=%d C=%d", kind, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dw %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
     check_close(name, download_float(d_dw, (size_t)C * K), dw, (size_t)C * K, 1e-5);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dbias %s B=%d T=%d C=%d", kind, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dbias %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
     check_close(name, download_float(d_db, C), db, C, 1e-5);
     free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(state0); free(out); free(dx); free(dw); free(db);
     free(state); free(xe); free(pre); free(dpre); free(dxe);
@@ -337,9 +335,8 @@ static void test_conv1d_segments(int B, int T, int C, int x_stride, int with_sta
 }
 
 /* segment = NULL and an all-zero segment array give the same bits (forward, state_out, backward) */
-static void test_conv1d_zero_segments(int B, int T, int C, int x_stride) {
+static void test_conv1d_zero_segments(int K, int B, int T, int C, int x_stride) {
     char name[128];
-    const int K = CONV_K;
     size_t N = (size_t)B * T, S = (size_t)B * (K - 1) * C;
     double *x = random_host(N * x_stride, -1.5, 1.5, 1), *w = random_host((size_t)C * K, -0.5, 0.5, 0);
     double *bias = random_host(C, -0.3, 0.3, 0), *dout = random_host(N * C, -1, 1, 1);
@@ -357,9 +354,9 @@ static void test_conv1d_zero_segments(int B, int T, int C, int x_stride) {
         float *d_state_out = (float *)poisoned_alloc(S * sizeof(float)), *d_dwdb = (float *)poisoned_alloc((size_t)C * (K + 1) * sizeof(float));
         float *scratch = (float *)poisoned_alloc(conv1d_backward_scratch_floats(B, T, C) * sizeof(float));
         cudaCheck(cudaMemset(d_dwdb, 0, (size_t)C * (K + 1) * sizeof(float)));
-        conv1d_forward(d_out, d_x, x_stride, d_w, d_b, seg, d_state_in, d_state_out, B, T, C, 0);
+        conv1d_forward(d_out, d_x, x_stride, d_w, d_b, seg, d_state_in, d_state_out, B, T, C, K, 0);
         conv1d_backward(d_dx, x_stride, d_dwdb, d_dwdb + (size_t)C * K, scratch, d_dout, d_x, x_stride, d_w, d_b, seg,
-                        d_state_in, B, T, C, 0);
+                        d_state_in, B, T, C, K, 0);
         double *o = download_floatX(d_out, N * C), *st = download_float(d_state_out, S);
         double *g = download_floatX(d_dx, N * x_stride), *p = download_float(d_dwdb, (size_t)C * (K + 1));
         got[run][0].assign(o, o + N * C);
@@ -374,7 +371,7 @@ static void test_conv1d_zero_segments(int B, int T, int C, int x_stride) {
     for (int k = 0; k < 4; k++)
         same &= got[0][k].size() == got[1][k].size() &&
                 memcmp(got[0][k].data(), got[1][k].data(), got[0][k].size() * sizeof(float)) == 0;
-    snprintf(name, sizeof(name), "conv1d_zero_segments_as_null B=%d T=%d C=%d", B, T, C);
+    snprintf(name, sizeof(name), "conv1d_zero_segments_as_null K=%d B=%d T=%d C=%d", K, B, T, C);
     test_report(same, name, "out, state_out, dx, dw, dbias %s", same ? "bitwise equal" : "differ");
     free(x); free(w); free(bias); free(dout); free(state0);
     void *bufs[] = {d_x, d_dout, d_w, d_b, d_state_in, d_zeros};
@@ -613,18 +610,21 @@ int main(void) {
     test_rmsnorm(19, 5000, 1);
     test_rmsnorm(7, 3000, 0);
     test_rmsnorm(5, 9000, 1);
-    test_conv1d(2, 37, 100, 130);
-    test_conv1d(3, 130, 160, 160);
-    test_conv1d(1, 5, 40, 50);
-    test_conv1d_carry(2, 37, 100, 130);
-    test_conv1d_carry(1, 150, 64, 64);
-    test_conv1d_carry(2, 2, 40, 50);
-    test_conv1d_segments(3, 150, 100, 130, 1);
-    test_conv1d_segments(3, 150, 100, 130, 0);
-    test_conv1d_segments(3, 37, 64, 64, 1);
-    test_conv1d_segments(2, 2, 40, 50, 1);
-    test_conv1d_segments(2, 2, 40, 50, 0);
-    test_conv1d_zero_segments(2, 150, 100, 130);
+    /* d_conv 4 (every official Mamba-2 model), 3 and 2 */
+    for (int K = 4; K >= 2; K--) {
+        test_conv1d(K, 2, 37, 100, 130);
+        test_conv1d(K, 3, 130, 160, 160);
+        test_conv1d(K, 1, 5, 40, 50);
+        test_conv1d_carry(K, 2, 37, 100, 130);
+        test_conv1d_carry(K, 1, 150, 64, 64);
+        test_conv1d_carry(K, 2, 2, 40, 50);
+        test_conv1d_segments(K, 3, 150, 100, 130, 1);
+        test_conv1d_segments(K, 3, 150, 100, 130, 0);
+        test_conv1d_segments(K, 3, 37, 64, 64, 1);
+        test_conv1d_segments(K, 2, 2, 40, 50, 1);
+        test_conv1d_segments(K, 2, 2, 40, 50, 0);
+        test_conv1d_zero_segments(K, 2, 150, 100, 130);
+    }
     /* gated norm: z rows unaligned in bf16 by the stride (300, 3353) or in both precisions by the
      * offset; groups of 1536 (mamba2-130m, more rows than backward blocks), 5120 (vec2 in bf16, scalar
      * in fp32), 3000 (vec1 in bf16, vec2 in fp32), 36 (scalar in bf16), 30 and 9000 (scalar in both) */

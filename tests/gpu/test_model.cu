@@ -523,6 +523,10 @@ int main(void) {
              "{\"name\":\"t3\",\"d_model\":96,\"n_layer\":2,\"vocab_size\":500,\"pad_vocab_multiple\":64,\"d_state\":16,"
              "\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":3,\"chunk_size\":16,\"a_structure\":\"diagonal\"}",
              2, 50, 3, 32, stream);
+    run_case("mamba2 G=2 T=37 d_conv=2",
+             "{\"name\":\"t4\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
+             "\"d_conv\":2,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
+             2, 37, 0, 0, stream);
     run_recompute_case("mamba2 G=2 T=37",
                        "{\"name\":\"r1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                        "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,"
@@ -556,6 +560,11 @@ int main(void) {
         run_documents_case(doc_configs[k][0], doc_configs[k][1], 2, doc_T[k], 0, 1, stream);
         run_documents_case(doc_configs[k][0], doc_configs[k][1], 2, doc_T[k], 1, 1, stream);
     }
+    run_documents_case("ssd-mamba G=1 T=64 d_conv=3",
+                       "{\"name\":\"d3\",\"d_model\":48,\"n_layer\":2,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
+                       "\"d_state\":32,\"d_conv\":3,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
+                       "\"a_structure\":\"diagonal\"}",
+                       2, 64, 1, 1, stream);
     run_bucket_case("mamba2 L=3",
                     "{\"name\":\"b1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                     "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":1,\"chunk_size\":16,"
