@@ -245,30 +245,30 @@ __device__ __forceinline__ void ssdm_row_segments(int (&seg)[2], const int *segm
     for (int i = 0; i < 2; i++) seg[i] = ssdm_row(i) < nrows ? ssd_segment(segment, s, b, t0 + ssdm_row(i)) : -1;
 }
 
-/* How the block's tile meets each tile k of its chunk across documents, as bit k of two masks (block-uniform).
- * Segments never decrease along a row, so the ends of the two tiles decide it: `apart` when no step s <= t of
+/* How the block's tile meets each tile k of its chunk across documents, as bits of one block-uniform mask:
+ * bit k when the pair is apart, bit 16 + k when it is in one document (ssdm_pair_apart, ssdm_pair_one).
+ * Segments never decrease along a row, so the ends of the two tiles decide it: apart when no step s <= t of
  * the pair (s in the earlier tile, t in the later) is in one document with the other (the pair adds nothing:
- * the document at the earlier tile's last step is below that at the later tile's first), `one` when all their
+ * the document at the earlier tile's last step is below that at the later tile's first), one when all their
  * steps are in one document (the document at the earlier tile's first step is that at the later tile's last
  * valid step: no mask needed); a pair that is neither takes the per-element mask. The diagonal pair is never
  * apart. later: the tiles k come after the block's (k >= tile), else before it. Without segments every pair
  * is one. */
-struct SSDMTilePairs {
-    unsigned apart, one;
-};
+static_assert(SSD_MAX_CHUNK / SSDM_TILE <= 16, "a chunk's tiles fit 16 bits");
 template <bool SEG>
-__device__ __forceinline__ SSDMTilePairs ssdm_tile_pairs(const int *segment, const SSDScanShape &s, const SSDMPlace &w,
-                                                         bool later) {
-    SSDMTilePairs pairs = {0u, ~0u};
-    if (!SEG) return pairs;
+__device__ __forceinline__ unsigned ssdm_tile_pairs(const int *segment, const SSDScanShape &s, const SSDMPlace &w,
+                                                    bool later) {
+    if (!SEG) return 0xffff0000u;
     const int *seg = segment + (size_t)w.b * s.T + w.t0;
     int k = threadIdx.x & 31, first = min(k * SSDM_TILE, w.len - 1), last = min(first + SSDM_TILE, w.len) - 1;
     int k_first = seg[first], k_last = seg[last], own_first = seg[w.row0], own_last = seg[w.row0 + w.nrows - 1];
     bool exists = k * SSDM_TILE < w.len;
-    pairs.apart = __ballot_sync(0xffffffffu, exists && (later ? own_last < k_first : k_last < own_first));
-    pairs.one = __ballot_sync(0xffffffffu, exists && (later ? own_first == k_last : k_first == own_last));
-    return pairs;
+    unsigned apart = __ballot_sync(0xffffffffu, exists && (later ? own_last < k_first : k_last < own_first));
+    unsigned one = __ballot_sync(0xffffffffu, exists && (later ? own_first == k_last : k_first == own_last));
+    return apart | one << 16;
 }
+__device__ __forceinline__ bool ssdm_pair_apart(unsigned pairs, int k) { return pairs >> k & 1; }
+__device__ __forceinline__ bool ssdm_pair_one(unsigned pairs, int k) { return pairs >> (16 + k) & 1; }
 
 /* ------------------------------------------------------------------------------------------------
  * Chunk states and dstates: out[p][n] = sum_t (w_t u_t[p]) v_t[n] over the chunk, u = x and
@@ -440,9 +440,9 @@ __device__ __forceinline__ void ssdm_decay_s(float (&m)[8][4], const float *dc_s
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int t = t0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
-            m[j][e] = s0 + sl <= t && (!MASK || segt[e >> 1] == seg_s[sl])
-                          ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl]
-                          : 0.0f;
+            bool keep = s0 + sl <= t;
+            if (MASK) keep &= segt[e >> 1] == seg_s[sl]; /* no short circuit: a select, not a branch per element */
+            m[j][e] = keep ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
         }
 }
 /* ssdm_decay_t: m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)), rows s of the thread (dc in dcs, documents in segs),
@@ -455,9 +455,9 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int tl = ssdm_col(j, e & 1);
-            m[j][e] = offset + tl >= ssdm_row(e >> 1) && (!MASK || seg_t[tl] == segs[e >> 1])
-                          ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1]))
-                          : 0.0f;
+            bool keep = offset + tl >= ssdm_row(e >> 1);
+            if (MASK) keep &= seg_t[tl] == segs[e >> 1];
+            m[j][e] = keep ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
         }
 }
 
@@ -502,10 +502,10 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
     }
     /* intra-chunk part, s tiles up to the diagonal one: those apart from the block's tile skipped, those in
      * one document with it unmasked */
-    SSDMTilePairs pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
     for (int st = 0; st <= w.tile; st++) {
-        if (SEG && (pairs.apart >> st & 1)) continue;
-        bool one = !SEG || (pairs.one >> st & 1);
+        if (SEG && ssdm_pair_apart(pairs, st)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, st);
         int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
         __syncthreads();
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
@@ -629,11 +629,11 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
     }
     /* t tiles from the diagonal one: those apart from the block's tile skipped, those in one document with it
      * unmasked */
-    SSDMTilePairs pairs = ssdm_tile_pairs<SEG>(segment, s, w, true);
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, true);
     int ntiles = (w.len + SSDM_TILE - 1) / SSDM_TILE;
     for (int tt = w.tile; tt < ntiles; tt++) {
-        if (SEG && (pairs.apart >> tt & 1)) continue;
-        bool one = !SEG || (pairs.one >> tt & 1);
+        if (SEG && ssdm_pair_apart(pairs, tt)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, tt);
         int r0 = tt * SSDM_TILE, trows = min(SSDM_TILE, w.len - r0);
         __syncthreads();
         ssdm_load_rows(Ct, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, trows);
@@ -759,10 +759,10 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
     }
     /* s tiles up to the diagonal one: those apart from the block's tile skipped, those in one document with it
      * unmasked */
-    SSDMTilePairs pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
     for (int st = 0; st <= w.tile; st++) {
-        if (SEG && (pairs.apart >> st & 1)) continue;
-        bool one = !SEG || (pairs.one >> st & 1);
+        if (SEG && ssdm_pair_apart(pairs, st)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, st);
         int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
         __syncthreads();
         ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
