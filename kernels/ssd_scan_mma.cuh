@@ -21,7 +21,12 @@
  * entering the chunk (seg_in = ssd_segment_before), and exp(A (dc_last - dc_s)) (the chunk states'
  * weight, the state parts of gb and dB) is 0 at the steps s of another document than the chunk's last
  * step (seg_last). The z_t, r_t formulas hold unchanged: each masked term is 0 in y, dB and dC alike.
- * Each kernel comes with and without segments (SEG): without, every mask is 1 at compile time.
+ * Each kernel comes with and without segments (SEG): without, every mask is 1 at compile time. With them,
+ * as segments never decrease along a row, the segments at the ends of two 64-step tiles tell how the pair
+ * meets (ssdm_tile_pairs): no step s <= t of the pair in one document (the forward, dx and dC skip the pair,
+ * its loads included), all its steps in one document (the unmasked element loop) or neither (the masked
+ * one); most pairs of documents longer than a tile are of the first two kinds. The chunk states and dstates
+ * weigh the steps of one document, a prefix or suffix of the chunk, and skip the tiles outside it.
  * Every product above is a GEMM over whole 64-step tiles: one block of 4 warps per (64-step tile,
  * chunk, batch*head), each warp 16 rows, no sequential dependence inside a chunk. The inputs x, B, C,
  * dy are bf16 already, so they enter the tensor cores exactly. In every product the backward's sums
