@@ -21,7 +21,12 @@
  * entering the chunk (seg_in = ssd_segment_before), and exp(A (dc_last - dc_s)) (the chunk states'
  * weight, the state parts of gb and dB) is 0 at the steps s of another document than the chunk's last
  * step (seg_last). The z_t, r_t formulas hold unchanged: each masked term is 0 in y, dB and dC alike.
- * Each kernel comes with and without segments (SEG): without, every mask is 1 at compile time.
+ * Each kernel comes with and without segments (SEG): without, every mask is 1 at compile time. With them,
+ * as segments never decrease along a row, the segments at the ends of two 64-step tiles tell how the pair
+ * meets (ssdm_tile_pairs): no step s <= t of the pair in one document (the forward, dx and dC skip the pair,
+ * its loads included), all its steps in one document (the unmasked element loop) or neither (the masked
+ * one); most pairs of documents longer than a tile are of the first two kinds. The chunk states and dstates
+ * weigh the steps of one document, a prefix or suffix of the chunk, and skip the tiles outside it.
  * Every product above is a GEMM over whole 64-step tiles: one block of 4 warps per (64-step tile,
  * chunk, batch*head), each warp 16 rows, no sequential dependence inside a chunk. The inputs x, B, C,
  * dy are bf16 already, so they enter the tensor cores exactly. In every product the backward's sums
@@ -191,10 +196,15 @@ __device__ __forceinline__ void ssdm_load_steps(float *dc_s, float *dl_s, const 
     }
 }
 
-/* the documents of a tile's steps t0.. of row b (rows from nrows on: -1, which no step has) */
+/* the documents of a tile's steps t0.. of row b (rows from nrows on: -1, which no step has), with the tile's
+ * other loads (ssdm_cp_wait completes it) */
 __device__ __forceinline__ void ssdm_load_segments(int *seg_s, const int *segment, const SSDScanShape &s, int b, int t0,
                                                    int nrows) {
-    for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) seg_s[r] = r < nrows ? ssd_segment(segment, s, b, t0 + r) : -1;
+    const int *src = segment + (size_t)b * s.T + t0;
+    for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) {
+        if (r < nrows) ssdm_cp4(seg_s + r, src + r);
+        else seg_s[r] = -1;
+    }
 }
 
 /* a 64 x 64 fp32 tile of a chunk's CB (row stride QP) into dst [64][ld], with the tile's other loads
@@ -240,6 +250,31 @@ __device__ __forceinline__ void ssdm_row_segments(int (&seg)[2], const int *segm
     for (int i = 0; i < 2; i++) seg[i] = ssdm_row(i) < nrows ? ssd_segment(segment, s, b, t0 + ssdm_row(i)) : -1;
 }
 
+/* How the block's tile meets each tile k of its chunk across documents, as bits of one block-uniform mask:
+ * bit k when the pair is apart, bit 16 + k when it is in one document (ssdm_pair_apart, ssdm_pair_one).
+ * Segments never decrease along a row, so the ends of the two tiles decide it: apart when no step s <= t of
+ * the pair (s in the earlier tile, t in the later) is in one document with the other (the pair adds nothing:
+ * the document at the earlier tile's last step is below that at the later tile's first), one when all their
+ * steps are in one document (the document at the earlier tile's first step is that at the later tile's last
+ * valid step: no mask needed); a pair that is neither takes the per-element mask. The diagonal pair is never
+ * apart. later: the tiles k come after the block's (k >= tile), else before it. Without segments every pair
+ * is one. */
+static_assert(SSD_MAX_CHUNK / SSDM_TILE <= 16, "a chunk's tiles fit 16 bits");
+template <bool SEG>
+__device__ __forceinline__ unsigned ssdm_tile_pairs(const int *segment, const SSDScanShape &s, const SSDMPlace &w,
+                                                    bool later) {
+    if (!SEG) return 0xffff0000u;
+    const int *seg = segment + (size_t)w.b * s.T + w.t0;
+    int k = threadIdx.x & 31, first = min(k * SSDM_TILE, w.len - 1), last = min(first + SSDM_TILE, w.len) - 1;
+    int k_first = seg[first], k_last = seg[last], own_first = seg[w.row0], own_last = seg[w.row0 + w.nrows - 1];
+    bool exists = k * SSDM_TILE < w.len;
+    unsigned apart = __ballot_sync(0xffffffffu, exists && (later ? own_last < k_first : k_last < own_first));
+    unsigned one = __ballot_sync(0xffffffffu, exists && (later ? own_first == k_last : k_first == own_last));
+    return apart | one << 16;
+}
+__device__ __forceinline__ bool ssdm_pair_apart(unsigned pairs, int k) { return pairs >> k & 1; }
+__device__ __forceinline__ bool ssdm_pair_one(unsigned pairs, int k) { return pairs >> (16 + k) & 1; }
+
 /* ------------------------------------------------------------------------------------------------
  * Chunk states and dstates: out[p][n] = sum_t (w_t u_t[p]) v_t[n] over the chunk, u = x and
  * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates), w = 0 at the steps
@@ -258,23 +293,39 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out
     ssdm_bf16 *V = Ulo + SSDM_TILE * SSDM_LP;                                   /* B or C */
     float *wf = (float *)(V + SSDM_TILE * LN);                                  /* w per step */
     SSDMPlace w = ssdm_place(s);
-    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
     int warp = threadIdx.x >> 5;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
     float A = -expf(A_log[w.h]), dc_last = dc[w.len - 1];
     bool states = mode == SSD_REDUCE_STATES;
     size_t u_stride = states ? s.conv_dim : (size_t)s.H * s.P;
     int v_col = s.H * s.P + (states ? 0 : s.G * N_) + w.g * N_;
-    int key = states ? ssd_segment(segment, s, w.b, w.t0 + w.len - 1) : ssd_segment_before(segment, s, w.b, w.t0);
+    /* w is nonzero only at the steps [lo, hi) of the chunk: segments never decrease, so the steps of another
+     * document than seg_last (states) are a prefix of the chunk and those of another than seg_in (dstates) a
+     * suffix, counted here; the tiles outside [lo, hi) are skipped */
+    int lo = 0, hi = w.len;
+    if (SEG) {
+        const int *seg = segment + (size_t)w.b * s.T + w.t0;
+        int key = states ? seg[w.len - 1] : ssd_segment_before(segment, s, w.b, w.t0);
+        unsigned other = 0; /* bit i: step threadIdx.x + i SSDM_THREADS is in another document than key */
+#pragma unroll
+        for (int i = 0; i < SSD_MAX_CHUNK / SSDM_THREADS; i++) {
+            int r = threadIdx.x + i * SSDM_THREADS;
+            if (r < w.len && seg[r] != key) other |= 1u << i;
+        }
+        int count = 0;
+        for (int i = 0; i * SSDM_THREADS < w.len; i++) count += __syncthreads_count(other >> i & 1);
+        if (states) lo = count;
+        else hi = w.len - count;
+    }
     float acc[NT][4] = {};
-    for (int r0 = 0; r0 < w.len; r0 += SSDM_TILE) {
+    for (int r0 = lo / SSDM_TILE * SSDM_TILE; r0 < hi; r0 += SSDM_TILE) {
         int nrows = min(SSDM_TILE, w.len - r0);
         size_t row = (size_t)w.b * s.T + w.t0 + r0;
         __syncthreads();
         ssdm_load_rows(Uhi, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
         ssdm_load_rows(V, LN, N_, xBC + row * s.conv_dim, s.conv_dim, v_col, N_, nrows);
         for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
-            wf[r] = r >= nrows || ssd_segment(segment, s, w.b, w.t0 + r0 + r) != key ? 0.0f
+            wf[r] = r >= nrows || (SEG && (r0 + r < lo || r0 + r >= hi)) ? 0.0f
                     : states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r]))
                              : __expf(A * dc[r0 + r]);
         ssdm_cp_wait();
@@ -380,6 +431,41 @@ static size_t ssdm_forward_smem(void) {
            sizeof(float) * (2 * SSDM_TILE + SSDM_TILE * SSDM_CB_LD) + sizeof(int) * SSDM_TILE;
 }
 
+/* The decays of a 64 x 64 tile pair in the accumulator layout (m[j][e]: the thread's row ssdm_row(e >> 1), column
+ * ssdm_col(j, e & 1)), 0 where s > t and, with MASK, where s and t are in two documents (a pair that
+ * ssdm_tile_pairs finds in one document runs without MASK: the same values).
+ * ssdm_decay_s: m[t][s] *= L[t][s] delta_s = exp(A (dc_t - dc_s)) delta_s, rows t of the thread in the block's
+ * tile at step t0 of the chunk (dc in dct, documents in segt), columns s of the tile at step s0 (dc, delta and
+ * documents in dc_s, dl_s, seg_s). */
+template <bool MASK>
+__device__ __forceinline__ void ssdm_decay_s(float (&m)[8][4], const float *dc_s, const float *dl_s, const int *seg_s,
+                                             const float (&dct)[2], const int (&segt)[2], float A, int s0, int t0) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int t = t0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
+            bool keep = s0 + sl <= t;
+            if (MASK) keep &= segt[e >> 1] == seg_s[sl]; /* no short circuit: a select, not a branch per element */
+            m[j][e] = keep ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+        }
+}
+/* ssdm_decay_t: m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)), rows s of the thread (dc in dcs, documents in segs),
+ * columns t of a tile starting `offset` steps after the block's first row (dc in dc_t, documents in seg_t) */
+template <bool MASK>
+__device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const int *seg_t,
+                                             const float (&dcs)[2], const int (&segs)[2], float A, int offset) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int tl = ssdm_col(j, e & 1);
+            bool keep = offset + tl >= ssdm_row(e >> 1);
+            if (MASK) keep &= seg_t[tl] == segs[e >> 1];
+            m[j][e] = keep ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
+        }
+}
+
 template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y, const floatX *xBC, const float *cb,
                                                                    const float *delta, const float *dcum,
@@ -419,13 +505,17 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[j][2 * i] *= e, acc[j][2 * i + 1] *= e;
     }
-    /* intra-chunk part, s tiles up to the diagonal one */
+    /* intra-chunk part, s tiles up to the diagonal one: those apart from the block's tile skipped, those in
+     * one document with it unmasked */
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
     for (int st = 0; st <= w.tile; st++) {
+        if (SEG && ssdm_pair_apart(pairs, st)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, st);
         int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
         __syncthreads();
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
-        if (SEG) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
+        if (!one) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
         ssdm_load_cb(CBs, SSDM_CB_LD, cbc + (size_t)w.row0 * QP + s0, QP);
         ssdm_cp_wait();
         __syncthreads();
@@ -437,18 +527,11 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
                 float2 v = *reinterpret_cast<const float2 *>(CBs + ssdm_row(i) * SSDM_CB_LD + ssdm_col(j, 0));
                 m[j][2 * i] = v.x, m[j][2 * i + 1] = v.y;
             }
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
-                m[j][e] = s0 + sl <= t && (!SEG || segt[e >> 1] == seg_s[sl])
-                              ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl]
-                              : 0.0f;
-            }
+        if (one) ssdm_decay_s<false>(m, dc_s, dl_s, seg_s, dct, segt, A, s0, w.row0);
+        else ssdm_decay_s<true>(m, dc_s, dl_s, seg_s, dct, segt, A, s0, w.row0);
         ssdm_mma_acc_t<4, 8, false>(acc, m, Xs, SSDM_LP, 0);
     }
-    /* y = acc + D x_t; the last s tile loaded is this tile, so Xs holds x_t */
+    /* y = acc + D x_t; the last s tile loaded is this tile (the diagonal pair is never skipped), so Xs holds x_t */
     float Dh = D[w.h];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -482,23 +565,6 @@ static size_t ssdm_backward_smem(void) {
 __device__ __forceinline__ float ssdm_quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffff, v, 1);
     return v + __shfl_xor_sync(0xffffffff, v, 2);
-}
-
-/* m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)) for t >= s in one document, else 0: rows s of the thread (dc in
- * dcs, documents in segs), columns t of a tile starting `offset` steps after the block's first row (dc in dc_t,
- * documents in seg_t) */
-template <bool SEG>
-__device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const int *seg_t,
-                                             const float (&dcs)[2], const int (&segs)[2], float A, int offset) {
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int tl = ssdm_col(j, e & 1);
-            m[j][e] = offset + tl >= ssdm_row(e >> 1) && (!SEG || seg_t[tl] == segs[e >> 1])
-                          ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1]))
-                          : 0.0f;
-        }
 }
 
 template <int N_, bool SEG>
@@ -566,14 +632,19 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
 #pragma unroll
         for (int j = 0; j < NT; j++) dB[j][2 * i] *= e, dB[j][2 * i + 1] *= e;
     }
+    /* t tiles from the diagonal one: those apart from the block's tile skipped, those in one document with it
+     * unmasked */
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, true);
     int ntiles = (w.len + SSDM_TILE - 1) / SSDM_TILE;
     for (int tt = w.tile; tt < ntiles; tt++) {
+        if (SEG && ssdm_pair_apart(pairs, tt)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, tt);
         int r0 = tt * SSDM_TILE, trows = min(SSDM_TILE, w.len - r0);
         __syncthreads();
         ssdm_load_rows(Ct, LN, N_, xBC + (row + r0) * s.conv_dim, s.conv_dim, c_col, N_, trows);
         ssdm_load_rows(dYt, SSDM_LP, SSDM_TILE, dy + (row + r0) * HP, HP, w.h * P, P, trows);
         ssdm_load_steps(dc_t, NULL, dc + r0, NULL, trows, dc_last);
-        if (SEG) ssdm_load_segments(seg_t, segment, s, w.b, w.t0 + r0, trows);
+        if (!one) ssdm_load_segments(seg_t, segment, s, w.b, w.t0 + r0, trows);
         ssdm_cp_wait();
         __syncthreads();
         /* gb += ((B_s . C_t) L[t][s]) dy_t */
@@ -583,7 +654,8 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 m[j][e] = __ldg(cbc + (size_t)(r0 + ssdm_col(j, e & 1)) * QP + w.row0 + ssdm_row(e >> 1));
-        ssdm_decay_t<SEG>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
+        if (one) ssdm_decay_t<false>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
+        else ssdm_decay_t<true>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, 8>(gb, m, dYt, SSDM_LP, 0);
         /* dB += ((x_s . dy_t) L[t][s]) C_t */
 #pragma unroll
@@ -598,7 +670,8 @@ __global__ void __launch_bounds__(SSDM_THREADS) ssdm_backward_dx_kernel(
                 ssdm_load_b(b, dYt, SSDM_LP, 8 * j, 16 * kb);
                 ssdm_mma2(m + j, xf[kb], b);
             }
-        ssdm_decay_t<SEG>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
+        if (one) ssdm_decay_t<false>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
+        else ssdm_decay_t<true>(m, dc_t, seg_t, dcs, segs, A, r0 - w.row0);
         ssdm_mma_acc_t<4, NT>(dB, m, Ct, LN, 0);
     }
     /* epilogue: dx, din, dD (x_s from Xs, dy_s from global), then dB and zb (B_s from Bs) */
@@ -689,27 +762,25 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdm_backward_dc_kernel(ssdm_
 #pragma unroll
         for (int j = 0; j < NT; j++) dC[j][2 * i] *= e, dC[j][2 * i + 1] *= e;
     }
+    /* s tiles up to the diagonal one: those apart from the block's tile skipped, those in one document with it
+     * unmasked */
+    unsigned pairs = ssdm_tile_pairs<SEG>(segment, s, w, false);
     for (int st = 0; st <= w.tile; st++) {
+        if (SEG && ssdm_pair_apart(pairs, st)) continue;
+        bool one = !SEG || ssdm_pair_one(pairs, st);
         int s0 = st * SSDM_TILE, srows = min(SSDM_TILE, w.len - s0);
         __syncthreads();
         ssdm_load_rows(Bs, LN, N_, xBC + (row + s0) * s.conv_dim, s.conv_dim, b_col, N_, srows);
         ssdm_load_rows(Xs, SSDM_LP, SSDM_TILE, xBC + (row + s0) * s.conv_dim, s.conv_dim, w.h * P, P, srows);
         ssdm_load_steps(dc_s, dl_s, dc + s0, dl + s0, srows, dc_last);
-        if (SEG) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
+        if (!one) ssdm_load_segments(seg_s, segment, s, w.b, w.t0 + s0, srows);
         ssdm_cp_wait();
         __syncthreads();
         /* dC += ((dy_t . x_s) L[t][s] delta_s) B_s */
         float m[8][4] = {};
         ssdm_mma_rows<4, 8>(m, dYt, SSDM_LP, Xs, NULL, SSDM_LP);
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int t = w.row0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
-                m[j][e] = s0 + sl <= t && (!SEG || segt[e >> 1] == seg_s[sl])
-                              ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl]
-                              : 0.0f;
-            }
+        if (one) ssdm_decay_s<false>(m, dc_s, dl_s, seg_s, dct, segt, A, s0, w.row0);
+        else ssdm_decay_s<true>(m, dc_s, dl_s, seg_s, dct, segt, A, s0, w.row0);
         ssdm_mma_acc_t<4, NT>(dC, m, Bs, LN, 0);
     }
 #pragma unroll

@@ -15,8 +15,10 @@
  * two in one chunk (and one 16-step sub-block), at the first step (segment[0] = 1: the entering state
  * reaches nothing) and at the last, a 64-step tile edge inside a chunk, T not a multiple of Q, with and
  * without a random entering state, scalar and diagonal A, N 16 to 256: y, state_out and every gradient
- * against the reference with the same segments. Every case without segments runs once more with an
- * all-zero segment array, which must give the same bits as segment = NULL (the masks are exact selects).
+ * against the reference with the same segments; and cases at Q = 256 whose chunks hold tile pairs of all
+ * three relations that the tensor-core path tells apart (skipped, unmasked, masked: tile_starts). Every
+ * case without segments runs once more with an all-zero segment array, which must give the same bits as
+ * segment = NULL (the masks are exact selects).
  * Paths: every case runs on the path the trainer takes (SSD_PATH_AUTO); the cases that run on the
  * tensor-core path run once more with the sub-block path forced (names ending in _sub), to the same
  * tolerances.
@@ -133,23 +135,44 @@ static void make_state(Inputs *in, uint64_t seed) {
     for (auto &v : in->state0) v = (float)rng_normal(&rng);
 }
 
-/* Document boundaries: row b's documents start after the steps in its list (segment[t] = how many of them
- * are <= t). Even rows: inside the first chunk (20), at the second chunk's first step (Q), two inside the
- * second chunk 10 steps apart (Q + 36, Q + 46: one 16-step sub-block when Q = 64) and at the last step.
- * Odd rows: at the first step (0: the entering state reaches nothing), inside a chunk (37), at half a
- * chunk (Q / 2: a sub-block or a 64-step tile edge), at the third chunk's start and right after it. */
-static void make_segments(Inputs *in) {
+/* Document boundaries: row b's documents start at the steps in starts(b) (segment[t] = how many of them
+ * are <= t). */
+static void set_segments(Inputs *in, std::vector<int> (*starts)(const SSDScanShape &, int)) {
     const SSDScanShape &s = in->s;
     in->segment.assign((size_t)s.B * s.T, 0);
     for (int b = 0; b < s.B; b++) {
-        std::vector<int> starts = b % 2 == 0 ? std::vector<int>{20, s.Q, s.Q + 36, s.Q + 46, s.T - 1}
-                                             : std::vector<int>{0, 37, s.Q / 2, 2 * s.Q, 2 * s.Q + 1};
+        std::vector<int> row_starts = starts(s, b);
         for (int t = 0; t < s.T; t++) {
             int seg = 0;
-            for (int start : starts) seg += start <= t;
+            for (int start : row_starts) seg += start <= t;
             in->segment[(size_t)b * s.T + t] = seg;
         }
     }
+}
+
+/* Even rows: inside the first chunk (20), at the second chunk's first step (Q), two inside the second chunk
+ * 10 steps apart (Q + 36, Q + 46: one 16-step sub-block when Q = 64) and at the last step. Odd rows: at the
+ * first step (0: the entering state reaches nothing), inside a chunk (37), at half a chunk (Q / 2: a
+ * sub-block or a 64-step tile edge), at the third chunk's start and right after it. */
+static std::vector<int> mixed_starts(const SSDScanShape &s, int b) {
+    return b % 2 == 0 ? std::vector<int>{20, s.Q, s.Q + 36, s.Q + 46, s.T - 1}
+                      : std::vector<int>{0, 37, s.Q / 2, 2 * s.Q, 2 * s.Q + 1};
+}
+
+/* Every chunk (Q = 256: four 64-step tiles 0..3) the same way, so the tensor-core path meets each relation of
+ * a tile pair (ssdm_tile_pairs) in one chunk. Even rows: a document starts at step 10 of each chunk (tile 0
+ * holds two documents: its pairs with every tile are masked; tiles 1..3 share one). Odd rows: at steps 64 (a
+ * tile edge) and 150 of each chunk: tile 0 is apart from tiles 1..3 and tile 1 from tile 3, tiles 1, 2 and 2, 3
+ * and 2 with itself are masked, 0, 1 and 3 with themselves in one document; the chunk states take steps
+ * 150.. only (its first two tiles skipped), dstates steps ..63 only. */
+static std::vector<int> tile_starts(const SSDScanShape &s, int b) {
+    std::vector<int> starts;
+    for (int t0 = 0; t0 < s.T; t0 += s.Q) {
+        std::vector<int> in_chunk = b % 2 == 0 ? std::vector<int>{10} : std::vector<int>{64, 150};
+        for (int step : in_chunk)
+            if (t0 + step < s.T) starts.push_back(t0 + step);
+    }
+    return starts;
 }
 
 /* Reference outputs in double, from the recurrent CPU form plus the softplus and A_log chain rules. */
@@ -373,11 +396,12 @@ static std::vector<Compared> compare_outputs(const Inputs *in, const Reference *
 }
 
 /* What a case runs with besides its shape: stress (dt_raw ~ 1 + N(0, 1) instead of -4 + N(0, 1), with the
- * tolerances scaled by STRESS_FACTOR), document boundaries (make_segments), an entering state. With
+ * tolerances scaled by STRESS_FACTOR), document boundaries (set_segments), an entering state. With
  * either of the last two state_out is checked too: in place without segments (as the trainer carries
  * it), else into a buffer of its own. */
 typedef struct {
     bool stress, segments, carry;
+    bool tile_segments; /* with segments: the boundaries of tile_starts instead of mixed_starts */
 } Options;
 
 /* A check that two runs gave bitwise-equal outputs and gradients (check: the test's name, runs: which) */
@@ -406,7 +430,7 @@ static void run_case(const char *cname, SSDScanShape s, uint64_t seed, Options o
     bool stress = opt.stress;
     Inputs in;
     make_inputs(&in, &s, seed, stress ? 1.0 : -4.0);
-    if (opt.segments) make_segments(&in);
+    if (opt.segments) set_segments(&in, opt.tile_segments ? tile_starts : mixed_starts);
     if (opt.carry) make_state(&in, seed + 100);
     double tol = stress ? STRESS_FACTOR * TOLERANCE : TOLERANCE;
     double reduced_tol = stress ? reduced_stress_factor(&s) * REDUCED_TOLERANCE : REDUCED_TOLERANCE;
@@ -643,9 +667,11 @@ int main(int argc, char **argv) {
         equivalence_table();
         return 0;
     }
-    const Options plain = {false, false, false}, stress = {true, false, false}, carry = {false, false, true};
-    const Options segments = {false, true, false}, segments_carry = {false, true, true};
-    const Options segments_stress = {true, true, true};
+    const Options plain = {false, false, false, false}, stress = {true, false, false, false};
+    const Options carry = {false, false, true, false};
+    const Options segments = {false, true, false, false}, segments_carry = {false, true, true, false};
+    const Options segments_stress = {true, true, true, false};
+    const Options tile_segments = {false, true, false, true}, tile_segments_carry = {false, true, true, true};
     const Case cases[] = {
         /*  name                           B    T  H   P  G    N    Q  diagonal   seed */
         {"scalar_oddT_groups", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 1, plain},
@@ -672,7 +698,7 @@ int main(int argc, char **argv) {
         {"carry_diag_T_below_Q", make_shape(1, 37, 2, 16, 1, 32, 64, 1), 14, carry},
         {"carry_diag_N256", make_shape(1, 140, 2, 32, 1, 256, 64, 1), 20, carry},
         {"carry_scalar_N128_Q128", make_shape(1, 200, 2, 64, 1, 128, 128, 0), 21, carry},
-        /* document boundaries (make_segments), without and with an entering state */
+        /* document boundaries (mixed_starts), without and with an entering state */
         {"seg_scalar_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 30, segments},
         {"seg_carry_scalar_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 0), 31, segments_carry},
         {"seg_diag_N16", make_shape(2, 203, 4, 32, 2, 16, 64, 1), 32, segments},
@@ -689,6 +715,10 @@ int main(int argc, char **argv) {
         {"seg_carry_diag_N256", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 43, segments_carry},
         {"seg_carry_diag_stress", make_shape(2, 150, 4, 32, 2, 64, 64, 1), 44, segments_stress},
         {"seg_carry_scalar_stress", make_shape(2, 150, 2, 32, 1, 64, 64, 0), 45, segments_stress},
+        /* boundaries at the tile pairs' three relations (tile_starts), T = 2 Q + 100: a short last chunk */
+        {"segtiles_scalar_N128_Q256", make_shape(2, 612, 2, 64, 1, 128, 256, 0), 46, tile_segments},
+        {"segtiles_carry_scalar_N128_Q256", make_shape(2, 612, 2, 64, 1, 128, 256, 0), 47, tile_segments_carry},
+        {"segtiles_carry_scalar_N64_Q256", make_shape(2, 612, 4, 32, 2, 64, 256, 0), 48, tile_segments_carry},
     };
     run_cases(cases, sizeof(cases) / sizeof(cases[0]));
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
