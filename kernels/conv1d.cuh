@@ -14,9 +14,16 @@
  * document that continues into it. The backward takes the forward's state_in: its products reach dw
  * (there is no gradient for the state itself).
  * x is read with row stride x_stride (the xBC columns of in_proj's output), out/dout are [N, C].
- * Each thread owns one channel of one span of CONV_SPAN steps of one sequence and slides a window
- * over time; the weight gradients are per-span partial sums, reduced in a fixed order. The kernels are
- * templates over K and over SEG (whether there are segments): without, every mask is 1 at compile time.
+ * A thread owns one span of CONV_SPAN steps of one sequence and slides a window over time; the weight
+ * gradients are per-span partial sums [spans][C*K] and [spans][C], reduced in a fixed order
+ * (sum_rows_accumulate). The kernels are templates over K and over SEG (whether there are segments):
+ * without, every mask is 1 at compile time.
+ * Access pattern: the vector kernels give a thread X_VEC consecutive channels (8 in bf16, 4 in fp32) moved
+ * by 16-byte loads and stores of x, out, dout and dx, a block 32 threads (one warp: 512 contiguous bytes
+ * of a row per step); they load CONV_AHEAD steps before computing them (loads in flight), and one
+ * document compare per step and tap serves the thread's X_VEC channels. They run when C, x_stride (and
+ * dx_stride) are multiples of X_VEC and x, out, dout, dx and the scratch are 16-byte aligned; otherwise
+ * the scalar kernels run (one channel per thread, 128 threads a block). Both sum in the same order.
  */
 #ifndef SSD_KERNELS_CONV1D_CUH
 #define SSD_KERNELS_CONV1D_CUH
@@ -26,6 +33,10 @@
 #define CONV_MAX_K 4
 #define CONV_SPAN 64
 #define CONV_THREADS 128
+#define CONV_VEC_THREADS 32
+/* steps a vector kernel loads before it computes them (loads in flight against registers); divide CONV_SPAN */
+#define CONV_AHEAD_FWD 4
+#define CONV_AHEAD_BWD 2
 
 /* the document of step t of row b (NULL: one document, 0) */
 __device__ __forceinline__ int conv1d_segment(const int *segment, int b, int T, int t) {
@@ -171,6 +182,211 @@ __global__ void conv1d_backward_kernel(floatX *dx, int dx_stride, float *dw_part
     db_partial[span_index * C + c] = dbacc;
 }
 
+/* The vector kernels: thread i of the grid's x owns channels c0 = i * X_VEC .. c0 + X_VEC - 1. */
+
+/* the thread's weights w[c0 + j, k] and biases */
+template <int K>
+__device__ __forceinline__ void conv1d_load_weights_vec(float (&wk)[X_VEC][K], float (&bc)[X_VEC], const float *w,
+                                                        const float *bias, int c0) {
+#pragma unroll
+    for (int j = 0; j < X_VEC; j++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) wk[j][k] = w[(c0 + j) * K + k];
+        bc[j] = bias[c0 + j];
+    }
+}
+
+/* conv1d_input for the X_VEC channels from c0 (xs: the row's column c0) */
+template <int K>
+__device__ __forceinline__ void conv1d_input_vec(float (&v)[X_VEC], const floatX *xs, int x_stride,
+                                                 const float *state_in, const int *segment, int b, int T, int C,
+                                                 int c0, int t, int *seg) {
+    if (t >= 0) {
+        *seg = conv1d_segment(segment, b, T, t);
+        XPack p = load_xpack(xs + (size_t)t * x_stride);
+#pragma unroll
+        for (int j = 0; j < X_VEC; j++) v[j] = to_float(p.v[j]);
+        return;
+    }
+    *seg = 0;
+#pragma unroll
+    for (int j = 0; j < X_VEC; j++) v[j] = state_in ? state_in[((size_t)b * (K - 1) + K - 1 + t) * C + c0 + j] : 0.0f;
+}
+
+/* conv1d_forward_kernel over X_VEC channels a thread */
+template <int K, bool SEG>
+__global__ void conv1d_forward_vec_kernel(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
+                                          const int *segment, const float *state_in, int B, int T, int C) {
+    int c0 = (blockIdx.x * blockDim.x + threadIdx.x) * X_VEC;
+    if (c0 >= C) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
+    int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
+    int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
+    int t1 = min(t0 + CONV_SPAN, T);
+    float wk[X_VEC][K], bc[X_VEC], window[K][X_VEC];
+    int wseg[K];
+    conv1d_load_weights_vec<K>(wk, bc, w, bias, c0);
+    const floatX *xs = x + (size_t)b * T * x_stride + c0;
+#pragma unroll
+    for (int k = 0; k < K - 1; k++)
+        conv1d_input_vec<K>(window[k], xs, x_stride, state_in, segment, b, T, C, c0, t0 - (K - 1) + k, &wseg[k]);
+    for (int ta = t0; ta < t1; ta += CONV_AHEAD_FWD) {
+        XPack xa[CONV_AHEAD_FWD];
+        int sa[CONV_AHEAD_FWD];
+#pragma unroll
+        for (int u = 0; u < CONV_AHEAD_FWD; u++)
+            if (ta + u < t1) {
+                xa[u] = load_xpack(xs + (size_t)(ta + u) * x_stride);
+                sa[u] = conv1d_segment(segment, b, T, ta + u);
+            }
+#pragma unroll
+        for (int u = 0; u < CONV_AHEAD_FWD; u++) {
+            if (ta + u >= t1) break;
+#pragma unroll
+            for (int j = 0; j < X_VEC; j++) window[K - 1][j] = to_float(xa[u].v[j]);
+            wseg[K - 1] = sa[u];
+            bool keep[K]; /* the document compares, shared by the channels */
+#pragma unroll
+            for (int k = 0; k < K; k++) keep[k] = wseg[k] == wseg[K - 1];
+            float o[X_VEC];
+#pragma unroll
+            for (int j = 0; j < X_VEC; j++) {
+                float pre = bc[j];
+#pragma unroll
+                for (int k = 0; k < K; k++) pre += wk[j][k] * (keep[k] ? window[k][j] : 0.0f);
+                o[j] = silu(pre);
+            }
+            store_xpack(out + ((size_t)b * T + ta + u) * C + c0, o);
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) {
+#pragma unroll
+                for (int j = 0; j < X_VEC; j++) window[k][j] = window[k + 1][j];
+                wseg[k] = wseg[k + 1];
+            }
+        }
+    }
+}
+
+/* conv1d_backward_kernel over X_VEC channels a thread */
+template <int K, bool SEG>
+__global__ void conv1d_backward_vec_kernel(floatX *dx, int dx_stride, float *dw_partial, float *db_partial,
+                                           const floatX *dout, const floatX *x, int x_stride, const float *w,
+                                           const float *bias, const int *segment, const float *state_in, int B, int T,
+                                           int C) {
+    int c0 = (blockIdx.x * blockDim.x + threadIdx.x) * X_VEC;
+    if (c0 >= C) return;
+    if (!SEG) segment = NULL; /* every mask folds to 1 at compile time */
+    int spans = (T + CONV_SPAN - 1) / CONV_SPAN;
+    int b = blockIdx.y / spans, t0 = (blockIdx.y % spans) * CONV_SPAN;
+    int t1 = min(t0 + CONV_SPAN, T), t_end = t1 + K - 1;
+    float wk[X_VEC][K], bc[X_VEC], xwin[K][X_VEC], dwin[K][X_VEC], dwacc[X_VEC][K], dbacc[X_VEC];
+    int xseg[K], dseg[K];
+    conv1d_load_weights_vec<K>(wk, bc, w, bias, c0);
+#pragma unroll
+    for (int j = 0; j < X_VEC; j++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            dwin[k][j] = 0.0f;
+            dwacc[j][k] = 0.0f;
+        }
+        dbacc[j] = 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++) dseg[k] = 0;
+    const floatX *xs = x + (size_t)b * T * x_stride + c0;
+#pragma unroll
+    for (int k = 0; k < K - 1; k++)
+        conv1d_input_vec<K>(xwin[k], xs, x_stride, state_in, segment, b, T, C, c0, t0 - (K - 1) + k, &xseg[k]);
+    /* step t computes dpre[t] (zero past T-1) and then dx[t - (K-1)], which needs dpre[t-(K-1) .. t] */
+    for (int ta = t0; ta < t_end; ta += CONV_AHEAD_BWD) {
+        XPack xa[CONV_AHEAD_BWD], da[CONV_AHEAD_BWD];
+        int sa[CONV_AHEAD_BWD];
+#pragma unroll
+        for (int u = 0; u < CONV_AHEAD_BWD; u++) {
+            int t = ta + u;
+            if (t < t_end && t < T) {
+                xa[u] = load_xpack(xs + (size_t)t * x_stride);
+                da[u] = load_xpack(dout + ((size_t)b * T + t) * C + c0);
+                sa[u] = conv1d_segment(segment, b, T, t);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < CONV_AHEAD_BWD; u++) {
+            int t = ta + u;
+            if (t >= t_end) break;
+            float dpre[X_VEC];
+            int st = 0;
+#pragma unroll
+            for (int j = 0; j < X_VEC; j++) dpre[j] = 0.0f;
+            if (t < T) {
+                st = sa[u];
+#pragma unroll
+                for (int j = 0; j < X_VEC; j++) xwin[K - 1][j] = to_float(xa[u].v[j]);
+                xseg[K - 1] = st;
+                bool keep[K]; /* the document compares, shared by the channels */
+#pragma unroll
+                for (int k = 0; k < K; k++) keep[k] = xseg[k] == st;
+#pragma unroll
+                for (int j = 0; j < X_VEC; j++) {
+                    float xm[K], pre = bc[j]; /* the inputs output t reads */
+#pragma unroll
+                    for (int k = 0; k < K; k++) {
+                        xm[k] = keep[k] ? xwin[k][j] : 0.0f;
+                        pre += wk[j][k] * xm[k];
+                    }
+                    dpre[j] = to_float(da[u].v[j]) * silu_grad(pre);
+                    if (t < t1) {
+#pragma unroll
+                        for (int k = 0; k < K; k++) dwacc[j][k] += dpre[j] * xm[k];
+                        dbacc[j] += dpre[j];
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < K - 1; k++) {
+#pragma unroll
+                    for (int j = 0; j < X_VEC; j++) xwin[k][j] = xwin[k + 1][j];
+                    xseg[k] = xseg[k + 1];
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) {
+#pragma unroll
+                for (int j = 0; j < X_VEC; j++) dwin[k][j] = dwin[k + 1][j];
+                dseg[k] = dseg[k + 1];
+            }
+#pragma unroll
+            for (int j = 0; j < X_VEC; j++) dwin[K - 1][j] = dpre[j]; /* dwin[i] = dpre[t - (K-1) + i] */
+            dseg[K - 1] = st;
+            int ts = t - (K - 1);
+            if (ts >= t0) {
+                bool keep[K]; /* dseg[0]: input ts's document */
+#pragma unroll
+                for (int k = 0; k < K; k++) keep[k] = dseg[K - 1 - k] == dseg[0];
+                float d[X_VEC];
+#pragma unroll
+                for (int j = 0; j < X_VEC; j++) {
+                    d[j] = 0.0f;
+#pragma unroll
+                    for (int k = 0; k < K; k++) d[j] += wk[j][k] * (keep[k] ? dwin[K - 1 - k][j] : 0.0f);
+                }
+                store_xpack(dx + ((size_t)b * T + ts) * dx_stride + c0, d);
+            }
+        }
+    }
+    /* the thread's X_VEC * K partials are consecutive (c * K + k), a multiple of 4 floats */
+    size_t span_index = blockIdx.y;
+    float4 *dwp = reinterpret_cast<float4 *>(dw_partial + span_index * C * K + (size_t)c0 * K);
+    const float *acc = &dwacc[0][0];
+#pragma unroll
+    for (int i = 0; i < X_VEC * K / 4; i++) dwp[i] = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+    store_floats_vec(db_partial + span_index * C + c0, dbacc);
+}
+
+/* whether the vector kernels may move rows of C values at row stride `stride` through a and b */
+static inline bool conv1d_vec_ok(int C, int stride, const void *a, const void *b) {
+    return C % X_VEC == 0 && stride % X_VEC == 0 && aligned16(a) && aligned16(b);
+}
+
 static inline void conv1d_check_width(int d_conv) {
     if (d_conv < 2 || d_conv > CONV_MAX_K) {
         fprintf(stderr, "conv1d: d_conv = %d is not supported by the CUDA kernels (2 to %d)\n", d_conv, CONV_MAX_K);
@@ -182,9 +398,16 @@ template <int K>
 static void conv1d_forward_k(floatX *out, const floatX *x, int x_stride, const float *w, const float *bias,
                              const int *segment, const float *state_in, float *state_out, int B, int T, int C,
                              cudaStream_t stream) {
-    dim3 grid(ceil_div(C, CONV_THREADS), B * ceil_div(T, CONV_SPAN));
-    auto kernel = segment ? conv1d_forward_kernel<K, true> : conv1d_forward_kernel<K, false>;
-    kernel<<<grid, CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias, segment, state_in, B, T, C);
+    int spans = B * ceil_div(T, CONV_SPAN);
+    if (conv1d_vec_ok(C, x_stride, x, out)) {
+        auto kernel = segment ? conv1d_forward_vec_kernel<K, true> : conv1d_forward_vec_kernel<K, false>;
+        kernel<<<dim3(ceil_div(C / X_VEC, CONV_VEC_THREADS), spans), CONV_VEC_THREADS, 0, stream>>>(
+            out, x, x_stride, w, bias, segment, state_in, B, T, C);
+    } else {
+        auto kernel = segment ? conv1d_forward_kernel<K, true> : conv1d_forward_kernel<K, false>;
+        kernel<<<dim3(ceil_div(C, CONV_THREADS), spans), CONV_THREADS, 0, stream>>>(out, x, x_stride, w, bias,
+                                                                                   segment, state_in, B, T, C);
+    }
     cudaCheckLaunch();
     if (state_out) {
         conv1d_state_update_kernel<K><<<dim3(ceil_div(C, CONV_THREADS), B), CONV_THREADS, 0, stream>>>(
@@ -214,10 +437,15 @@ static void conv1d_backward_k(floatX *dx, int dx_stride, float *dw, float *db, f
                               const float *state_in, int B, int T, int C, cudaStream_t stream) {
     int spans = B * ceil_div(T, CONV_SPAN);
     float *dw_partial = scratch, *db_partial = scratch + (size_t)spans * C * K;
-    dim3 grid(ceil_div(C, CONV_THREADS), spans);
-    auto kernel = segment ? conv1d_backward_kernel<K, true> : conv1d_backward_kernel<K, false>;
-    kernel<<<grid, CONV_THREADS, 0, stream>>>(dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w, bias,
-                                              segment, state_in, B, T, C);
+    if (conv1d_vec_ok(C, x_stride, x, dout) && conv1d_vec_ok(C, dx_stride, dx, scratch)) {
+        auto kernel = segment ? conv1d_backward_vec_kernel<K, true> : conv1d_backward_vec_kernel<K, false>;
+        kernel<<<dim3(ceil_div(C / X_VEC, CONV_VEC_THREADS), spans), CONV_VEC_THREADS, 0, stream>>>(
+            dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w, bias, segment, state_in, B, T, C);
+    } else {
+        auto kernel = segment ? conv1d_backward_kernel<K, true> : conv1d_backward_kernel<K, false>;
+        kernel<<<dim3(ceil_div(C, CONV_THREADS), spans), CONV_THREADS, 0, stream>>>(
+            dx, dx_stride, dw_partial, db_partial, dout, x, x_stride, w, bias, segment, state_in, B, T, C);
+    }
     cudaCheckLaunch();
     sum_rows_accumulate(dw, dw_partial, spans, C * K, stream);
     sum_rows_accumulate(db, db_partial, spans, C, stream);

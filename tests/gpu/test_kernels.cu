@@ -5,7 +5,8 @@
  * buffers are poisoned with NaN first, so an element a kernel fails to write fails the test.
  * Tolerance: 1e-5 in the FP32 build, 2e-2 in bf16 (max |error| over max |reference|).
  * conv1d with document boundaries and a carried state is checked against the CPU model's own conv
- * (model/cpu_layers.c, double) over the row with the carried inputs in front.
+ * (model/cpu_layers.c, double) over the row with the carried inputs in front; the conv shapes cover its
+ * vector kernels and scalar fallbacks in both precisions, and each name says which one ran.
  * The norms' shapes cover their vectorised kernels (1 and 2 vectors per thread, z rows 16-byte
  * aligned or not) and their scalar fallbacks in both precisions: each name says which one ran.
  */
@@ -142,6 +143,9 @@ static void test_rmsnorm(int N, int C, int with_add) {
     if (with_add) cudaCheck(cudaFree(d_res));
 }
 
+/* which conv1d kernels a shape takes (the test buffers come from cudaMalloc: 16-byte aligned) */
+static const char *conv_path(int C, int x_stride) { return conv1d_vec_ok(C, x_stride, NULL, NULL) ? "vec" : "scalar"; }
+
 static void test_conv1d(int K, int B, int T, int C, int x_stride) {
     char name[96];
     size_t N = (size_t)B * T;
@@ -190,13 +194,13 @@ static void test_conv1d(int K, int B, int T, int C, int x_stride) {
                 }
                 dx[((size_t)b * T + t) * x_stride + c] = s;
             }
-    snprintf(name, sizeof(name), "conv1d_forward K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_backward dx K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dx K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_floatX(d_dx, N * x_stride), dx, N * x_stride, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_backward dw K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dw K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_dw, (size_t)C * K), dw, (size_t)C * K, 1e-5);
-    snprintf(name, sizeof(name), "conv1d_backward dbias K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_backward dbias K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_db, C), db, C, 1e-5);
     free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(pre); free(out); free(dx); free(dpre); free(dw); free(db);
     void *bufs[] = {d_x, d_dout, d_w, d_b, d_dw, d_db, d_out, d_dx, scratch};
@@ -229,9 +233,9 @@ static void test_conv1d_carry(int K, int B, int T, int C, int x_stride) {
             for (int j = 0; j < K - 1; j++) state[((size_t)b * (K - 1) + j) * C + c] = CARRY_INPUT(b, T - (K - 1) + j);
         }
 #undef CARRY_INPUT
-    snprintf(name, sizeof(name), "conv1d_forward_carry out K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward_carry out K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_forward_carry state K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_forward_carry state K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_state, S), state, S, 1e-6);
     free(x); free(w); free(bias); free(state0); free(out); free(state);
     void *bufs[] = {d_x, d_w, d_b, d_state, d_out};
@@ -318,15 +322,15 @@ static void test_conv1d_segments(int K, int B, int T, int C, int x_stride, int w
                 state[((size_t)b * (K - 1) + j) * C + c] = seg_e[T + j] == seg[T - 1] ? xe[(size_t)(T + j) * C + c] : 0.0;
     }
     const char *kind = with_state ? "state_in" : "no_state_in";
-    snprintf(name, sizeof(name), "conv1d_segments_forward %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_forward %s K=%d B=%d T=%d C=%d %s", kind, K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_floatX(d_out, N * C), out, N * C, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_segments_state_out %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_state_out %s K=%d B=%d T=%d C=%d %s", kind, K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_state_out, S), state, S, 1e-6);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dx %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dx %s K=%d B=%d T=%d C=%d %s", kind, K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_floatX(d_dx, N * x_stride), dx, N * x_stride, KERNEL_TOL);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dw %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dw %s K=%d B=%d T=%d C=%d %s", kind, K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_dw, (size_t)C * K), dw, (size_t)C * K, 1e-5);
-    snprintf(name, sizeof(name), "conv1d_segments_backward dbias %s K=%d B=%d T=%d C=%d", kind, K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_segments_backward dbias %s K=%d B=%d T=%d C=%d %s", kind, K, B, T, C, conv_path(C, x_stride));
     check_close(name, download_float(d_db, C), db, C, 1e-5);
     free(x); free(w); free(bias); free(dout); free(dw0); free(db0); free(state0); free(out); free(dx); free(dw); free(db);
     free(state); free(xe); free(pre); free(dpre); free(dxe);
@@ -371,7 +375,7 @@ static void test_conv1d_zero_segments(int K, int B, int T, int C, int x_stride) 
     for (int k = 0; k < 4; k++)
         same &= got[0][k].size() == got[1][k].size() &&
                 memcmp(got[0][k].data(), got[1][k].data(), got[0][k].size() * sizeof(float)) == 0;
-    snprintf(name, sizeof(name), "conv1d_zero_segments_as_null K=%d B=%d T=%d C=%d", K, B, T, C);
+    snprintf(name, sizeof(name), "conv1d_zero_segments_as_null K=%d B=%d T=%d C=%d %s", K, B, T, C, conv_path(C, x_stride));
     test_report(same, name, "out, state_out, dx, dw, dbias %s", same ? "bitwise equal" : "differ");
     free(x); free(w); free(bias); free(dout); free(state0);
     void *bufs[] = {d_x, d_dout, d_w, d_b, d_state_in, d_zeros};
@@ -610,20 +614,32 @@ int main(void) {
     test_rmsnorm(19, 5000, 1);
     test_rmsnorm(7, 3000, 0);
     test_rmsnorm(5, 9000, 1);
-    /* d_conv 4 (every official Mamba-2 model), 3 and 2 */
+    /* d_conv 4 (every official Mamba-2 model), 3 and 2. conv1d paths (bf16 / fp32): C and x_stride 100, 130
+     * scalar / scalar; 160, 160 vec / vec; 40, 50 scalar / scalar; 64, 64 vec / vec; 1792, 3352 (mamba2-130m's
+     * xBC columns of in_proj) vec / vec; 100, 132 scalar / vec; 64, 72 vec / vec. T = 150 ends in a part span
+     * and a part CONV_AHEAD chunk; T = 2 is shorter than K - 1. */
     for (int K = 4; K >= 2; K--) {
         test_conv1d(K, 2, 37, 100, 130);
         test_conv1d(K, 3, 130, 160, 160);
         test_conv1d(K, 1, 5, 40, 50);
+        test_conv1d(K, 2, 150, 1792, 3352);
+        test_conv1d(K, 2, 37, 100, 132);
         test_conv1d_carry(K, 2, 37, 100, 130);
         test_conv1d_carry(K, 1, 150, 64, 64);
         test_conv1d_carry(K, 2, 2, 40, 50);
+        test_conv1d_carry(K, 2, 150, 1792, 3352);
+        test_conv1d_carry(K, 2, 2, 64, 72);
         test_conv1d_segments(K, 3, 150, 100, 130, 1);
         test_conv1d_segments(K, 3, 150, 100, 130, 0);
         test_conv1d_segments(K, 3, 37, 64, 64, 1);
         test_conv1d_segments(K, 2, 2, 40, 50, 1);
         test_conv1d_segments(K, 2, 2, 40, 50, 0);
+        test_conv1d_segments(K, 3, 150, 1792, 3352, 1);
+        test_conv1d_segments(K, 3, 150, 1792, 3352, 0);
+        test_conv1d_segments(K, 3, 150, 100, 132, 1);
+        test_conv1d_segments(K, 2, 2, 64, 72, 1);
         test_conv1d_zero_segments(K, 2, 150, 100, 130);
+        test_conv1d_zero_segments(K, 2, 150, 64, 136);
     }
     /* gated norm: z rows unaligned in bf16 by the stride (300, 3353) or in both precisions by the
      * offset; groups of 1536 (mamba2-130m, more rows than backward blocks), 5120 (vec2 in bf16, scalar
