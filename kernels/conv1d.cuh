@@ -20,8 +20,8 @@
  * without, every mask is 1 at compile time.
  * Access pattern: the vector kernels give a thread X_VEC consecutive channels (8 in bf16, 4 in fp32) moved
  * by 16-byte loads and stores of x, out, dout and dx, a block 32 threads (one warp: 512 contiguous bytes
- * of a row per step); they load CONV_AHEAD steps before computing them (loads in flight), and one
- * document compare per step and tap serves the thread's X_VEC channels. They run when C, x_stride (and
+ * of a row per step); they load CONV_AHEAD_FWD (_BWD) steps before computing them (loads in flight), and
+ * one document compare per step and tap serves the thread's X_VEC channels. They run when C, x_stride (and
  * dx_stride) are multiples of X_VEC and x, out, dout, dx and the scratch are 16-byte aligned; otherwise
  * the scalar kernels run (one channel per thread, 128 threads a block). Both sum in the same order.
  */
