@@ -127,14 +127,9 @@ static void cpu_get_carry(void *self, float *out) {
     }
 }
 
-static void cpu_set_carry(CPUCompute *c, const float *in, size_t count) {
+static void cpu_set_carry(void *self, const float *in) {
+    CPUCompute *c = (CPUCompute *)self;
     size_t nc = carry_conv_floats(&c->model.config), ns = carry_ssm_floats(&c->model.config);
-    if (count != (nc + ns) * c->carry_streams) {
-        fprintf(stderr, "error: -cs 1: the checkpoint holds %zu floats of carried states, this run's %d streams need "
-                        "%zu: resume with the checkpoint's -b, -d and ranks\n", count, c->carry_streams,
-                (nc + ns) * c->carry_streams);
-        exit(1);
-    }
     for (int i = 0; i < c->carry_streams; i++, in += nc + ns) {
         memcpy(c->carry[i].conv_state, in, nc * sizeof(float));
         memcpy(c->carry[i].ssm_state, in + nc, ns * sizeof(float));
@@ -191,9 +186,6 @@ int main(int argc, char **argv) {
         c.carry = (MambaInferenceState *)mallocCheck(sizeof(MambaInferenceState) * c.carry_streams);
         for (int i = 0; i < c.carry_streams; i++) inference_state_init(&c.carry[i], &run.config);
     }
-    if (run.resumed) cpu_set_moments(&c, c.lo, c.hi - c.lo, run.resume_state.m, run.resume_state.v);
-    if (run.resumed && c.carry) cpu_set_carry(&c, run.resume_state.carry, run.resume_state.carry_count);
-    train_run_release_params(&run);
     c.B = args.B;
     c.T = args.T;
 
@@ -201,7 +193,9 @@ int main(int argc, char **argv) {
                             cpu_update, mamba_evaluator_init(&c.evaluator, &c.model), cpu_get_params,
                             cpu_get_moments, cpu_set_moments, {NULL, NULL, NULL} /* samples from a copy */,
                             c.carry ? (carry_conv_floats(&run.config) + carry_ssm_floats(&run.config)) * c.carry_streams : 0,
-                            cpu_restart_carry, cpu_get_carry};
+                            cpu_restart_carry, cpu_get_carry, cpu_set_carry};
+    train_loop_restore(&run, &compute);
+    train_run_release_params(&run);
     int status = train_loop_run(&run, &compute);
 
     train_run_free(&run);

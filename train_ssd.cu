@@ -326,9 +326,10 @@ static int activation_buffers(const ModelConfig *c, int B, int T, int recompute,
 
 /* Bytes of device memory mamba_gpu_build_ranks and mamba_gpu_alloc_activations will allocate for B x T
  * tokens over world ranks with recomputation level recompute, in double (no overflow), cuBLASLt's
- * workspace included; exits naming the field if the kernels cannot run the shape. For the check before
- * anything is allocated. */
-double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero, int recompute) {
+ * workspace and the states of carry_streams carried streams (-cs 1: grad_accum x B; 0 without) included;
+ * exits naming the field if the kernels cannot run the shape. For the check before anything is allocated. */
+double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero, int recompute,
+                              int carry_streams) {
     ParamLayout layout;
     param_layout_init(&layout, c);
     double n = (double)layout.total, padded = (double)comm_shard_size(layout.total, world) * world;
@@ -344,7 +345,7 @@ double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int
     int count = activation_buffers(c, B, T, recompute, CLASSIFIER_MAX_ROWS, &a, &batch, list);
     double activations = 0;
     for (int i = 0; i < count; i++) activations += (double)list[i].bytes;
-    return weights + activations + MATMUL_WORKSPACE_BYTES;
+    return weights + activations + MATMUL_WORKSPACE_BYTES + gpu_stream_carry_bytes(c, carry_streams);
 }
 
 /* Allocates activations for B x T tokens, keeping what m->recompute says; returns the bytes allocated. */
@@ -922,6 +923,11 @@ static void gpu_get_carry(void *self, float *out) {
     gpu_stream_carry_get(c->streams, &c->model.config, out, c->model.stream);
 }
 
+static void gpu_set_carry(void *self, const float *in) {
+    GPUCompute *c = (GPUCompute *)self;
+    gpu_stream_carry_set(c->streams, &c->model.config, in, c->model.stream);
+}
+
 /* Before anything else touches CUDA: a machine without a usable GPU gets told what to run instead of a
  * CUDA driver message. */
 static void require_gpu(void) {
@@ -1022,8 +1028,8 @@ int main(int argc, char **argv) {
     size_t free_bytes, total_bytes;
     cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
     int carry_streams = args.carry_state && run.train ? run.grad_accum * args.B : 0;
-    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero, args.recompute) +
-                  (carry_streams ? gpu_stream_carry_bytes(&run.config, carry_streams) : 0.0);
+    double need = mamba_gpu_memory_bytes(&run.config, args.B, args.T, comm.world, args.zero, args.recompute,
+                                         carry_streams);
     if (need > (double)free_bytes) {
         fprintf(stderr, "error: the model and activations (B %d, T %d, -r %d) need %.3g GiB of device memory, %.3g GiB "
                         "of %.3g GiB are free%s\n", args.B, args.T, args.recompute, need / 1073741824.0,
@@ -1043,24 +1049,21 @@ int main(int argc, char **argv) {
         printf("ZeRO-1: AdamW moments %.2f GiB on this GPU instead of %.2f GiB (saves %.2f GiB)\n", moments_gib,
                all_moments_gib, all_moments_gib - moments_gib);
     c.host_losses = (float *)mallocCheck((size_t)args.B * args.T * sizeof(float));
-    if (run.resumed) mamba_gpu_set_moments(&c.model, run.moments_offset, run.moments_count, run.resume_state.m,
-                                           run.resume_state.v);
     GPUStreamCarry streams;
     if (carry_streams) {
         c.streams = &streams;
         gpu_stream_carry_alloc(&streams, &run.config, carry_streams, args.B);
         gpu_carry_zero(&streams.in, run.config.n_layer, stream);
-        if (run.resumed)
-            gpu_stream_carry_set(&streams, &run.config, run.resume_state.carry, run.resume_state.carry_count, stream);
     }
-    train_run_release_params(&run);
 
     EvalForward eval = {&c, gpu_eval_loss_sum, gpu_eval_loss_sum_carry, gpu_eval_token_scores};
     TrainCompute compute = {&c, c.model.lo, c.model.hi - c.model.lo, gpu_zero_grad, gpu_train_micro, gpu_micro_loss,
                             gpu_grad_norm, gpu_update, eval, gpu_get_params, gpu_get_moments, gpu_set_moments,
                             gpu_feeder_init(&c.feeder, &c.model, args.T),
                             carry_streams ? gpu_stream_carry_floats(&run.config) * carry_streams : 0, gpu_restart_carry,
-                            gpu_get_carry};
+                            gpu_get_carry, gpu_set_carry};
+    train_loop_restore(&run, &compute);
+    train_run_release_params(&run);
     int status = train_loop_run(&run, &compute);
     time_gradient_all_reduce(&c.model);
 

@@ -2,7 +2,8 @@
  * gpu_memory: what train_ssdcu's pre-allocation estimate (mamba_gpu_memory_bytes in train_ssd.cu) says a
  * run needs, per activation-recomputation level (-r 0, 1, 2), without a GPU: the weights, gradients,
  * AdamW moments, activations and cuBLASLt's workspace that train_ssdcu allocates (not the CUDA context,
- * nor cuBLAS's and NCCL's own buffers, which `device memory in use` also counts).
+ * nor cuBLAS's and NCCL's own buffers, which `device memory in use` also counts), and with -cs 1 (one
+ * micro-batch a step: B carried streams) the carried states besides.
  *   make gpu_memory && ./build/gpu/gpu_memory configs/mamba2-130m.json 1 131072 [world [zero]]
  */
 #include "train_ssd.cu"
@@ -22,6 +23,8 @@ int main(int argc, char **argv) {
     printf("%s, B %d x T %d, %d rank%s%s, %s\n", config.name, B, T, world, world == 1 ? "" : "s", zero ? ", ZeRO-1" : "",
            PRECISION_NAME);
     for (int r = 0; r <= RECOMPUTE_SCAN; r++)
-        printf("  -r %d: %8.2f GiB\n", r, mamba_gpu_memory_bytes(&config, B, T, world, zero, r) / 1073741824.0);
+        printf("  -r %d: %8.2f GiB, with -cs 1 %8.2f GiB\n", r,
+               mamba_gpu_memory_bytes(&config, B, T, world, zero, r, 0) / 1073741824.0,
+               mamba_gpu_memory_bytes(&config, B, T, world, zero, r, B) / 1073741824.0);
     return 0;
 }

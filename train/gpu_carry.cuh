@@ -148,15 +148,8 @@ static void gpu_stream_carry_get(GPUStreamCarry *sc, const ModelConfig *c, float
     gpu_stream_carry_reorder(sc, c, sc->host, out, 1);
 }
 
-/* the states of a checkpoint (count floats); exits when they are not this run's streams' */
-static void gpu_stream_carry_set(GPUStreamCarry *sc, const ModelConfig *c, const float *in, size_t count,
-                                 cudaStream_t stream) {
-    size_t want = sc->streams * gpu_stream_carry_floats(c);
-    if (count != want) {
-        fprintf(stderr, "error: -cs 1: the checkpoint holds %zu floats of carried states, this run's %d streams need "
-                        "%zu: resume with the checkpoint's -b, -d and ranks\n", count, sc->streams, want);
-        exit(1);
-    }
+/* the states of a checkpoint, in gpu_stream_carry_get's order (train_loop_restore checked their count) */
+static void gpu_stream_carry_set(GPUStreamCarry *sc, const ModelConfig *c, const float *in, cudaStream_t stream) {
     gpu_stream_carry_reorder(sc, c, in, sc->host, 0);
     size_t conv = c->n_layer * sc->in.conv_floats, ssm = c->n_layer * sc->in.ssm_floats;
     cudaCheck(cudaMemcpyAsync(sc->in.conv, sc->host, conv * sizeof(float), cudaMemcpyHostToDevice, stream));

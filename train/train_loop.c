@@ -109,6 +109,20 @@ static int save_checkpoint(TrainRun *run, TrainCompute *compute, int step, float
     return bad == 0;
 }
 
+void train_loop_restore(TrainRun *run, TrainCompute *compute) {
+    if (!run->resumed) return;
+    compute->set_moments(compute->self, run->moments_offset, run->moments_count, run->resume_state.m,
+                         run->resume_state.v);
+    if (compute->carry_count == 0) return; /* a run without -cs 1 starts its windows from zero states */
+    if (run->resume_state.carry_count != compute->carry_count) {
+        fprintf(stderr, "error: -cs 1: the checkpoint in %s holds %zu floats of carried states, this run's streams need "
+                        "%zu: resume with the checkpoint's -b, -d and ranks\n", run->args->output_dir,
+                run->resume_state.carry_count, compute->carry_count);
+        exit(1);
+    }
+    compute->set_carry(compute->self, run->resume_state.carry);
+}
+
 /* Whether any rank received a stop signal (train/stop.h): the same answer on every rank. */
 static int stop_requested(TrainRun *run) {
     double stop = stop_signal_received() != 0;

@@ -73,7 +73,13 @@ typedef struct {
     size_t carry_count;
     void (*restart_carry)(void *self);
     void (*get_carry)(void *self, float *out);
+    void (*set_carry)(void *self, const float *in); /* carry_count floats in get_carry's order */
 } TrainCompute;
+
+/* A resumed run's AdamW moments and carried states (run->resume_state) into the compute; nothing for a
+ * fresh run. Exits with a message when the checkpoint's carried states are not this run's streams' (their
+ * count differs: another -b, -d or number of ranks). Call it before train_run_release_params. */
+void train_loop_restore(TrainRun *run, TrainCompute *compute);
 
 /* Runs the steps of run from run->start_step to run->max_steps (evaluations, samples and
  * checkpoints included), then the test split. Returns the trainer's exit status (train/args.h): 0;
