@@ -2,8 +2,10 @@
 """
 Times flash-linear-attention's chunked kernels at the points of `test_ssd_scan --sweep` (tests/gpu/
 test_ssd_scan.cu) and writes its CSV columns to stdout, so scripts/scan_sweep_report.py can set the two
-side by side (results/scan-sweep). Needs a GPU, torch and the fla-core wheel (scripts/bench_scan_sweep.sh
-installs it).
+side by side (results/scan-sweep). Needs a GPU, torch, triton, einops and the fla-core wheel, which
+scripts/bench_scan_sweep.sh installs from .whl/ (fetched on a machine with the package index, from the
+repository root: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+-d .whl fla-core flash-linear-attention; fla-core holds fla.ops, the other its layers and models).
 
 One SSD layer is a gated linear attention, per sequence and head, with keys of width K = N (d_state) and
 values of width V = P (headdim):
@@ -22,17 +24,23 @@ the median of the timed runs after a warm-up of a fifth of them (at least 2); 30
 16384, 10 beyond. The first run's output and gradients must be finite. A point that fails (out of memory, a
 shape the kernel refuses) gets a row saying why.
 
-Mapping check: before timing, each kernel's output at B 1, T 200 (not a multiple of 64), N 16 must match
+Mapping check: before timing, each kernel's output at B 1, T 200 (not a multiple of 64) and the first --n must match
 the recurrence above run step by step in fp32 on the same bf16 inputs within 3e-2 of its largest value:
 fla keeps the chunk states and the products' operands in bf16 (a few roundings of 2^-9 each, under
-1e-2), while a wrong scale (1/sqrt(16)) or log base would be off by 25% or more. A kernel that fails it
+1e-2), while a wrong scale (1/sqrt(N)) or log base would be off by 25% or more. A kernel that fails it
 is still timed, its rows' status saying so.
+
+Compiling and autotuning: fla's Triton kernels are compiled and autotuned (each config timed) on their
+first call per key width K, which takes minutes per kernel and N. --warm runs one forward + backward per
+kernel and N and writes no CSV: run in parallel processes (one per kernel and N, FLA_CACHE_RESULTS=0 so
+that no choice made on a shared GPU is kept), they fill Triton's compile cache; the timing process, alone
+on the GPU, then autotunes from compiled kernels and keeps its choices (scripts/bench_scan_sweep.sh).
 
 Rates: the FLOP and byte model of test_ssd_scan --sweep (bench_sweep's comment), here with fla's chunk
 size Q = 64: TFLOP/s and GB/s are the SSD layer's work over the time, the same count for every kernel at
 a point (fla moves more bytes than the model: per-head copies of B and C, a decay per key).
 
-  python3 scripts/bench_scan_fla.py [--kernels gla,simple_gla] [--n 16,64,128,256] [--t-max 65536] > fla.csv
+  python3 scripts/bench_scan_fla.py [--kernels gla,simple_gla] [--n 16,64,128,256] [--t-max 65536] [--warm] > fla.csv
 """
 import argparse
 import sys
@@ -118,14 +126,14 @@ def time_point(torch, fn, tensors, dy, iters):
     return sorted(fwd)[len(fwd) // 2], sorted(both)[len(both) // 2]
 
 
-def mapping_error(torch, kernel, fn):
+def mapping_error(torch, kernel, fn, N):
     """Largest difference of fn's output to the fp32 recurrence, relative to the largest output value"""
-    (q, k, v, g), _ = inputs(torch, kernel, 1, 200, 16, seed=7)
+    (q, k, v, g), _ = inputs(torch, kernel, 1, 200, N, seed=7)
     with torch.no_grad():
         o = fn(q, k, v, g).float()
         qf, kf, vf = q.float(), k.float(), v.float()
         decay = torch.exp(g if kernel == "gla" else g[..., None].expand_as(qf))
-        S = torch.zeros(1, H, 16, P, device="cuda")
+        S = torch.zeros(1, H, N, P, device="cuda")
         ref = torch.empty_like(o)
         for t in range(qf.shape[1]):
             S = decay[:, t, :, :, None] * S + kf[:, t, :, :, None] * vf[:, t, :, None, :]
@@ -146,6 +154,8 @@ def main():
     parser.add_argument("--kernels", default="gla,simple_gla", help="comma list of gla, simple_gla")
     parser.add_argument("--n", default="16,64,128,256", help="comma list of d_state values")
     parser.add_argument("--t-max", type=int, default=65536, help="the longest T (from 512, doubling)")
+    parser.add_argument("--warm", action="store_true", help="compile and autotune only: one forward + backward "
+                        "per kernel and N at T 512, no CSV")
     args = parser.parse_args()
     kernels = args.kernels.split(",")
     for kernel in kernels:
@@ -156,6 +166,14 @@ def main():
     except ValueError:
         sys.exit(f"error: --n: '{args.n}' is not a comma list of integers")
     Ts = [T for T in (512 << i for i in range(8)) if T <= args.t_max]
+    if args.warm:
+        import torch
+        for kernel in kernels:
+            for N in Ns:
+                tensors, dy = inputs(torch, kernel, TOKENS // 512, 512, N, seed=N)
+                torch.autograd.grad(kernel_function(kernel)(*tensors), tensors, dy)
+                torch.cuda.synchronize()
+        return
     print(COLUMNS, flush=True)
     try:
         import torch
@@ -170,8 +188,9 @@ def main():
         ok = "ok"
         if not setup_error:
             try:
-                err = mapping_error(torch, kernel, functions[kernel])
-                print(f"mapping check {path}: relative error {err:.2e} (tolerance {MAPPING_TOLERANCE:.0e})", file=sys.stderr)
+                err = mapping_error(torch, kernel, functions[kernel], Ns[0])
+                print(f"mapping check {path} N={Ns[0]}: relative error {err:.2e} (tolerance {MAPPING_TOLERANCE:.0e})",
+                      file=sys.stderr)
                 if not err <= MAPPING_TOLERANCE:  # a NaN fails too
                     ok = f"ok but the mapping check failed (relative error {err:.2e})"
             except Exception as e:

@@ -25,6 +25,8 @@ import os
 import statistics
 import sys
 
+from results_plot import fail, write_text
+
 COLUMNS = ["precision", "series", "path", "a", "B", "T", "H", "P", "N", "Q", "iters", "fwd_ms", "fwd_bwd_ms",
            "fwd_tflops", "fwd_bwd_tflops", "fwd_gbps", "fwd_bwd_gbps", "status"]
 INTEGER = ["B", "T", "H", "P", "N", "Q", "iters"]
@@ -34,18 +36,6 @@ IMPLS = ["ours scalar", "ours diagonal", "fla-simple-gla", "fla-gla"]
 FLA_OF = {"ours scalar": "fla-simple-gla", "ours diagonal": "fla-gla"}
 STYLE = {"ours scalar": ("C0", "-"), "ours diagonal": ("C3", "-"), "fla-simple-gla": ("C0", ":"),
          "fla-gla": ("C3", ":")}
-
-
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_rows(path):
