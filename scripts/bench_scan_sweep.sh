@@ -15,7 +15,8 @@
 #      installed, OUTDIR/scan-sweep/ (scripts/scan_sweep_report.py); elsewhere it prints that command.
 # Resumable: a stage whose CSV exists is not run again, and no fla timing starts after SWEEP_DEADLINE
 # seconds (default 540, under a 10-minute command limit): run the same command again to go on (on the
-# same machine the Triton caches are still there). Logs: OUTDIR/*.log, OUTDIR/fla/*.log.
+# same machine the Triton caches are still there); it then exits 2. SWEEP_FLA_N="128 256" times fla at
+# those d_state values only. Logs: OUTDIR/*.log, OUTDIR/fla/*.log.
 # Copy OUTDIR/scan-sweep/ to results/scan-sweep/ to keep it.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -28,7 +29,7 @@ shift
 bin=build/scan_sweep
 deadline=${SWEEP_DEADLINE:-540}
 kernels="gla simple_gla"
-Ns="16 64 128 256"
+Ns=${SWEEP_FLA_N:-16 64 128 256}  # fla's d_state values (each costs minutes of compiling and autotuning)
 mkdir -p "$out/fla" "$bin" || exit 1
 status=0
 
