@@ -30,6 +30,8 @@
  *                                      Q=256 (scalar and diagonal A) on path P (default auto)
  *   test_ssd_scan --table    the differences to the CPU reference over results/equivalence's sweep (CSV)
  *   test_ssd_scan --lengths  forward and forward+backward times for T = 128 ... 65536 (CSV, results/runtime)
+ *   test_ssd_scan --sweep [--path P]   scalar against diagonal A over T = 512 ... 65536 and d_state 16 ... 256:
+ *                                      time, TFLOP/s, GB/s (CSV, results/scan-sweep; see bench_sweep)
  */
 #include "kernels/ssd_scan.cuh"
 
@@ -226,12 +228,29 @@ static void reference(Reference *ref, const Inputs *in) {
     for (int i = 0; i < na; i++) ref->dA_log[i] = dA[i] * A[i];
 }
 
+/* count elements on the device: host's values, repeated from the start as often as it takes (doubling
+ * device copies) */
+template <typename T>
+static T *to_device_repeated(const std::vector<T> &host, size_t count) {
+    if (host.empty() && count > 0) {
+        fprintf(stderr, "test_ssd_scan: cannot fill %zu device elements from an empty array\n", count);
+        exit(EXIT_FAILURE);
+    }
+    T *d;
+    cudaCheck(cudaMalloc(&d, count * sizeof(T)));
+    size_t filled = std::min(count, host.size());
+    cudaCheck(cudaMemcpy(d, host.data(), filled * sizeof(T), cudaMemcpyHostToDevice));
+    while (filled < count) {
+        size_t n = std::min(filled, count - filled);
+        cudaCheck(cudaMemcpy(d + filled, d, n * sizeof(T), cudaMemcpyDeviceToDevice));
+        filled += n;
+    }
+    return d;
+}
+
 template <typename T>
 static T *to_device(const std::vector<T> &host) {
-    T *d;
-    cudaCheck(cudaMalloc(&d, host.size() * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
+    return to_device_repeated(host, host.size());
 }
 
 template <typename T>
@@ -284,13 +303,23 @@ typedef struct {
     void *workspace;
 } DeviceCase;
 
-static DeviceCase device_case_alloc(const Inputs *in) {
+/* The device case of shape s (B and T may differ from the inputs' own: the same layer otherwise), the inputs'
+ * rows of xBC, in_proj and dy repeated to fill s's B*T rows: timing inputs at long T without drawing every
+ * value on the host. Segments and an entering state need the inputs' own B and T. */
+static DeviceCase device_case_alloc_shape(const Inputs *in, const SSDScanShape &s) {
+    const SSDScanShape &is = in->s;
+    if (s.H != is.H || s.P != is.P || s.G != is.G || s.N != is.N || s.diagonal != is.diagonal ||
+        ((!in->segment.empty() || !in->state0.empty()) && (s.B != is.B || s.T != is.T))) {
+        fprintf(stderr, "test_ssd_scan: a device case must keep its inputs' layer (H, P, G, N, A), and B and T with "
+                        "segments or an entering state\n");
+        exit(EXIT_FAILURE);
+    }
     DeviceCase d;
-    d.s = in->s;
+    d.s = s;
     size_t rows = (size_t)d.s.B * d.s.T;
-    d.xBC = to_device(in->xBC);
-    d.in_proj = to_device(in->in_proj);
-    d.dy = to_device(in->dy);
+    d.xBC = to_device_repeated(in->xBC, rows * s.conv_dim);
+    d.in_proj = to_device_repeated(in->in_proj, rows * s.d_in_proj);
+    d.dy = to_device_repeated(in->dy, rows * s.H * s.P);
     d.dt_bias = to_device(in->dt_bias);
     d.A_log = to_device(in->A_log);
     d.D = to_device(in->D);
@@ -306,6 +335,8 @@ static DeviceCase device_case_alloc(const Inputs *in) {
     d.state_out = NULL;
     return d;
 }
+
+static DeviceCase device_case_alloc(const Inputs *in) { return device_case_alloc_shape(in, in->s); }
 
 static size_t state_count(const SSDScanShape *s) { return (size_t)s->B * s->H * s->P * s->N; }
 
@@ -490,13 +521,9 @@ static double median(std::vector<float> v) {
     return v[v.size() / 2];
 }
 
-/* Median milliseconds of forward and of forward+backward over `iters` timed runs after a warm-up,
- * timed with events. */
-static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, double *fwd_ms, double *both_ms) {
-    SSDScanShape s = shape;
-    Inputs in;
-    make_inputs(&in, &s, seed, -4.0);
-    DeviceCase dev = device_case_alloc(&in);
+/* Median milliseconds of forward and of forward+backward of a device case over `iters` timed runs after a
+ * warm-up, timed with events. */
+static void time_device_case(DeviceCase *dev, int iters, double *fwd_ms, double *both_ms) {
     cudaEvent_t start, stop;
     cudaCheck(cudaEventCreate(&start));
     cudaCheck(cudaEventCreate(&stop));
@@ -505,14 +532,14 @@ static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, doubl
     for (int it = 0; it < warmup + iters; it++) {
         float ms;
         cudaCheck(cudaEventRecord(start));
-        device_forward(&dev);
+        device_forward(dev);
         cudaCheck(cudaEventRecord(stop));
         cudaCheck(cudaEventSynchronize(stop));
         cudaCheck(cudaEventElapsedTime(&ms, start, stop));
         if (it >= warmup) fwd.push_back(ms);
         cudaCheck(cudaEventRecord(start));
-        device_forward(&dev);
-        device_backward(&dev);
+        device_forward(dev);
+        device_backward(dev);
         cudaCheck(cudaEventRecord(stop));
         cudaCheck(cudaEventSynchronize(stop));
         cudaCheck(cudaEventElapsedTime(&ms, start, stop));
@@ -522,6 +549,15 @@ static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, doubl
     *both_ms = median(both);
     cudaCheck(cudaEventDestroy(start));
     cudaCheck(cudaEventDestroy(stop));
+}
+
+/* time_device_case on fresh random inputs of the shape */
+static void time_scan(const SSDScanShape &shape, uint64_t seed, int iters, double *fwd_ms, double *both_ms) {
+    SSDScanShape s = shape;
+    Inputs in;
+    make_inputs(&in, &s, seed, -4.0);
+    DeviceCase dev = device_case_alloc(&in);
+    time_device_case(&dev, iters, fwd_ms, both_ms);
     device_case_free(&dev);
 }
 
@@ -556,6 +592,119 @@ static void bench_lengths(void) {
                        T, sh[0], sh[1], sh[2], sh[3], fwd, both);
                 fflush(stdout);
             }
+}
+
+/* --sweep: the hardware-aware comparison of issue #14, CSV on stdout: forward and forward+backward time of
+ * scalar and diagonal A at the Mamba-2 130M layer shape (H 24, P 64, G 1, Q 256) for d_state N = 16, 64,
+ * 128, 256 and T = 512 ... 65536, with B = max(1, 16384 / T) sequences so that every point holds at least
+ * 16K tokens (B T = 16384 up to T = 16384, then T); then the diagonal A at N 128, T 2048, B 8 with the
+ * chunk size Q = 64, 128, 256 (series chunk_size). scripts/bench_scan_fla.py writes the same columns for
+ * flash-linear-attention's kernels, and scripts/scan_sweep_report.py makes results/scan-sweep from both.
+ *
+ * Achieved rates come from a model of the chunked algorithm (the same for every path and A, and for the
+ * fla rows with their chunk size: a rate is a time in other units, not a count of what a kernel executes).
+ * FLOPs per (batch, head), 2 per multiply-add, L = the chunks' lengths (Q, the last one shorter),
+ * pairs = sum over chunks of L (L + 1) / 2 (the causal (t, s) pairs inside a chunk):
+ *   chunk states     Z = (delta x)^T (B decayed)            2 T P N
+ *   state passing    in[c+1] = decay in[c] + Z              2 P N (chunks)
+ *   state to output  y += (C decayed) S^T                   2 T P N
+ *   intra-chunk      C B^T over the causal pairs            2 N pairs
+ *                    its product with delta x               2 P pairs
+ *   forward = the sum; backward = 2 x forward (the gradients of each product with respect to both its
+ *   operands); what a backward recomputes (chunk states, C B^T) is not counted, since the paths and fla
+ *   recompute different parts. The decays' exps and the diagonal A's per-state decay of C B^T count nothing.
+ * Bytes: the inputs read and outputs written once, in the build's floatX (bf16: 2 bytes), per token:
+ *   forward          xBC (H P + 2 G N) and dt (H) read, y (H P) written
+ *   backward         xBC, dt, dy (H P) read, dxBC (H P + 2 G N) and ddt (H) written
+ *   forward+backward both of those.
+ * Iterations: 30 timed runs up to T = 8192, 20 at 16384, 10 beyond (plus a warm-up of a fifth, at least 2):
+ * the sweep takes well under two minutes on an H200. A point that cannot run here (a path that does not
+ * take the shape, more shared memory per block or device memory than the GPU has) gets a row saying why
+ * instead of its numbers. */
+typedef struct {
+    double fwd_flops, bwd_flops, fwd_bytes, bwd_bytes;
+} ScanCost;
+
+static ScanCost scan_cost(const SSDScanShape *s) {
+    double T = s->T, P = s->P, N = s->N, bh = (double)s->B * s->H, rows = (double)s->B * s->T;
+    int full = s->T / s->Q, rest = s->T % s->Q;
+    double chunks = full + (rest > 0), pairs = full * (s->Q * (s->Q + 1.0) / 2) + rest * (rest + 1.0) / 2;
+    double fwd = 2 * T * P * N + 2 * P * N * chunks + 2 * T * P * N + 2 * N * pairs + 2 * P * pairs;
+    double xbc = s->H * s->P + 2.0 * s->G * s->N, y = (double)s->H * s->P, e = sizeof(floatX);
+    ScanCost c = {bh * fwd, 2 * bh * fwd, rows * (xbc + s->H + y) * e, rows * (xbc + s->H + y + xbc + s->H) * e};
+    return c;
+}
+
+/* Why shape s cannot run on this GPU, or NULL: the sub-block path's chunk-scan and chunk-state blocks hold
+ * P x N and sub-block x N arrays in shared memory, which ssd_set_smem would refuse by ending the process
+ * when the GPU has less (the tensor-core path's blocks stay under 62 KB at its N <= 128, below every
+ * supported GPU's limit); the case's buffers and workspace must fit in free device memory. */
+static const char *scan_cannot_run(const SSDScanShape *s, char *why, size_t size) {
+    if (ssd_scan_path(s) == SSD_PATH_SUB) {
+        size_t smem = std::max(ssd_scan_smem_bytes(s), ssd_reduce_smem_bytes(s));
+        if (smem > (size_t)ssd_smem_optin_limit()) {
+            snprintf(why, size, "needs %zu bytes of shared memory per block; this GPU allows %d", smem,
+                     ssd_smem_optin_limit());
+            return why;
+        }
+    }
+    size_t rows = (size_t)s->B * s->T, free_bytes, total_bytes;
+    size_t need = ssd_scan_workspace_bytes(s) + rows * 2 * (s->conv_dim + s->d_in_proj + s->H * s->P) * sizeof(floatX);
+    cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (need > free_bytes) {
+        snprintf(why, size, "needs %.1f GiB of device memory; %.1f GiB free", need / 1073741824.0,
+                 free_bytes / 1073741824.0);
+        return why;
+    }
+    return NULL;
+}
+
+/* One CSV row of --sweep: the point's times and rates, or why it did not run. `in` holds the layer's inputs
+ * for any B and T (device_case_alloc_shape repeats its rows). */
+static void sweep_point(const char *series, const SSDScanShape &s, const Inputs *in) {
+    char why[160];
+    const char *skip = why;
+    bool applies = ssd_scan_path_applies(&s, s.path);
+    if (applies) skip = scan_cannot_run(&s, why, sizeof(why));
+    else snprintf(why, sizeof(why), "path %s does not run this shape in this build", ssd_scan_path_name(s.path));
+    int iters = s.T <= 8192 ? 30 : s.T <= 16384 ? 20 : 10;
+    printf("%s,%s,%s,%s,%d,%d,%d,%d,%d,%d,%d,", PRECISION_NAME, series,
+           ssd_scan_path_name(applies ? ssd_scan_path(&s) : s.path), s.diagonal ? "diagonal" : "scalar", s.B, s.T,
+           s.H, s.P, s.N, s.Q, skip ? 0 : iters);
+    if (skip) {
+        printf(",,,,,,%s\n", skip);
+    } else {
+        DeviceCase dev = device_case_alloc_shape(in, s);
+        double fwd, both;
+        time_device_case(&dev, iters, &fwd, &both);
+        device_case_free(&dev);
+        ScanCost c = scan_cost(&s);
+        printf("%.4f,%.4f,%.2f,%.2f,%.1f,%.1f,ok\n", fwd, both, c.fwd_flops / fwd * 1e-9,
+               (c.fwd_flops + c.bwd_flops) / both * 1e-9, c.fwd_bytes / fwd * 1e-6, (c.fwd_bytes + c.bwd_bytes) / both * 1e-6);
+    }
+    fflush(stdout);
+}
+
+/* The inputs of one layer (scalar or diagonal A, d_state N) over 4096 rows, drawn once and repeated to
+ * every B and T of the sweep */
+static void sweep_inputs(Inputs *in, int N, int diagonal) {
+    SSDScanShape tile = make_shape(1, 4096, 24, 64, 1, N, 256, diagonal);
+    make_inputs(in, &tile, 1400 + 2 * N + diagonal, -4.0);
+}
+
+static void bench_sweep(void) {
+    const int Ns[] = {16, 64, 128, 256}, Qs[] = {64, 128, 256};
+    printf("precision,series,path,a,B,T,H,P,N,Q,iters,fwd_ms,fwd_bwd_ms,fwd_tflops,fwd_bwd_tflops,fwd_gbps,"
+           "fwd_bwd_gbps,status\n");
+    Inputs in;
+    for (int diagonal = 0; diagonal <= 1; diagonal++)
+        for (int N : Ns) {
+            sweep_inputs(&in, N, diagonal);
+            for (int T = 512; T <= 65536; T *= 2)
+                sweep_point("sweep", make_shape(std::max(1, 16384 / T), T, 24, 64, 1, N, 256, diagonal), &in);
+        }
+    sweep_inputs(&in, 128, 1);
+    for (int Q : Qs) sweep_point("chunk_size", make_shape(8, 2048, 24, 64, 1, 128, Q, 1), &in);
 }
 
 /* --table: the scan against the double recurrent CPU reference over the sweep of results/equivalence
@@ -647,10 +796,10 @@ int main(int argc, char **argv) {
                 return 1;
             }
         } else if (!mode && (strcmp(argv[i], "--bench") == 0 || strcmp(argv[i], "--lengths") == 0 ||
-                             strcmp(argv[i], "--table") == 0)) {
+                             strcmp(argv[i], "--table") == 0 || strcmp(argv[i], "--sweep") == 0)) {
             mode = argv[i];
         } else {
-            fprintf(stderr, "usage: test_ssd_scan [--bench | --lengths | --table] [--path auto|sub|mma]\n");
+            fprintf(stderr, "usage: test_ssd_scan [--bench | --lengths | --table | --sweep] [--path auto|sub|mma]\n");
             return 1;
         }
     }
@@ -665,6 +814,10 @@ int main(int argc, char **argv) {
     }
     if (mode && strcmp(mode, "--table") == 0) {
         equivalence_table();
+        return 0;
+    }
+    if (mode && strcmp(mode, "--sweep") == 0) {
+        bench_sweep();
         return 0;
     }
     const Options plain = {false, false, false, false}, stress = {true, false, false, false};
