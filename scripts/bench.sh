@@ -10,9 +10,10 @@
 # B=1 x T=131072, and mamba2-2.7b at B=8 x T=2048 (-r 1 and 2 only if -r 0 does not fit); the logs stay
 # in $BENCH_LOGS (default: a temporary directory, removed):
 #   STEPS=6 BENCH_LOGS=bench_logs scripts/bench.sh recompute
-# Where one step's GPU time goes (Nsight Compute, kernel durations only): mamba2-130m at B=8 x T=2048, the
-# second training step's kernels grouped by name, largest first, and by kind (SSD scan, matmuls, ...):
+# Where one step's GPU time goes (Nsight Compute, kernel durations only): mamba2-130m (or PROFILE_CONFIG) at
+# B=8 x T=2048, the second training step's kernels grouped by name, largest first, and by kind (SSD scan, ...):
 #   scripts/bench.sh profile
+#   PROFILE_CONFIG=configs/ssd-mamba-130m.json scripts/bench.sh profile
 # Document boundaries (-db 1): mamba2-130m at B=8 x T=2048 on a shard of documents of random lengths (mean
 # ~500 tokens, each starting with the end-of-text id 50256, as scripts/prepro.py writes them; its tokenizer.bin
 # beside it records that id), with and without -db 1: tokens/s of both and the cost of the boundaries in %
@@ -64,7 +65,8 @@ PY
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1)
 rows=()
-# run_config <config> <B> <T> <recompute level> [flags]: trains $steps steps, adds a table row; fails if the run did
+# run_config <config> <B> <T> <recompute level> [flags]: trains $steps steps, adds a table row and sets tokens_per_s
+# (the mean over the steps after the first); fails if the run did
 run_config() {
     local config=$1 B=$2 T=$3 level=$4 flags=$5 name log row
     name=$(basename "$config" .json)
@@ -90,10 +92,12 @@ tok_s = B * T / (ms / 1e3)
 mem = float(re.search(r"in use after the first step: ([0-9.]+) GiB", log).group(1))
 est = float(re.search(r"estimated device memory ([0-9.]+) GiB", log).group(1))
 mfu = flops_per_token * tok_s / 989e12 * 100
+print(round(tok_s))
 print(f"| {c['name']:<15} | {B:>2} x {T:<6} | {level:>2} | {tok_s/1e3:8.1f}K | {ms:8.1f} | {mem:8.2f} | {est:8.2f} | {mfu:5.1f}% |")
 PY
 )
-    rows+=("$row")
+    tokens_per_s=${row%%$'\n'*}
+    rows+=("${row#*$'\n'}")
 }
 
 if [ "$mode" = profile ]; then
@@ -101,21 +105,18 @@ if [ "$mode" = profile ]; then
     # step 1 warms up (cuBLASLt heuristics, first allocations); step 2, between the first two AdamW launches'
     # ends, is the one reported; --clock-control none leaves the GPU at its own clocks, as a training run
     ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-        ./train_ssdcu -e configs/mamba2-130m.json -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
+        ./train_ssdcu -e "${PROFILE_CONFIG:-configs/mamba2-130m.json}" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
         -x "$steps" > "$work/profile.csv" 2> "$work/profile.err" || { tail -n 5 "$work/profile.err"; exit 1; }
     python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}"
     exit 0
 fi
 
-# tokens/s of the last run_config: its log's mean ms per step
-tokens_per_second() { sed -nE 's/.*average ([0-9.]+) ms per step.*/\1/p' "$1" | awk -v n="$2" '{ printf "%.0f", n / ($1 / 1e3) }'; }
-
 if [ "$mode" = documents ]; then
     run_config configs/mamba2-130m.json 8 2048 0 || exit 1
+    without=$tokens_per_s
     run_config configs/mamba2-130m.json 8 2048 0 "-db 1" || exit 1
+    with=$tokens_per_s
     grep -m 1 '^document boundaries' "$work/mamba2-130m-b8-t2048-r0-db1.log"
-    without=$(tokens_per_second "$work/mamba2-130m-b8-t2048-r0.log" $((8 * 2048)))
-    with=$(tokens_per_second "$work/mamba2-130m-b8-t2048-r0-db1.log" $((8 * 2048)))
     echo
     echo "train_ssdcu mamba2-130m, B=8 x T=2048, bf16, $steps steps, documents of mean ~500 tokens, on: ${gpu:-unknown GPU}"
     awk -v a="$without" -v b="$with" 'BEGIN {
