@@ -37,8 +37,8 @@ that no choice made on a shared GPU is kept), they fill Triton's compile cache; 
 on the GPU, then autotunes from compiled kernels and keeps its choices (scripts/bench_scan_sweep.sh).
 
 Rates: the FLOP and byte model of test_ssd_scan --sweep (bench_sweep's comment), here with fla's chunk
-size Q = 64: TFLOP/s and GB/s are the SSD layer's work over the time, the same count for every kernel at
-a point (fla moves more bytes than the model: per-head copies of B and C, a decay per key).
+size Q = 64 (so fla's intra-chunk products count a quarter of ours at Q = 256: compare times, not rates,
+across implementations); fla moves more bytes than the model: per-head copies of B and C, a decay per key.
 
   python3 scripts/bench_scan_fla.py [--kernels gla,simple_gla] [--n 16,64,128,256] [--t-max 65536] [--warm] > fla.csv
 """

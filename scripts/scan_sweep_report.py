@@ -310,8 +310,8 @@ def main():
         "its timing. " + ("" if fla_ran else "**fla did not run here** (see the points that did not run). ") +
         "Times are medians of CUDA-event timings after a warm-up; TFLOP/s and GB/s come from one model of the "
         "chunked algorithm's products and of the bytes of the inputs and outputs (the comment of `bench_sweep` "
-        "in tests/gpu/test_ssd_scan.cu), the same for every implementation at a point, so they are times in "
-        "other units.", ""]
+        "in tests/gpu/test_ssd_scan.cu), each implementation's at its own chunk size (ours 256, fla 64: the "
+        "intra-chunk products grow with the chunk), so compare the times, not the rates, across implementations.", ""]
     if env:
         report += ["**Machine.**", "", "```", env, "```", ""]
     report += ["![forward + backward time against T](sweep.png)", "", "**Findings** (from `sweep.csv`; every "
