@@ -122,10 +122,11 @@ static const char *ssd_scan_path_name(SSDScanPath path) {
  * 128 or 256; every other shape runs as the native shape that ssd_scan_native gives (ssd_scan_adapt.cuh):
  * N padded to the next of those, each head split into the fewest sub-heads of P' channels (a multiple of
  * 16, at most SSD_MAX_P) whose sub-block kernels fit SSD_SPLIT_SMEM_BYTES of shared memory. A shape the
- * kernels run directly is its own native shape; of those, only P >= 96 with N = 256 are split (they need
- * more shared memory than any GPU has). Fewest sub-heads: each sub-head repeats its head's per-step work
- * that does not scale with P (delta, and for a diagonal A the one exp per (t, s, n) of the intra-sub-block
- * sums), so a head of 256 channels at d_state 128 runs as two of 128, not four of 64. */
+ * kernels run directly is its own native shape, except heads of 96 to 128 channels at N = 256 where their
+ * sub-block kernels need more than 227 KB (no GPU has it): those are split. Fewest sub-heads: each sub-head
+ * repeats its head's per-step work that does not scale with P (delta, and for a diagonal A the one exp per
+ * (t, s, n) of the intra-sub-block sums), so a head of 256 channels at d_state 128 runs as two of 128, not
+ * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). */
 static int ssd_native_state(int N) {
     int n = 16;
     while (n < N) n *= 2;
