@@ -159,6 +159,45 @@ static void *device_alloc(size_t bytes, size_t *total) {
     return p;
 }
 
+/* The shape of the SSD scan of every layer for B x T tokens */
+static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
+    SSDScanShape s;
+    s.B = B;
+    s.T = T;
+    s.H = c->nheads;
+    s.P = c->headdim;
+    s.G = c->ngroups;
+    s.N = c->d_state;
+    s.Q = c->chunk_size;
+    s.diagonal = c->a_structure == A_DIAGONAL;
+    s.conv_dim = c->conv_dim;
+    s.d_in_proj = c->d_in_proj;
+    s.path = SSD_PATH_AUTO;
+    return s;
+}
+
+/* Exits naming the field when train_ssdcu's kernels cannot run the config's shape (train_ssd runs any valid
+ * config): d_conv 2 to 4, headdim and d_state up to 256, chunk_size up to 1024 (kernels/ssd_scan.cuh). For
+ * the check before anything is allocated; the check that needs the GPU (its shared memory per block) is
+ * ssd_scan_check_device, in mamba_gpu_build_ranks. */
+static void mamba_gpu_check_config(const ModelConfig *c) {
+    conv1d_check_width(c->d_conv);
+    struct {
+        const char *field;
+        int value, max;
+    } limits[] = {{"headdim", c->headdim, SSD_MAX_HEADDIM},
+                  {"d_state", c->d_state, SSD_MAX_STATE},
+                  {"chunk_size", c->chunk_size, SSD_MAX_CHUNK}};
+    for (const auto &l : limits)
+        if (l.value > l.max) {
+            fprintf(stderr, "error: field '%s' (%d) must be at most %d for train_ssdcu's CUDA kernels (train_ssd, "
+                            "the CPU trainer, runs it)\n", l.field, l.value, l.max);
+            exit(EXIT_FAILURE);
+        }
+    SSDScanShape shape = mamba_gpu_ssd_shape(c, 1, 1);
+    ssd_scan_workspace_bytes(&shape); /* the scan's own check of the rest of the shape */
+}
+
 /* Uploads fp32 params (layout.total) into a freshly built model for the ranks of comm (NULL: one
  * process); zero: ZeRO-1. */
 void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *params, cudaStream_t stream,
@@ -175,7 +214,9 @@ void mamba_gpu_build_ranks(MambaGPU *m, const ModelConfig *config, const float *
     m->comm = comm;
     m->zero = zero;
     m->doc_eot = -1;
-    conv1d_check_width(config->d_conv);
+    mamba_gpu_check_config(config);
+    SSDScanShape shape = mamba_gpu_ssd_shape(config, 1, 1);
+    ssd_scan_check_device(&shape);
     param_layout_init(&m->layout, config);
     size_t n = m->layout.total, bytes = 0;
     m->shard = comm_shard_size(n, comm->world);
@@ -247,22 +288,6 @@ static void cast_to_floatX_kernel_launch(floatX *dst, const float *src, size_t n
     cudaCheckLaunch();
 }
 
-static SSDScanShape mamba_gpu_ssd_shape(const ModelConfig *c, int B, int T) {
-    SSDScanShape s;
-    s.B = B;
-    s.T = T;
-    s.H = c->nheads;
-    s.P = c->headdim;
-    s.G = c->ngroups;
-    s.N = c->d_state;
-    s.Q = c->chunk_size;
-    s.diagonal = c->a_structure == A_DIAGONAL;
-    s.conv_dim = c->conv_dim;
-    s.d_in_proj = c->d_in_proj;
-    s.path = SSD_PATH_AUTO;
-    return s;
-}
-
 /* Elements of one layer's slice of a per-layer activation of width values per token, for n tokens: whole
  * 256-byte units, so that every layer's slice is as aligned as the buffer. cuBLASLt picks its kernel by
  * the operands' alignment, and a recomputed activation must go through the same kernel as a kept one. */
@@ -330,6 +355,7 @@ static int activation_buffers(const ModelConfig *c, int B, int T, int recompute,
  * exits naming the field if the kernels cannot run the shape. For the check before anything is allocated. */
 double mamba_gpu_memory_bytes(const ModelConfig *c, int B, int T, int world, int zero, int recompute,
                               int carry_streams) {
+    mamba_gpu_check_config(c);
     ParamLayout layout;
     param_layout_init(&layout, c);
     double n = (double)layout.total, padded = (double)comm_shard_size(layout.total, world) * world;

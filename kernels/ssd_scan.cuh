@@ -20,6 +20,8 @@
  *   ssd_scan_sums.cuh     backward step 5 (dB, dC over heads; parameter gradients)
  *   ssd_scan_sub.cuh      the sub-block path: steps 2 and 4, forward and backward
  *   ssd_scan_mma.cuh      the tensor-core path: steps 2 and 4 over 64-step tiles (bf16 builds)
+ *   ssd_scan_adapt.cuh    the shape adapter: any headdim <= 256 and d_state <= 256 as a shape the kernels
+ *                         run (wide heads as sub-heads, states padded with zero columns of B and C)
  *
  * Chunked algorithm. With dc_t the cumulative sum of delta inside a chunk, every decay between two
  * steps s <= t of a chunk is exp(A[n] (dc_t - dc_s)) <= 1, so no factor can overflow.
@@ -105,6 +107,7 @@
 #ifndef SSD_KERNELS_SSD_SCAN_CUH
 #define SSD_KERNELS_SSD_SCAN_CUH
 
+#include "ssd_scan_adapt.cuh"
 #include "ssd_scan_common.cuh"
 #include "ssd_scan_sub.cuh"
 #if !defined(ENABLE_FP32)
@@ -115,15 +118,50 @@ static const char *ssd_scan_path_name(SSDScanPath path) {
     return path == SSD_PATH_SUB ? "sub" : path == SSD_PATH_MMA ? "mma" : "auto";
 }
 
+/* The kernels run heads of P channels, P a multiple of 16 in [16, SSD_MAX_P], and d_state N of 16, 32, 64,
+ * 128 or 256; every other shape runs as the native shape that ssd_scan_native gives (ssd_scan_adapt.cuh):
+ * N padded to the next of those, each head split into the fewest sub-heads of P' channels (a multiple of
+ * 16, at most SSD_MAX_P) whose sub-block kernels fit SSD_SPLIT_SMEM_BYTES of shared memory. A shape the
+ * kernels run directly is its own native shape, except heads of 96 to 128 channels at N = 256 where their
+ * sub-block kernels need more than 227 KB (no GPU has it): those are split. Fewest sub-heads: each sub-head
+ * repeats its head's per-step work that does not scale with P (delta, and for a diagonal A the one exp per
+ * (t, s, n) of the intra-sub-block sums), so a head of 256 channels at d_state 128 runs as two of 128, not
+ * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). */
+static int ssd_native_state(int N) {
+    int n = 16;
+    while (n < N) n *= 2;
+    return n;
+}
+
+static SSDScanShape ssd_scan_native(const SSDScanShape *s) {
+    SSDScanShape ns = *s;
+    ns.N = ssd_native_state(s->N);
+    for (int split = ceil_div(s->P, SSD_MAX_P);; split++) {
+        ns.P = ceil_div(ceil_div(s->P, split), 16) * 16;
+        ns.H = s->H * split;
+        if (ns.P == 16 || ssd_sub_smem_bytes(&ns) <= SSD_SPLIT_SMEM_BYTES) break;
+    }
+    if (ns.H == s->H && ns.P == s->P && ns.N == s->N) return *s;
+    ns.conv_dim = ns.H * ns.P + 2 * ns.G * ns.N;
+    ns.d_in_proj = ns.H == s->H ? s->d_in_proj : ns.H; /* a copy of dt_raw per sub-head is compact */
+    return ns;
+}
+
+static bool ssd_scan_is_native(const SSDScanShape *s, const SSDScanShape *ns) {
+    return ns->H == s->H && ns->P == s->P && ns->N == s->N;
+}
+
 /* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh) takes a scalar A,
  * heads of width P <= 64 and N <= 128 in bf16 builds; the sub-block path (ssd_scan_sub.cuh) takes every
- * shape. */
+ * shape. The rule applies to the native shape (a head of 40 channels runs as one of 48, on the tensor-core
+ * path for a scalar A). */
 static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
     if (path != SSD_PATH_MMA) return true;
 #if defined(ENABLE_FP32)
     return false;
 #else
-    return !s->diagonal && s->P <= SSDM_TILE && s->N <= SSDM_MAX_N;
+    SSDScanShape ns = ssd_scan_native(s);
+    return !ns.diagonal && ns.P <= SSDM_TILE && ns.N <= SSDM_MAX_N;
 #endif
 }
 
@@ -132,9 +170,10 @@ static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
 static SSDScanPath ssd_scan_path(const SSDScanShape *s) {
     if (s->path == SSD_PATH_AUTO) return ssd_scan_path_applies(s, SSD_PATH_MMA) ? SSD_PATH_MMA : SSD_PATH_SUB;
     if (!ssd_scan_path_applies(s, s->path)) {
-        fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d N=%d) in this %s build: it needs "
-                        "a scalar A, P <= %d, N <= %d and a bf16 build\n",
-                ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, PRECISION_NAME, SSDM_TILE, SSDM_MAX_N);
+        SSDScanShape ns = ssd_scan_native(s);
+        fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d N=%d, run as P=%d N=%d) in this %s "
+                        "build: it needs a scalar A, P <= %d, N <= %d and a bf16 build\n",
+                ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, ns.P, ns.N, PRECISION_NAME, SSDM_TILE, SSDM_MAX_N);
         exit(EXIT_FAILURE);
     }
     return s->path;
@@ -180,17 +219,16 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     return ws;
 }
 
-/* Exits with a message naming the field on a shape these kernels cannot run. */
+/* Exits with a message naming the field on a shape the scan cannot run. */
 static void ssd_scan_check_shape(const SSDScanShape *s) {
     const char *bad = NULL;
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->G < 1) bad = "B, T, H, G must be positive";
     else if (s->H % s->G != 0) bad = "H must be a multiple of G (ngroups)";
-    else if (s->P < 16 || s->P % 16 != 0 || s->P > SSD_MAX_P) bad = "P (headdim) must be a multiple of 16 in [16, 128]";
-    else if (s->N != 16 && s->N != 32 && s->N != 64 && s->N != 128 && s->N != 256)
-        bad = "N (d_state) must be 16, 32, 64, 128 or 256";
+    else if (s->P < 1 || s->P > SSD_MAX_HEADDIM) bad = "P (headdim) must be in [1, 256]";
+    else if (s->N < 1 || s->N > SSD_MAX_STATE) bad = "N (d_state) must be in [1, 256]";
     else if (s->Q < 1 || s->Q > SSD_MAX_CHUNK) bad = "Q (chunk_size) must be in [1, 1024]";
     else if (s->conv_dim != s->H * s->P + 2 * s->G * s->N) bad = "conv_dim must equal H*P + 2*G*N";
-    else if ((long)s->B * s->H > 65535) bad = "B*H must be at most 65535";
+    else if ((long)s->B * ssd_scan_native(s).H > 65535) bad = "B*H (each head counted as its sub-heads) must be at most 65535";
     else if (s->d_in_proj < s->H) bad = "d_in_proj must be at least H";
     else if ((int)s->path < SSD_PATH_AUTO || (int)s->path > SSD_PATH_MMA) bad = "path must be auto, sub or mma";
     if (bad) {
@@ -200,22 +238,44 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
     }
 }
 
+/* Exits with a message naming headdim, d_state and chunk_size when this GPU's shared memory per block is
+ * less than the scan's kernels need for shape s (its sub-block kernels: the tensor-core path needs at most
+ * 62 KB, which every GPU from Ampere on has); for a check before anything is allocated. */
+void ssd_scan_check_device(const SSDScanShape *s) {
+    ssd_scan_check_shape(s);
+    SSDScanShape ns = ssd_scan_native(s);
+    size_t need = ssd_scan_path(&ns) == SSD_PATH_SUB ? ssd_sub_smem_bytes(&ns) : 0;
+    if (need > (size_t)ssd_smem_optin_limit()) {
+        fprintf(stderr, "error: the SSD scan at headdim %d, d_state %d, chunk_size %d (run as heads of %d channels, "
+                        "d_state %d) needs %zu bytes of shared memory per block and this GPU allows %d; a smaller "
+                        "d_state, headdim or chunk_size fits (docs/cuda.md lists what each GPU runs)\n",
+                s->P, s->N, s->Q, ns.P, ns.N, need, ssd_smem_optin_limit());
+        exit(EXIT_FAILURE);
+    }
+}
+
+/* Bytes of the workspace of shape s: the native shape's arrays (ssd_scan_workspace_view), then for an
+ * adapted shape the adapter's copies (ssd_adapt_view). */
 size_t ssd_scan_workspace_bytes(const SSDScanShape *s) {
     ssd_scan_check_shape(s);
-    size_t total;
-    ssd_scan_workspace_view(s, NULL, &total, NULL);
-    return total;
+    SSDScanShape ns = ssd_scan_native(s);
+    size_t total, copies = 0;
+    ssd_scan_workspace_view(&ns, NULL, &total, NULL);
+    if (!ssd_scan_is_native(s, &ns)) ssd_adapt_view(s, &ns, NULL, &copies);
+    return total + copies;
 }
 
 /* The leading part of the workspace that the forward writes and the backward reads (delta, dcum,
- * states, and C B^T in the tensor-core path); the rest is scratch. A model can therefore give layer l
- * the workspace at l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch
- * then overlaps only later layers, whose backward has already run (or, during the forward, whose
- * forward has not yet: the tensor-core path's forward uses scratch too). */
+ * states, and C B^T in the tensor-core path, of the native shape); the rest is scratch (the adapter's
+ * copies too: the backward gathers them again). A model can therefore give layer l the workspace at
+ * l * saved_bytes of one buffer of (L - 1) * saved + total bytes: layer l's scratch then overlaps only
+ * later layers, whose backward has already run (or, during the forward, whose forward has not yet: the
+ * tensor-core path's forward and the adapter use scratch too). */
 size_t ssd_scan_saved_bytes(const SSDScanShape *s) {
     ssd_scan_check_shape(s);
+    SSDScanShape ns = ssd_scan_native(s);
     size_t saved;
-    ssd_scan_workspace_view(s, NULL, NULL, &saved);
+    ssd_scan_workspace_view(&ns, NULL, NULL, &saved);
     return saved;
 }
 
@@ -241,7 +301,7 @@ static void ssd_scan_run(const SSDScanShape *s, SSDScanPath path, const SSDScanC
 
 static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool backward) {
     SSDScanPath path = ssd_scan_path(s);
-    switch (s->N) { /* 16, 32, 64, 128 or 256: ssd_scan_check_shape */
+    switch (s->N) { /* 16, 32, 64, 128 or 256: a native shape (ssd_scan_native) */
     case 16: ssd_scan_run<16>(s, path, c, backward); break;
     case 32: ssd_scan_run<32>(s, path, c, backward); break;
     case 64: ssd_scan_run<64>(s, path, c, backward); break;
@@ -250,13 +310,14 @@ static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool 
     }
 }
 
-/* the inputs that forward and backward share, and the workspace's arrays, for the dispatch */
-static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
-                                 const float *A_log, const float *D, const int *segment, void *workspace,
-                                 cudaStream_t stream) {
-    ssd_scan_check_shape(s);
+/* The call of the native shape ns of s: the workspace's arrays and the inputs that forward and backward
+ * share, for the dispatch; for an adapted shape the adapter's view (*a) with those inputs gathered. */
+static SSDScanCall ssd_scan_call(const SSDScanShape *s, const SSDScanShape *ns, SSDAdapt *a, const floatX *xBC,
+                                 const floatX *dt_raw, const float *dt_bias, const float *A_log, const float *D,
+                                 const int *segment, void *workspace, cudaStream_t stream) {
     SSDScanCall c = {};
-    c.ws = ssd_scan_workspace_view(s, workspace, NULL, NULL);
+    size_t native_bytes;
+    c.ws = ssd_scan_workspace_view(ns, workspace, &native_bytes, NULL);
     c.stream = stream;
     c.xBC = xBC;
     c.dt_raw = dt_raw;
@@ -264,6 +325,10 @@ static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const
     c.A_log = A_log;
     c.D = D;
     c.segment = segment;
+    if (!ssd_scan_is_native(s, ns)) {
+        *a = ssd_adapt_view(s, ns, (char *)workspace + native_bytes, NULL);
+        ssd_adapt_gather_inputs(a, &c);
+    }
     return c;
 }
 
@@ -273,25 +338,43 @@ static SSDScanCall ssd_scan_call(const SSDScanShape *s, const floatX *xBC, const
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                       const float *A_log, const float *D, const int *segment, const float *state_in, float *state_out,
                       void *workspace, cudaStream_t stream) {
-    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
+    ssd_scan_check_shape(s);
+    SSDScanShape ns = ssd_scan_native(s);
+    SSDAdapt a;
+    SSDScanCall c = ssd_scan_call(s, &ns, &a, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.y = y;
     c.state_in = state_in;
     c.state_out = state_out;
-    ssd_scan_dispatch(s, &c, false);
+    if (ssd_scan_is_native(s, &ns)) {
+        ssd_scan_dispatch(s, &c, false);
+        return;
+    }
+    ssd_adapt_forward_in(&a, &c);
+    ssd_scan_dispatch(&ns, &c, false);
+    ssd_adapt_forward_out(&a, y, state_out, stream);
 }
 
 /* segment: the forward's; the entering state comes from the forward's workspace (no gradient into it) */
 void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, float *ddt_bias, float *dA_log, float *dD,
                        const floatX *dy, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                        const float *A_log, const float *D, const int *segment, void *workspace, cudaStream_t stream) {
-    SSDScanCall c = ssd_scan_call(s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
+    ssd_scan_check_shape(s);
+    SSDScanShape ns = ssd_scan_native(s);
+    SSDAdapt a;
+    SSDScanCall c = ssd_scan_call(s, &ns, &a, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.dy = dy;
     c.dxBC = dxBC;
     c.ddt_raw = ddt_raw;
     c.ddt_bias = ddt_bias;
     c.dA_log = dA_log;
     c.dD = dD;
-    ssd_scan_dispatch(s, &c, true);
+    if (ssd_scan_is_native(s, &ns)) {
+        ssd_scan_dispatch(s, &c, true);
+        return;
+    }
+    ssd_adapt_backward_in(&a, &c);
+    ssd_scan_dispatch(&ns, &c, true);
+    ssd_adapt_backward_out(&a, dxBC, ddt_raw, ddt_bias, dA_log, dD, stream);
 }
 
 #endif

@@ -26,7 +26,13 @@ typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_p
 #define SSD_THREADS 256
 #define SSD_WARPS (SSD_THREADS / 32)
 #define SSD_MAX_CHUNK 1024
-#define SSD_MAX_P 128
+#define SSD_MAX_P 128       /* the widest head the kernels run; wider ones run as sub-heads (ssd_scan_adapt.cuh) */
+#define SSD_MAX_HEADDIM 256 /* the widest head the scan takes (through the adapter above SSD_MAX_P) */
+#define SSD_MAX_STATE 256   /* the largest d_state the scan takes (the kernels' d_states: 16, 32, 64, 128, 256) */
+/* The shared memory per block that the adapter sizes sub-heads for (sm_90's and sm_100's 227 KB): a head
+ * whose sub-block kernels need more runs as narrower sub-heads, on every GPU alike (so that the workspace
+ * does not depend on the GPU); a GPU with less refuses what does not fit (ssd_scan_check_device). */
+#define SSD_SPLIT_SMEM_BYTES (227 * 1024)
 #define SSD_REDUCE_STEPS 32 /* steps per shared-memory stage of the chunk-state GEMM */
 #define SSD_REDUCE_THREADS 512
 #define SSD_REDUCE_WARPS (SSD_REDUCE_THREADS / 32)

@@ -186,6 +186,12 @@ static size_t ssd_scan_smem_bytes(const SSDScanShape *s) {
     return sizeof(float) * ssd_smem_carve(&sm, NULL, s->P, s->N, s->Q);
 }
 
+/* the most dynamic shared memory a block of this path takes for shape s */
+static size_t ssd_sub_smem_bytes(const SSDScanShape *s) {
+    size_t reduce = ssd_reduce_smem_bytes(s), scan = ssd_scan_smem_bytes(s);
+    return reduce > scan ? reduce : scan;
+}
+
 /* Loads sub-block i0 of the chunk (dy too when given). Each thread issues batches of SSD_BATCH
  * global loads into registers before storing them to shared memory, so their latencies overlap
  * instead of adding up. */

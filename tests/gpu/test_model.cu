@@ -2,7 +2,10 @@
  * The whole CUDA model against the double-precision CPU reference (model/cpu_model.c) on the same
  * parameters and batch: the loss, every gradient tensor, the gradient norm, and the loss after one
  * AdamW step with clipping. Small shapes with odd T, several chunks, ngroups > 1, scalar and
- * diagonal A. The vector parameters that init sets to 1 are perturbed so that a mix-up shows.
+ * diagonal A, and shapes the scan runs through its adapter (kernels/ssd_scan_adapt.cuh): headdim 40 with
+ * d_state 48, headdim 200 (two sub-heads) with d_state 100; headdim 40 also in the generation and the
+ * document-boundary and carried-state cases. The vector parameters that init sets to 1 are perturbed so
+ * that a mix-up shows.
  * Tolerances (max |error| over max |reference| per tensor): FP32 build 1e-4 everywhere. bf16:
  * 1e-2 for the loss, 6e-2 for the gradients: every activation is rounded to bf16 (relative
  * 2^-9 = 2e-3) some ten times per layer on the way forward and back, and the gradients of the
@@ -527,6 +530,22 @@ int main(void) {
              "{\"name\":\"t4\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
              "\"d_conv\":2,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
              2, 37, 0, 0, stream);
+    run_case("mamba2 headdim 40 d_state 48 G=2 T=37",
+             "{\"name\":\"t5\",\"d_model\":80,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":48,"
+             "\"d_conv\":4,\"expand\":2,\"headdim\":40,\"ngroups\":2,\"chunk_size\":16,\"a_structure\":\"scalar\"}",
+             2, 37, 0, 0, stream);
+    run_case("ssd-mamba headdim 40 d_state 48 G=1 T=64",
+             "{\"name\":\"t6\",\"d_model\":80,\"n_layer\":2,\"vocab_size\":257,\"pad_vocab_multiple\":16,\"d_state\":48,"
+             "\"d_conv\":4,\"expand\":2,\"headdim\":40,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"diagonal\"}",
+             3, 64, 0, 0, stream);
+    run_case("ssd-mamba headdim 200 d_state 100 G=2 T=50",
+             "{\"name\":\"t7\",\"d_model\":100,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":100,"
+             "\"d_conv\":4,\"expand\":4,\"headdim\":200,\"ngroups\":2,\"chunk_size\":32,\"a_structure\":\"diagonal\"}",
+             2, 50, 0, 0, stream);
+    run_case("mamba2 headdim 200 d_state 100 G=1 T=50",
+             "{\"name\":\"t8\",\"d_model\":100,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":100,"
+             "\"d_conv\":4,\"expand\":4,\"headdim\":200,\"ngroups\":1,\"chunk_size\":32,\"a_structure\":\"scalar\"}",
+             2, 50, 0, 0, stream);
     run_recompute_case("mamba2 G=2 T=37",
                        "{\"name\":\"r1\",\"d_model\":64,\"n_layer\":3,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
                        "\"d_state\":16,\"d_conv\":4,\"expand\":2,\"headdim\":16,\"ngroups\":2,\"chunk_size\":16,"
@@ -547,6 +566,11 @@ int main(void) {
                         "\"d_state\":32,\"d_conv\":4,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
                         "\"a_structure\":\"diagonal\"}",
                         2, 40, 64, stream);
+    run_generation_case("mamba2 headdim 40 d_state 48 G=2",
+                        "{\"name\":\"g3\",\"d_model\":80,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,"
+                        "\"d_state\":48,\"d_conv\":4,\"expand\":2,\"headdim\":40,\"ngroups\":2,\"chunk_size\":16,"
+                        "\"a_structure\":\"scalar\"}",
+                        37, 20, 16, stream);
     const char *doc_configs[2][2] = {
         {"mamba2 G=2 T=37",
          "{\"name\":\"d1\",\"d_model\":64,\"n_layer\":2,\"vocab_size\":300,\"pad_vocab_multiple\":16,\"d_state\":16,"
@@ -563,6 +587,11 @@ int main(void) {
     run_documents_case("ssd-mamba G=1 T=64 d_conv=3",
                        "{\"name\":\"d3\",\"d_model\":48,\"n_layer\":2,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
                        "\"d_state\":32,\"d_conv\":3,\"expand\":2,\"headdim\":32,\"ngroups\":1,\"chunk_size\":32,"
+                       "\"a_structure\":\"diagonal\"}",
+                       2, 64, 1, 1, stream);
+    run_documents_case("ssd-mamba headdim 40 d_state 48 G=2 T=64",
+                       "{\"name\":\"d4\",\"d_model\":80,\"n_layer\":2,\"vocab_size\":257,\"pad_vocab_multiple\":16,"
+                       "\"d_state\":48,\"d_conv\":4,\"expand\":2,\"headdim\":40,\"ngroups\":2,\"chunk_size\":32,"
                        "\"a_structure\":\"diagonal\"}",
                        2, 64, 1, 1, stream);
     run_bucket_case("mamba2 L=3",

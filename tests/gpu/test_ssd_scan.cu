@@ -1,9 +1,12 @@
 /*
  * Tests the CUDA SSD scan (kernels/ssd_scan.cuh), forward and backward, against the double-precision
  * recurrent CPU reference (model/cpu_ssd.c) on fresh random inputs of realistic magnitude, over
- * shapes with odd T, T < Q, Q not a multiple of 16, several groups, B > 1, P up to 128, scalar and
+ * shapes with odd T, T < Q, Q not a multiple of 16, several groups, B > 1, P up to 256, scalar and
  * diagonal A, and stress cases with delta |A| of 1 to 60 per step (delta ~ softplus(1 + N(0,1))), where any
  * factor of the form exp(+|A| (dc_t - dc_s)) would overflow.
+ * Adapted shapes (kernels/ssd_scan_adapt.cuh): headdims that are no multiple of 16 (8, 13, 40, 200), heads
+ * wider than 128 (200, 256: sub-heads), d_states that the kernels do not run (5, 48, 100) and P 128 at
+ * N 256 (split for shared memory), with groups, segments, an entering state and stress decays.
  * Outputs are poisoned with NaN first, so an element left unwritten fails; the columns of the
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
  * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
@@ -872,6 +875,23 @@ int main(int argc, char **argv) {
         {"segtiles_scalar_N128_Q256", make_shape(2, 612, 2, 64, 1, 128, 256, 0), 46, tile_segments},
         {"segtiles_carry_scalar_N128_Q256", make_shape(2, 612, 2, 64, 1, 128, 256, 0), 47, tile_segments_carry},
         {"segtiles_carry_scalar_N64_Q256", make_shape(2, 612, 4, 32, 2, 64, 256, 0), 48, tile_segments_carry},
+        /* adapted shapes: headdim padded to a multiple of 16, wide heads as sub-heads (200: two of 112, 256 at
+         * N 128: two of 128, at N 256: four of 64; 128 at N 256: two of 64), d_state padded to 16 ... 256 */
+        {"scalar_P8_groups", make_shape(2, 150, 4, 8, 2, 16, 64, 0), 50, plain},
+        {"scalar_P13_N5", make_shape(1, 97, 2, 13, 1, 5, 32, 0), 51, plain},
+        {"scalar_P40_N48_groups", make_shape(2, 203, 4, 40, 2, 48, 64, 0), 52, plain},
+        {"diag_P40_N48_groups", make_shape(2, 203, 4, 40, 2, 48, 64, 1), 53, plain},
+        {"diag_P200_N100_groups", make_shape(2, 150, 2, 200, 2, 100, 64, 1), 54, plain},
+        {"scalar_P256_N128", make_shape(1, 170, 2, 256, 1, 128, 64, 0), 55, plain},
+        {"diag_P256_N256", make_shape(1, 100, 2, 256, 1, 256, 64, 1), 56, plain},
+        {"scalar_P128_N256_Q256", make_shape(1, 300, 2, 128, 1, 256, 256, 0), 57, plain},
+        {"diag_stress_P40_N48", make_shape(2, 150, 4, 40, 2, 48, 64, 1), 58, stress},
+        {"carry_scalar_P200_N100", make_shape(2, 150, 4, 200, 2, 100, 64, 0), 59, carry},
+        {"carry_diag_P256_N256", make_shape(1, 100, 2, 256, 1, 256, 64, 1), 60, carry},
+        {"seg_carry_scalar_P40_N48", make_shape(2, 203, 4, 40, 2, 48, 64, 0), 61, segments_carry},
+        {"seg_carry_diag_P40_N48", make_shape(2, 203, 4, 40, 2, 48, 64, 1), 62, segments_carry},
+        {"seg_diag_P200_N100_groups", make_shape(2, 203, 2, 200, 2, 100, 64, 1), 63, segments},
+        {"seg_carry_scalar_P256_N128", make_shape(2, 203, 2, 256, 1, 128, 64, 0), 64, segments_carry},
     };
     run_cases(cases, sizeof(cases) / sizeof(cases[0]));
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);

@@ -10,7 +10,10 @@
 #  5. document boundaries (-db 1), a carried state (-cs 1) and both: 30 steps of each build track the CPU
 #     trainer's losses with the same flags (the tolerances of 1.); a -db 1 -cs 1 run resumed from its step-10
 #     checkpoint continues bit-identically, and the CPU trainer resumes the FP32 build's step-10 checkpoint
-#     (its carried states in the same order) and tracks that run's steps 11..20 (tolerance as 1.'s FP32).
+#     (its carried states in the same order) and tracks that run's steps 11..20 (tolerance as 1.'s FP32);
+#  6. shapes the scan runs through its adapter (headdim 40, d_state 48, ngroups 2; scalar and diagonal A):
+#     30 steps of each build with -db 1 track the CPU trainer's losses (the tolerances of 1.), and
+#     compute-sanitizer memcheck reports no error over two steps.
 # Needs train_ssd, train_ssdcu, build/gpu/FP32/train_ssdcu and the tokenized shards in
 # datasets/tinyshakespeare (scripts/prepro.py --recipe tinyshakespeare --tokenizer gpt2).
 cd "$(dirname "$0")/../.." || exit 1
@@ -203,3 +206,35 @@ paste <(losses "$work/carry_fp32.log" | awk '$1 > 10') <(losses "$work/carry_cpu
     END { ok = (n == 10 && max <= 0.002)
           printf "%s carry_checkpoint_gpu_to_cpu: train_ssd resumed the FP32 GPU step-10 checkpoint with -cs 1: %d steps, max |loss diff| %.5f (tol 0.002)\n",
                  ok ? "PASS" : "FAIL", n, max }'
+
+# 6. headdim 40 (padded to 48 by the scan's adapter), d_state 48 (padded to 64), two groups
+for a in scalar diagonal; do
+    printf '{"name":"headdim40-%s","d_model":120,"n_layer":2,"vocab_size":50257,"pad_vocab_multiple":16,"d_state":48,"d_conv":4,"expand":2,"headdim":40,"ngroups":2,"chunk_size":64,"a_structure":"%s"}' \
+        "$a" "$a" > "$work/headdim40_$a.json"
+    odd=(-e "$work/headdim40_$a.json" "${common[@]:2}" -db 1 -x 30)
+    ./train_ssd "${odd[@]}" -th 4 > "$work/cpu_hd40_$a.log" 2>&1 &
+    for build in bf16:./train_ssdcu:0.05 fp32:build/gpu/FP32/train_ssdcu:0.002; do
+        IFS=: read -r name bin tol <<< "$build"
+        "$bin" "${odd[@]}" > "$work/gpu_hd40_${a}_$name.log" 2>&1 ||
+            echo "FAIL train_headdim40_${a}_$name: $bin failed: $(grep -m 1 error "$work/gpu_hd40_${a}_$name.log")"
+    done
+    wait
+    for build in bf16:0.05 fp32:0.002; do
+        IFS=: read -r name tol <<< "$build"
+        check_parity "train_parity_headdim40_dstate48_${a}_$name" "$tol" "$work/cpu_hd40_$a.log" "$work/gpu_hd40_${a}_$name.log" 30
+    done
+    if command -v compute-sanitizer > /dev/null; then
+        compute-sanitizer --tool memcheck --error-exitcode 1 ./train_ssdcu -e "$work/headdim40_$a.json" \
+            -i "$shards/*_train_*.bin" -b 2 -t 64 -x 2 -v 0 -g 0 -db 1 > "$work/memcheck_hd40_$a.log" 2>&1
+        status=$?
+        summary=$(grep 'ERROR SUMMARY' "$work/memcheck_hd40_$a.log" | tail -n 1)
+        if [ $status -eq 0 ] && grep -q '^step     2/2' "$work/memcheck_hd40_$a.log"; then
+            echo "PASS sanitizer_memcheck_headdim40_$a: $summary"
+        else
+            keep_work=1
+            echo "FAIL sanitizer_memcheck_headdim40_$a: status $status $summary; whole log: $work/memcheck_hd40_$a.log"
+            report=$(first_report "$work/memcheck_hd40_$a.log")
+            echo "${report:-$(tail -n 20 "$work/memcheck_hd40_$a.log")}"
+        fi
+    fi
+done
