@@ -9,7 +9,11 @@
  * Tolerances (max |error| over max |reference| per tensor): FP32 build 1e-4 everywhere. bf16:
  * 1e-2 for the loss, 6e-2 for the gradients: every activation is rounded to bf16 (relative
  * 2^-9 = 2e-3) some ten times per layer on the way forward and back, and the gradients of the
- * small per-head tensors (dt_bias, A_log, D) are sums of many such rounded terms.
+ * small per-head tensors (dt_bias, A_log, D) are sums of many such rounded terms. D's gradient, a head's
+ * sum of dy . x over B T headdim terms of both signs, loses precision in proportion to the head's width:
+ * the FP32 build measured its error at 1.6e-7 (headdim 16), 5.6e-7 (40) and 2.0e-6 / 7.2e-6 (200, scalar
+ * / diagonal A) against ~5e-7 for every other tensor, and bf16 gave 7.2e-2 at headdim 200 (diagonal).
+ * So D's tolerance is the gradients' times max(1, headdim / 64).
  *
  * One case runs the lm_head and loss in slices of 32 rows (the last one partial) instead of all rows at once.
  *
@@ -81,12 +85,14 @@ static float *case_params(const char *label, const char *json, int seed, ModelCo
 }
 
 /* every gradient tensor of got against want (flat, layout), each named "<prefix> grad <tensor>" */
-static void check_grad_tensors(const char *prefix, const double *got, const double *want, const ParamLayout *layout) {
+static void check_grad_tensors(const char *prefix, const double *got, const double *want, const ParamLayout *layout,
+                               const ModelConfig *config) {
     char name[200];
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         snprintf(name, sizeof(name), "%s grad %s", prefix, PARAM_NAMES[t]);
         double e = test_rel_error(got + layout->offsets[t], want + layout->offsets[t], (long)layout->sizes[t]);
-        test_report(e <= GRAD_TOL, name, "rel err %.3e (tol %.0e, %zu values)", e, GRAD_TOL, layout->sizes[t]);
+        double tol = t == P_D ? GRAD_TOL * fmax(1.0, config->headdim / 64.0) : GRAD_TOL;
+        test_report(e <= tol, name, "rel err %.3e (tol %.2g, %zu values)", e, tol, layout->sizes[t]);
     }
 }
 
@@ -128,7 +134,7 @@ static void run_case(const char *label, const char *json, int B, int T, int mask
     check_scalar(name, gpu_loss, cpu_loss, LOSS_TOL);
 
     double *grads = download_float(gpu.grads, layout.total);
-    check_grad_tensors(label, grads, cpu.grads, &layout);
+    check_grad_tensors(label, grads, cpu.grads, &layout, &config);
     free(grads);
 
     mamba_gpu_grad_norm(&gpu);
@@ -346,7 +352,7 @@ static void run_documents_case(const char *label, const char *json, int B, int T
             check_scalar(name, mamba_gpu_mean_loss(&m), cpu_loss[w], LOSS_TOL);
             double *grads = download_float(m.grads, layout.total);
             snprintf(name, sizeof(name), "%s %s -r %d window %d", label, what, r, w + 1);
-            check_grad_tensors(name, grads, cpu_grads[w], &layout);
+            check_grad_tensors(name, grads, cpu_grads[w], &layout, &config);
             if (r == 0) {
                 grads0[w] = grads;
                 continue;
