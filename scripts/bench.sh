@@ -107,7 +107,8 @@ if [ "$mode" = profile ]; then
     ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
         ./train_ssdcu -e "${PROFILE_CONFIG:-configs/mamba2-130m.json}" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
         -x "$steps" > "$work/profile.csv" 2> "$work/profile.err" || { tail -n 5 "$work/profile.err"; exit 1; }
-    python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}"
+    python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}" \
+        --model "$(basename "${PROFILE_CONFIG:-configs/mamba2-130m.json}" .json)"
     exit 0
 fi
 
