@@ -4,10 +4,11 @@
  *     delta_t = softplus(dt_raw_t[h] + dt_bias[h]),   A = -exp(A_log)
  *     S_t = exp(delta_t A[h,:]) (.) S_{t-1} + delta_t x_t[h] B_t[g]^T,    y_t[h] = S_t C_t[g] + D[h] x_t[h]
  *
- * Two implementations (paths) share steps 1, 3 and 5 (delta and dc, state passing, the sums): for a
- * scalar A with heads of width P <= 64, bf16 builds run the chunk-parallel tensor-core kernels of
- * ssd_scan_mma.cuh (whole 64-step tiles); a diagonal A, wider heads and the FP32 build run the
- * sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
+ * Two implementations (paths) share steps 1, 3 and 5 (delta and dc, state passing, the sums): for heads
+ * of width P <= 64 and N <= 128, bf16 builds run the tensor-core path over whole 64-step tiles (a scalar
+ * A: every stage, ssd_scan_mma.cuh; a diagonal A: the chunk states, dstates and forward chunk scan,
+ * ssd_scan_diag.cuh, with the sub-block backward chunk scan); wider heads, N = 256 and the FP32 build run
+ * the sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
  * one at run time (SSD_PATH_AUTO: the choice just described; SSD_PATH_SUB, SSD_PATH_MMA force one),
  * and ssd_scan_dispatch, at the end of this file, is the one place that maps a shape to its kernels.
  *
@@ -20,6 +21,8 @@
  *   ssd_scan_sums.cuh     backward step 5 (dB, dC over heads; parameter gradients)
  *   ssd_scan_sub.cuh      the sub-block path: steps 2 and 4, forward and backward
  *   ssd_scan_mma.cuh      the tensor-core path: steps 2 and 4 over 64-step tiles (bf16 builds)
+ *   ssd_scan_diag.cuh     the tensor-core path for a diagonal A: its forward chunk scan (decayed operands
+ *                         factored through a reference step), the dispatch of its stages
  *   ssd_scan_adapt.cuh    the shape adapter: any headdim <= 256 and d_state <= 256 as a shape the kernels
  *                         run (wide heads as sub-heads, states padded with zero columns of B and C)
  *
@@ -35,9 +38,11 @@
  *                    y   = (C exp(A (dc - ref))) S^T + M (delta x) + D x   with M[t][s] = C_t.B_s
  *                          decayed from s to t (s <= t), the intra-sub-block term
  *                    S  <- exp(A (end - ref)) S + (delta x)^T (B exp(A (end - dc)))
- * For a diagonal A the decay of M depends on n, so M is summed with one exp per (t, s, n) (SIMT);
- * splitting it into a product of two factors would need exp(-A (dc_s - ref)) >= 1, which overflows
- * for large delta |A| (the test's stress shape). Every other product is a GEMM with bounded operands.
+ * For a diagonal A the decay of M depends on n, so the sub-block path sums M with one exp per (t, s, n)
+ * (SIMT): a product of two factors with the reference before the sub-block would need
+ * exp(-A (dc_s - ref)) >= 1, which overflows for large delta |A| (the test's stress shape). The diagonal
+ * tensor-core forward (ssd_scan_diag.cuh) takes a reference between s and t instead, where both factors
+ * are <= 1. Every other product is a GEMM with bounded operands.
  *
  * Backward (gradients of sum(dy . y)), with G = dL/dS the adjoint state:
  *   1. dstates:    each chunk's gradient w.r.t. its entering state, dy^T (C exp(A dc)) (same GEMM as 2)
@@ -111,6 +116,7 @@
 #include "ssd_scan_common.cuh"
 #include "ssd_scan_sub.cuh"
 #if !defined(ENABLE_FP32)
+#include "ssd_scan_diag.cuh"
 #include "ssd_scan_mma.cuh"
 #endif
 
@@ -151,17 +157,17 @@ static bool ssd_scan_is_native(const SSDScanShape *s, const SSDScanShape *ns) {
     return ns->H == s->H && ns->P == s->P && ns->N == s->N;
 }
 
-/* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh) takes a scalar A,
- * heads of width P <= 64 and N <= 128 in bf16 builds; the sub-block path (ssd_scan_sub.cuh) takes every
- * shape. The rule applies to the native shape (a head of 40 channels runs as one of 48, on the tensor-core
- * path for a scalar A). */
+/* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh for a scalar A,
+ * ssd_scan_diag.cuh for a diagonal one) takes heads of width P <= 64 and N <= 128 in bf16 builds; the
+ * sub-block path (ssd_scan_sub.cuh) takes every shape. The rule applies to the native shape (a head of 40
+ * channels runs as one of 48, on the tensor-core path). */
 static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
     if (path != SSD_PATH_MMA) return true;
 #if defined(ENABLE_FP32)
     return false;
 #else
     SSDScanShape ns = ssd_scan_native(s);
-    return !ns.diagonal && ns.P <= SSDM_TILE && ns.N <= SSDM_MAX_N;
+    return ns.P <= SSDM_TILE && ns.N <= SSDM_MAX_N;
 #endif
 }
 
@@ -172,7 +178,7 @@ static SSDScanPath ssd_scan_path(const SSDScanShape *s) {
     if (!ssd_scan_path_applies(s, s->path)) {
         SSDScanShape ns = ssd_scan_native(s);
         fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d N=%d, run as P=%d N=%d) in this %s "
-                        "build: it needs a scalar A, P <= %d, N <= %d and a bf16 build\n",
+                        "build: it needs P <= %d, N <= %d and a bf16 build\n",
                 ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, ns.P, ns.N, PRECISION_NAME, SSDM_TILE, SSDM_MAX_N);
         exit(EXIT_FAILURE);
     }
@@ -184,7 +190,8 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t blocks = (size_t)s->B * ssd_num_chunks(s) * s->H;
     size_t bht = (size_t)s->B * s->H * s->T * sizeof(float);
     size_t st = blocks * s->P * s->N * sizeof(float);
-    bool mma = ssd_scan_path(s) == SSD_PATH_MMA;
+    /* the arrays of the scalar tensor-core path; the diagonal one keeps the sub-block path's */
+    bool mma = ssd_scan_path(s) == SSD_PATH_MMA && !s->diagonal;
     size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * (mma ? sizeof(__nv_bfloat16) : sizeof(float));
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = ssd_num_tiles(s); /* the tensor-core path's dD partials: one per tile */
@@ -238,13 +245,22 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
     }
 }
 
+/* The most shared memory a block of native shape ns takes on its path: the sub-block kernels' (also the
+ * diagonal tensor-core path's backward chunk scan); the other tensor-core kernels stay under 64 KB at their
+ * N <= 128, which every GPU from Ampere on has. */
+static size_t ssd_scan_smem_need(const SSDScanShape *ns) {
+    SSDScanPath path = ssd_scan_path(ns);
+    if (path == SSD_PATH_SUB) return ssd_sub_smem_bytes(ns);
+    return ns->diagonal ? ssd_scan_smem_bytes(ns) : 0;
+}
+
 /* Exits with a message naming headdim, d_state and chunk_size when this GPU's shared memory per block is
  * less than the scan's kernels need for shape s (its sub-block kernels: the tensor-core path needs at most
  * 62 KB, which every GPU from Ampere on has); for a check before anything is allocated. */
 void ssd_scan_check_device(const SSDScanShape *s) {
     ssd_scan_check_shape(s);
     SSDScanShape ns = ssd_scan_native(s);
-    size_t need = ssd_scan_path(&ns) == SSD_PATH_SUB ? ssd_sub_smem_bytes(&ns) : 0;
+    size_t need = ssd_scan_smem_need(&ns);
     if (need > (size_t)ssd_smem_optin_limit()) {
         fprintf(stderr, "error: the SSD scan at headdim %d, d_state %d, chunk_size %d (run as heads of %d channels, "
                         "d_state %d) needs %zu bytes of shared memory per block and this GPU allows %d; a smaller "
@@ -289,8 +305,13 @@ static void ssd_scan_run(const SSDScanShape *s, SSDScanPath path, const SSDScanC
 #if !defined(ENABLE_FP32)
     if constexpr (N_ <= SSDM_MAX_N) {
         if (path == SSD_PATH_MMA) {
-            if (backward) ssdm_scan_backward<N_>(s, c);
-            else ssdm_scan_forward<N_>(s, c);
+            if (s->diagonal) {
+                if (backward) ssdd_scan_backward<N_>(s, c);
+                else ssdd_scan_forward<N_>(s, c);
+            } else {
+                if (backward) ssdm_scan_backward<N_>(s, c);
+                else ssdm_scan_forward<N_>(s, c);
+            }
             return;
         }
     }

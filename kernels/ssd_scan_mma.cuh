@@ -276,22 +276,32 @@ __device__ __forceinline__ bool ssdm_pair_apart(unsigned pairs, int k) { return 
 __device__ __forceinline__ bool ssdm_pair_one(unsigned pairs, int k) { return pairs >> (16 + k) & 1; }
 
 /* ------------------------------------------------------------------------------------------------
- * Chunk states and dstates: out[p][n] = sum_t (w_t u_t[p]) v_t[n] over the chunk, u = x and
+ * Chunk states and dstates: out[p][n] = sum_t u_t[p] (w_t[n] v_t[n]) over the chunk, u = x and
  * w v = delta exp(A (dc_last - dc)) B (states), u = dy and w v = exp(A dc) C (dstates), w = 0 at the steps
- * of another document than seg_last (states) or seg_in (dstates). The weight goes on u (P columns, fewer
- * than N) and w u is split; v enters exact.
+ * of another document than seg_last (states) or seg_in (dstates); every w <= delta. For a scalar A the
+ * weight is one per step: it goes on u (P columns, fewer than N), w u is split and v enters exact. For a
+ * diagonal A (DIAG) it is one per step and state: w v is split and u enters exact. Two MMAs either way.
  * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
  */
-template <int N_, bool SEG>
+template <int N_>
+static size_t ssdm_states_smem(bool diagonal) {
+    return sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * 2 * SSDM_TILE +
+           (diagonal ? sizeof(ssdm_bf16) * SSDM_TILE * (N_ + SSDM_PAD) + sizeof(float) * N_ : 0);
+}
+
+template <int N_, bool SEG, bool DIAG>
 __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out, const floatX *u_src, const floatX *xBC,
                                                                   const float *delta, const float *dcum,
                                                                   const int *segment, const float *A_log,
                                                                   SSDScanShape s, int mode) {
     constexpr int LN = N_ + SSDM_PAD, NT = N_ / 8;
     extern __shared__ __align__(16) unsigned char ssdm_smem[];
-    ssdm_bf16 *Uhi = (ssdm_bf16 *)ssdm_smem, *Ulo = Uhi + SSDM_TILE * SSDM_LP; /* u, then w u split in place */
-    ssdm_bf16 *V = Ulo + SSDM_TILE * SSDM_LP;                                   /* B or C */
-    float *wf = (float *)(V + SSDM_TILE * LN);                                  /* w per step */
+    ssdm_bf16 *Uhi = (ssdm_bf16 *)ssdm_smem, *Ulo = Uhi + SSDM_TILE * SSDM_LP; /* u (scalar: then w u split in place) */
+    ssdm_bf16 *V = Ulo + SSDM_TILE * SSDM_LP;                                   /* B or C (diagonal: then w v's value) */
+    float *wf = (float *)(V + SSDM_TILE * LN);             /* w per step (diagonal: its part delta or 1) */
+    float *ef = wf + SSDM_TILE;                            /* diagonal: e per step, w = wf exp(A_n e) */
+    ssdm_bf16 *Vlo = (ssdm_bf16 *)(ef + SSDM_TILE);        /* diagonal: w v's remainder */
+    float *A_s = (float *)(Vlo + SSDM_TILE * LN);                               /* diagonal: the rates */
     SSDMPlace w = ssdm_place(s);
     int warp = threadIdx.x >> 5;
     const float *dl = delta + (size_t)w.bh * s.T + w.t0, *dc = dcum + (size_t)w.bh * s.T + w.t0;
@@ -299,6 +309,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out
     bool states = mode == SSD_REDUCE_STATES;
     size_t u_stride = states ? s.conv_dim : (size_t)s.H * s.P;
     int v_col = s.H * s.P + (states ? 0 : s.G * N_) + w.g * N_;
+    if (DIAG)
+        for (int n = threadIdx.x; n < N_; n += SSDM_THREADS) A_s[n] = ssd_rate(A_log, w.h, n, N_, 1);
     /* w is nonzero only at the steps [lo, hi) of the chunk: segments never decrease, so the steps of another
      * document than seg_last (states) are a prefix of the chunk and those of another than seg_in (dstates) a
      * suffix, counted here; the tiles outside [lo, hi) are skipped */
@@ -324,34 +336,50 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_states_kernel(float *out
         __syncthreads();
         ssdm_load_rows(Uhi, SSDM_LP, SSDM_TILE, u_src + row * u_stride, u_stride, w.h * s.P, s.P, nrows);
         ssdm_load_rows(V, LN, N_, xBC + row * s.conv_dim, s.conv_dim, v_col, N_, nrows);
-        for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
-            wf[r] = r >= nrows || (SEG && (r0 + r < lo || r0 + r >= hi)) ? 0.0f
-                    : states ? dl[r0 + r] * __expf(A * (dc_last - dc[r0 + r]))
-                             : __expf(A * dc[r0 + r]);
+        for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) {
+            bool zero = r >= nrows || (SEG && (r0 + r < lo || r0 + r >= hi));
+            float e = zero ? 0.0f : states ? dc_last - dc[r0 + r] : dc[r0 + r];
+            wf[r] = zero ? 0.0f : (states ? dl[r0 + r] : 1.0f) * (DIAG ? 1.0f : __expf(A * e));
+            ef[r] = e;
+        }
         ssdm_cp_wait();
         __syncthreads();
-        for (int i = threadIdx.x; i < SSDM_TILE * SSDM_TILE / 4; i += SSDM_THREADS) {
-            int r = i / (SSDM_TILE / 4), p = 4 * (i % (SSDM_TILE / 4));
-            uint2 raw = *reinterpret_cast<const uint2 *>(Uhi + r * SSDM_LP + p);
-            float2 u01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
-            float2 u23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
-            float f = wf[r];
-            SSDSplit a = ssd_split_bf16(f * u01.x, f * u01.y), b = ssd_split_bf16(f * u23.x, f * u23.y);
-            *reinterpret_cast<uint2 *>(Uhi + r * SSDM_LP + p) = make_uint2(a.hi, b.hi);
-            *reinterpret_cast<uint2 *>(Ulo + r * SSDM_LP + p) = make_uint2(a.lo, b.lo);
+        if (DIAG) {
+            /* w v = wf_r exp(A_n e_r) v, e_r = dc_last - dc_r (states) or dc_r (dstates), split into V and Vlo */
+            for (int i = threadIdx.x; i < SSDM_TILE * N_ / 2; i += SSDM_THREADS) {
+                int r = i / (N_ / 2), n = 2 * (i % (N_ / 2));
+                float e = ef[r];
+                float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(V + r * LN + n));
+                float f = wf[r];
+                SSDSplit x = ssd_split_bf16(f * __expf(A_s[n] * e) * v.x, f * __expf(A_s[n + 1] * e) * v.y);
+                *reinterpret_cast<uint32_t *>(V + r * LN + n) = x.hi;
+                *reinterpret_cast<uint32_t *>(Vlo + r * LN + n) = x.lo;
+            }
+        } else {
+            for (int i = threadIdx.x; i < SSDM_TILE * SSDM_TILE / 4; i += SSDM_THREADS) {
+                int r = i / (SSDM_TILE / 4), p = 4 * (i % (SSDM_TILE / 4));
+                uint2 raw = *reinterpret_cast<const uint2 *>(Uhi + r * SSDM_LP + p);
+                float2 u01 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.x));
+                float2 u23 = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&raw.y));
+                float f = wf[r];
+                SSDSplit a = ssd_split_bf16(f * u01.x, f * u01.y), b = ssd_split_bf16(f * u23.x, f * u23.y);
+                *reinterpret_cast<uint2 *>(Uhi + r * SSDM_LP + p) = make_uint2(a.hi, b.hi);
+                *reinterpret_cast<uint2 *>(Ulo + r * SSDM_LP + p) = make_uint2(a.lo, b.lo);
+            }
         }
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < SSDM_TILE / 16; kb++) {
             uint32_t a_hi[4], a_lo[4];
             ssdm_load_a_t(a_hi, Uhi, SSDM_LP, 16 * warp, 16 * kb);
-            ssdm_load_a_t(a_lo, Ulo, SSDM_LP, 16 * warp, 16 * kb);
+            if (!DIAG) ssdm_load_a_t(a_lo, Ulo, SSDM_LP, 16 * warp, 16 * kb);
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 uint32_t b[4];
                 ssdm_load_b_t(b, V, LN, 8 * j, 16 * kb);
                 ssdm_mma2(acc + j, a_hi, b);
-                ssdm_mma2(acc + j, a_lo, b);
+                if (DIAG) ssdm_load_b_t(b, Vlo, LN, 8 * j, 16 * kb);
+                ssdm_mma2(acc + j, DIAG ? a_hi : a_lo, b);
             }
         }
     }
@@ -436,8 +464,8 @@ static size_t ssdm_forward_smem(void) {
  * ssdm_tile_pairs finds in one document runs without MASK: the same values).
  * ssdm_decay_s: m[t][s] *= L[t][s] delta_s = exp(A (dc_t - dc_s)) delta_s, rows t of the thread in the block's
  * tile at step t0 of the chunk (dc in dct, documents in segt), columns s of the tile at step s0 (dc, delta and
- * documents in dc_s, dl_s, seg_s). */
-template <bool MASK>
+ * documents in dc_s, dl_s, seg_s); without DECAY (a diagonal A's m, decayed already) m[t][s] *= delta_s. */
+template <bool MASK, bool DECAY = true>
 __device__ __forceinline__ void ssdm_decay_s(float (&m)[8][4], const float *dc_s, const float *dl_s, const int *seg_s,
                                              const float (&dct)[2], const int (&segt)[2], float A, int s0, int t0) {
 #pragma unroll
@@ -447,7 +475,8 @@ __device__ __forceinline__ void ssdm_decay_s(float (&m)[8][4], const float *dc_s
             int t = t0 + ssdm_row(e >> 1), sl = ssdm_col(j, e & 1);
             bool keep = s0 + sl <= t;
             if (MASK) keep &= segt[e >> 1] == seg_s[sl]; /* no short circuit: a select, not a branch per element */
-            m[j][e] = keep ? m[j][e] * __expf(A * (dct[e >> 1] - dc_s[sl])) * dl_s[sl] : 0.0f;
+            float decay = DECAY ? __expf(A * (dct[e >> 1] - dc_s[sl])) : 1.0f;
+            m[j][e] = keep ? m[j][e] * decay * dl_s[sl] : 0.0f;
         }
 }
 /* ssdm_decay_t: m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)), rows s of the thread (dc in dcs, documents in segs),
@@ -464,6 +493,27 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
             if (MASK) keep &= seg_t[tl] == segs[e >> 1];
             m[j][e] = keep ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
         }
+}
+
+/* y_t = acc + D x_t for the tile's rows t (the first at row `row` of the [B*T][y_stride] output, this head's
+ * channels from y_col), x_t in Xs [64][SSDM_LP] */
+__device__ __forceinline__ void ssdm_store_y(floatX *y, const float (&acc)[8][4], const ssdm_bf16 *Xs, float Dh,
+                                             size_t row, int nrows, int y_stride, int y_col, int P) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = ssdm_row(i);
+        if (r >= nrows) continue;
+        floatX *out = y + (row + r) * y_stride + y_col;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int p = ssdm_col(j, 0);
+            if (p < P) {
+                float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Xs + r * SSDM_LP + p));
+                *reinterpret_cast<__nv_bfloat162 *>(out + p) =
+                    __floats2bfloat162_rn(acc[j][2 * i] + Dh * x.x, acc[j][2 * i + 1] + Dh * x.y);
+            }
+        }
+    }
 }
 
 template <int N_, bool SEG>
@@ -531,23 +581,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 4) ssdm_forward_kernel(floatX *y
         else ssdm_decay_s<true>(m, dc_s, dl_s, seg_s, dct, segt, A, s0, w.row0);
         ssdm_mma_acc_t<4, 8, false>(acc, m, Xs, SSDM_LP, 0);
     }
-    /* y = acc + D x_t; the last s tile loaded is this tile (the diagonal pair is never skipped), so Xs holds x_t */
-    float Dh = D[w.h];
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int r = ssdm_row(i);
-        if (r >= w.nrows) continue;
-        floatX *out = y + (row + w.row0 + r) * s.H * P + w.h * P;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int p = ssdm_col(j, 0);
-            if (p < P) {
-                float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(Xs + r * SSDM_LP + p));
-                *reinterpret_cast<__nv_bfloat162 *>(out + p) =
-                    __floats2bfloat162_rn(acc[j][2 * i] + Dh * x.x, acc[j][2 * i + 1] + Dh * x.y);
-            }
-        }
-    }
+    /* the last s tile loaded is this tile (the diagonal pair is never skipped), so Xs holds x_t */
+    ssdm_store_y(y, acc, Xs, D[w.h], row + w.row0, w.nrows, s.H * P, w.h * P, P);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -880,8 +915,9 @@ template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                                const float *delta, const float *dcum, const int *segment, const float *A_log, int mode,
                                cudaStream_t stream) {
-    size_t smem = sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * SSDM_TILE;
-    auto kernel = segment ? ssdm_states_kernel<N_, true> : ssdm_states_kernel<N_, false>;
+    size_t smem = ssdm_states_smem<N_>(s->diagonal);
+    auto kernel = s->diagonal ? (segment ? ssdm_states_kernel<N_, true, true> : ssdm_states_kernel<N_, false, true>)
+                              : (segment ? ssdm_states_kernel<N_, true, false> : ssdm_states_kernel<N_, false, false>);
     ssd_set_smem(kernel, smem);
     dim3 grid(1, ssd_num_chunks(s), s->B * s->H);
     kernel<<<grid, SSDM_THREADS, smem, stream>>>(out, u_src, xBC, delta, dcum, segment, A_log, *s, mode);

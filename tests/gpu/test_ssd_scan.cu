@@ -76,7 +76,7 @@ static const double STRESS_FACTOR = 1.0;
  * an H200: dA_log 7.1e-3 without segments and 2.6e-2 with segments and an entering state, where the sub-block
  * path gives 1.6e-4 and 1.1e-3 on the same inputs, and every per-step gradient stays under 5e-3): 3x. */
 static double reduced_stress_factor(const SSDScanShape *s) {
-    return ssd_scan_path(s) == SSD_PATH_MMA ? 3.0 : STRESS_FACTOR;
+    return ssd_scan_path(s) == SSD_PATH_MMA && !s->diagonal ? 3.0 : STRESS_FACTOR;
 }
 
 static int checks = 0; /* PASS/FAIL lines printed */
@@ -638,18 +638,16 @@ static ScanCost scan_cost(const SSDScanShape *s) {
     return c;
 }
 
-/* Why shape s cannot run on this GPU, or NULL: the sub-block path's chunk-scan and chunk-state blocks hold
- * P x N and sub-block x N arrays in shared memory, which ssd_set_smem would refuse by ending the process
- * when the GPU has less (the tensor-core path's blocks stay under 62 KB at its N <= 128, below every
- * supported GPU's limit); the case's buffers and workspace must fit in free device memory. */
+/* Why shape s cannot run on this GPU, or NULL: the shared memory its blocks take (ssd_scan_smem_need: the
+ * sub-block kernels hold P x N and sub-block x N arrays), which ssd_set_smem would refuse by ending the
+ * process when the GPU has less; the case's buffers and workspace must fit in free device memory. */
 static const char *scan_cannot_run(const SSDScanShape *s, char *why, size_t size) {
-    if (ssd_scan_path(s) == SSD_PATH_SUB) {
-        size_t smem = std::max(ssd_scan_smem_bytes(s), ssd_reduce_smem_bytes(s));
-        if (smem > (size_t)ssd_smem_optin_limit()) {
-            snprintf(why, size, "needs %zu bytes of shared memory per block; this GPU allows %d", smem,
-                     ssd_smem_optin_limit());
-            return why;
-        }
+    SSDScanShape ns = ssd_scan_native(s);
+    size_t smem = ssd_scan_smem_need(&ns);
+    if (smem > (size_t)ssd_smem_optin_limit()) {
+        snprintf(why, size, "needs %zu bytes of shared memory per block; this GPU allows %d", smem,
+                 ssd_smem_optin_limit());
+        return why;
     }
     size_t rows = (size_t)s->B * s->T, free_bytes, total_bytes;
     size_t need = ssd_scan_workspace_bytes(s) + rows * 2 * (s->conv_dim + s->d_in_proj + s->H * s->P) * sizeof(floatX);
