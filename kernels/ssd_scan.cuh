@@ -6,8 +6,8 @@
  *
  * Two implementations (paths) share steps 1, 3 and 5 (delta and dc, state passing, the sums): for heads
  * of width P <= 64 and N <= 128, bf16 builds run the tensor-core path over whole 64-step tiles (a scalar
- * A: every stage, ssd_scan_mma.cuh; a diagonal A: the chunk states, dstates and forward chunk scan,
- * ssd_scan_diag.cuh, with the sub-block backward chunk scan); wider heads, N = 256 and the FP32 build run
+ * A: ssd_scan_mma.cuh; a diagonal A: ssd_scan_diag.cuh, its products factored through reference steps and
+ * a few of its kernels shared with the scalar A); wider heads, N = 256 and the FP32 build run
  * the sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
  * one at run time (SSD_PATH_AUTO: the choice just described; SSD_PATH_SUB, SSD_PATH_MMA force one),
  * and ssd_scan_dispatch, at the end of this file, is the one place that maps a shape to its kernels.
@@ -21,8 +21,8 @@
  *   ssd_scan_sums.cuh     backward step 5 (dB, dC over heads; parameter gradients)
  *   ssd_scan_sub.cuh      the sub-block path: steps 2 and 4, forward and backward
  *   ssd_scan_mma.cuh      the tensor-core path: steps 2 and 4 over 64-step tiles (bf16 builds)
- *   ssd_scan_diag.cuh     the tensor-core path for a diagonal A: its forward chunk scan (decayed operands
- *                         factored through a reference step), the dispatch of its stages
+ *   ssd_scan_diag.cuh     the tensor-core path for a diagonal A: steps 2 and 4, the per-state decays
+ *                         factored through reference steps (bf16 builds)
  *   ssd_scan_adapt.cuh    the shape adapter: any headdim <= 256 and d_state <= 256 as a shape the kernels
  *                         run (wide heads as sub-heads, states padded with zero columns of B and C)
  *
@@ -41,7 +41,7 @@
  * For a diagonal A the decay of M depends on n, so the sub-block path sums M with one exp per (t, s, n)
  * (SIMT): a product of two factors with the reference before the sub-block would need
  * exp(-A (dc_s - ref)) >= 1, which overflows for large delta |A| (the test's stress shape). The diagonal
- * tensor-core forward (ssd_scan_diag.cuh) takes a reference between s and t instead, where both factors
+ * tensor-core path (ssd_scan_diag.cuh) takes references between s and t instead, where both factors
  * are <= 1. Every other product is a GEMM with bounded operands.
  *
  * Backward (gradients of sum(dy . y)), with G = dL/dS the adjoint state:
@@ -190,12 +190,13 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
     size_t blocks = (size_t)s->B * ssd_num_chunks(s) * s->H;
     size_t bht = (size_t)s->B * s->H * s->T * sizeof(float);
     size_t st = blocks * s->P * s->N * sizeof(float);
-    /* the arrays of the scalar tensor-core path; the diagonal one keeps the sub-block path's */
-    bool mma = ssd_scan_path(s) == SSD_PATH_MMA && !s->diagonal;
-    size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * (mma ? sizeof(__nv_bfloat16) : sizeof(float));
+    /* tc: the tensor-core path (scalar: mma, diagonal: diag); its dB, dC shares are bf16 */
+    bool tc = ssd_scan_path(s) == SSD_PATH_MMA, mma = tc && !s->diagonal, diag = tc && s->diagonal;
+    size_t bc = (size_t)s->B * s->T * s->H * 2 * s->N * (tc ? sizeof(__nv_bfloat16) : sizeof(float));
     size_t da = blocks * ssd_num_rates(s) * sizeof(float);
     size_t tiles = ssd_num_tiles(s); /* the tensor-core path's dD partials: one per tile */
     size_t qp = tiles * SSDM_TILE, cb = mma ? (size_t)s->B * s->G * ssd_num_chunks(s) * qp * qp * 4 : 0;
+    size_t gs = mma ? blocks * ssd_pass_warps(s) : diag ? blocks * s->N : 0;
     SSDScanWorkspace ws;
     /* what the forward writes for the backward first (delta, dcum, states, cb), then the scratch */
     struct {
@@ -206,7 +207,7 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
                   {&ws.states, st},
                   {&ws.cb, cb},
                   {&ws.dstates, st},
-                  {&ws.ddelta, mma ? 0 : bht}, /* the tensor-core path keeps d delta in registers */
+                  {&ws.ddelta, tc ? 0 : bht}, /* the tensor-core path keeps d delta in registers */
                   {&ws.dBC, bc},
                   {&ws.dA_part, da},
                   {&ws.dD_part, blocks * tiles * sizeof(float)},
@@ -214,8 +215,9 @@ static SSDScanWorkspace ssd_scan_workspace_view(const SSDScanShape *s, void *wor
                   {&ws.zc, bht},
                   {&ws.zb, bht},
                   {&ws.din, bht},
-                  {&ws.gs_part, mma ? blocks * ssd_pass_warps(s) * sizeof(float) : 0},
-                  {&ws.g_planes, mma ? st : 0}};
+                  {&ws.gs_part, gs * sizeof(float)},
+                  {&ws.g_planes, mma ? st : 0},
+                  {&ws.za_part, diag ? blocks * tiles * 2 * s->N * sizeof(float) : 0}};
     size_t offset = 0;
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         *arrays[i].ptr = workspace ? (float *)((char *)workspace + offset) : NULL;
@@ -245,13 +247,15 @@ static void ssd_scan_check_shape(const SSDScanShape *s) {
     }
 }
 
-/* The most shared memory a block of native shape ns takes on its path: the sub-block kernels' (also the
- * diagonal tensor-core path's backward chunk scan); the other tensor-core kernels stay under 64 KB at their
- * N <= 128, which every GPU from Ampere on has. */
+/* The most shared memory a block of native shape ns takes on its path: the sub-block kernels', or the
+ * diagonal tensor-core path's (75 KB at N = 128); the scalar tensor-core kernels stay under 64 KB at
+ * their N <= 128, which every GPU from Ampere on has. */
 static size_t ssd_scan_smem_need(const SSDScanShape *ns) {
     SSDScanPath path = ssd_scan_path(ns);
-    if (path == SSD_PATH_SUB) return ssd_sub_smem_bytes(ns);
-    return ns->diagonal ? ssd_scan_smem_bytes(ns) : 0;
+#if !defined(ENABLE_FP32)
+    if (path == SSD_PATH_MMA && ns->diagonal) return ssdd_smem_need(ns->N);
+#endif
+    return path == SSD_PATH_SUB ? ssd_sub_smem_bytes(ns) : 0;
 }
 
 /* Exits with a message naming headdim, d_state and chunk_size when this GPU's shared memory per block is

@@ -63,9 +63,12 @@ typedef struct {
     float *cb;       /* [B][G][nchunks][QP][QP] tensor-core path: C_t . B_s per chunk (QP: Q rounded up to
                         whole tiles), from the forward, kept for the backward */
     float *gs_part;  /* [B][H][nchunks][warps] tensor-core path, backward: <G_out, S_out> of each chunk in
-                        per-warp partial sums of the reverse state passing */
+                        per-warp partial sums of the reverse state passing; diagonal A: [B][H][nchunks][N],
+                        per state */
     float *g_planes; /* [B][H][nchunks][2][P][N] bf16, tensor-core path, backward: dL/d(state leaving each
                         chunk) as value and remainder planes */
+    float *za_part;  /* [B][H][nchunks][tiles][2][N] tensor-core path, diagonal A, backward: each tile's sums of
+                        C dC dc (index 0) and B dB dc (index 1) per state (ssd_scan_diag.cuh) */
 } SSDScanWorkspace;
 
 /* The arguments of one forward or backward (ssd_scan_forward, ssd_scan_backward) as the dispatch hands

@@ -283,10 +283,9 @@ __device__ __forceinline__ bool ssdm_pair_one(unsigned pairs, int k) { return pa
  * diagonal A (DIAG) it is one per step and state: w v is split and u enters exact. Two MMAs either way.
  * Grid (1, nchunks, B*H); warp w owns rows p = 16w.. and all N columns.
  */
-template <int N_>
-static size_t ssdm_states_smem(bool diagonal) {
-    return sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N_ + SSDM_PAD)) + sizeof(float) * 2 * SSDM_TILE +
-           (diagonal ? sizeof(ssdm_bf16) * SSDM_TILE * (N_ + SSDM_PAD) + sizeof(float) * N_ : 0);
+static size_t ssdm_states_smem(int N, bool diagonal) {
+    return sizeof(ssdm_bf16) * (2 * SSDM_TILE * SSDM_LP + SSDM_TILE * (N + SSDM_PAD)) + sizeof(float) * 2 * SSDM_TILE +
+           (diagonal ? sizeof(ssdm_bf16) * SSDM_TILE * (N + SSDM_PAD) + sizeof(float) * N : 0);
 }
 
 template <int N_, bool SEG, bool DIAG>
@@ -480,8 +479,9 @@ __device__ __forceinline__ void ssdm_decay_s(float (&m)[8][4], const float *dc_s
         }
 }
 /* ssdm_decay_t: m[s][t] *= L[t][s] = exp(A (dc_t - dc_s)), rows s of the thread (dc in dcs, documents in segs),
- * columns t of a tile starting `offset` steps after the block's first row (dc in dc_t, documents in seg_t) */
-template <bool MASK>
+ * columns t of a tile starting `offset` steps after the block's first row (dc in dc_t, documents in seg_t);
+ * without DECAY (a diagonal A's m, decayed already, or W) only the zeros */
+template <bool MASK, bool DECAY = true>
 __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t, const int *seg_t,
                                              const float (&dcs)[2], const int (&segs)[2], float A, int offset) {
 #pragma unroll
@@ -491,7 +491,8 @@ __device__ __forceinline__ void ssdm_decay_t(float (&m)[8][4], const float *dc_t
             int tl = ssdm_col(j, e & 1);
             bool keep = offset + tl >= ssdm_row(e >> 1);
             if (MASK) keep &= seg_t[tl] == segs[e >> 1];
-            m[j][e] = keep ? m[j][e] * __expf(A * (dc_t[tl] - dcs[e >> 1])) : 0.0f;
+            float decay = DECAY ? __expf(A * (dc_t[tl] - dcs[e >> 1])) : 1.0f;
+            m[j][e] = keep ? m[j][e] * decay : 0.0f;
         }
 }
 
@@ -915,7 +916,7 @@ template <int N_>
 static void ssdm_launch_states(const SSDScanShape *s, float *out, const floatX *u_src, const floatX *xBC,
                                const float *delta, const float *dcum, const int *segment, const float *A_log, int mode,
                                cudaStream_t stream) {
-    size_t smem = ssdm_states_smem<N_>(s->diagonal);
+    size_t smem = ssdm_states_smem(N_, s->diagonal);
     auto kernel = s->diagonal ? (segment ? ssdm_states_kernel<N_, true, true> : ssdm_states_kernel<N_, false, true>)
                               : (segment ? ssdm_states_kernel<N_, true, false> : ssdm_states_kernel<N_, false, false>);
     ssd_set_smem(kernel, smem);

@@ -704,22 +704,15 @@ static void ssd_sub_scan_forward(const SSDScanShape *s, const SSDScanCall *c) {
     ssd_launch_forward_scan<N_>(s, c->y, c->xBC, ws, c->segment, c->A_log, c->D, c->stream);
 }
 
-/* backward steps 2-5 once the dstates (step 1) are in the workspace; the diagonal tensor-core path
- * (ssd_scan_diag.cuh) forms them with its own kernel and runs these */
 template <int N_>
-static void ssd_sub_scan_backward_rest(const SSDScanShape *s, const SSDScanCall *c) {
+static void ssd_sub_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
     const SSDScanWorkspace *ws = &c->ws;
+    ssd_launch_reduce<N_>(s, ws->dstates, c->dy, c->xBC, ws, c->segment, c->A_log, SSD_REDUCE_DSTATES, c->stream);
     ssd_launch_passing(s, ws->dstates, NULL, NULL, NULL, c->segment, ws, c->A_log, 1, c->stream);
     ssd_launch_backward_scan<N_>(s, c->dxBC, c->dy, c->xBC, ws, c->segment, c->A_log, c->D, c->stream);
     ssd_launch_dt_backward(s, c->ddt_raw, ws, c->dt_raw, c->dt_bias, c->stream);
     ssd_launch_dBC_store(s, c->dxBC, (const float *)ws->dBC, 0, 2, c->stream);
     ssd_launch_param_grads(s, c->ddt_bias, c->dA_log, c->dD, ws, s->B * ssd_num_chunks(s), s->B, c->stream);
-}
-
-template <int N_>
-static void ssd_sub_scan_backward(const SSDScanShape *s, const SSDScanCall *c) {
-    ssd_launch_reduce<N_>(s, c->ws.dstates, c->dy, c->xBC, &c->ws, c->segment, c->A_log, SSD_REDUCE_DSTATES, c->stream);
-    ssd_sub_scan_backward_rest<N_>(s, c);
 }
 
 #endif
