@@ -40,15 +40,29 @@
 /* ------------------------------------------------------------------------------------------------
  * Building blocks. Accumulator tiles are the warp's 16 rows (ssdm_row) by 8 columns (ssdm_col) as in
  * ssd_scan_mma.cuh; A_s holds the head's rates times log2(e), so a decay exp(A_n u) is one exp2 (ex2.approx)
- * of A_s[n] u. Every u below is >= 0 by the choice of reference (clamped at 0: rows past the chunk's end are
- * zero, and a clamp keeps them from 0 x inf).
+ * of A_s[n] u. Every u below is >= 0 by the choice of reference (rows past the chunk's end hold the last dc),
+ * except in a warp's own 16-step sub-block factored through a reference inside it (ssdd_own_factors).
  */
 #define SSDD_LOG2E 1.44269504088896341f
 #define SSDD_LN2 0.693147180559945309f
 __device__ __forceinline__ float ssdd_rate2(const float *A_log, int h, int n, int N) {
     return ssd_rate(A_log, h, n, N, 1) * SSDD_LOG2E;
 }
-__device__ __forceinline__ float ssdd_decay(float A2, float u) { return exp2f(A2 * fmaxf(u, 0.0f)); }
+__device__ __forceinline__ float ssdd_decay(float A2, float u) { return exp2f(A2 * u); }
+
+/* Whether the warp's own 16-step sub-block of the tile (dc of the tile's steps in dc_tile, the dc before the
+ * tile in before) factors like the others: through a reference at one of its edges, one factor of each pair
+ * is >= 1, at most 2^(max_n |A_n log2(e)| span) for the sub-block's span of dc. Up to 2^64 both factors, and
+ * their bf16 value and remainder, stay far inside bf16's range (2^+-126), so the product keeps its ~16-bit
+ * operands; else (decays too steep for it) the sub-block's sums run direct, one exp per term. */
+__device__ __forceinline__ bool ssdd_own_factors(const float *A_s, int N, const float *dc_tile, float before) {
+    int warp = threadIdx.x >> 5;
+    float amax = 0.0f;
+    for (int n = threadIdx.x & 31; n < N; n += 32) amax = fmaxf(amax, fabsf(A_s[n]));
+    for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, offset));
+    float start = warp > 0 ? dc_tile[16 * warp - 1] : before;
+    return amax * (dc_tile[16 * warp + 15] - start) <= 64.0f;
+}
 
 /* an fp32 state [P][N] times exp(A_n u) per column n, into bf16 rows of hi [64][ld] (value) and lo (remainder;
  * NULL: the value only); rows p >= P zero */
@@ -353,7 +367,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_forward_kernel(floatX *y
         ssdm_cp_wait();
         __syncthreads();
         float m[8][4] = {};
-        if (diag) {
+        bool own_fac = diag && ssdd_own_factors(A_s, N_, dc_s, w.row0 > 0 ? dc[w.row0 - 1] : 0.0f);
+        if (diag && !own_fac) {
             float d[2][4];
             ssdd_direct<N_>(d, Cs, Bhi, LN, A_s, dct, dc_s);
             ssdd_set_pair(m, d, warp);
@@ -367,7 +382,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_forward_kernel(floatX *y
         __syncthreads();
         if (diag) {
 #pragma unroll 1
-            for (int j = 0; j < warp; j++) { /* the sub-blocks before the warp's own */
+            for (int j = 0; j < warp + own_fac; j++) { /* the sub-blocks before the warp's own, and it if it factors */
                 float u[2] = {dct[0] - dc_s[16 * j + 15], dct[1] - dc_s[16 * j + 15]}, t[2][4] = {};
                 ssdd_mma_decayed<KN, 2>(t, Cs, LN, A_s, u, ones, Bhi, Blo, LN, 16 * j);
                 ssdd_set_pair(m, t, j);
@@ -499,16 +514,17 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
             __syncthreads();
             ssdd_mma_acc_t<4, NT>(dC, m, sm.hi, sm.lo, LN, 0);
         } else {
+            bool own_fac = ssdd_own_factors(sm.A, N_, sm.dc, r0);
             float *Wb = sm.red + warp * 16 * SSDD_WB_LD;
-            ssdd_stage_own(Wb, m);
+            if (!own_fac) ssdd_stage_own(Wb, m);
 #pragma unroll 1
-            for (int j = 0; j < warp; j++) {
+            for (int j = 0; j < warp + own_fac; j++) {
                 float t[2][4];
                 ssdd_get_pair(t, m, j);
                 ssdd_mma_w_decayed<NT>(dC, t, sm.hi + 16 * j * LN, LN, sm.A, sm.dc + 16 * j, rw, -1.0f);
             }
             ssdd_scale<NT>(dC, sm.A, dct[0] - rw, dct[1] - rw);
-            ssdd_direct_out<NT>(dC, Wb, sm.hi + 16 * warp * LN, LN, sm.A, dct, sm.dc + 16 * warp);
+            if (!own_fac) ssdd_direct_out<NT>(dC, Wb, sm.hi + 16 * warp * LN, LN, sm.A, dct, sm.dc + 16 * warp);
         }
     }
     /* this head's dC share, zc_t = sum_n A_n C_t[n] dC_t[n], and the tile's sums of C dC dc per state */
@@ -584,6 +600,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
 #pragma unroll
     for (int i = 0; i < 2; i++) in_last[i] = segs[i] == seg_last ? 1.0f : 0.0f;
     float R = dc[w.row0 + w.nrows - 1], ew = dc[min(w.row0 + 16 * warp + 16, w.len) - 1];
+    float before_tile = w.row0 > 0 ? dc[w.row0 - 1] : 0.0f;
     const float *G = dstates + chunk * P * N_;
     if (DB && w.tile == 0) /* gs[n] = sum_p G_out[p][n] S_out[p][n]; S_out is the next chunk's entering state (the
                               last chunk has G_out = 0) */
@@ -649,27 +666,33 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
                 ssdd_mma_decayed<KN, 8>(m, sm.B, LN, sm.A, u, ones, sm.hi, sm.lo, LN, 0);
             }
         } else if constexpr (DB) {
+            bool own_fac = ssdd_own_factors(sm.A, N_, sm.dc, before_tile);
             float *Wb = sm.red + warp * 16 * SSDD_WB_LD;
-            ssdd_stage_own(Wb, m);
+            if (!own_fac) ssdd_stage_own(Wb, m);
 #pragma unroll 1
-            for (int j = warp + 1; j < 4; j++) {
+            for (int j = own_fac ? warp : warp + 1; j < 4; j++) {
                 float t[2][4];
                 ssdd_get_pair(t, m, j);
                 ssdd_mma_w_decayed<NT>(acc, t, sm.hi + 16 * j * LN, LN, sm.A, sm.dc + 16 * j, ew, 1.0f);
             }
             ssdd_scale<NT>(acc, sm.A, ew - dcs[0], ew - dcs[1]);
-            ssdd_direct_out<NT>(acc, Wb, sm.hi + 16 * warp * LN, LN, sm.A, dcs, sm.dc + 16 * warp);
-        } else { /* gb: the warp's own block directly, sub-block j > warp through the dc before j */
-            float d[2][4];
-            ssdd_direct<N_>(d, sm.B, sm.hi, LN, sm.A, dcs, sm.dc);
-            ssdd_set_pair(m, d, warp);
-            for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS) sm.e[r] = r >= 16 ? sm.dc[r] - sm.dc[(r & ~15) - 1] : 0.0f;
+            if (!own_fac) ssdd_direct_out<NT>(acc, Wb, sm.hi + 16 * warp * LN, LN, sm.A, dcs, sm.dc + 16 * warp);
+        } else { /* gb: sub-block j >= warp through the dc before j (the warp's own directly if it does not factor) */
+            bool own_fac = ssdd_own_factors(sm.A, N_, sm.dc, before_tile);
+            if (!own_fac) {
+                float d[2][4];
+                ssdd_direct<N_>(d, sm.B, sm.hi, LN, sm.A, dcs, sm.dc);
+                ssdd_set_pair(m, d, warp);
+            }
+            for (int r = threadIdx.x; r < SSDM_TILE; r += SSDM_THREADS)
+                sm.e[r] = sm.dc[r] - (r >= 16 ? sm.dc[(r & ~15) - 1] : before_tile);
             __syncthreads();
             ssdd_decay_rows<N_>(sm.hi, sm.lo, LN, sm.A, sm.e);
             __syncthreads();
 #pragma unroll 1
-            for (int j = warp + 1; j < 4; j++) {
-                float u[2] = {sm.dc[16 * j - 1] - dcs[0], sm.dc[16 * j - 1] - dcs[1]}, t[2][4] = {};
+            for (int j = own_fac ? warp : warp + 1; j < 4; j++) {
+                float r_j = j > 0 ? sm.dc[16 * j - 1] : before_tile;
+                float u[2] = {r_j - dcs[0], r_j - dcs[1]}, t[2][4] = {};
                 ssdd_mma_decayed<KN, 2>(t, sm.B, LN, sm.A, u, ones, sm.hi, sm.lo, LN, 16 * j);
                 ssdd_set_pair(m, t, j);
             }
