@@ -9,10 +9,12 @@
  * through any reference r with dc_s <= r <= dc_t, each factor <= 1 (no overflow; a factor that underflows
  * leaves a product below it):  L_n[t][s] = exp(A_n (dc_t - r)) exp(A_n (r - dc_s)).
  * With r between two blocks of steps, a block pair is a GEMM over n of two decayed operands (or a GEMM with
- * the other factor applied to its output, where n is the output index); only the 16 x 16 blocks on the
- * diagonal, where no r lies between every pair, take one exp per (t, s, n) in fp32 (the "direct" sums). The
- * references: between an earlier 64-step tile and the block's, r is a dc at their boundary; inside the
- * diagonal tile, each warp's 16 steps meet the other 16-step sub-blocks through the dc at a sub-block edge.
+ * the other factor applied to its output, where n is the output index). The references: between an earlier
+ * 64-step tile and the block's, r is a dc at their boundary; inside the diagonal tile, each warp's 16 steps
+ * meet the other 16-step sub-blocks through the dc at a sub-block edge. In the 16 x 16 block on the diagonal
+ * no r lies between every pair: with r at one of its edges one factor is >= 1, bounded by 2^(max |A_n|
+ * log2(e) x its span of dc). Up to 2^64 it is a GEMM like the others (ssdd_own_factors); for steeper decays
+ * its sums take one exp per (t, s, n) in fp32 (the "direct" sums, exact at any decay).
  * Derived operands are split into bf16 value and remainder (three MMAs: value x value, remainder x value,
  * value x remainder), ~16-bit operands as in the scalar path; y takes single bf16 products of M delta and
  * S_in, as the scalar path's y does (nothing in the backward reads y).
@@ -27,8 +29,11 @@
  *   d delta:  z_t[n] = C_t[n] dC_t[n] - B_t[n] dB_t[n] (this head's shares), gs[n] = <G_out, S_out>[:, n],
  *             d delta_t = sum_n A_n (sum_{t'>=t} z_t'[n] + gs[n]) + din_t,
  *             dA_log[n] += A_n (sum_t z_t[n] dc_t + gs[n] dc_last)
- * The dC and dx kernels write zc_t = sum_n A_n C_t[n] dC_t[n] and zb_s = sum_n A_n B_s[n] dB_s[n] (the rates
- * folded in), and per state the tile's sums of C dC dc and B dB dc; ssdd_ddelta_kernel finishes both sums.
+ * Kernels, each a block of 4 warps per (64-step tile, chunk, batch*head): forward; dC (on the side stream);
+ * gb and dB (one template, two launches: the two accumulators in one kernel cost half its occupancy);
+ * d delta. The dC and dB kernels write zc_t = sum_n A_n C_t[n] dC_t[n] and zb_s = sum_n A_n B_s[n] dB_s[n]
+ * (the rates folded in), and per state the tile's sums of C dC dc and B dB dc; ssdd_ddelta_kernel finishes
+ * both sums.
  * Document boundaries: as in ssd_scan_mma.cuh (tile pairs apart skipped, masks on the block pairs, the
  * state parts 0 at the steps of another document than the state's).
  */
@@ -62,6 +67,18 @@ __device__ __forceinline__ bool ssdd_own_factors(const float *A_s, int N, const 
     for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, offset));
     float start = warp > 0 ? dc_tile[16 * warp - 1] : before;
     return amax * (dc_tile[16 * warp + 15] - start) <= 64.0f;
+}
+
+/* the thread's two rows (ssdm_row) of the block's tile: their dc (the last one past the chunk's end), their
+ * documents, and 1 or 0 as each is in document `key` (the state entering the chunk, or the chunk's last step) */
+__device__ __forceinline__ void ssdd_rows(float (&dc_i)[2], int (&seg_i)[2], float (&in_key)[2], const float *dc,
+                                          float dc_last, const int *segment, const SSDScanShape &s, const SSDMPlace &w,
+                                          int key) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) dc_i[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
+    ssdm_row_segments(seg_i, segment, s, w.b, w.t0 + w.row0, w.nrows);
+#pragma unroll
+    for (int i = 0; i < 2; i++) in_key[i] = seg_i[i] == key ? 1.0f : 0.0f;
 }
 
 /* an fp32 state [P][N] times exp(A_n u) per column n, into bf16 rows of hi [64][ld] (value) and lo (remainder;
@@ -130,27 +147,6 @@ __device__ __forceinline__ void ssdd_mma_decayed(float (*acc)[4], const ssdm_bf1
                 ssdm_load_b(b, b_lo, ldb, n0 + 8 * j, 16 * kb);
                 ssdm_mma2(acc + j, hi, b);
             }
-        }
-    }
-}
-
-/* acc[WIDTH n8 tiles] += m (accumulator tiles over K = 16 KBLOCKS, split) times b stored [k][n] from row k0
- * (value plane b_hi, remainder b_lo): three MMAs per product */
-template <int KBLOCKS, int WIDTH>
-__device__ __forceinline__ void ssdd_mma_acc_t(float (&acc)[WIDTH][4], const float (&m)[2 * KBLOCKS][4],
-                                               const ssdm_bf16 *b_hi, const ssdm_bf16 *b_lo, int ld, int k0) {
-#pragma unroll
-    for (int kb = 0; kb < KBLOCKS; kb++) {
-        uint32_t hi[4], lo[4];
-        ssdm_split_a(hi, lo, m[2 * kb], m[2 * kb + 1]);
-#pragma unroll
-        for (int j = 0; j < WIDTH; j += 2) {
-            uint32_t b[4];
-            ssdm_load_b_t(b, b_hi, ld, 8 * j, k0 + 16 * kb);
-            ssdm_mma2(acc + j, hi, b);
-            ssdm_mma2(acc + j, lo, b);
-            ssdm_load_b_t(b, b_lo, ld, 8 * j, k0 + 16 * kb);
-            ssdm_mma2(acc + j, hi, b);
         }
     }
 }
@@ -338,12 +334,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_forward_kernel(floatX *y
     for (int n = threadIdx.x; n < N_; n += SSDM_THREADS) A_s[n] = ssdd_rate2(A_log, w.h, n, N_);
     ssdm_load_rows(Cs, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, c_col, N_, w.nrows);
     float dct[2], in_doc[2];
-    int segt[2], seg_in = ssd_segment_before(segment, s, w.b, w.t0);
-#pragma unroll
-    for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
-    ssdm_row_segments(segt, segment, s, w.b, w.t0 + w.row0, w.nrows);
-#pragma unroll
-    for (int i = 0; i < 2; i++) in_doc[i] = segt[i] == seg_in ? 1.0f : 0.0f;
+    int segt[2];
+    ssdd_rows(dct, segt, in_doc, dc, dc_last, segment, s, w, ssd_segment_before(segment, s, w.b, w.t0));
     __syncthreads();
     ssdd_load_state<N_>(Bhi, NULL, LN, states + ((size_t)w.bh * w.nc + w.c) * P * N_, P, A_s, 0.0f);
     ssdm_cp_wait();
@@ -470,12 +462,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
     for (int n = threadIdx.x; n < N_; n += SSDM_THREADS) sm.A[n] = ssdd_rate2(A_log, w.h, n, N_);
     ssdm_load_rows(sm.own, SSDM_LP, SSDM_TILE, dy + (row + w.row0) * HP, HP, w.h * P, P, w.nrows);
     float dct[2], in_doc[2];
-    int segt[2], seg_in = ssd_segment_before(segment, s, w.b, w.t0);
-#pragma unroll
-    for (int i = 0; i < 2; i++) dct[i] = ssdm_row(i) < w.nrows ? dc[w.row0 + ssdm_row(i)] : dc_last;
-    ssdm_row_segments(segt, segment, s, w.b, w.t0 + w.row0, w.nrows);
-#pragma unroll
-    for (int i = 0; i < 2; i++) in_doc[i] = segt[i] == seg_in ? 1.0f : 0.0f;
+    int segt[2];
+    ssdd_rows(dct, segt, in_doc, dc, dc_last, segment, s, w, ssd_segment_before(segment, s, w.b, w.t0));
     int before_warp = min(w.row0 + 16 * warp, w.len);
     float r0 = w.row0 > 0 ? dc[w.row0 - 1] : 0.0f, rw = before_warp > 0 ? dc[before_warp - 1] : 0.0f;
     __syncthreads();
@@ -512,7 +500,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
             __syncthreads();
             ssdd_decay_rows<N_>(sm.hi, sm.lo, LN, sm.A, sm.e);
             __syncthreads();
-            ssdd_mma_acc_t<4, NT>(dC, m, sm.hi, sm.lo, LN, 0);
+            ssdm_mma_acc_t<4, NT>(dC, m, sm.hi, LN, 0, sm.lo);
         } else {
             bool own_fac = ssdd_own_factors(sm.A, N_, sm.dc, r0);
             float *Wb = sm.red + warp * 16 * SSDD_WB_LD;
@@ -589,16 +577,10 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
     if (!DB) ssdm_load_rows(sm.B, LN, N_, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, b_col, N_, w.nrows);
     ssdm_load_rows(sm.own, SSDM_LP, SSDM_TILE, xBC + (row + w.row0) * s.conv_dim, s.conv_dim, w.h * P, P, w.nrows);
     float dcs[2], dls[2], in_last[2];
-    int segs[2], seg_last = ssd_segment(segment, s, w.b, w.t0 + w.len - 1);
+    int segs[2];
+    ssdd_rows(dcs, segs, in_last, dc, dc_last, segment, s, w, ssd_segment(segment, s, w.b, w.t0 + w.len - 1));
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        bool valid = ssdm_row(i) < w.nrows;
-        dcs[i] = valid ? dc[w.row0 + ssdm_row(i)] : dc_last;
-        dls[i] = valid ? dl[w.row0 + ssdm_row(i)] : 0.0f;
-    }
-    ssdm_row_segments(segs, segment, s, w.b, w.t0 + w.row0, w.nrows);
-#pragma unroll
-    for (int i = 0; i < 2; i++) in_last[i] = segs[i] == seg_last ? 1.0f : 0.0f;
+    for (int i = 0; i < 2; i++) dls[i] = ssdm_row(i) < w.nrows ? dl[w.row0 + ssdm_row(i)] : 0.0f;
     float R = dc[w.row0 + w.nrows - 1], ew = dc[min(w.row0 + 16 * warp + 16, w.len) - 1];
     float before_tile = w.row0 > 0 ? dc[w.row0 - 1] : 0.0f;
     const float *G = dstates + chunk * P * N_;
@@ -660,7 +642,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
             ssdd_decay_rows<N_>(sm.hi, sm.lo, LN, sm.A, sm.e);
             __syncthreads();
             if constexpr (DB) {
-                ssdd_mma_acc_t<4, NT>(acc, m, sm.hi, sm.lo, LN, 0);
+                ssdm_mma_acc_t<4, NT>(acc, m, sm.hi, LN, 0, sm.lo);
             } else { /* M^T[s][t] = (B_s exp(A (R - dc_s))) . (C_t exp(A (dc_t - R))) */
                 float u[2] = {R - dcs[0], R - dcs[1]};
                 ssdd_mma_decayed<KN, 8>(m, sm.B, LN, sm.A, u, ones, sm.hi, sm.lo, LN, 0);

@@ -127,10 +127,11 @@ __device__ __forceinline__ void ssdm_split_a(uint32_t (&hi)[4], uint32_t (&lo)[4
 
 /* acc[16 x 8 WIDTH] += (value + remainder of the 16 x 16 K-blocks of m; the value only when !SPLIT) times
  * the B operand of an array stored [k][n] (rows k0 + 16 kb): a decayed accumulator times an exact
- * bf16 input. */
+ * bf16 input, or times a derived one given as value plane s and remainder plane s_lo (a third MMA, value
+ * by remainder). */
 template <int KBLOCKS, int WIDTH, bool SPLIT = true>
 __device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const float (&m)[2 * KBLOCKS][4],
-                                               const ssdm_bf16 *s, int ld, int k0) {
+                                               const ssdm_bf16 *s, int ld, int k0, const ssdm_bf16 *s_lo = nullptr) {
 #pragma unroll
     for (int kb = 0; kb < KBLOCKS; kb++) {
         uint32_t hi[4], lo[4];
@@ -141,6 +142,10 @@ __device__ __forceinline__ void ssdm_mma_acc_t(float (&acc)[WIDTH][4], const flo
             ssdm_load_b_t(b, s, ld, 8 * j, k0 + 16 * kb);
             ssdm_mma2(acc + j, hi, b);
             if (SPLIT) ssdm_mma2(acc + j, lo, b);
+            if (s_lo) {
+                ssdm_load_b_t(b, s_lo, ld, 8 * j, k0 + 16 * kb);
+                ssdm_mma2(acc + j, hi, b);
+            }
         }
     }
 }
