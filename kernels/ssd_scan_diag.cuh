@@ -301,7 +301,8 @@ __device__ __forceinline__ void ssdd_state_sums(float *out, const float (&v)[NT]
 /* ------------------------------------------------------------------------------------------------
  * Forward: y for the tile's 64 steps t (s tiles up to the diagonal one). Against an earlier s tile the
  * reference is the dc at its last step; inside the diagonal tile, the warp's rows meet sub-block j < warp
- * through the dc at the end of j, and their own sub-block directly. Grid (tiles per chunk, nchunks, B*H).
+ * (and their own where it factors, ssdd_own_factors) through the dc at the end of j, else their own sub-block
+ * directly. Grid (tiles per chunk, nchunks, B*H).
  * Shared memory: C_t [64][LN]; S_in, then each s tile's B and its decayed value plane [64][LN]; the decayed
  * remainder plane [64][LN]; x_s [64][LP]; dc_s, delta_s, the planes' exponents [64]; the rates [N]; the
  * s tile's documents [64].
@@ -439,8 +440,9 @@ __device__ __forceinline__ float *ssdd_za(float *za, const SSDMPlace &w, int whi
  * zc_t and the tile's sums of C dC dc. References: r0, the dc before the tile, for the state and the earlier
  * tiles (dC accumulates (dy S_in exp(A r0)) and W (B exp(A (r0 - dc_s))), all to be times exp(A (dc_t - r0)));
  * before the diagonal tile it moves to rw, the dc before the warp's 16 rows (times exp(A (rw - r0))), where
- * the sub-blocks j < warp enter with B exp(A (rw - dc_s)); then times exp(A (dc_t - rw)), and the warp's own
- * sub-block directly. Grid (tiles per chunk, nchunks, B*H). */
+ * the sub-blocks j < warp (and its own where it factors, ssdd_own_factors) enter with B exp(A (rw - dc_s));
+ * then times exp(A (dc_t - rw)), and the warp's own sub-block directly where it does not factor.
+ * Grid (tiles per chunk, nchunks, B*H). */
 template <int N_, bool SEG>
 __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_bf16 *dBC, float *zc, float *za,
                                                                        const floatX *dy, const floatX *xBC,
@@ -548,9 +550,10 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
  * gs[n] = <G_out, S_out>[:, n]). References: R, the dc at the tile's last step, for the state and the later
  * tiles (gb: B exp(A (R - dc_s)) against C exp(A (dc_t - R)); dB accumulates x G_out exp(A (dc_last - R)) and
  * W (C exp(A (dc_t - R))), all to be times exp(A (R - dc_s))). Before the diagonal tile dB moves to ew, the dc
- * at the end of the warp's 16 rows (times exp(A (R - ew))), where the sub-blocks j > warp enter with
- * C exp(A (dc_t - ew)); then times exp(A (ew - dc_s)), and the warp's own sub-block directly. The diagonal
- * tile's gb meets sub-block j > warp through the dc before j, and its own sub-block directly.
+ * at the end of the warp's 16 rows (times exp(A (R - ew))), where the sub-blocks j > warp (and its own where
+ * it factors, ssdd_own_factors) enter with C exp(A (dc_t - ew)); then times exp(A (ew - dc_s)), and the warp's
+ * own sub-block directly where it does not factor. The diagonal tile's gb meets sub-block j > warp (and its
+ * own where it factors) through the dc before j, else its own sub-block directly.
  * Grid (tiles per chunk, nchunks, B*H). */
 template <int N_, bool SEG, bool DB>
 __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
