@@ -7,8 +7,8 @@
  * Two implementations (paths) share steps 1, 3 and 5 (delta and dc, state passing, the sums): for heads
  * of width P <= 64 and N <= 128, bf16 builds run the tensor-core path over whole 64-step tiles (a scalar
  * A: ssd_scan_mma.cuh; a diagonal A: ssd_scan_diag.cuh, its products factored through reference steps and
- * a few of its kernels shared with the scalar A); wider heads, N = 256 and the FP32 build run
- * the sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
+ * a few of its kernels shared with the scalar A; N = 256 as two slices of 128, ssd_scan_adapt.cuh); wider
+ * heads and the FP32 build run the sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
  * one at run time (SSD_PATH_AUTO: the choice just described; SSD_PATH_SUB, SSD_PATH_MMA force one),
  * and ssd_scan_dispatch, at the end of this file, is the one place that maps a shape to its kernels.
  *
@@ -24,7 +24,8 @@
  *   ssd_scan_diag.cuh     the tensor-core path for a diagonal A: steps 2 and 4, the per-state decays
  *                         factored through reference steps (bf16 builds)
  *   ssd_scan_adapt.cuh    the shape adapter: any headdim <= 256 and d_state <= 256 as a shape the kernels
- *                         run (wide heads as sub-heads, states padded with zero columns of B and C)
+ *                         run (wide heads as sub-heads, d_state 256 as two slices of 128 on the tensor-core
+ *                         path, states padded with zero columns of B and C)
  *
  * Chunked algorithm. With dc_t the cumulative sum of delta inside a chunk, every decay between two
  * steps s <= t of a chunk is exp(A[n] (dc_t - dc_s)) <= 1, so no factor can overflow.
@@ -132,7 +133,10 @@ static const char *ssd_scan_path_name(SSDScanPath path) {
  * sub-block kernels need more than 227 KB (no GPU has it): those are split. Fewest sub-heads: each sub-head
  * repeats its head's per-step work that does not scale with P (delta, and for a diagonal A the one exp per
  * (t, s, n) of the intra-sub-block sums), so a head of 256 channels at d_state 128 runs as two of 128, not
- * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). */
+ * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). Last, where the tensor-core path could
+ * run the sub-heads but for N > SSDM_MAX_N (bf16 builds, P' <= SSDM_TILE, path auto or mma), the states are
+ * cut into slices of SSDM_MAX_N: d_state 256 runs as two scans of 128 on the tensor-core path (each slice a
+ * group of its own), not as one on the sub-block path. */
 static int ssd_native_state(int N) {
     int n = 16;
     while (n < N) n *= 2;
@@ -147,9 +151,17 @@ static SSDScanShape ssd_scan_native(const SSDScanShape *s) {
         ns.H = s->H * split;
         if (ns.P == 16 || ssd_sub_smem_bytes(&ns) <= SSD_SPLIT_SMEM_BYTES) break;
     }
+#if !defined(ENABLE_FP32)
+    if (s->path != SSD_PATH_SUB && ns.P <= SSDM_TILE && ns.N > SSDM_MAX_N) {
+        int slices = ns.N / SSDM_MAX_N;
+        ns.N = SSDM_MAX_N;
+        ns.H *= slices;
+        ns.G *= slices;
+    }
+#endif
     if (ns.H == s->H && ns.P == s->P && ns.N == s->N) return *s;
     ns.conv_dim = ns.H * ns.P + 2 * ns.G * ns.N;
-    ns.d_in_proj = ns.H == s->H ? s->d_in_proj : ns.H; /* a copy of dt_raw per sub-head is compact */
+    ns.d_in_proj = ns.H == s->H ? s->d_in_proj : ns.H; /* a copy of dt_raw per native head is compact */
     return ns;
 }
 
@@ -159,14 +171,16 @@ static bool ssd_scan_is_native(const SSDScanShape *s, const SSDScanShape *ns) {
 
 /* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh for a scalar A,
  * ssd_scan_diag.cuh for a diagonal one) takes heads of width P <= 64 and N <= 128 in bf16 builds; the
- * sub-block path (ssd_scan_sub.cuh) takes every shape. The rule applies to the native shape (a head of 40
- * channels runs as one of 48, on the tensor-core path). */
+ * sub-block path (ssd_scan_sub.cuh) takes every shape. The rule applies to the native shape that path would
+ * run (a head of 40 channels runs as one of 48, d_state 256 as two slices of 128, on the tensor-core path). */
 static bool ssd_scan_path_applies(const SSDScanShape *s, SSDScanPath path) {
     if (path != SSD_PATH_MMA) return true;
 #if defined(ENABLE_FP32)
     return false;
 #else
-    SSDScanShape ns = ssd_scan_native(s);
+    SSDScanShape on_path = *s;
+    on_path.path = SSD_PATH_MMA;
+    SSDScanShape ns = ssd_scan_native(&on_path);
     return ns.P <= SSDM_TILE && ns.N <= SSDM_MAX_N;
 #endif
 }
@@ -178,8 +192,8 @@ static SSDScanPath ssd_scan_path(const SSDScanShape *s) {
     if (!ssd_scan_path_applies(s, s->path)) {
         SSDScanShape ns = ssd_scan_native(s);
         fprintf(stderr, "ssd_scan: path %s cannot run this shape (diagonal=%d P=%d N=%d, run as P=%d N=%d) in this %s "
-                        "build: it needs P <= %d, N <= %d and a bf16 build\n",
-                ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, ns.P, ns.N, PRECISION_NAME, SSDM_TILE, SSDM_MAX_N);
+                        "build: it needs heads of at most %d channels as run and a bf16 build\n",
+                ssd_scan_path_name(s->path), s->diagonal, s->P, s->N, ns.P, ns.N, PRECISION_NAME, SSDM_TILE);
         exit(EXIT_FAILURE);
     }
     return s->path;

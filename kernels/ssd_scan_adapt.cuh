@@ -1,25 +1,33 @@
 /*
  * The shape adapter of the SSD scan: heads of any width P <= SSD_MAX_HEADDIM and any d_state N <=
  * SSD_MAX_STATE run as a native shape, one that the kernels run directly (ssd_scan.cuh picks it:
- * ssd_scan_native). Two exact identities:
+ * ssd_scan_native). Three exact identities:
  *   Sub-heads. Given (delta, B, C, A) a head's channels are independent: y_t[p] reads x[p] and no other
- *   channel of x. So a head of P channels is k sub-heads of P' channels (k P' >= P, P' a multiple of 16
+ *   channel of x. So a head of P channels is kp sub-heads of P' channels (kp P' >= P, P' a multiple of 16
  *   and at most SSD_MAX_P) that share the head's dt_raw, dt_bias, A_log and D; the channels past P are
- *   zero x. A zero channel has y = 0 and, with dy = 0 there, adds nothing to dB, dC, d delta, dA_log or
- *   dD. Sub-head j of head h is native head h k + j, in group (h k + j) / (k H / G) = h / (H / G): its own.
- *   Padded states. N is padded to N' (16, 32, 64, 128 or 256) with zero columns of B and C: a zero column
- *   of B puts nothing into the state and one of C reads nothing from it, so the padded state columns stay
- *   0 (the entering state is padded with 0 too), their dB, dC, dA_log are 0, and the padded rates of a
- *   diagonal A (A_log 0: a finite rate) change nothing.
+ *   zero x. A zero channel has y = 0 and, with dy = 0 there, adds nothing to dB, dC, d delta, dA_log or dD.
+ *   State slices. y_t = sum_n C_t[n] S_t[:, n] + D x_t, and S_t[:, n] is driven by B_t[n] and A_n alone (every
+ *   state column decays on its own). So a scan of N states is kn scans of N' = N / kn states (the slices
+ *   n = jn N' + e of B, C, A_log and the state) that share x, dt_raw, dt_bias, whose y add up, with D in slice 0
+ *   alone (0 in the others). Their gradients of x, dt_raw, dt_bias and (scalar A) A_log add up; dB, dC, a
+ *   diagonal A's dA_log and the state are each slice's own; dD is slice 0's. The tensor-core kernels take
+ *   N <= 128, so d_state 256 runs there as two slices of 128.
+ *   Padded states. N is padded to kn N' (N' 16, 32, 64 or 128, or 256 unsliced) with zero columns of B and C:
+ *   a zero column of B puts nothing into the state and one of C reads nothing from it, so the padded state
+ *   columns stay 0 (the entering state is padded with 0 too), their dB, dC, dA_log are 0, and the padded rates
+ *   of a diagonal A (A_log 0: a finite rate) change nothing.
+ * Native heads: head h = g (H / G) + l of group g becomes kn kp heads (slice jn, sub-head jp) numbered
+ * ((g kn + jn) (H / G) + l) kp + jp, so slice jn of group g is native group g kn + jn and holds its heads, in
+ * order, each as its kp sub-heads (groups are runs of consecutive heads, as the kernels take them).
  * So:
- *   forward:  gather x, B, C (zero padded), dt_raw, dt_bias, A_log, D (per sub-head) and the entering state,
- *             run the native forward, scatter y and the leaving state back (the padding dropped)
+ *   forward:  gather x, B, C (sliced, zero padded), dt_raw, dt_bias, A_log, D (per native head) and the
+ *             entering state, run the native forward, scatter y (the sum over slices) and the leaving state back
  *   backward: the same gathers and dy (zero padded), the native backward into zeroed parameter gradients,
- *             then scatter dx, dB, dC (padding dropped); a head's d dt_raw, ddt_bias, dA_log and dD are the
- *             sums over its sub-heads in sub-head order (no atomics: deterministic), the parameter
- *             gradients added to the caller's.
- * With one sub-head per head (k = 1) the per-head tensors are the caller's own (no copies, and d dt_raw is
- * written by the native kernels as for a native shape); y and dy are the caller's when P' = P.
+ *             then scatter dx (the sum over slices), dB, dC (padding dropped); a head's d dt_raw, ddt_bias,
+ *             dA_log and dD are the sums over its native heads that hold them, in a fixed order (no atomics:
+ *             deterministic), the parameter gradients added to the caller's.
+ * With one native head per head the per-head tensors are the caller's own (no copies, and d dt_raw is
+ * written by the native kernels as for a native shape); y and dy are the caller's when P' = P as well.
  * The copies live in the workspace after the native scan's arrays, as scratch: the backward gathers again
  * from the caller's inputs, so the forward keeps for the backward only the native scan's saved part.
  * The gathers and scatters are memory-bound element maps, one thread per value.
@@ -29,51 +37,67 @@
 
 #include "ssd_scan_common.cuh"
 
-/* Where a row's values go. The caller's row holds heads x width x n values, the native row heads x split x
- * sub x n2 (sub-head j of head h at h split + j). Native value (h, j, q, e) is the caller's (h, p, e) with
- * p = j sub + q (the sub-head's slice of its head) or p = q (replicate: every sub-head holds its head's
- * values), and 0 where p >= width or e >= n (the padding). */
+/* Where a row's values go. The caller's row holds heads x width x n values (heads in groups of heads / groups),
+ * the native row the native heads (numbered as above from head h, slice jn < kn and sub-head jp < kp) x sub x
+ * n2. Native value (head, jn, jp, q, e) is the caller's (h, p, m) with p = jp sub + q (p_shared: p = q, every
+ * sub-head holds the head's values) and m by n_mode: jn n2 + e (SSD_ADAPT_SLICE), e (SSD_ADAPT_SHARED: every
+ * slice holds them), or e in slice 0 alone (SSD_ADAPT_FIRST: the other slices hold 0); 0 where p >= width or
+ * m >= n (the padding). */
+enum { SSD_ADAPT_SLICE, SSD_ADAPT_SHARED, SSD_ADAPT_FIRST };
 typedef struct {
-    int heads, width, n;
-    int split, sub, n2;
-    int replicate;
+    int heads, groups, width, n;
+    int kp, sub, kn, n2;
+    int p_shared, n_mode;
 } SSDAdaptMap;
 
 __host__ __device__ static inline size_t ssd_adapt_native_cols(SSDAdaptMap m) {
-    return (size_t)m.heads * m.split * m.sub * m.n2;
+    return (size_t)m.heads * m.kn * m.kp * m.sub * m.n2;
 }
 __host__ __device__ static inline size_t ssd_adapt_caller_cols(SSDAdaptMap m) { return (size_t)m.heads * m.width * m.n; }
+
+/* the native head of caller head h, slice jn, sub-head jp */
+__host__ __device__ static inline size_t ssd_adapt_native_head(SSDAdaptMap m, int h, int jn, int jp) {
+    int per_group = m.heads / m.groups;
+    return (((size_t)(h / per_group) * m.kn + jn) * per_group + h % per_group) * m.kp + jp;
+}
 
 #define SSD_ADAPT_THREADS 256
 #define SSD_ADAPT_MAX_BLOCKS 65535
 
-/* out[r][((h split + j) sub + q) n2 + e] = in[r][(h width + p) n + e] (p as in SSDAdaptMap), 0 in the padding */
+/* out[r][native (h, jn, jp, q, e)] = in[r][(h width + p) n + m] (p, m as in SSDAdaptMap), 0 in the padding */
 template <typename T>
 __global__ void ssd_adapt_gather_kernel(T *out, size_t out_stride, const T *in, size_t in_stride, SSDAdaptMap m,
                                         size_t rows) {
     size_t cols = ssd_adapt_native_cols(m), total = rows * cols;
+    int per_group = m.heads / m.groups;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / cols, c = i % cols;
-        int e = (int)(c % m.n2), q = (int)(c / m.n2 % m.sub), hj = (int)(c / ((size_t)m.n2 * m.sub));
-        int h = hj / m.split, p = m.replicate ? q : hj % m.split * m.sub + q;
-        float v = p < m.width && e < m.n ? to_float(in[r * in_stride + ((size_t)h * m.width + p) * m.n + e]) : 0.0f;
-        out[r * out_stride + c] = from_float<T>(v);
+        size_t r = i / cols, c = i % cols, head = c / ((size_t)m.n2 * m.sub);
+        int e = (int)(c % m.n2), q = (int)(c / m.n2 % m.sub), jp = (int)(head % m.kp);
+        int l = (int)(head / m.kp % per_group), jn = (int)(head / m.kp / per_group % m.kn);
+        int h = (int)(head / m.kp / per_group / m.kn) * per_group + l;
+        int p = m.p_shared ? q : jp * m.sub + q;
+        int v = m.n_mode == SSD_ADAPT_SLICE ? jn * m.n2 + e : m.n_mode == SSD_ADAPT_FIRST && jn > 0 ? m.n : e;
+        float x = p < m.width && v < m.n ? to_float(in[r * in_stride + ((size_t)h * m.width + p) * m.n + v]) : 0.0f;
+        out[r * out_stride + c] = from_float<T>(x);
     }
 }
 
-/* in[r][(h width + p) n + e] (+)= the sum over the sub-heads j that hold (h, p, e), in order j = 0, 1, ...: the
- * one sub-head of its slice, or every sub-head (replicate: a shared value's gradient) */
+/* in[r][(h width + p) n + v] (+)= the sum over the native values that hold (h, p, v), slices jn and sub-heads jp
+ * in order: one (sliced), every one (shared: a shared value's gradient) or slice 0's (first) */
 template <typename T, bool ADD>
 __global__ void ssd_adapt_scatter_kernel(T *in, size_t in_stride, const T *out, size_t out_stride, SSDAdaptMap m,
                                          size_t rows) {
     size_t cols = ssd_adapt_caller_cols(m), total = rows * cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t r = i / cols, c = i % cols;
-        int e = (int)(c % m.n), p = (int)(c / m.n % m.width), h = (int)(c / ((size_t)m.n * m.width));
-        int j0 = m.replicate ? 0 : p / m.sub, j1 = m.replicate ? m.split : j0 + 1, q = m.replicate ? p : p % m.sub;
+        int v = (int)(c % m.n), p = (int)(c / m.n % m.width), h = (int)(c / ((size_t)m.n * m.width));
+        int jp0 = m.p_shared ? 0 : p / m.sub, jp1 = m.p_shared ? m.kp : jp0 + 1, q = m.p_shared ? p : p % m.sub;
+        bool sliced = m.n_mode == SSD_ADAPT_SLICE;
+        int jn0 = sliced ? v / m.n2 : 0, jn1 = m.n_mode == SSD_ADAPT_SHARED ? m.kn : jn0 + 1, e = sliced ? v % m.n2 : v;
         float sum = ADD ? to_float(in[r * in_stride + c]) : 0.0f;
-        for (int j = j0; j < j1; j++)
-            sum += to_float(out[r * out_stride + (((size_t)h * m.split + j) * m.sub + q) * m.n2 + e]);
+        for (int jn = jn0; jn < jn1; jn++)
+            for (int jp = jp0; jp < jp1; jp++)
+                sum += to_float(out[r * out_stride + (ssd_adapt_native_head(m, h, jn, jp) * m.sub + q) * m.n2 + e]);
         in[r * in_stride + c] = from_float<T>(sum);
     }
 }
@@ -111,11 +135,12 @@ static void ssd_adapt_scatter(T *in, size_t in_stride, const T *out, size_t out_
  */
 typedef struct {
     SSDScanShape s, ns;
-    int split;                  /* sub-heads per head (ns.H = split * s.H) */
-    SSDAdaptMap x, bc, head, a, state_map; /* x channels, B and C, per-head values, A_log, state */
+    int split;                  /* native heads per head (ns.H = split * s.H): kn slices of kp sub-heads */
+    int kn, kp;
+    SSDAdaptMap x, bc, head, d, a, state_map; /* x channels, B and C, dt and dt_bias, D, A_log, state */
     floatX *xBC, *dxBC;         /* [B*T][ns.conv_dim] */
-    floatX *xy;                 /* [B*T][ns.H ns.P] y (forward) or dy (backward); unused when P' = P, k = 1 */
-    floatX *dt, *ddt;           /* [B*T][ns.H] dt_raw per sub-head and its gradient; unused when k = 1 */
+    floatX *xy;                 /* [B*T][ns.H ns.P] y (forward) or dy (backward); unused when P' = P, split 1 */
+    floatX *dt, *ddt;           /* [B*T][ns.H] dt_raw per native head and its gradient; unused when split 1 */
     float *dt_bias, *A_log, *D; /* [ns.H], [ns.H][NA'], [ns.H] */
     float *ddt_bias, *dA_log, *dD;
     float *state;               /* [B][ns.H][ns.P][ns.N] the entering and leaving state */
@@ -131,12 +156,17 @@ static SSDAdapt ssd_adapt_view(const SSDScanShape *s, const SSDScanShape *ns, vo
     a.s = *s;
     a.ns = *ns;
     a.split = ns->H / s->H;
-    int na = s->diagonal ? s->N : 1, na2 = s->diagonal ? ns->N : 1;
-    a.x = {s->H, s->P, 1, a.split, ns->P, 1, 0};
-    a.bc = {2 * s->G, 1, s->N, 1, 1, ns->N, 0}; /* B then C: 2G rows of N values each */
-    a.head = {s->H, 1, 1, a.split, 1, 1, 1};
-    a.a = {s->H, 1, na, a.split, 1, na2, 1};
-    a.state_map = {s->H, s->P, s->N, a.split, ns->P, ns->N, 0};
+    a.kn = ns->G / s->G;
+    a.kp = a.split / a.kn;
+    int H = s->H, G = s->G, kn = a.kn, kp = a.kp, na = s->diagonal ? s->N : 1, na2 = s->diagonal ? ns->N : 1;
+    int a_mode = s->diagonal ? SSD_ADAPT_SLICE : SSD_ADAPT_SHARED;
+    /* {heads, groups, width, n, kp, sub, kn, n2, p_shared, n_mode} */
+    a.x = {H, G, s->P, 1, kp, ns->P, kn, 1, 0, SSD_ADAPT_SHARED};
+    a.bc = {2 * G, 2 * G, 1, s->N, 1, 1, kn, ns->N, 0, SSD_ADAPT_SLICE}; /* B then C: 2G rows of N values */
+    a.head = {H, G, 1, 1, kp, 1, kn, 1, 1, SSD_ADAPT_SHARED};
+    a.d = {H, G, 1, 1, kp, 1, kn, 1, 1, SSD_ADAPT_FIRST};
+    a.a = {H, G, 1, na, kp, 1, kn, na2, 1, a_mode};
+    a.state_map = {H, G, s->P, s->N, kp, ns->P, kn, ns->N, 0, SSD_ADAPT_SLICE};
     size_t rows = (size_t)s->B * s->T, X = sizeof(floatX), F = sizeof(float);
     size_t xy = ssd_adapt_same_x(&a) ? 0 : rows * ns->H * ns->P * X, dt = a.split == 1 ? 0 : rows * ns->H * X;
     size_t pa = ssd_adapt_same_a(&a) ? 0 : (size_t)ns->H * na2 * F, ph = a.split == 1 ? 0 : (size_t)ns->H * F;
@@ -165,7 +195,8 @@ static SSDAdapt ssd_adapt_view(const SSDScanShape *s, const SSDScanShape *ns, vo
 }
 
 /* The native inputs that forward and backward share, replacing the caller's in c where the layouts differ:
- * x, B, C always; dt_raw, dt_bias, D with sub-heads; A_log with sub-heads or a padded diagonal A. The caller's
+ * x, B, C always; dt_raw, dt_bias, D with several native heads per head; A_log with those or a padded
+ * diagonal A. The caller's
  * dt_raw has row stride d_in_proj; the copy is compact (ns.d_in_proj = ns.H). */
 static void ssd_adapt_gather_inputs(SSDAdapt *a, SSDScanCall *c) {
     const SSDScanShape *s = &a->s, *ns = &a->ns;
@@ -177,7 +208,7 @@ static void ssd_adapt_gather_inputs(SSDAdapt *a, SSDScanCall *c) {
     if (a->split > 1) {
         ssd_adapt_gather(a->dt, ns->H, c->dt_raw, s->d_in_proj, a->head, rows, c->stream);
         ssd_adapt_gather(a->dt_bias, 0, c->dt_bias, 0, a->head, 1, c->stream);
-        ssd_adapt_gather(a->D, 0, c->D, 0, a->head, 1, c->stream);
+        ssd_adapt_gather(a->D, 0, c->D, 0, a->d, 1, c->stream);
         c->dt_raw = a->dt;
         c->dt_bias = a->dt_bias;
         c->D = a->D;
@@ -202,7 +233,7 @@ static void ssd_adapt_forward_in(SSDAdapt *a, SSDScanCall *c) {
     if (c->state_out) c->state_out = a->state;
 }
 
-/* Forward, after it: y and the leaving state back to the caller's (padding dropped) */
+/* Forward, after it: y (summed over slices) and the leaving state back to the caller's (padding dropped) */
 static void ssd_adapt_forward_out(const SSDAdapt *a, floatX *y, float *state_out, cudaStream_t stream) {
     size_t rows = (size_t)a->s.B * a->s.T;
     if (!ssd_adapt_same_x(a))
@@ -234,8 +265,8 @@ static void ssd_adapt_backward_in(SSDAdapt *a, SSDScanCall *c) {
     }
 }
 
-/* Backward, after it: dx, dB, dC back (padding dropped); d dt_raw the sum over a head's sub-heads; ddt_bias,
- * dA_log, dD those sums added to the caller's */
+/* Backward, after it: dx (summed over slices), dB, dC back (padding dropped); d dt_raw the sum over a head's
+ * native heads; ddt_bias, dA_log, dD their sums (dD: slice 0's) added to the caller's */
 static void ssd_adapt_backward_out(const SSDAdapt *a, floatX *dxBC, floatX *ddt_raw, float *ddt_bias, float *dA_log,
                                    float *dD, cudaStream_t stream) {
     const SSDScanShape *s = &a->s, *ns = &a->ns;
@@ -246,7 +277,7 @@ static void ssd_adapt_backward_out(const SSDAdapt *a, floatX *dxBC, floatX *ddt_
     if (a->split > 1) {
         ssd_adapt_scatter(ddt_raw, s->d_in_proj, a->ddt, ns->H, a->head, rows, false, stream);
         ssd_adapt_scatter(ddt_bias, 0, a->ddt_bias, 0, a->head, 1, true, stream);
-        ssd_adapt_scatter(dD, 0, a->dD, 0, a->head, 1, true, stream);
+        ssd_adapt_scatter(dD, 0, a->dD, 0, a->d, 1, true, stream);
     }
     if (!ssd_adapt_same_a(a)) ssd_adapt_scatter(dA_log, 0, a->dA_log, 0, a->a, 1, true, stream);
 }

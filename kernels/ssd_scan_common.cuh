@@ -37,7 +37,7 @@ typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_p
 #define SSD_REDUCE_THREADS 512
 #define SSD_REDUCE_WARPS (SSD_REDUCE_THREADS / 32)
 #define SSDM_TILE 64 /* steps per tile of the tensor-core path (ssd_scan_mma.cuh) */
-#define SSDM_MAX_N 128 /* the largest d_state of the tensor-core path; 256 runs on the sub-block path */
+#define SSDM_MAX_N 128 /* the largest d_state of the tensor-core kernels; 256 runs there as two slices */
 
 /* ------------------------------------------------------------------------------------------------
  * Workspace: what the forward keeps for the backward, then the backward's scratch.

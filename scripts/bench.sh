@@ -11,9 +11,11 @@
 # in $BENCH_LOGS (default: a temporary directory, removed):
 #   STEPS=6 BENCH_LOGS=bench_logs scripts/bench.sh recompute
 # Where one step's GPU time goes (Nsight Compute, kernel durations only): mamba2-130m (or PROFILE_CONFIG) at
-# B=8 x T=2048, the second training step's kernels grouped by name, largest first, and by kind (SSD scan, ...):
+# B=8 (or PROFILE_B) x T=2048, the second training step's kernels grouped by name, largest first, and by kind
+# (SSD scan, ...):
 #   scripts/bench.sh profile
 #   PROFILE_CONFIG=configs/ssd-mamba-130m.json scripts/bench.sh profile
+#   PROFILE_CONFIG=configs/mamba2-1.3b.json PROFILE_B=4 scripts/bench.sh profile
 # Document boundaries (-db 1): mamba2-130m at B=8 x T=2048 on a shard of documents of random lengths (mean
 # ~500 tokens, each starting with the end-of-text id 50256, as scripts/prepro.py writes them; its tokenizer.bin
 # beside it records that id), with and without -db 1: tokens/s of both and the cost of the boundaries in %
@@ -105,10 +107,11 @@ if [ "$mode" = profile ]; then
     # step 1 warms up (cuBLASLt heuristics, first allocations); step 2, between the first two AdamW launches'
     # ends, is the one reported; --clock-control none leaves the GPU at its own clocks, as a training run
     ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-        ./train_ssdcu -e "${PROFILE_CONFIG:-configs/mamba2-130m.json}" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 -b 8 -t 2048 \
+        ./train_ssdcu -e "${PROFILE_CONFIG:-configs/mamba2-130m.json}" -i "$work/synthetic_train_*.bin" -v 0 -g 0 -sh 0 \
+        -b "${PROFILE_B:-8}" -t 2048 \
         -x "$steps" > "$work/profile.csv" 2> "$work/profile.err" || { tail -n 5 "$work/profile.err"; exit 1; }
     python3 scripts/profile_table.py "$work/profile.csv" --gpu "${gpu:-unknown GPU}" \
-        --model "$(basename "${PROFILE_CONFIG:-configs/mamba2-130m.json}" .json)"
+        --model "$(basename "${PROFILE_CONFIG:-configs/mamba2-130m.json}" .json)" --batch "${PROFILE_B:-8}"
     exit 0
 fi
 

@@ -2,7 +2,7 @@
 """
 The per-kernel table of one training step from Nsight Compute's CSV (scripts/bench.sh profile):
   ncu --metrics gpu__time_duration.sum --csv --print-units base ./train_ssdcu ... > profile.csv
-  python3 scripts/profile_table.py profile.csv [--gpu NAME] [--model NAME]
+  python3 scripts/profile_table.py profile.csv [--gpu NAME] [--model NAME] [--batch B]
 The step reported is the second one: the kernels after the end of the first AdamW update up to the end of
 the second (each update launches adamw_kernel once per parameter group or shard, in a row). Prints the
 kernels grouped by name, largest first, then by kind, in milliseconds per step and share of the step.
@@ -73,6 +73,7 @@ def main():
     ap.add_argument("csv")
     ap.add_argument("--gpu", default="unknown GPU")
     ap.add_argument("--model", default="mamba2-130m", help="the profiled model's name, for the title")
+    ap.add_argument("--batch", type=int, default=8, help="the profiled batch size B, for the title")
     ap.add_argument("--top", type=int, default=25, help="kernel names listed (default 25)")
     args = ap.parse_args()
     step = second_step(read_kernels(args.csv))
@@ -83,7 +84,7 @@ def main():
         calls, acc = by_name.get(key, (0, 0.0))
         by_name[key] = (calls + 1, acc + ms)
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + ms
-    print(f"One training step of {args.model}, B=8 x T=2048, bf16, on {args.gpu}: {len(step)} kernel launches, "
+    print(f"One training step of {args.model}, B={args.batch} x T=2048, bf16, on {args.gpu}: {len(step)} kernel launches, "
           f"{total:.2f} ms of GPU time (Nsight Compute durations, kernels one at a time)")
     print()
     print("| kernel | calls | ms per step | share |")

@@ -5,8 +5,9 @@
  * diagonal A, and stress cases with delta |A| of 1 to 60 per step (delta ~ softplus(1 + N(0,1))), where any
  * factor of the form exp(+|A| (dc_t - dc_s)) would overflow.
  * Adapted shapes (kernels/ssd_scan_adapt.cuh): headdims that are no multiple of 16 (8, 13, 40, 200), heads
- * wider than 128 (200, 256: sub-heads), d_states that the kernels do not run (5, 48, 100) and P 128 at
- * N 256 (split for shared memory), with groups, segments, an entering state and stress decays.
+ * wider than 128 (200, 256: sub-heads), d_states that the kernels do not run (5, 48, 100), P 128 at
+ * N 256 (split for shared memory) and d_state 200 and 256 in two slices of 128 (the tensor-core path), with
+ * groups, segments, an entering state and stress decays.
  * Outputs are poisoned with NaN first, so an element left unwritten fails; the columns of the
  * in_proj gradient outside dt must stay untouched. Parameter gradients must be ACCUMULATED.
  * Determinism: a second forward + backward on the same inputs (outputs, gradients and workspace
@@ -843,7 +844,8 @@ int main(int argc, char **argv) {
         {"scalar_8heads_per_group", make_shape(2, 150, 16, 32, 2, 32, 64, 0), 15, plain},
         {"scalar_12heads_Q128", make_shape(1, 130, 12, 64, 1, 16, 128, 0), 16, plain},
         {"scalar_3heads_Q32", make_shape(1, 90, 3, 16, 1, 16, 32, 0), 17, plain},
-        /* d_state 256: the sub-block path for both A structures (the tensor-core path stops at 128) */
+        /* d_state 256, both A structures: two slices of 128 on the tensor-core path (auto), one scan on the
+         * sub-block path (the _sub reruns) */
         {"scalar_N256_Q100", make_shape(1, 230, 2, 64, 1, 256, 100, 0), 18, plain},
         {"diag_N256_groups", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 19, plain},
         /* an entering state (in place), forward and backward */
@@ -890,6 +892,12 @@ int main(int argc, char **argv) {
         {"seg_carry_diag_P40_N48", make_shape(2, 203, 4, 40, 2, 48, 64, 1), 62, segments_carry},
         {"seg_diag_P200_N100_groups", make_shape(2, 203, 2, 200, 2, 100, 64, 1), 63, segments},
         {"seg_carry_scalar_P256_N128", make_shape(2, 203, 2, 256, 1, 128, 64, 0), 64, segments_carry},
+        /* d_state above 128 in slices of 128 on the tensor-core path (the sub-block path reruns them unsliced):
+         * several heads per group, the second slice padded (200), steep decays, segments with a carried state */
+        {"scalar_N256_head_groups_Q256", make_shape(2, 300, 6, 64, 3, 256, 256, 0), 65, plain},
+        {"diag_N200_head_groups", make_shape(2, 150, 4, 32, 2, 200, 64, 1), 66, plain},
+        {"diag_stress_N256_groups", make_shape(2, 150, 4, 32, 2, 256, 64, 1), 67, stress},
+        {"seg_carry_diag_P48_N200_groups", make_shape(2, 203, 4, 48, 2, 200, 64, 1), 68, segments_carry},
     };
     run_cases(cases, sizeof(cases) / sizeof(cases[0]));
     printf("%d passed, %d failed\n", checks - test_failures, test_failures);
