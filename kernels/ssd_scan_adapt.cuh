@@ -30,7 +30,8 @@
  * written by the native kernels as for a native shape); y and dy are the caller's when P' = P as well.
  * The copies live in the workspace after the native scan's arrays, as scratch: the backward gathers again
  * from the caller's inputs, so the forward keeps for the backward only the native scan's saved part.
- * The gathers and scatters are memory-bound element maps, one thread per value.
+ * The gathers and scatters are memory-bound element maps: a thread per column (its map worked out once), walking
+ * the rows.
  */
 #ifndef SSD_KERNELS_SSD_SCAN_ADAPT_CUH
 #define SSD_KERNELS_SSD_SCAN_ADAPT_CUH
@@ -62,38 +63,40 @@ __host__ __device__ static inline size_t ssd_adapt_native_head(SSDAdaptMap m, in
 }
 
 #define SSD_ADAPT_THREADS 256
-#define SSD_ADAPT_MAX_BLOCKS 65535
+#define SSD_ADAPT_MAX_ROWS 65535 /* grid rows; a grid row walks rows r, r + 65535, ... */
 
-/* out[r][native (h, jn, jp, q, e)] = in[r][(h width + p) n + m] (p, m as in SSDAdaptMap), 0 in the padding */
+/* out[r][native (h, jn, jp, q, e)] = in[r][(h width + p) n + v] (p, v as in SSDAdaptMap), 0 in the padding. A
+ * thread per native column (its source column found once), walking the rows: grid (columns / threads, rows) */
 template <typename T>
 __global__ void ssd_adapt_gather_kernel(T *out, size_t out_stride, const T *in, size_t in_stride, SSDAdaptMap m,
                                         size_t rows) {
-    size_t cols = ssd_adapt_native_cols(m), total = rows * cols;
-    int per_group = m.heads / m.groups;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / cols, c = i % cols, head = c / ((size_t)m.n2 * m.sub);
-        int e = (int)(c % m.n2), q = (int)(c / m.n2 % m.sub), jp = (int)(head % m.kp);
-        int l = (int)(head / m.kp % per_group), jn = (int)(head / m.kp / per_group % m.kn);
-        int h = (int)(head / m.kp / per_group / m.kn) * per_group + l;
-        int p = m.p_shared ? q : jp * m.sub + q;
-        int v = m.n_mode == SSD_ADAPT_SLICE ? jn * m.n2 + e : m.n_mode == SSD_ADAPT_FIRST && jn > 0 ? m.n : e;
-        float x = p < m.width && v < m.n ? to_float(in[r * in_stride + ((size_t)h * m.width + p) * m.n + v]) : 0.0f;
-        out[r * out_stride + c] = from_float<T>(x);
-    }
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= (int)ssd_adapt_native_cols(m)) return;
+    int per_group = m.heads / m.groups, head = c / (m.n2 * m.sub);
+    int e = c % m.n2, q = c / m.n2 % m.sub, jp = head % m.kp;
+    int l = head / m.kp % per_group, jn = head / m.kp / per_group % m.kn;
+    int h = head / m.kp / per_group / m.kn * per_group + l;
+    int p = m.p_shared ? q : jp * m.sub + q;
+    int v = m.n_mode == SSD_ADAPT_SLICE ? jn * m.n2 + e : m.n_mode == SSD_ADAPT_FIRST && jn > 0 ? m.n : e;
+    bool inside = p < m.width && v < m.n;
+    size_t src = ((size_t)h * m.width + p) * m.n + v;
+    for (size_t r = blockIdx.y; r < rows; r += gridDim.y)
+        out[r * out_stride + c] = inside ? in[r * in_stride + src] : from_float<T>(0.0f);
 }
 
 /* in[r][(h width + p) n + v] (+)= the sum over the native values that hold (h, p, v), slices jn and sub-heads jp
- * in order: one (sliced), every one (shared: a shared value's gradient) or slice 0's (first) */
+ * in order: one (sliced), every one (shared: a shared value's gradient) or slice 0's (first). A thread per
+ * caller column, walking the rows. */
 template <typename T, bool ADD>
 __global__ void ssd_adapt_scatter_kernel(T *in, size_t in_stride, const T *out, size_t out_stride, SSDAdaptMap m,
                                          size_t rows) {
-    size_t cols = ssd_adapt_caller_cols(m), total = rows * cols;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / cols, c = i % cols;
-        int v = (int)(c % m.n), p = (int)(c / m.n % m.width), h = (int)(c / ((size_t)m.n * m.width));
-        int jp0 = m.p_shared ? 0 : p / m.sub, jp1 = m.p_shared ? m.kp : jp0 + 1, q = m.p_shared ? p : p % m.sub;
-        bool sliced = m.n_mode == SSD_ADAPT_SLICE;
-        int jn0 = sliced ? v / m.n2 : 0, jn1 = m.n_mode == SSD_ADAPT_SHARED ? m.kn : jn0 + 1, e = sliced ? v % m.n2 : v;
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= (int)ssd_adapt_caller_cols(m)) return;
+    int v = c % m.n, p = c / m.n % m.width, h = c / (m.n * m.width);
+    int jp0 = m.p_shared ? 0 : p / m.sub, jp1 = m.p_shared ? m.kp : jp0 + 1, q = m.p_shared ? p : p % m.sub;
+    bool sliced = m.n_mode == SSD_ADAPT_SLICE;
+    int jn0 = sliced ? v / m.n2 : 0, jn1 = m.n_mode == SSD_ADAPT_SHARED ? m.kn : jn0 + 1, e = sliced ? v % m.n2 : v;
+    for (size_t r = blockIdx.y; r < rows; r += gridDim.y) {
         float sum = ADD ? to_float(in[r * in_stride + c]) : 0.0f;
         for (int jn = jn0; jn < jn1; jn++)
             for (int jp = jp0; jp < jp1; jp++)
@@ -102,19 +105,19 @@ __global__ void ssd_adapt_scatter_kernel(T *in, size_t in_stride, const T *out, 
     }
 }
 
-static inline int ssd_adapt_blocks(size_t total) {
-    size_t blocks = (total + SSD_ADAPT_THREADS - 1) / SSD_ADAPT_THREADS;
-    return (int)(blocks < SSD_ADAPT_MAX_BLOCKS ? blocks : SSD_ADAPT_MAX_BLOCKS);
+static inline dim3 ssd_adapt_grid(size_t cols, size_t rows) {
+    return dim3((unsigned)((cols + SSD_ADAPT_THREADS - 1) / SSD_ADAPT_THREADS),
+                (unsigned)(rows < SSD_ADAPT_MAX_ROWS ? rows : SSD_ADAPT_MAX_ROWS));
 }
 
 /* rows of the caller's layout (in, row stride in_stride) into the native layout (out, out_stride) */
 template <typename T>
 static void ssd_adapt_gather(T *out, size_t out_stride, const T *in, size_t in_stride, SSDAdaptMap m, size_t rows,
                              cudaStream_t stream) {
-    size_t total = rows * ssd_adapt_native_cols(m);
-    if (total == 0) return;
-    ssd_adapt_gather_kernel<T><<<ssd_adapt_blocks(total), SSD_ADAPT_THREADS, 0, stream>>>(out, out_stride, in, in_stride,
-                                                                                          m, rows);
+    size_t cols = ssd_adapt_native_cols(m);
+    if (rows * cols == 0) return;
+    ssd_adapt_gather_kernel<T><<<ssd_adapt_grid(cols, rows), SSD_ADAPT_THREADS, 0, stream>>>(out, out_stride, in,
+                                                                                             in_stride, m, rows);
     cudaCheckLaunch();
 }
 
@@ -122,10 +125,10 @@ static void ssd_adapt_gather(T *out, size_t out_stride, const T *in, size_t in_s
 template <typename T>
 static void ssd_adapt_scatter(T *in, size_t in_stride, const T *out, size_t out_stride, SSDAdaptMap m, size_t rows,
                               bool add, cudaStream_t stream) {
-    size_t total = rows * ssd_adapt_caller_cols(m);
-    if (total == 0) return;
+    size_t cols = ssd_adapt_caller_cols(m);
+    if (rows * cols == 0) return;
     auto kernel = add ? ssd_adapt_scatter_kernel<T, true> : ssd_adapt_scatter_kernel<T, false>;
-    kernel<<<ssd_adapt_blocks(total), SSD_ADAPT_THREADS, 0, stream>>>(in, in_stride, out, out_stride, m, rows);
+    kernel<<<ssd_adapt_grid(cols, rows), SSD_ADAPT_THREADS, 0, stream>>>(in, in_stride, out, out_stride, m, rows);
     cudaCheckLaunch();
 }
 

@@ -126,7 +126,7 @@ __device__ __forceinline__ void ssdd_mma_decayed(float (*acc)[4], const ssdm_bf1
                                                  const float (&u)[2], const float (&scale)[2],
                                                  const ssdm_bf16 *b_hi, const ssdm_bf16 *b_lo, int ldb, int n0) {
     int q = 2 * (threadIdx.x & 3);
-#pragma unroll
+#pragma unroll 1
     for (int kb = 0; kb < KBLOCKS; kb++) {
         uint32_t hi[4], lo[4];
 #pragma unroll
@@ -474,7 +474,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
     __syncthreads();
     /* state part: dy_t (S_in exp(A r0)), at the steps of S_in's document */
     float dC[NT][4] = {};
-    ssdm_mma_rows<4, NT, true, true>(dC, sm.own, SSDM_LP, sm.hi, sm.lo, LN);
+    ssdm_mma_rows<4, NT, true, true, true>(dC, sm.own, SSDM_LP, sm.hi, sm.lo, LN);
 #pragma unroll
     for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -494,7 +494,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
         __syncthreads();
         /* W[t][s] = (dy_t . x_s) delta_s, 0 for s > t and across documents */
         float m[8][4] = {};
-        ssdm_mma_rows<4, 8>(m, sm.own, SSDM_LP, sm.other, NULL, SSDM_LP);
+        ssdm_mma_rows<4, 8, false, false, true>(m, sm.own, SSDM_LP, sm.other, NULL, SSDM_LP);
         if (one) ssdm_decay_s<false, false>(m, sm.dc, sm.dl, sm.seg, dct, segt, 0.0f, s0, w.row0);
         else ssdm_decay_s<true, false>(m, sm.dc, sm.dl, sm.seg, dct, segt, 0.0f, s0, w.row0);
         if (!diag) {
@@ -607,7 +607,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
     const float ones[2] = {1.0f, 1.0f};
     float acc[DB ? NT : 8][4] = {}; /* dB, or gb */
     if constexpr (DB) {
-        ssdm_mma_rows<4, NT, true, true>(acc, sm.own, SSDM_LP, sm.hi, sm.lo, LN);
+        ssdm_mma_rows<4, NT, true, true, true>(acc, sm.own, SSDM_LP, sm.hi, sm.lo, LN);
     } else {
         float u[2] = {dc_last - dcs[0], dc_last - dcs[1]};
         ssdd_mma_decayed<KN, 8>(acc, sm.B, LN, sm.A, u, ones, sm.hi, sm.lo, LN, 0);
@@ -635,7 +635,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
         __syncthreads();
         float m[8][4] = {};
         if constexpr (DB) { /* W[s][t] = x_s . dy_t, 0 for t < s and across documents */
-            ssdm_mma_rows<4, 8>(m, sm.own, SSDM_LP, sm.other, NULL, SSDM_LP);
+            ssdm_mma_rows<4, 8, false, false, true>(m, sm.own, SSDM_LP, sm.other, NULL, SSDM_LP);
             if (one) ssdm_decay_t<false, false>(m, sm.dc, sm.seg, dcs, segs, 0.0f, r0 - w.row0);
             else ssdm_decay_t<true, false>(m, sm.dc, sm.seg, dcs, segs, 0.0f, r0 - w.row0);
         }

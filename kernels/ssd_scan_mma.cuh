@@ -92,11 +92,12 @@ __device__ __forceinline__ void ssdm_mma2(float (*acc)[4], const uint32_t (&a)[4
 
 /* acc[16 x 8 WIDTH] += the warp's 16 rows (16 (warp % 4)..) of a, stored [m][k], times the first
  * 8 WIDTH rows of b, stored [n][k] ([k][n] when TRANS_B), over K = 16 KBLOCKS; with SPLIT, b is a bf16
- * value plane and b_lo its remainder plane (two MMAs). */
-template <int KBLOCKS, int WIDTH, bool TRANS_B = false, bool SPLIT = false>
+ * value plane and b_lo its remainder plane (two MMAs). ROLLED keeps the loop over K-blocks a loop (less code
+ * for the diagonal A's kernels, whose size makes them wait on instruction fetches). */
+template <int KBLOCKS, int WIDTH, bool TRANS_B = false, bool SPLIT = false, bool ROLLED = false>
 __device__ __forceinline__ void ssdm_mma_rows(float (&acc)[WIDTH][4], const ssdm_bf16 *a_s, int lda, const ssdm_bf16 *b_s,
                                               const ssdm_bf16 *b_lo, int ldb) {
-#pragma unroll
+#pragma unroll(ROLLED ? 1 : KBLOCKS)
     for (int kb = 0; kb < KBLOCKS; kb++) {
         uint32_t a[4];
         ssdm_load_a(a, a_s, lda, 16 * (threadIdx.x >> 5), 16 * kb);
