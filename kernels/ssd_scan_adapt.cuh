@@ -31,7 +31,7 @@
  * The copies live in the workspace after the native scan's arrays, as scratch: the backward gathers again
  * from the caller's inputs, so the forward keeps for the backward only the native scan's saved part.
  * The gathers and scatters are memory-bound element maps: a thread per column (its map worked out once), walking
- * the rows.
+ * the rows 8 at a time (their loads in flight together).
  */
 #ifndef SSD_KERNELS_SSD_SCAN_ADAPT_CUH
 #define SSD_KERNELS_SSD_SCAN_ADAPT_CUH
@@ -63,13 +63,15 @@ __host__ __device__ static inline size_t ssd_adapt_native_head(SSDAdaptMap m, in
 }
 
 #define SSD_ADAPT_THREADS 256
-#define SSD_ADAPT_MAX_ROWS 65535 /* grid rows; a grid row walks rows r, r + 65535, ... */
+#define SSD_ADAPT_ROWS 8          /* rows a thread moves at once: their loads in flight together */
+#define SSD_ADAPT_MAX_GRID_Y 4096 /* grid rows; each walks batches of SSD_ADAPT_ROWS rows */
 
 /* out[r][native (h, jn, jp, q, e)] = in[r][(h width + p) n + v] (p, v as in SSDAdaptMap), 0 in the padding. A
- * thread per native column (its source column found once), walking the rows: grid (columns / threads, rows) */
+ * thread per native column (its source column found once), walking the rows in batches: grid (columns /
+ * threads, row batches) */
 template <typename T>
-__global__ void ssd_adapt_gather_kernel(T *out, size_t out_stride, const T *in, size_t in_stride, SSDAdaptMap m,
-                                        size_t rows) {
+__global__ void ssd_adapt_gather_kernel(T *__restrict__ out, size_t out_stride, const T *__restrict__ in,
+                                        size_t in_stride, SSDAdaptMap m, size_t rows) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= (int)ssd_adapt_native_cols(m)) return;
     int per_group = m.heads / m.groups, head = c / (m.n2 * m.sub);
@@ -80,34 +82,50 @@ __global__ void ssd_adapt_gather_kernel(T *out, size_t out_stride, const T *in, 
     int v = m.n_mode == SSD_ADAPT_SLICE ? jn * m.n2 + e : m.n_mode == SSD_ADAPT_FIRST && jn > 0 ? m.n : e;
     bool inside = p < m.width && v < m.n;
     size_t src = ((size_t)h * m.width + p) * m.n + v;
-    for (size_t r = blockIdx.y; r < rows; r += gridDim.y)
-        out[r * out_stride + c] = inside ? in[r * in_stride + src] : from_float<T>(0.0f);
+    for (size_t r0 = (size_t)blockIdx.y * SSD_ADAPT_ROWS; r0 < rows; r0 += (size_t)gridDim.y * SSD_ADAPT_ROWS) {
+        T x[SSD_ADAPT_ROWS];
+#pragma unroll
+        for (int k = 0; k < SSD_ADAPT_ROWS; k++)
+            x[k] = inside && r0 + k < rows ? in[(r0 + k) * in_stride + src] : from_float<T>(0.0f);
+#pragma unroll
+        for (int k = 0; k < SSD_ADAPT_ROWS; k++)
+            if (r0 + k < rows) out[(r0 + k) * out_stride + c] = x[k];
+    }
 }
 
 /* in[r][(h width + p) n + v] (+)= the sum over the native values that hold (h, p, v), slices jn and sub-heads jp
  * in order: one (sliced), every one (shared: a shared value's gradient) or slice 0's (first). A thread per
- * caller column, walking the rows. */
+ * caller column, walking the rows in batches. */
 template <typename T, bool ADD>
-__global__ void ssd_adapt_scatter_kernel(T *in, size_t in_stride, const T *out, size_t out_stride, SSDAdaptMap m,
-                                         size_t rows) {
+__global__ void ssd_adapt_scatter_kernel(T *__restrict__ in, size_t in_stride, const T *__restrict__ out,
+                                         size_t out_stride, SSDAdaptMap m, size_t rows) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= (int)ssd_adapt_caller_cols(m)) return;
     int v = c % m.n, p = c / m.n % m.width, h = c / (m.n * m.width);
     int jp0 = m.p_shared ? 0 : p / m.sub, jp1 = m.p_shared ? m.kp : jp0 + 1, q = m.p_shared ? p : p % m.sub;
     bool sliced = m.n_mode == SSD_ADAPT_SLICE;
     int jn0 = sliced ? v / m.n2 : 0, jn1 = m.n_mode == SSD_ADAPT_SHARED ? m.kn : jn0 + 1, e = sliced ? v % m.n2 : v;
-    for (size_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        float sum = ADD ? to_float(in[r * in_stride + c]) : 0.0f;
+    for (size_t r0 = (size_t)blockIdx.y * SSD_ADAPT_ROWS; r0 < rows; r0 += (size_t)gridDim.y * SSD_ADAPT_ROWS) {
+        float sum[SSD_ADAPT_ROWS];
+#pragma unroll
+        for (int k = 0; k < SSD_ADAPT_ROWS; k++) sum[k] = ADD && r0 + k < rows ? to_float(in[(r0 + k) * in_stride + c]) : 0.0f;
         for (int jn = jn0; jn < jn1; jn++)
-            for (int jp = jp0; jp < jp1; jp++)
-                sum += to_float(out[r * out_stride + (ssd_adapt_native_head(m, h, jn, jp) * m.sub + q) * m.n2 + e]);
-        in[r * in_stride + c] = from_float<T>(sum);
+            for (int jp = jp0; jp < jp1; jp++) {
+                size_t col = (ssd_adapt_native_head(m, h, jn, jp) * m.sub + q) * m.n2 + e;
+#pragma unroll
+                for (int k = 0; k < SSD_ADAPT_ROWS; k++)
+                    if (r0 + k < rows) sum[k] += to_float(out[(r0 + k) * out_stride + col]);
+            }
+#pragma unroll
+        for (int k = 0; k < SSD_ADAPT_ROWS; k++)
+            if (r0 + k < rows) in[(r0 + k) * in_stride + c] = from_float<T>(sum[k]);
     }
 }
 
 static inline dim3 ssd_adapt_grid(size_t cols, size_t rows) {
+    size_t batches = (rows + SSD_ADAPT_ROWS - 1) / SSD_ADAPT_ROWS;
     return dim3((unsigned)((cols + SSD_ADAPT_THREADS - 1) / SSD_ADAPT_THREADS),
-                (unsigned)(rows < SSD_ADAPT_MAX_ROWS ? rows : SSD_ADAPT_MAX_ROWS));
+                (unsigned)(batches < SSD_ADAPT_MAX_GRID_Y ? batches : SSD_ADAPT_MAX_GRID_Y));
 }
 
 /* rows of the caller's layout (in, row stride in_stride) into the native layout (out, out_stride) */

@@ -109,6 +109,7 @@ __device__ __forceinline__ void ssdd_load_state(ssdm_bf16 *hi, ssdm_bf16 *lo, in
 /* rows r of a bf16 tile in hi [64][ld] times exp(A_n e[r]), in place: value in hi, remainder in lo */
 template <int N_>
 __device__ __forceinline__ void ssdd_decay_rows(ssdm_bf16 *hi, ssdm_bf16 *lo, int ld, const float *A_s, const float *e) {
+#pragma unroll 2
     for (int i = threadIdx.x; i < SSDM_TILE * N_ / 2; i += SSDM_THREADS) {
         int r = i / (N_ / 2), n = 2 * (i % (N_ / 2));
         float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(hi + r * ld + n));
@@ -204,7 +205,7 @@ __device__ __forceinline__ void ssdd_direct(float (&d)[2][4], const ssdm_bf16 *R
     for (int jj = 0; jj < 2; jj++)
 #pragma unroll
         for (int e = 0; e < 4; e++) d[jj][e] = 0.0f;
-#pragma unroll 4
+#pragma unroll 2
     for (int n = 0; n < N_; n += 2) {
         float2 An = make_float2(A_s[n], A_s[n + 1]), r[2], kv[4];
 #pragma unroll
