@@ -133,14 +133,23 @@ static const char *ssd_scan_path_name(SSDScanPath path) {
  * sub-block kernels need more than 227 KB (no GPU has it): those are split. Fewest sub-heads: each sub-head
  * repeats its head's per-step work that does not scale with P (delta, and for a diagonal A the one exp per
  * (t, s, n) of the intra-sub-block sums), so a head of 256 channels at d_state 128 runs as two of 128, not
- * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). Last, where the tensor-core path could
+ * four of 64 (at d_state 256, as four of 64: two of 128 need 274 KB). Where the tensor-core path could
  * run the sub-heads but for N > SSDM_MAX_N (bf16 builds, P' <= SSDM_TILE, path auto or mma), the states are
  * cut into slices of SSDM_MAX_N: d_state 256 runs as two scans of 128 on the tensor-core path (each slice a
- * group of its own), not as one on the sub-block path. */
+ * group of its own), not as one on the sub-block path. Last, the chunk: every chunk size gives the same
+ * scan (the chunks only regroup its sums), and a diagonal A on the tensor-core path runs fastest at chunks of
+ * one 64-step tile (SSDD_CHUNK: its tile pairs inside a chunk cost more than carrying the state across
+ * chunks; PERF.md log row 25), so under SSD_PATH_AUTO it runs there at chunk min(Q, 64). That keeps 256 / 64
+ * = 4x the chunk states for the backward; a forced SSD_PATH_MMA runs the shape's own chunk. */
 static int ssd_native_state(int N) {
     int n = 16;
     while (n < N) n *= 2;
     return n;
+}
+
+/* whether ns runs s's tensors as they are (no adapter copies): the same heads and states; the chunk may differ */
+static bool ssd_scan_is_native(const SSDScanShape *s, const SSDScanShape *ns) {
+    return ns->H == s->H && ns->P == s->P && ns->N == s->N;
 }
 
 static SSDScanShape ssd_scan_native(const SSDScanShape *s) {
@@ -158,15 +167,12 @@ static SSDScanShape ssd_scan_native(const SSDScanShape *s) {
         ns.H *= slices;
         ns.G *= slices;
     }
+    if (s->path == SSD_PATH_AUTO && s->diagonal && ns.P <= SSDM_TILE && ns.Q > SSDD_CHUNK) ns.Q = SSDD_CHUNK;
 #endif
-    if (ns.H == s->H && ns.P == s->P && ns.N == s->N) return *s;
+    if (ssd_scan_is_native(s, &ns)) return ns;
     ns.conv_dim = ns.H * ns.P + 2 * ns.G * ns.N;
     ns.d_in_proj = ns.H == s->H ? s->d_in_proj : ns.H; /* a copy of dt_raw per native head is compact */
     return ns;
-}
-
-static bool ssd_scan_is_native(const SSDScanShape *s, const SSDScanShape *ns) {
-    return ns->H == s->H && ns->P == s->P && ns->N == s->N;
 }
 
 /* Whether `path` can run shape s in this build: the tensor-core path (ssd_scan_mma.cuh for a scalar A,
@@ -385,7 +391,7 @@ void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const
     c.state_in = state_in;
     c.state_out = state_out;
     if (ssd_scan_is_native(s, &ns)) {
-        ssd_scan_dispatch(s, &c, false);
+        ssd_scan_dispatch(&ns, &c, false);
         return;
     }
     ssd_adapt_forward_in(&a, &c);
@@ -408,7 +414,7 @@ void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, flo
     c.dA_log = dA_log;
     c.dD = dD;
     if (ssd_scan_is_native(s, &ns)) {
-        ssd_scan_dispatch(s, &c, true);
+        ssd_scan_dispatch(&ns, &c, true);
         return;
     }
     ssd_adapt_backward_in(&a, &c);

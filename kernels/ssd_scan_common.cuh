@@ -38,6 +38,7 @@ typedef struct { int B, T, H, P, G, N, Q; int diagonal; int conv_dim; int d_in_p
 #define SSD_REDUCE_WARPS (SSD_REDUCE_THREADS / 32)
 #define SSDM_TILE 64 /* steps per tile of the tensor-core path (ssd_scan_mma.cuh) */
 #define SSDM_MAX_N 128 /* the largest d_state of the tensor-core kernels; 256 runs there as two slices */
+#define SSDD_CHUNK 64  /* the chunk a diagonal A runs at on the tensor-core path under SSD_PATH_AUTO */
 
 /* ------------------------------------------------------------------------------------------------
  * Workspace: what the forward keeps for the backward, then the backward's scratch.

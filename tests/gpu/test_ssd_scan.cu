@@ -24,8 +24,9 @@
  * case without segments runs once more with an all-zero segment array, which must give the same bits as
  * segment = NULL (the masks are exact selects).
  * Paths: every case runs on the path the trainer takes (SSD_PATH_AUTO); the cases that run on the
- * tensor-core path run once more with the sub-block path forced (names ending in _sub), to the same
- * tolerances.
+ * tensor-core path run once more with the sub-block path forced (names ending in _sub), and the diagonal
+ * ones at chunks above 64 (which auto runs at 64) once more on the tensor-core path at their own chunk
+ * (_mma), to the same tolerances.
  *
  *   test_ssd_scan                      run the tests
  *   test_ssd_scan --path P             run the tests with path P (auto, sub, mma) forced, skipping the
@@ -575,10 +576,10 @@ static void bench(int diagonal) {
     }
     double fwd, both;
     time_scan(s, 1234 + diagonal, 50, &fwd, &both);
-    printf("bench %s %s path %s (runs %s) B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, forward+backward %.3f ms "
-           "(median of %d)\n",
-           PRECISION_NAME, a, ssd_scan_path_name(s.path), ssd_scan_path_name(ssd_scan_path(&s)), s.B, s.T, s.H, s.P,
-           s.N, s.Q, s.G, fwd, both, 50);
+    printf("bench %s %s path %s (runs %s at chunk %d) B=%d T=%d H=%d P=%d N=%d Q=%d G=%d: forward %.3f ms, "
+           "forward+backward %.3f ms (median of %d)\n",
+           PRECISION_NAME, a, ssd_scan_path_name(s.path), ssd_scan_path_name(ssd_scan_path(&s)), ssd_scan_native(&s).Q,
+           s.B, s.T, s.H, s.P, s.N, s.Q, s.G, fwd, both, 50);
 }
 
 /* --lengths: the scan's time against T (results/runtime), CSV on stdout, at one sequence (B = 1) of
@@ -601,9 +602,11 @@ static void bench_lengths(void) {
 /* --sweep: the hardware-aware comparison of issue #14, CSV on stdout: forward and forward+backward time of
  * scalar and diagonal A at the Mamba-2 130M layer shape (H 24, P 64, G 1, Q 256) for d_state N = 16, 64,
  * 128, 256 and T = 512 ... 65536, with B = max(1, 16384 / T) sequences so that every point holds at least
- * 16K tokens (B T = 16384 up to T = 16384, then T); then the diagonal A at N 128, T 2048, B 8 with the
- * chunk size Q = 64, 128, 256 (series chunk_size). scripts/bench_scan_fla.py writes the same columns for
- * flash-linear-attention's kernels, and scripts/scan_sweep_report.py makes results/scan-sweep from both.
+ * 16K tokens (B T = 16384 up to T = 16384, then T), each on the path and at the chunk the trainer's scan
+ * takes (the Q column: a diagonal A runs at SSDD_CHUNK); then the diagonal A at N 128, T 2048, B 8 with the
+ * chunk size Q = 64, 128, 256 on the tensor-core path (series chunk_size). scripts/bench_scan_fla.py writes
+ * the same columns for flash-linear-attention's kernels, and scripts/scan_sweep_report.py makes
+ * results/scan-sweep from both.
  *
  * Achieved rates come from a model of the chunked algorithm (the same for every path and A, and for the
  * fla rows with their chunk size: a rate is a time in other units, not a count of what a kernel executes).
@@ -670,9 +673,11 @@ static void sweep_point(const char *series, const SSDScanShape &s, const Inputs 
     if (applies) skip = scan_cannot_run(&s, why, sizeof(why));
     else snprintf(why, sizeof(why), "path %s does not run this shape in this build", ssd_scan_path_name(s.path));
     int iters = s.T <= 8192 ? 30 : s.T <= 16384 ? 20 : 10;
+    SSDScanShape run = s; /* Q: the chunk the scan runs at (ssd_scan_native: a diagonal A's own under auto) */
+    if (applies) run.Q = ssd_scan_native(&s).Q;
     printf("%s,%s,%s,%s,%d,%d,%d,%d,%d,%d,%d,", PRECISION_NAME, series,
            ssd_scan_path_name(applies ? ssd_scan_path(&s) : s.path), s.diagonal ? "diagonal" : "scalar", s.B, s.T,
-           s.H, s.P, s.N, s.Q, skip ? 0 : iters);
+           s.H, s.P, s.N, run.Q, skip ? 0 : iters);
     if (skip) {
         printf(",,,,,,%s\n", skip);
     } else {
@@ -680,7 +685,7 @@ static void sweep_point(const char *series, const SSDScanShape &s, const Inputs 
         double fwd, both;
         time_device_case(&dev, iters, &fwd, &both);
         device_case_free(&dev);
-        ScanCost c = scan_cost(&s);
+        ScanCost c = scan_cost(&run);
         printf("%.4f,%.4f,%.2f,%.2f,%.1f,%.1f,ok\n", fwd, both, c.fwd_flops / fwd * 1e-9,
                (c.fwd_flops + c.bwd_flops) / both * 1e-9, c.fwd_bytes / fwd * 1e-6, (c.fwd_bytes + c.bwd_bytes) / both * 1e-6);
     }
@@ -706,7 +711,11 @@ static void bench_sweep(void) {
                 sweep_point("sweep", make_shape(std::max(1, 16384 / T), T, 24, 64, 1, N, 256, diagonal), &in);
         }
     sweep_inputs(&in, 128, 1);
-    for (int Q : Qs) sweep_point("chunk_size", make_shape(8, 2048, 24, 64, 1, 128, Q, 1), &in);
+    for (int Q : Qs) { /* the tensor-core path forced, at chunk Q (auto would run each at SSDD_CHUNK) */
+        SSDScanShape s = make_shape(8, 2048, 24, 64, 1, 128, Q, 1);
+        s.path = ssd_scan_path_applies(&s, SSD_PATH_MMA) ? SSD_PATH_MMA : s.path;
+        sweep_point("chunk_size", s, &in);
+    }
 }
 
 /* --table: the scan against the double recurrent CPU reference over the sweep of results/equivalence
@@ -764,7 +773,9 @@ typedef struct {
 } Case;
 
 /* Runs the cases on their shapes' path; with forced_path AUTO, those on the tensor-core path once more
- * with the sub-block path forced. A forced path skips the cases it cannot run. */
+ * with the sub-block path forced, and those that AUTO runs at a chunk of its own (a diagonal A at
+ * SSDD_CHUNK) once more with the tensor-core path forced, at the shape's chunk (its tile pairs inside a
+ * chunk). A forced path skips the cases it cannot run. */
 static void run_cases(const Case *cases, int count) {
     for (int i = 0; i < count; i++) {
         Case c = cases[i];
@@ -778,6 +789,11 @@ static void run_cases(const Case *cases, int count) {
         }
         run_case(name.c_str(), c.s, c.seed, c.opt);
         if (forced_path == SSD_PATH_AUTO && ssd_scan_path(&c.s) == SSD_PATH_MMA) {
+            if (ssd_scan_native(&c.s).Q != c.s.Q) {
+                Case own = c;
+                own.s.path = SSD_PATH_MMA;
+                run_case((name + "_mma").c_str(), own.s, own.seed, own.opt);
+            }
             c.s.path = SSD_PATH_SUB;
             name += "_sub";
             run_case(name.c_str(), c.s, c.seed, c.opt);
