@@ -355,26 +355,28 @@ static void ssd_scan_dispatch(const SSDScanShape *s, const SSDScanCall *c, bool 
     }
 }
 
-/* The call of the native shape ns of s: the workspace's arrays and the inputs that forward and backward
- * share, for the dispatch; for an adapted shape the adapter's view (*a) with those inputs gathered. */
-static SSDScanCall ssd_scan_call(const SSDScanShape *s, const SSDScanShape *ns, SSDAdapt *a, const floatX *xBC,
-                                 const floatX *dt_raw, const float *dt_bias, const float *A_log, const float *D,
-                                 const int *segment, void *workspace, cudaStream_t stream) {
-    SSDScanCall c = {};
+/* The call of shape s after checking it: its native shape (*ns), the workspace's arrays and the inputs that
+ * forward and backward share, for the dispatch; for an adapted shape the adapter's view (*a) with those inputs
+ * gathered (returns whether it is adapted). */
+static bool ssd_scan_call(SSDScanCall *c, SSDScanShape *ns, SSDAdapt *a, const SSDScanShape *s, const floatX *xBC,
+                          const floatX *dt_raw, const float *dt_bias, const float *A_log, const float *D,
+                          const int *segment, void *workspace, cudaStream_t stream) {
+    ssd_scan_check_shape(s);
+    *ns = ssd_scan_native(s);
+    memset(c, 0, sizeof(*c));
     size_t native_bytes;
-    c.ws = ssd_scan_workspace_view(ns, workspace, &native_bytes, NULL);
-    c.stream = stream;
-    c.xBC = xBC;
-    c.dt_raw = dt_raw;
-    c.dt_bias = dt_bias;
-    c.A_log = A_log;
-    c.D = D;
-    c.segment = segment;
-    if (!ssd_scan_is_native(s, ns)) {
-        *a = ssd_adapt_view(s, ns, (char *)workspace + native_bytes, NULL);
-        ssd_adapt_gather_inputs(a, &c);
-    }
-    return c;
+    c->ws = ssd_scan_workspace_view(ns, workspace, &native_bytes, NULL);
+    c->stream = stream;
+    c->xBC = xBC;
+    c->dt_raw = dt_raw;
+    c->dt_bias = dt_bias;
+    c->A_log = A_log;
+    c->D = D;
+    c->segment = segment;
+    if (ssd_scan_is_native(s, ns)) return false;
+    *a = ssd_adapt_view(s, ns, (char *)workspace + native_bytes, NULL);
+    ssd_adapt_gather_inputs(a, c);
+    return true;
 }
 
 /* segment: NULL (one document per row) or [B][T] on the device (see above). state_in: NULL (zero) or the
@@ -383,43 +385,35 @@ static SSDScanCall ssd_scan_call(const SSDScanShape *s, const SSDScanShape *ns, 
 void ssd_scan_forward(const SSDScanShape *s, floatX *y, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                       const float *A_log, const float *D, const int *segment, const float *state_in, float *state_out,
                       void *workspace, cudaStream_t stream) {
-    ssd_scan_check_shape(s);
-    SSDScanShape ns = ssd_scan_native(s);
+    SSDScanCall c;
+    SSDScanShape ns;
     SSDAdapt a;
-    SSDScanCall c = ssd_scan_call(s, &ns, &a, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
+    bool adapted = ssd_scan_call(&c, &ns, &a, s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.y = y;
     c.state_in = state_in;
     c.state_out = state_out;
-    if (ssd_scan_is_native(s, &ns)) {
-        ssd_scan_dispatch(&ns, &c, false);
-        return;
-    }
-    ssd_adapt_forward_in(&a, &c);
+    if (adapted) ssd_adapt_forward_in(&a, &c);
     ssd_scan_dispatch(&ns, &c, false);
-    ssd_adapt_forward_out(&a, y, state_out, stream);
+    if (adapted) ssd_adapt_forward_out(&a, y, state_out, stream);
 }
 
 /* segment: the forward's; the entering state comes from the forward's workspace (no gradient into it) */
 void ssd_scan_backward(const SSDScanShape *s, floatX *dxBC, floatX *ddt_raw, float *ddt_bias, float *dA_log, float *dD,
                        const floatX *dy, const floatX *xBC, const floatX *dt_raw, const float *dt_bias,
                        const float *A_log, const float *D, const int *segment, void *workspace, cudaStream_t stream) {
-    ssd_scan_check_shape(s);
-    SSDScanShape ns = ssd_scan_native(s);
+    SSDScanCall c;
+    SSDScanShape ns;
     SSDAdapt a;
-    SSDScanCall c = ssd_scan_call(s, &ns, &a, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
+    bool adapted = ssd_scan_call(&c, &ns, &a, s, xBC, dt_raw, dt_bias, A_log, D, segment, workspace, stream);
     c.dy = dy;
     c.dxBC = dxBC;
     c.ddt_raw = ddt_raw;
     c.ddt_bias = ddt_bias;
     c.dA_log = dA_log;
     c.dD = dD;
-    if (ssd_scan_is_native(s, &ns)) {
-        ssd_scan_dispatch(&ns, &c, true);
-        return;
-    }
-    ssd_adapt_backward_in(&a, &c);
+    if (adapted) ssd_adapt_backward_in(&a, &c);
     ssd_scan_dispatch(&ns, &c, true);
-    ssd_adapt_backward_out(&a, dxBC, ddt_raw, ddt_bias, dA_log, dD, stream);
+    if (adapted) ssd_adapt_backward_out(&a, dxBC, ddt_raw, ddt_bias, dA_log, dD, stream);
 }
 
 #endif

@@ -299,6 +299,41 @@ __device__ __forceinline__ void ssdd_state_sums(float *out, const float (&v)[NT]
     for (int n = threadIdx.x; n < N_; n += SSDM_THREADS) out[n] = red[n] + red[N_ + n] + red[2 * N_ + n] + red[3 * N_ + n];
 }
 
+/* The epilogue of dC (which 1) and dB (which 0): the warp's rows i of this head's share v_i[n] = scale_i acc_i[n]
+ * into dBC (bf16, [row][H][2][N]); z_i = sum_n A_n X_i[n] v_i[n] into z (X: the block's C or B rows, from xBC at
+ * column col; A_s holds A log2(e)); the tile's sums over its rows of X v dc per state into za_out */
+template <int NT>
+__device__ __forceinline__ void ssdd_store_share(ssdm_bf16 *dBC, float *z, float *za_out, const float (&acc)[NT][4],
+                                                 const float (&scale)[2], const floatX *xBC, int col, int which,
+                                                 const float *A_s, const float (&dc_i)[2], float *red,
+                                                 const SSDScanShape &s, const SSDMPlace &w) {
+    constexpr int N_ = 8 * NT;
+    float part[NT][2] = {};
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = ssdm_row(i);
+        bool valid = r < w.nrows;
+        size_t t_row = (size_t)w.b * s.T + w.t0 + w.row0 + r;
+        ssdm_bf16 *out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_ + which * N_;
+        const floatX *x_in = xBC + t_row * s.conv_dim + col;
+        float z_v = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int n = ssdm_col(j, 0);
+            float v0 = scale[i] * acc[j][2 * i], v1 = scale[i] * acc[j][2 * i + 1];
+            float2 xv = valid ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(x_in + n)) : make_float2(0.0f, 0.0f);
+            float z0 = xv.x * v0, z1 = xv.y * v1;
+            z_v += A_s[n] * z0 + A_s[n + 1] * z1;
+            part[j][0] += z0 * dc_i[i];
+            part[j][1] += z1 * dc_i[i];
+            if (valid) *reinterpret_cast<__nv_bfloat162 *>(out + n) = __floats2bfloat162_rn(v0, v1);
+        }
+        z_v = ssdm_quad_sum(z_v) * SSDD_LN2;
+        if (valid && (threadIdx.x & 3) == 0) z[(size_t)w.bh * s.T + w.t0 + w.row0 + r] = z_v;
+    }
+    ssdd_state_sums<NT>(za_out, part, red);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Forward: y for the tile's 64 steps t (s tiles up to the diagonal one). Against an earlier s tile the
  * reference is the dc at its last step; inside the diagonal tile, the warp's rows meet sub-block j < warp
@@ -519,30 +554,8 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_dc_kernel(ssdm_
         }
     }
     /* this head's dC share, zc_t = sum_n A_n C_t[n] dC_t[n], and the tile's sums of C dC dc per state */
-    float part[NT][2] = {};
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int r = ssdm_row(i);
-        bool valid = r < w.nrows;
-        size_t t_row = row + w.row0 + r;
-        ssdm_bf16 *dC_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_ + N_;
-        const floatX *c_in = xBC + t_row * s.conv_dim + c_col;
-        float zc_v = 0.0f;
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            int n = ssdm_col(j, 0);
-            float2 cv = valid ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(c_in + n)) : make_float2(0.0f, 0.0f);
-            float z0 = cv.x * dC[j][2 * i], z1 = cv.y * dC[j][2 * i + 1];
-            zc_v += sm.A[n] * z0 + sm.A[n + 1] * z1;
-            part[j][0] += z0 * dct[i];
-            part[j][1] += z1 * dct[i];
-            if (valid)
-                *reinterpret_cast<__nv_bfloat162 *>(dC_out + n) = __floats2bfloat162_rn(dC[j][2 * i], dC[j][2 * i + 1]);
-        }
-        zc_v = ssdm_quad_sum(zc_v) * SSDD_LN2; /* A_s holds A log2(e) */
-        if (valid && (threadIdx.x & 3) == 0) zc[(size_t)w.bh * s.T + w.t0 + w.row0 + r] = zc_v;
-    }
-    ssdd_state_sums<NT>(ssdd_za(za, w, 0, N_), part, sm.red);
+    const float ones[2] = {1.0f, 1.0f};
+    ssdd_store_share<NT>(dBC, zc, ssdd_za(za, w, 0, N_), dC, ones, xBC, c_col, 1, sm.A, dct, sm.red, s, w);
 }
 
 /* The backward of the tile's 64 steps s (t tiles from the chunk's last back to the diagonal one), in two
@@ -690,30 +703,7 @@ __global__ void __launch_bounds__(SSDM_THREADS, 3) ssdd_backward_s_kernel(
         }
     }
     if constexpr (DB) { /* dB_s = delta_s (...), zb and the per-state sums (B_s from global) */
-        float part[NT][2] = {};
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int r = ssdm_row(i);
-            bool valid = r < w.nrows;
-            size_t t_row = row + w.row0 + r;
-            ssdm_bf16 *dB_out = dBC + t_row * s.H * 2 * N_ + w.h * 2 * N_;
-            const floatX *b_in = xBC + t_row * s.conv_dim + b_col;
-            float zb_v = 0.0f;
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                int n = ssdm_col(j, 0);
-                float v0 = dls[i] * acc[j][2 * i], v1 = dls[i] * acc[j][2 * i + 1];
-                float2 bv = valid ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(b_in + n)) : make_float2(0.0f, 0.0f);
-                float z0 = bv.x * v0, z1 = bv.y * v1;
-                zb_v += sm.A[n] * z0 + sm.A[n + 1] * z1;
-                part[j][0] += z0 * dcs[i];
-                part[j][1] += z1 * dcs[i];
-                if (valid) *reinterpret_cast<__nv_bfloat162 *>(dB_out + n) = __floats2bfloat162_rn(v0, v1);
-            }
-            zb_v = ssdm_quad_sum(zb_v) * SSDD_LN2; /* A_s holds A log2(e) */
-            if (valid && (threadIdx.x & 3) == 0) zb[(size_t)w.bh * s.T + w.t0 + w.row0 + r] = zb_v;
-        }
-        ssdd_state_sums<NT>(ssdd_za(za, w, 1, N_), part, sm.red);
+        ssdd_store_share<NT>(dBC, zb, ssdd_za(za, w, 1, N_), acc, dls, xBC, b_col, 0, sm.A, dcs, sm.red, s, w);
     } else { /* dx, din, dD (x_s from own, dy_s from global) */
         float Dh = D[w.h], dD_acc = 0.0f;
 #pragma unroll
