@@ -6,11 +6,12 @@
  *
  * Two implementations (paths) share steps 1, 3 and 5 (delta and dc, state passing, the sums): for heads
  * of width P <= 64 and N <= 128, bf16 builds run the tensor-core path over whole 64-step tiles (a scalar
- * A: ssd_scan_mma.cuh; a diagonal A: ssd_scan_diag.cuh, its products factored through reference steps and
- * a few of its kernels shared with the scalar A; N = 256 as two slices of 128, ssd_scan_adapt.cuh); wider
- * heads and the FP32 build run the sub-block kernels of ssd_scan_sub.cuh (steps 2 and 4 as described below). The shape's `path` picks
- * one at run time (SSD_PATH_AUTO: the choice just described; SSD_PATH_SUB, SSD_PATH_MMA force one),
- * and ssd_scan_dispatch, at the end of this file, is the one place that maps a shape to its kernels.
+ * A: ssd_scan_mma.cuh; a diagonal A: ssd_scan_diag.cuh, its products factored through reference steps, a
+ * few of its kernels shared with the scalar A, at chunks of 64; N = 256 as two slices of 128,
+ * ssd_scan_adapt.cuh); wider heads and the FP32 build run the sub-block kernels of ssd_scan_sub.cuh (steps 2
+ * and 4 as described below). The shape's `path` picks one at run time (SSD_PATH_AUTO: the choice just
+ * described; SSD_PATH_SUB, SSD_PATH_MMA force one), and ssd_scan_dispatch, at the end of this file, is the
+ * one place that maps a shape to its kernels.
  *
  * Files, one per stage or path, each opening with the math it computes:
  *   ssd_scan.cuh          this overview, the shape check and path choice, the workspace, the dispatch

@@ -40,10 +40,10 @@
 
 /* Where a row's values go. The caller's row holds heads x width x n values (heads in groups of heads / groups),
  * the native row the native heads (numbered as above from head h, slice jn < kn and sub-head jp < kp) x sub x
- * n2. Native value (head, jn, jp, q, e) is the caller's (h, p, m) with p = jp sub + q (p_shared: p = q, every
- * sub-head holds the head's values) and m by n_mode: jn n2 + e (SSD_ADAPT_SLICE), e (SSD_ADAPT_SHARED: every
+ * n2. Native value (head, jn, jp, q, e) is the caller's (h, p, v) with p = jp sub + q (p_shared: p = q, every
+ * sub-head holds the head's values) and v by n_mode: jn n2 + e (SSD_ADAPT_SLICE), e (SSD_ADAPT_SHARED: every
  * slice holds them), or e in slice 0 alone (SSD_ADAPT_FIRST: the other slices hold 0); 0 where p >= width or
- * m >= n (the padding). */
+ * v >= n (the padding). */
 enum { SSD_ADAPT_SLICE, SSD_ADAPT_SHARED, SSD_ADAPT_FIRST };
 typedef struct {
     int heads, groups, width, n;
